@@ -1,0 +1,11 @@
+//! OctoISP's wire protocol and the domain types the agent and the control plane share.
+//!
+//! This crate does no I/O: it turns messages into bytes and bytes into messages, with every size bounded.
+
+pub mod frame;
+pub mod protocol;
+pub mod samples;
+
+pub use frame::{DecodeError, EncodeError, Limits};
+pub use protocol::*;
+pub use samples::SampleBlock;
