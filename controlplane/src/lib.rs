@@ -1,1 +1,5 @@
+//! The OctoISP control plane as a library: the binary `octoisp-controlplane` is a thin CLI over these modules.
 
+pub mod config;
+pub mod serve;
+pub mod telemetry;

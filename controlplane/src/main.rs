@@ -1,1 +1,218 @@
-fn main() {}
+//! `octoisp-controlplane`: the server (`serve`) and its administration commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use octoisp_controlplane::config::Config;
+use octoisp_controlplane::{ca, db, registry, serve, telemetry};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code for a bad configuration or command line (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(name = "octoisp-controlplane", version, about = "OctoISP control plane")]
+struct Cli {
+    /// Configuration file (TOML). Environment variables OCTOISP_CP__SECTION__KEY override it.
+    #[arg(long, short, global = true, env = "OCTOISP_CP_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Roles of this instance: any of api, ingest, workers, comma-separated.
+        #[arg(long, default_value = "api,ingest,workers")]
+        roles: String,
+    },
+    /// Apply the database migrations (with database.admin_url).
+    Migrate,
+    /// Check the configuration and print it (passwords hidden).
+    CheckConfig,
+    /// Providers (tenants).
+    #[command(subcommand)]
+    Provider(ProviderCmd),
+    /// POPs and agent enrollment.
+    #[command(subcommand)]
+    Pop(PopCmd),
+    /// Agents.
+    #[command(subcommand)]
+    Agent(AgentCmd),
+    /// The control plane CA.
+    #[command(subcommand)]
+    Ca(CaCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProviderCmd {
+    /// Create a provider.
+    Create {
+        /// Short unique name, used on the command line.
+        #[arg(long)]
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Tier: small, medium or large.
+        #[arg(long, default_value = "small")]
+        tier: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PopCmd {
+    /// Create a POP of a provider.
+    Create {
+        /// Provider slug or id.
+        #[arg(long)]
+        provider: String,
+        /// Short name, unique within the provider.
+        #[arg(long)]
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+    },
+    /// Print a one-time enrollment token for an agent of this POP.
+    EnrollToken {
+        /// Provider slug or id.
+        #[arg(long)]
+        provider: String,
+        /// POP slug or id.
+        #[arg(long)]
+        pop: String,
+        /// Lifetime in seconds (default: ingest.token_ttl_secs).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentCmd {
+    /// Revoke an agent: its certificate is refused from now on.
+    Revoke {
+        /// Agent id.
+        id: uuid::Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCmd {
+    /// Create the CA if missing and print its SHA-256 fingerprint.
+    Init,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(err) => {
+            eprintln!("octoisp-controlplane: bad configuration: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    telemetry::init_logs(&cfg.log);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("octoisp-controlplane: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command, cfg)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("octoisp-controlplane: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn pool(cfg: &Config) -> anyhow::Result<sqlx::PgPool> {
+    db::connect(&cfg.database.url, 2)
+        .await
+        .with_context(|| format!("cannot connect to {}", octoisp_controlplane::config::redact(&cfg.database.url)))
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { roles } => {
+            let roles = match serve::parse_roles(&roles) {
+                Ok(r) => r,
+                Err(err) => {
+                    eprintln!("octoisp-controlplane: --roles: {err}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            let metrics = telemetry::init_metrics()?;
+            let shutdown = CancellationToken::new();
+            cancel_on_signals(shutdown.clone());
+            serve::run(cfg, roles, metrics, shutdown).await?;
+        }
+        Command::Migrate => {
+            let admin = db::connect(cfg.admin_url(), 2)
+                .await
+                .with_context(|| format!("cannot connect to {}", octoisp_controlplane::config::redact(cfg.admin_url())))?;
+            db::migrate(&admin).await?;
+            println!("migrations applied");
+        }
+        Command::CheckConfig => println!("configuration OK: {cfg:#?}"),
+        Command::Provider(ProviderCmd::Create { slug, name, tier }) => {
+            let id = registry::create_provider(&pool(&cfg).await?, &slug, &name, &tier).await?;
+            println!("{id}");
+        }
+        Command::Pop(PopCmd::Create { provider, slug, name }) => {
+            let id = registry::create_pop(&pool(&cfg).await?, &provider, &slug, &name).await?;
+            println!("{id}");
+        }
+        Command::Pop(PopCmd::EnrollToken { provider, pop, ttl_secs }) => {
+            let ca = ca::Ca::load_or_create(&cfg.data_dir).context("cannot load the CA")?;
+            let ttl = Duration::from_secs(ttl_secs.unwrap_or(cfg.ingest.token_ttl_secs));
+            let issued = registry::create_enrollment_token(&pool(&cfg).await?, &provider, &pop, ttl).await?;
+            let token = ca::EnrollmentToken {
+                token_id: issued.token_id,
+                secret: issued.secret,
+                ca_fingerprint: ca.fingerprint_hex(),
+            };
+            println!("{token}");
+        }
+        Command::Agent(AgentCmd::Revoke { id }) => {
+            if registry::revoke_agent(&pool(&cfg).await?, id).await? {
+                println!("agent {id} revoked");
+            } else {
+                eprintln!("octoisp-controlplane: no agent {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Ca(CaCmd::Init) => {
+            let ca = ca::Ca::load_or_create(&cfg.data_dir).context("cannot create the CA")?;
+            println!("{}", ca.fingerprint_hex());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "Cannot watch SIGTERM.");
+                let _ = ctrl_c.await;
+            }
+        }
+        token.cancel();
+    });
+}

@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod protocol;
 pub mod samples;
+pub mod settings;
 
 pub use frame::{DecodeError, EncodeError, Limits};
 pub use protocol::*;

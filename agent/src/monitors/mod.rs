@@ -1,0 +1,33 @@
+//! Continuous monitors: tasks that measure on a schedule and commit what they measure to the outbox.
+//!
+//! Each monitor runs until the shutdown token is cancelled; a failure to write to the outbox is logged
+//! and retried at the next round, never lost silently.
+
+pub mod generator;
+pub mod ping;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::MonitorsSection;
+use crate::outbox::Outbox;
+
+/// Starts every configured monitor on `tracker`.
+pub fn spawn_all(cfg: &MonitorsSection, outbox: &Outbox, tracker: &TaskTracker, shutdown: &CancellationToken) {
+    if !cfg.ping.is_empty() {
+        match ping::Pinger::new() {
+            Ok(pinger) => {
+                for m in &cfg.ping {
+                    for target in &m.targets {
+                        let task = ping::PingTask::new(m, *target, pinger.clone(), outbox.clone());
+                        tracker.spawn(task.run(shutdown.clone()));
+                    }
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "Ping monitors disabled: cannot open ICMP sockets (needs CAP_NET_RAW)."),
+        }
+    }
+    for g in &cfg.generator {
+        tracker.spawn(generator::run(g.clone(), outbox.clone(), shutdown.clone()));
+    }
+}

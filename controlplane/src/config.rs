@@ -1,0 +1,253 @@
+//! The control plane's configuration: a TOML file (`/etc/octoisp/controlplane.toml` when installed),
+//! overridden by `OCTOISP_CP__SECTION__KEY` environment variables, validated once at start.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable prefix of the overrides.
+pub const ENV_PREFIX: &str = "OCTOISP_CP";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding the CA (`ca.pem`, `ca.key`); every instance must see the same files.
+    pub data_dir: PathBuf,
+    /// PostgreSQL.
+    pub database: DatabaseSection,
+    /// QUIC ingest of agents.
+    pub ingest: IngestSection,
+    /// HTTP: API, `/metrics`, `/healthz`, `/readyz`.
+    pub http: HttpSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("/var/lib/octoisp"),
+            database: DatabaseSection::default(),
+            ingest: IngestSection::default(),
+            http: HttpSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// PostgreSQL.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    /// URL of the application role (`octoisp_app`: no superuser, no BYPASSRLS).
+    pub url: String,
+    /// URL of the owner role, used only by `migrate`; defaults to `url`.
+    pub admin_url: Option<String>,
+    /// Pool size of this instance.
+    pub max_connections: u32,
+}
+
+impl std::fmt::Debug for DatabaseSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSection")
+            .field("url", &redact(&self.url))
+            .field("admin_url", &self.admin_url.as_deref().map(redact))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// Hides the password of a database URL, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            url: "postgres://octoisp_app@127.0.0.1:5432/octoisp".into(),
+            admin_url: None,
+            max_connections: 16,
+        }
+    }
+}
+
+/// QUIC ingest of agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// UDP listen address.
+    pub listen: SocketAddr,
+    /// Names and addresses agents dial, added to the server certificate (it always carries the internal name).
+    pub server_names: Vec<String>,
+    /// Batches in flight per agent connection.
+    pub max_in_flight: u16,
+    /// Batches written to PostgreSQL at once by this instance (the backpressure valve).
+    pub db_writers: usize,
+    /// Agent connections at once.
+    pub max_connections: usize,
+    /// Largest batch frame accepted, bytes.
+    pub max_batch_bytes: u32,
+    /// Seconds between agent heartbeats.
+    pub heartbeat_secs: u16,
+    /// Lifetime of enrollment tokens when not given on the command line, seconds.
+    pub token_ttl_secs: u64,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 4433)),
+            server_names: Vec::new(),
+            max_in_flight: 8,
+            db_writers: 4,
+            max_connections: 10_000,
+            max_batch_bytes: 16 << 20,
+            heartbeat_secs: 15,
+            token_ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// TCP listen address.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Filter in `tracing` syntax; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A key is wrong.
+    #[error(transparent)]
+    Settings(#[from] octoisp_shared::settings::SettingsError),
+    /// The values are inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (or only defaults and environment when `None`) and validates it.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (name, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                (p.display().to_string(), text)
+            }
+            None => ("(defaults)".to_owned(), String::new()),
+        };
+        Self::from_toml(&name, &text, std::env::vars())
+    }
+
+    /// Parses and validates configuration text with the given environment.
+    pub fn from_toml(
+        name: &str,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let cfg: Config = octoisp_shared::settings::load(name, text, env, ENV_PREFIX)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+            return bad("database.url must be a postgres:// URL");
+        }
+        if self.database.max_connections < 2 {
+            return bad("database.max_connections must be at least 2");
+        }
+        let i = &self.ingest;
+        if i.max_in_flight == 0 || i.db_writers == 0 || i.max_connections == 0 || i.heartbeat_secs == 0 {
+            return bad("ingest.max_in_flight, db_writers, max_connections and heartbeat_secs must be > 0");
+        }
+        if i.db_writers as u32 >= self.database.max_connections {
+            return bad("ingest.db_writers must be smaller than database.max_connections");
+        }
+        if i.max_batch_bytes < 64 * 1024 {
+            return bad("ingest.max_batch_bytes must be at least 65536");
+        }
+        Ok(())
+    }
+
+    /// URL used for migrations.
+    pub fn admin_url(&self) -> &str {
+        self.database.admin_url.as_deref().unwrap_or(&self.database.url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_errors_name_keys() {
+        Config::from_toml("cp.toml", "", Vec::new()).unwrap();
+        let err = Config::from_toml("cp.toml", "[ingest]\nlisten = \"nope\"\n", Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("ingest.listen") && err.contains("cp.toml"), "{err}");
+        let err = Config::from_toml("cp.toml", "[databse]\n", Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        let cfg = Config::from_toml("c", "[database]\nurl = \"postgres://a:pw@h/d\"\n", Vec::new()).unwrap();
+        assert!(!format!("{cfg:?}").contains("pw@"));
+    }
+}

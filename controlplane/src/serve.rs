@@ -1,0 +1,151 @@
+//! `octoisp-controlplane serve`: runs the chosen roles of one instance until SIGTERM/SIGINT.
+//!
+//! - `ingest`: the QUIC endpoint of agents (enrollment and batches).
+//! - `api`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`; the REST API grows here).
+//! - `workers`: background jobs (today: creating the next days' sample partitions ahead of time).
+//!
+//! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::ingest::server::{IngestConfig, IngestServer};
+use crate::ingest::store::Store;
+use crate::{ca, db};
+
+/// How long shutdown waits for in-flight work.
+pub const GRACE: Duration = Duration::from_secs(15);
+
+/// A role of an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// HTTP API and health/metrics endpoints.
+    Api,
+    /// QUIC endpoint of agents.
+    Ingest,
+    /// Background jobs.
+    Workers,
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s.trim() {
+            "api" => Ok(Role::Api),
+            "ingest" => Ok(Role::Ingest),
+            "workers" => Ok(Role::Workers),
+            other => Err(format!("unknown role `{other}` (expected api, ingest, workers)")),
+        }
+    }
+}
+
+/// Parses `api,ingest,workers`.
+pub fn parse_roles(s: &str) -> Result<BTreeSet<Role>, String> {
+    let roles: BTreeSet<Role> = s.split(',').filter(|p| !p.trim().is_empty()).map(Role::from_str).collect::<Result<_, _>>()?;
+    if roles.is_empty() {
+        return Err("at least one role is needed".into());
+    }
+    Ok(roles)
+}
+
+#[derive(Clone)]
+struct HttpState {
+    pool: PgPool,
+    metrics: PrometheusHandle,
+}
+
+/// Runs the roles until `shutdown` is cancelled.
+pub async fn run(cfg: Config, roles: BTreeSet<Role>, metrics: PrometheusHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let pool = db::connect(&cfg.database.url, cfg.database.max_connections)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::config::redact(&cfg.database.url)))?;
+    let tracker = TaskTracker::new();
+
+    if roles.contains(&Role::Ingest) {
+        let ca = Arc::new(ca::Ca::load_or_create(&cfg.data_dir).context("cannot load the CA")?);
+        let icfg = IngestConfig {
+            listen: cfg.ingest.listen,
+            server_names: cfg.ingest.server_names.clone(),
+            max_in_flight: cfg.ingest.max_in_flight,
+            db_writers: cfg.ingest.db_writers,
+            max_connections: cfg.ingest.max_connections,
+            max_batch_bytes: cfg.ingest.max_batch_bytes,
+            heartbeat_secs: cfg.ingest.heartbeat_secs,
+            ..IngestConfig::default()
+        };
+        let store = Arc::new(Store::new(pool.clone()));
+        let (server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store).context("cannot start the QUIC ingest")?;
+        tracing::info!(%addr, "Ingest listening (QUIC).");
+        let sd = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(err) = server.run(sd).await {
+                tracing::error!(error = %err, "Ingest stopped.");
+            }
+        });
+    }
+    if roles.contains(&Role::Workers) {
+        let (p, sd) = (pool.clone(), shutdown.clone());
+        tracker.spawn(async move { partition_worker(p, sd).await });
+    }
+    if roles.contains(&Role::Api) {
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
+        tracing::info!(addr = %cfg.http.listen, "HTTP listening.");
+        let app = Router::new()
+            .route("/healthz", get(|| std::future::ready("ok\n")))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(|State(s): State<HttpState>| std::future::ready(s.metrics.render())))
+            .with_state(HttpState { pool: pool.clone(), metrics });
+        let sd = shutdown.clone();
+        tracker.spawn(async move {
+            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(sd.cancelled_owned()).await {
+                tracing::error!(error = %err, "HTTP server stopped.");
+            }
+        });
+    }
+    tracker.close();
+    shutdown.cancelled().await;
+    tracing::info!("Shutting down: finishing in-flight batches.");
+    if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
+        tracing::warn!("Some tasks did not finish within the grace period.");
+    }
+    pool.close().await;
+    Ok(())
+}
+
+async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(&s.pool).await {
+        Ok(_) => (StatusCode::OK, "ready\n"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n"),
+    }
+}
+
+/// Creates sample partitions for today and the next days, hourly, so ingest rarely has to.
+async fn partition_worker(pool: PgPool, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = chrono::Utc::now();
+        match db::ensure_sample_partitions(&pool, now, now + chrono::Duration::days(3)).await {
+            Ok(()) => tracing::debug!("Sample partitions ready for the next days."),
+            Err(err) => tracing::warn!(error = %err, "Cannot create sample partitions ahead."),
+        }
+    }
+}
