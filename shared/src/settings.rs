@@ -47,17 +47,24 @@ pub fn load<T: DeserializeOwned>(
     env: impl IntoIterator<Item = (String, String)>,
     prefix: &str,
 ) -> Result<T, SettingsError> {
-    let mut table: toml::Table = text.parse().map_err(|err: toml::de::Error| SettingsError::Syntax {
-        source_name: source_name.to_owned(),
-        message: err.to_string().trim_end().to_owned(),
-    })?;
+    let mut table: toml::Table =
+        text.parse()
+            .map_err(|err: toml::de::Error| SettingsError::Syntax {
+                source_name: source_name.to_owned(),
+                message: err.to_string().trim_end().to_owned(),
+            })?;
     let marker = format!("{prefix}__");
     let mut overridden = Vec::new();
     for (var, value) in env {
-        let Some(rest) = var.strip_prefix(&marker) else { continue };
+        let Some(rest) = var.strip_prefix(&marker) else {
+            continue;
+        };
         let path: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
         if path.iter().any(String::is_empty) {
-            return Err(SettingsError::Env { var, message: "empty key segment".into() });
+            return Err(SettingsError::Env {
+                var,
+                message: "empty key segment".into(),
+            });
         }
         set_path(&mut table, &path, literal(&value)).map_err(|message| SettingsError::Env {
             var: var.clone(),
@@ -72,13 +79,19 @@ pub fn load<T: DeserializeOwned>(
     };
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|err| {
         let key = err.path().to_string();
-        SettingsError::Key { source_name: source, key, message: err.into_inner().to_string() }
+        SettingsError::Key {
+            source_name: source,
+            key,
+            message: err.into_inner().to_string(),
+        }
     })
 }
 
 fn literal(value: &str) -> toml::Value {
     match format!("v = {value}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
         Err(_) => toml::Value::String(value.to_owned()),
     }
 }
@@ -87,8 +100,12 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) -> Res
     let (last, parents) = path.split_last().ok_or("no key")?;
     let mut cur = table;
     for seg in parents {
-        let entry = cur.entry(seg.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| format!("`{seg}` is not a section"))?;
+        let entry = cur
+            .entry(seg.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("`{seg}` is not a section"))?;
     }
     cur.insert(last.clone(), value);
     Ok(())
@@ -116,12 +133,21 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn env_overrides_file() {
-        let c: Conf = load("a.toml", "[outbox]\nmax_mb = 5\n", env(&[("X__OUTBOX__MAX_MB", "7")]), "X").unwrap();
+        let c: Conf = load(
+            "a.toml",
+            "[outbox]\nmax_mb = 5\n",
+            env(&[("X__OUTBOX__MAX_MB", "7")]),
+            "X",
+        )
+        .unwrap();
         assert_eq!(c.outbox.max_mb, 7);
         let c: Conf = load("a.toml", "", env(&[("X__NAME", "pop centro")]), "X").unwrap();
         assert_eq!(c.name.as_deref(), Some("pop centro"));
@@ -131,17 +157,33 @@ mod tests {
     fn unknown_key_is_named() {
         let err = load::<Conf>("a.toml", "[outbox]\nmax_mbb = 5\n", env(&[]), "X").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("a.toml") && text.contains("outbox") && text.contains("max_mbb"), "{text}");
-        let err = load::<Conf>("a.toml", "[outbox]\nmax_mb = \"lots\"\n", env(&[]), "X").unwrap_err();
+        assert!(
+            text.contains("a.toml") && text.contains("outbox") && text.contains("max_mbb"),
+            "{text}"
+        );
+        let err =
+            load::<Conf>("a.toml", "[outbox]\nmax_mb = \"lots\"\n", env(&[]), "X").unwrap_err();
         assert!(err.to_string().contains("outbox.max_mb"), "{err}");
     }
 
     #[test]
     fn bad_syntax_and_env() {
-        assert!(matches!(load::<Conf>("a.toml", "[outbox", env(&[]), "X"), Err(SettingsError::Syntax { .. })));
-        let err = load::<Conf>("a.toml", "name = \"a\"\n", env(&[("X__NAME__DEEP", "1")]), "X").unwrap_err();
+        assert!(matches!(
+            load::<Conf>("a.toml", "[outbox", env(&[]), "X"),
+            Err(SettingsError::Syntax { .. })
+        ));
+        let err = load::<Conf>(
+            "a.toml",
+            "name = \"a\"\n",
+            env(&[("X__NAME__DEEP", "1")]),
+            "X",
+        )
+        .unwrap_err();
         assert!(matches!(err, SettingsError::Env { .. }), "{err}");
         let err = load::<Conf>("a.toml", "", env(&[("X__BOGUS", "1")]), "X").unwrap_err();
-        assert!(err.to_string().contains("X__BOGUS") && err.to_string().contains("bogus"), "{err}");
+        assert!(
+            err.to_string().contains("X__BOGUS") && err.to_string().contains("bogus"),
+            "{err}"
+        );
     }
 }
