@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, clippy, and every test against real PostgreSQL and QUIC on loopback.
+# Reuses a PostgreSQL that already runs on 127.0.0.1:5432 with a trusted superuser; otherwise installs
+# PostgreSQL from the distribution's packages (if missing) and starts a private cluster on port 55433.
+# Environment: OCTOISP_TEST_PG (admin URL to use), CARGO_TARGET_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_pg_packages
+ensure_pkg ip iproute2
+if [ -z "${OCTOISP_TEST_PG:-}" ]; then
+    if pg_superuser_ok "postgres://postgres@127.0.0.1:5432/postgres"; then
+        export OCTOISP_TEST_PG="postgres://postgres@127.0.0.1:5432/postgres"
+        say "reusing the PostgreSQL running on 127.0.0.1:5432"
+    else
+        start_private_pg "${OCTOISP_TEST_PG_DIR:-/var/tmp/octoisp-test-pg}" 55433 -c fsync=off
+        export OCTOISP_TEST_PG="postgres://postgres@127.0.0.1:55433/postgres"
+    fi
+fi
+pg_superuser_ok "$OCTOISP_TEST_PG" || die "cannot reach PostgreSQL as a superuser at $OCTOISP_TEST_PG"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(default_target_dir)}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+say "cargo fmt --check"
+cargo fmt --all -- --check
+say "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "building (the end-to-end tests run the real binaries)"
+cargo build --workspace --all-targets --locked
+say "running the tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+    cargo test --workspace --locked --no-fail-fast "$@"
+fi
