@@ -11,7 +11,8 @@
 //! | `run_lens`  | run                      | number of samples in the run (at least 1)                             |
 //! | `run_ts`    | run                      | first timestamp of the run minus `base_ts_ms` (wrapping, unsigned)    |
 //! | `ts`        | sample after a run's first | delta-of-delta of timestamps (zigzag); the first delta is itself   |
-//! | `ints`      | integer value            | per run: first value (zigzag), then delta, then delta-of-delta        |
+//! | `ints`      | integer value            | per run: first value (zigzag), then delta, then delta-of-delta; as     |
+//! |             |                          | *byte planes*: plane `k` holds byte `k` of each varint that has one   |
 //! | `float_pos` | float value              | gap (number of integer values) since the previous float position     |
 //! | `floats`    | float value              | f64 bits XOR the previous float's bits in the run (0 at run start)     |
 //!
@@ -45,8 +46,9 @@ pub struct SampleBlock {
     run_ts: Vec<u8>,
     /// Timestamp delta-of-deltas, one per sample that is not first in its run.
     ts: Vec<u8>,
-    /// Integer values, delta-of-delta within a run.
-    ints: Vec<u8>,
+    /// Integer values, delta-of-delta within a run, as varint byte planes: plane `k` holds byte `k` of every
+    /// varint that has one.
+    ints: Vec<Vec<u8>>,
     /// Positions of float values, as gaps.
     float_pos: Vec<u8>,
     /// Float values, bits XOR the previous float of the run.
@@ -61,10 +63,11 @@ impl SampleBlock {
         sorted.sort_by_key(|s| (s.series, s.ts_ms)); // stable: duplicates keep their order
         let mut block = SampleBlock {
             count: sorted.len() as u64,
-            base_ts_ms: sorted.iter().map(|s| s.ts_ms).min().unwrap_or(0),
+            base_ts_ms: sorted.first().map_or(0, |s| s.ts_ms),
             ..SampleBlock::default()
         };
         let mut prev_series = 0u64;
+        let mut prev_run_ts = block.base_ts_ms;
         let mut next_float_pos = 0u64; // position right after the previous float
         let mut position = 0u64;
         for run in sorted.chunk_by(|a, b| a.series == b.series) {
@@ -72,10 +75,8 @@ impl SampleBlock {
             put_u64(&mut block.series, first.series.wrapping_sub(prev_series));
             prev_series = first.series;
             put_u64(&mut block.run_lens, run.len() as u64);
-            put_u64(
-                &mut block.run_ts,
-                first.ts_ms.wrapping_sub(block.base_ts_ms) as u64,
-            );
+            put_i64(&mut block.run_ts, first.ts_ms.wrapping_sub(prev_run_ts));
+            prev_run_ts = first.ts_ms;
 
             let mut ts = DeltaOfDelta::default();
             let mut ints = DeltaOfDelta::default();
@@ -86,7 +87,7 @@ impl SampleBlock {
                     put_i64(&mut block.ts, ts_code);
                 }
                 match as_integer(sample.value) {
-                    Some(int) => put_i64(&mut block.ints, ints.push(int)),
+                    Some(int) => put_i64_planes(&mut block.ints, ints.push(int)),
                     None => {
                         put_u64(&mut block.float_pos, position - next_float_pos);
                         next_float_pos = position + 1;
@@ -119,12 +120,13 @@ impl SampleBlock {
         let mut run_lens = Reader::new(&self.run_lens, "run_lens");
         let mut run_ts = Reader::new(&self.run_ts, "run_ts");
         let mut ts_col = Reader::new(&self.ts, "ts");
-        let mut ints_col = Reader::new(&self.ints, "ints");
+        let mut ints_col = PlaneReader::new(&self.ints)?;
         let mut pos_col = Reader::new(&self.float_pos, "float_pos");
         let mut floats_col = Reader::new(&self.floats, "floats");
 
         let mut next_float = next_float_position(&mut pos_col, 0)?;
         let mut series = 0u64;
+        let mut prev_run_ts = self.base_ts_ms;
         while !run_lens.is_empty() {
             series = series.wrapping_add(series_col.u64()?);
             let len = run_lens.u64()?;
@@ -134,7 +136,8 @@ impl SampleBlock {
                     "run of series {series} claims {len} samples, {remaining} remain of the count"
                 )));
             }
-            let first_ts = self.base_ts_ms.wrapping_add(run_ts.u64()? as i64);
+            let first_ts = prev_run_ts.wrapping_add(run_ts.i64()?);
+            prev_run_ts = first_ts;
             let mut ts = DeltaOfDelta::default();
             let mut ints = DeltaOfDelta::default();
             let mut prev_float_bits = 0u64;
@@ -170,17 +173,35 @@ impl SampleBlock {
                 "float position {position} is past the last sample"
             )));
         }
-        for column in [
-            &series_col,
-            &ts_col,
-            &run_ts,
-            &ints_col,
-            &pos_col,
-            &floats_col,
-        ] {
+        for column in [&series_col, &ts_col, &run_ts, &pos_col, &floats_col] {
             column.expect_end()?;
         }
+        ints_col.expect_end()?;
         Ok(out)
+    }
+
+    /// Size in bytes of each column, by name, to see where the bytes of a block go (and what zstd makes of
+    /// each one); the column names are those of the [module documentation](self).
+    pub fn column_sizes(&self) -> Vec<(&'static str, &[u8])> {
+        let mut columns = vec![
+            ("series", &self.series[..]),
+            ("run_lens", &self.run_lens[..]),
+            ("run_ts", &self.run_ts[..]),
+            ("ts", &self.ts[..]),
+        ];
+        const PLANES: [&str; MAX_VARINT_LEN] = [
+            "ints[0]", "ints[1]", "ints[2]", "ints[3]", "ints[4]", "ints[5]", "ints[6]", "ints[7]",
+            "ints[8]", "ints[9]",
+        ];
+        columns.extend(
+            PLANES
+                .iter()
+                .zip(&self.ints)
+                .map(|(name, plane)| (*name, &plane[..])),
+        );
+        columns.push(("float_pos", &self.float_pos[..]));
+        columns.push(("floats", &self.floats[..]));
+        columns
     }
 
     /// Number of samples the block declares ([`SampleBlock::decode`] checks that the columns agree).
@@ -290,6 +311,68 @@ fn put_i64(out: &mut Vec<u8>, value: i64) {
     put_u64(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
+/// Longest LEB128 encoding of a u64.
+const MAX_VARINT_LEN: usize = 10;
+
+/// Appends `value` zigzag-encoded as an LEB128 varint spread over byte planes: byte `k` goes to `planes[k]`.
+///
+/// Compared with one stream of varints, each plane is homogeneous (plane 0 holds the low bits of every value,
+/// the last planes only the high bits of the few large ones), which zstd compresses better.
+fn put_i64_planes(planes: &mut Vec<Vec<u8>>, value: i64) {
+    let mut bytes = Vec::with_capacity(MAX_VARINT_LEN);
+    put_i64(&mut bytes, value);
+    if planes.len() < bytes.len() {
+        planes.resize_with(bytes.len(), Vec::new);
+    }
+    for (plane, byte) in planes.iter_mut().zip(bytes) {
+        plane.push(byte);
+    }
+}
+
+/// Reads varints written by [`put_i64_planes`].
+#[derive(Debug)]
+struct PlaneReader<'a> {
+    planes: Vec<&'a [u8]>,
+}
+
+impl<'a> PlaneReader<'a> {
+    fn new(planes: &'a [Vec<u8>]) -> Result<Self, DecodeError> {
+        if planes.len() > MAX_VARINT_LEN {
+            return Err(invalid(format!(
+                "{} integer byte planes, at most {MAX_VARINT_LEN} are possible",
+                planes.len()
+            )));
+        }
+        Ok(PlaneReader {
+            planes: planes.iter().map(Vec::as_slice).collect(),
+        })
+    }
+
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        let mut bytes = [0u8; MAX_VARINT_LEN];
+        for (k, plane) in self.planes.iter_mut().enumerate() {
+            let Some((&byte, rest)) = plane.split_first() else {
+                break;
+            };
+            *plane = rest;
+            bytes[k] = byte;
+            if byte & 0x80 == 0 {
+                return Reader::new(&bytes[..=k], "ints").i64();
+            }
+        }
+        Err(invalid("integer byte planes end inside a value"))
+    }
+
+    fn expect_end(&self) -> Result<(), DecodeError> {
+        match self.planes.iter().position(|plane| !plane.is_empty()) {
+            None => Ok(()),
+            Some(k) => Err(invalid(format!(
+                "unused bytes at the end of integer byte plane {k}"
+            ))),
+        }
+    }
+}
+
 /// Bounds-checked varint reader over one column.
 #[derive(Debug)]
 struct Reader<'a> {
@@ -308,7 +391,7 @@ impl<'a> Reader<'a> {
 
     fn u64(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
-        for (i, &byte) in self.bytes.iter().enumerate().take(10) {
+        for (i, &byte) in self.bytes.iter().enumerate().take(MAX_VARINT_LEN) {
             let bits = u64::from(byte & 0x7f);
             if i == 9 && byte > 1 {
                 return Err(invalid(format!(
@@ -406,7 +489,7 @@ mod tests {
     #[test]
     fn integers_and_floats_use_their_columns() {
         let block = SampleBlock::encode(&[s(1, 0, 3.0), s(1, 60, -0.0), s(1, 120, 0.5)]);
-        assert_eq!(block.ints, vec![6]); // zigzag(3)
+        assert_eq!(block.ints, vec![vec![6]]); // zigzag(3)
         assert_eq!(block.float_pos, vec![1, 0]);
         assert_eq!(block.floats.len(), 10 + 10); // -0.0 bits, then XOR with 0.5
     }
