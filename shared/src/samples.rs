@@ -2,19 +2,24 @@
 //!
 //! Samples are grouped into *runs*, one per series, in ascending series order; inside a run they are in
 //! timestamp order (samples with the same series and timestamp keep their input order, so duplicates survive).
-//! Every column is a byte string of LEB128 varints (signed numbers zigzag-encoded), so that each column is a
-//! homogeneous stream that zstd compresses well:
+//! Besides `count` and `base_ts_ms` (the first run's first timestamp), every field is a column: a byte string
+//! of LEB128 varints (signed numbers zigzag-encoded), each a homogeneous stream that zstd compresses well:
 //!
-//! | column      | one entry per            | content                                                              |
-//! | ----------- | ------------------------ | -------------------------------------------------------------------- |
-//! | `series`    | run                      | series id minus the previous run's (wrapping), the first from 0       |
-//! | `run_lens`  | run                      | number of samples in the run (at least 1)                             |
-//! | `run_ts`    | run                      | first timestamp of the run minus `base_ts_ms` (wrapping, unsigned)    |
-//! | `ts`        | sample after a run's first | delta-of-delta of timestamps (zigzag); the first delta is itself   |
-//! | `ints`      | integer value            | per run: first value (zigzag), then delta, then delta-of-delta; as     |
-//! |             |                          | *byte planes*: plane `k` holds byte `k` of each varint that has one   |
-//! | `float_pos` | float value              | gap (number of integer values) since the previous float position     |
-//! | `floats`    | float value              | f64 bits XOR the previous float's bits in the run (0 at run start)     |
+//! | column      | one entry per      | content                                                                    |
+//! | ----------- | ------------------ | -------------------------------------------------------------------------- |
+//! | `series`    | run                | series id minus the previous run's (wrapping), the first minus 0           |
+//! | `run_lens`  | run                | number of samples in the run (at least 1)                                  |
+//! | `run_ts`    | run                | first timestamp of the run minus the previous run's (the first run's minus |
+//! |             |                    | `base_ts_ms`), zigzag: series polled together cost zeros                   |
+//! | `ts`        | sample but a run's first | delta-of-delta of timestamps (zigzag); the first delta is itself     |
+//! | `ints`      | integer value      | per run: first value, then delta, then delta-of-delta (zigzag), stored as  |
+//! |             |                    | *byte planes*: plane `k` holds byte `k` of each varint that has one        |
+//! | `float_pos` | float value        | gap (number of integer values) since the previous float's position         |
+//! | `floats`    | float value        | f64 bits XOR the previous float's bits in the run (0 at run start)         |
+//!
+//! Byte planes matter when a batch holds one sample per series (the usual case for SNMP counters polled every
+//! minute): every value is then a raw counter, and plane 0 (all low bits) and the high planes (sparse, mostly
+//! small) compress better apart than interleaved. `examples/wire_size.rs` measures the result.
 //!
 //! A value is *integer* when it survives `f64 -> i64 -> f64` with the very same bits (so `-0.0`, NaN, infinities
 //! and fractions are floats); integer chains use wrapping arithmetic and floats are carried as raw bit patterns,
@@ -36,13 +41,13 @@ use crate::protocol::Sample;
 pub struct SampleBlock {
     /// Number of samples.
     count: u64,
-    /// Smallest timestamp of the block; run timestamps are offsets from it.
+    /// First timestamp of the first run; run timestamps are deltas starting from it.
     base_ts_ms: i64,
     /// Series id deltas, one per run.
     series: Vec<u8>,
     /// Run lengths, one per run.
     run_lens: Vec<u8>,
-    /// First timestamp of each run, offset from `base_ts_ms`.
+    /// First timestamp of each run, as a delta from the previous run's.
     run_ts: Vec<u8>,
     /// Timestamp delta-of-deltas, one per sample that is not first in its run.
     ts: Vec<u8>,

@@ -9,7 +9,9 @@
 //! OCTOISP_BLESS=1 cargo test -p octoisp-shared --test golden
 //! ```
 //!
-//! and commit the new files. A normal run only reads them.
+//! and commit the new files. The same run writes the seed corpus of the fuzz target
+//! (`shared/fuzz/corpus/decode_frame/`): a `golden-*` copy of each vector and the `bad-*` malformed seeds made
+//! by `common::malformed_seeds`. A normal run only reads all of these and fails when one is stale.
 
 mod common;
 
@@ -72,6 +74,12 @@ fn golden_vectors_match_encoder_and_decoder() {
             "{name}: encoder output differs from {}\n committed: {committed:02x?}\n   encoded: {encoded:02x?}",
             path.display()
         );
+        let seed =
+            fs::read(common::corpus_dir().join(format!("golden-{name}.bin"))).unwrap_or_default();
+        assert!(
+            seed == committed,
+            "fuzz seed golden-{name}.bin is stale: bless (see this file's header)"
+        );
         let (decoded, used) = frame::decode(&committed, &Limits::default()).unwrap();
         assert_eq!(used, committed.len(), "{name}");
         assert_eq!(
@@ -100,7 +108,31 @@ fn golden_compressed_batch_decodes() {
     }
     let committed = fs::read(&path).unwrap();
     assert_eq!(committed[1], frame::FLAG_ZSTD);
+    let seed = fs::read(common::corpus_dir().join("golden-batch.zst.bin")).unwrap_or_default();
+    assert!(
+        seed == committed,
+        "fuzz seed golden-batch.zst.bin is stale: bless"
+    );
     let (decoded, used) = frame::decode(&committed, &Limits::default()).unwrap();
     assert_eq!(used, committed.len());
     assert_eq!(decoded, msg);
+}
+
+#[test]
+fn malformed_seeds_are_current() {
+    let dir = common::corpus_dir();
+    let bless = blessing();
+    for (name, bytes) in common::malformed_seeds() {
+        let path = dir.join(name);
+        if bless {
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(&path, &bytes).unwrap();
+        }
+        let committed = fs::read(&path)
+            .unwrap_or_else(|err| panic!("{}: {err}; bless with OCTOISP_BLESS=1", path.display()));
+        assert!(
+            committed == bytes,
+            "{name} is stale: regenerate with OCTOISP_BLESS=1"
+        );
+    }
 }

@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 
+use octoisp_shared::frame::{self, Compression, FLAG_ZSTD, HEADER_LEN};
 use octoisp_shared::*;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -326,6 +327,115 @@ pub fn frame_of(flags: u8, payload: &[u8]) -> Vec<u8> {
     out.extend(u32::try_from(payload.len()).unwrap().to_le_bytes());
     out.extend(payload);
     out
+}
+
+/// The malformed seeds, by file name: each reaches a different refusal of the decoder.
+pub fn malformed_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let plain = |msg: &Message| frame::encode(msg, Compression::None).unwrap();
+    let messages = golden_messages();
+    let msg = |name: &str| {
+        messages
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| m.clone())
+            .unwrap()
+    };
+    let batch = plain(&msg("batch"));
+    let zipped = frame::encode(&msg("batch"), Compression::Zstd(3)).unwrap();
+    let with = |bytes: &[u8], at: usize, value: u8| {
+        let mut b = bytes.to_vec();
+        b[at] = value;
+        b
+    };
+    let batch_with_block = |raw: RawSampleBlock| {
+        let Message::Batch(mut b) = msg("batch") else {
+            unreachable!()
+        };
+        b.samples = raw.to_block();
+        plain(&Message::Batch(b))
+    };
+    let good_block = RawSampleBlock::from_block(&SampleBlock::encode(&golden_samples()));
+    vec![
+        ("bad-magic.bin", with(&plain(&msg("ack")), 0, b'X')),
+        (
+            "bad-unknown-flags.bin",
+            with(&plain(&msg("hello")), 1, 0x02),
+        ),
+        (
+            "bad-oversize-len.bin",
+            vec![b'O', 0, 0xff, 0xff, 0xff, 0xff],
+        ),
+        ("bad-truncated-header.bin", batch[..3].to_vec()),
+        (
+            "bad-truncated-payload.bin",
+            batch[..batch.len() - 5].to_vec(),
+        ),
+        (
+            "bad-payload-cut-short.bin",
+            frame_of(0, &batch[HEADER_LEN..batch.len() - 5]),
+        ),
+        (
+            "bad-trailing-in-payload.bin",
+            frame_of(0, &[&plain(&msg("ack"))[HEADER_LEN..], &[0]].concat()),
+        ),
+        (
+            "bad-zstd-flag-on-plain.bin",
+            with(&plain(&msg("hello")), 1, FLAG_ZSTD),
+        ),
+        (
+            "bad-zstd-truncated.bin",
+            frame_of(FLAG_ZSTD, &zipped[HEADER_LEN..zipped.len() - 3]),
+        ),
+        (
+            "bad-zstd-trailing.bin",
+            frame_of(FLAG_ZSTD, &[&zipped[HEADER_LEN..], &[7, 7]].concat()),
+        ),
+        (
+            "bad-zstd-bomb-declared.bin",
+            frame_of(FLAG_ZSTD, &rle_bomb(64, true)),
+        ),
+        (
+            "bad-zstd-bomb-undeclared.bin",
+            frame_of(FLAG_ZSTD, &rle_bomb(64, false)),
+        ),
+        ("bad-unknown-variant.bin", frame_of(0, &[200, 0, 0])),
+        (
+            "bad-huge-vec-length.bin",
+            frame_of(0, &[7, 43, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3]),
+        ),
+        (
+            "bad-samples-huge-run.bin",
+            batch_with_block(RawSampleBlock {
+                count: 1 << 40,
+                series: varint(1),
+                run_lens: varint(1 << 40),
+                run_ts: varint(0),
+                ints: vec![varint(0)],
+                ..RawSampleBlock::default()
+            }),
+        ),
+        (
+            "bad-samples-count.bin",
+            batch_with_block(RawSampleBlock {
+                count: good_block.count + 1,
+                ..good_block.clone()
+            }),
+        ),
+        (
+            "bad-samples-float-pos.bin",
+            batch_with_block(RawSampleBlock {
+                float_pos: varint(u64::MAX),
+                ..good_block.clone()
+            }),
+        ),
+        (
+            "bad-samples-int-planes.bin",
+            batch_with_block(RawSampleBlock {
+                ints: vec![vec![0x80]; 11],
+                ..good_block.clone()
+            }),
+        ),
+    ]
 }
 
 /// LEB128 varint, for crafting columns.
