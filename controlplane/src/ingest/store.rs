@@ -1,0 +1,1155 @@
+//! The batch writer: stores one agent batch in PostgreSQL in one transaction, exactly once.
+//!
+//! [`Store::store_batch`] runs, for one batch:
+//!
+//! 1. **Validation**, before touching the database: sequence numbers fit PostgreSQL's bigint, sample times lie
+//!    between 2000-01-01 and now + 1 day (NaN values are stored as they are), series definitions are complete,
+//!    record times are representable. A violation is [`StoreError::Malformed`]: resending it cannot succeed.
+//! 2. **Partitions** for the UTC days of the samples, from a cache or `octoisp_sample_partitions` in a
+//!    transaction of its own (creating one takes a lock that must not live as long as a batch).
+//! 3. **One transaction** bound to the agent's provider ([`db::tenant_tx`], from the [`AgentRecord`], never the
+//!    payload), in which:
+//!    - `pg_advisory_xact_lock(agent, seq)` serializes two instances storing the same batch (a replay racing the
+//!      original), then the duplicate check: `(agent_id, seq)` in `ingested_batches`, or `seq` below the agent's
+//!      `settled_below`, ends with [`StoreOutcome::Duplicate`] and nothing written;
+//!    - devices (by `device_key`) and series (by `(agent_id, local_id)`) from the batch's definitions are inserted
+//!      with UNNEST arrays, `ON CONFLICT DO NOTHING`, and every agent-local id the samples use is resolved, from
+//!      the cache first; ids still unknown end with [`StoreError::UnknownSeries`] and nothing written;
+//!    - samples, sorted by (day, series, time) so index insertions stay local, go to their day partitions with
+//!      `COPY ... FROM STDIN (FORMAT binary)` (encoded here: [`encode_copy`]). The partition, not the parent: row
+//!      security on `samples` forbids COPY into it; each partition refuses rows of another provider by a CHECK
+//!      constraint (see `migrations/0003_ingest.sql`);
+//!    - records: events, TR-069 results, command results and drop reports `ON CONFLICT DO NOTHING` on their
+//!      agent-generated ids; inventory appended to `device_inventory_log` and applied to `devices` unless older
+//!      than what the device already shows;
+//!    - `INSERT INTO ingested_batches`: a unique violation here means another instance stored the batch first
+//!      (the advisory lock makes that rare): roll back, [`StoreOutcome::Duplicate`];
+//!    - `agents.settled_below` advances to the batch's `settled_below` (never past its own `seq`), and the
+//!      `ingested_batches` rows below it, which that mark now covers, are deleted.
+//! 4. **Commit**; only then may the caller ack. The series ids learnt are cached only after the commit, so a rolled
+//!    back insertion never leaves a dangling id in the cache.
+//!
+//! Database errors are [`StoreError::Transient`] (retry later) except data exceptions (SQLSTATE class 22), which
+//! are [`StoreError::Malformed`].
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use octoisp_shared::{
+    Batch, CommandStatus, Event, Inventory, MetricKind, Record, Sample, SeriesDef, Severity,
+};
+use sqlx::{PgConnection, PgPool};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::db::{self, DbError};
+use crate::registry::AgentRecord;
+
+/// Earliest sample time accepted: 2000-01-01T00:00:00Z, in milliseconds since the Unix epoch.
+pub const MIN_SAMPLE_MS: i64 = 946_684_800_000;
+/// How far past the control plane's clock a sample time may be.
+pub const MAX_SAMPLE_AHEAD_MS: i64 = 86_400_000;
+/// Most distinct UTC days the samples of one batch may span (one partition each).
+pub const MAX_DAYS_PER_BATCH: usize = 64;
+/// Cached `(agent, local id) → series id` entries past which the cache is emptied and refilled on demand.
+const MAX_CACHED_SERIES: usize = 4_000_000;
+/// Record times accepted: years 1 to 9999.
+const RECORD_MS_RANGE: std::ops::RangeInclusive<i64> = -62_135_596_800_000..=253_402_300_799_999;
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
+/// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
+const PG_EPOCH_OFFSET_US: i64 = MIN_SAMPLE_MS * 1000;
+/// SQLSTATE class of data exceptions.
+const DATA_EXCEPTION_CLASS: &str = "22";
+/// SQLSTATE of an undefined table (a partition dropped behind the cache's back).
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// What happened to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// The batch is committed.
+    Stored {
+        /// Samples written.
+        samples: u64,
+        /// Records (events, inventory, results, drop reports) in the batch.
+        records: u64,
+    },
+    /// The batch had been stored before; nothing was written.
+    Duplicate,
+}
+
+/// Why a batch was not stored. Nothing of it was written.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// Samples use these agent-local series ids, defined neither in the batch nor before.
+    #[error("{} series unknown (first: {:?}): resend with their definitions", .0.len(), .0.first())]
+    UnknownSeries(Vec<u64>),
+    /// The batch is invalid; resending it unchanged fails again.
+    #[error("malformed batch: {0}")]
+    Malformed(String),
+    /// The database failed or is unreachable; retry later.
+    #[error("database unavailable: {0}")]
+    Transient(#[source] sqlx::Error),
+}
+
+/// One sample as `COPY` writes it: resolved series id, microseconds since 2000-01-01 UTC, value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CopyRow {
+    /// `series.id`.
+    pub series_id: i64,
+    /// PostgreSQL timestamp: microseconds since 2000-01-01T00:00:00Z.
+    pub ts_us: i64,
+    /// The value, NaN included.
+    pub value: f64,
+}
+
+/// Writes agent batches; one per process, shared by every connection (it caches series ids and partitions).
+#[derive(Debug)]
+pub struct Store {
+    pool: PgPool,
+    series: Mutex<SeriesCache>,
+    partitions: Mutex<HashMap<i64, Arc<str>>>,
+}
+
+#[derive(Debug, Default)]
+struct SeriesCache {
+    by_agent: HashMap<Uuid, HashMap<u64, i64>>,
+    len: usize,
+}
+
+impl SeriesCache {
+    fn insert_all(&mut self, agent: Uuid, learnt: HashMap<u64, i64>) {
+        if self.len + learnt.len() > MAX_CACHED_SERIES {
+            tracing::info!(entries = self.len, "Series cache full; emptying it.");
+            self.by_agent.clear();
+            self.len = 0;
+        }
+        let map = self.by_agent.entry(agent).or_default();
+        for (local, id) in learnt {
+            if map.insert(local, id).is_none() {
+                self.len += 1;
+            }
+        }
+    }
+}
+
+impl Store {
+    /// A store writing through `pool` (which must connect as `octoisp_app`).
+    pub fn new(pool: PgPool) -> Store {
+        Store {
+            pool,
+            series: Mutex::new(SeriesCache::default()),
+            partitions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pool the store writes through.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Stores `batch` of `agent` exactly once; `samples` is `batch.samples` already decoded. See the module
+    /// documentation for the steps and guarantees. The caller may ack only after `Ok`.
+    pub async fn store_batch(
+        &self,
+        agent: &AgentRecord,
+        batch: &Batch,
+        samples: &[Sample],
+    ) -> Result<StoreOutcome, StoreError> {
+        let seq = to_i64(batch.seq, "seq")?;
+        let settled_below = to_i64(batch.settled_below.min(batch.seq), "settled_below")?;
+        let days = check_samples(samples, Utc::now().timestamp_millis())?;
+        let defs = check_defs(&batch.series)?;
+        let records = Records::prepare(&batch.records)?;
+        let partitions = self.partitions_for(&days).await?;
+
+        let mut tx = db::tenant_tx(&self.pool, agent.provider_id)
+            .await
+            .map_err(from_db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(fold_uuid(agent.agent_id))
+            .bind(seq as i32)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let state: Option<(i64, bool, bool)> = sqlx::query_as(
+            "SELECT a.settled_below, a.revoked_at IS NOT NULL, \
+                    EXISTS (SELECT 1 FROM ingested_batches b WHERE b.agent_id = a.id AND b.seq = $2) \
+             FROM agents a WHERE a.id = $1",
+        )
+        .bind(agent.agent_id)
+        .bind(seq)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let Some((agent_settled, revoked, stored)) = state else {
+            return Err(StoreError::Malformed(format!(
+                "agent {} is not registered under provider {}",
+                agent.agent_id, agent.provider_id
+            )));
+        };
+        if revoked {
+            return Err(StoreError::Malformed(format!(
+                "agent {} is revoked",
+                agent.agent_id
+            )));
+        }
+        if stored || seq < agent_settled {
+            return Ok(StoreOutcome::Duplicate);
+        }
+
+        // Devices and series, then every local id the samples use.
+        let mut keys: BTreeSet<&str> = records.device_keys();
+        let cached = self.cached_series(agent.agent_id, samples, &defs);
+        let new_defs: Vec<&SeriesDef> = defs
+            .iter()
+            .copied()
+            .filter(|d| !cached.contains_key(&d.id))
+            .collect();
+        keys.extend(new_defs.iter().map(|d| d.device_key.as_str()));
+        let devices = upsert_devices(&mut tx, agent, &keys).await?;
+        insert_series(&mut tx, agent, &new_defs, &devices).await?;
+        let mut wanted: BTreeSet<u64> = new_defs.iter().map(|d| d.id).collect();
+        wanted.extend(
+            samples
+                .iter()
+                .map(|s| s.series)
+                .filter(|id| !cached.contains_key(id)),
+        );
+        let learnt = resolve_series(&mut tx, agent.agent_id, &wanted).await?;
+        let unknown: Vec<u64> = wanted
+            .into_iter()
+            .filter(|id| !learnt.contains_key(id))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(StoreError::UnknownSeries(unknown));
+        }
+
+        // Samples.
+        let mut rows: Vec<(i64, CopyRow)> = samples
+            .iter()
+            .map(|s| {
+                let series_id = cached
+                    .get(&s.series)
+                    .or_else(|| learnt.get(&s.series))
+                    .copied()
+                    .unwrap_or_default();
+                let row = CopyRow {
+                    series_id,
+                    ts_us: s.ts_ms * 1000 - PG_EPOCH_OFFSET_US,
+                    value: s.value,
+                };
+                (s.ts_ms.div_euclid(DAY_MS), row)
+            })
+            .collect();
+        rows.sort_unstable_by_key(|(day, r)| (*day, r.series_id, r.ts_us));
+        for group in rows.chunk_by(|a, b| a.0 == b.0) {
+            let day = group[0].0;
+            let Some(table) = partitions.get(&day) else {
+                return Err(StoreError::Malformed(format!(
+                    "no partition resolved for day {day}"
+                )));
+            };
+            let rows: Vec<CopyRow> = group.iter().map(|(_, r)| *r).collect();
+            self.copy_rows(&mut tx, table, agent.provider_id, &rows)
+                .await?;
+        }
+
+        records.insert(&mut tx, agent, &devices).await?;
+
+        let inserted = sqlx::query(
+            "INSERT INTO ingested_batches (agent_id, seq, provider_id, sample_count, record_count) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(agent.agent_id)
+        .bind(seq)
+        .bind(agent.provider_id)
+        .bind(samples.len() as i64)
+        .bind(batch.records.len() as i64)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(err) if db::is_unique_violation(&err) => {
+                tracing::debug!(agent = %agent.agent_id, seq, "Batch stored concurrently by another writer.");
+                return Ok(StoreOutcome::Duplicate);
+            }
+            Err(err) => return Err(classify(err)),
+        }
+        if settled_below > agent_settled {
+            let advanced = sqlx::query(
+                "UPDATE agents SET settled_below = $2 WHERE id = $1 AND settled_below < $2",
+            )
+            .bind(agent.agent_id)
+            .bind(settled_below)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?
+            .rows_affected();
+            if advanced == 1 {
+                sqlx::query("DELETE FROM ingested_batches WHERE agent_id = $1 AND seq < $2")
+                    .bind(agent.agent_id)
+                    .bind(settled_below)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
+            }
+        }
+        tx.commit().await.map_err(classify)?;
+
+        if !learnt.is_empty() {
+            lock(&self.series).insert_all(agent.agent_id, learnt);
+        }
+        Ok(StoreOutcome::Stored {
+            samples: samples.len() as u64,
+            records: batch.records.len() as u64,
+        })
+    }
+
+    /// Cached series ids for the local ids used by `samples` and `defs`.
+    fn cached_series(
+        &self,
+        agent: Uuid,
+        samples: &[Sample],
+        defs: &[&SeriesDef],
+    ) -> HashMap<u64, i64> {
+        let cache = lock(&self.series);
+        let Some(map) = cache.by_agent.get(&agent) else {
+            return HashMap::new();
+        };
+        let mut found = HashMap::new();
+        let ids = samples
+            .iter()
+            .map(|s| s.series)
+            .chain(defs.iter().map(|d| d.id));
+        for id in ids {
+            if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(id)
+                && let Some(series_id) = map.get(&id)
+            {
+                slot.insert(*series_id);
+            }
+        }
+        found
+    }
+
+    /// Partition names of the given days (days since the Unix epoch), creating missing partitions.
+    async fn partitions_for(
+        &self,
+        days: &BTreeSet<i64>,
+    ) -> Result<HashMap<i64, Arc<str>>, StoreError> {
+        let mut found = HashMap::with_capacity(days.len());
+        let mut missing = Vec::new();
+        {
+            let cache = lock(&self.partitions);
+            for day in days {
+                match cache.get(day) {
+                    Some(name) => {
+                        found.insert(*day, name.clone());
+                    }
+                    None => missing.push(*day),
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let dates: Vec<NaiveDate> = missing.iter().filter_map(|d| day_to_date(*d)).collect();
+        let created = db::sample_partitions(&self.pool, &dates)
+            .await
+            .map_err(from_db)?;
+        let mut cache = lock(&self.partitions);
+        for (date, name) in created {
+            let day = date_to_day(date);
+            let name: Arc<str> = name.into();
+            cache.insert(day, name.clone());
+            found.insert(day, name);
+        }
+        Ok(found)
+    }
+
+    async fn copy_rows(
+        &self,
+        conn: &mut PgConnection,
+        table: &str,
+        provider_id: Uuid,
+        rows: &[CopyRow],
+    ) -> Result<(), StoreError> {
+        let result = copy_samples(conn, table, provider_id, rows).await;
+        if let Err(err) = &result
+            && db::sqlstate(err).as_deref() == Some(UNDEFINED_TABLE)
+        {
+            tracing::warn!(
+                partition = table,
+                "Sample partition vanished; forgetting cached partitions."
+            );
+            lock(&self.partitions).clear();
+        }
+        result.map(|_| ()).map_err(classify)
+    }
+}
+
+/// Sends `rows` to `table` (a `samples` partition, or `samples` itself for a role that row security does not
+/// bind) with one binary `COPY`. Returns the number of rows PostgreSQL took.
+pub async fn copy_samples(
+    conn: &mut PgConnection,
+    table: &str,
+    provider_id: Uuid,
+    rows: &[CopyRow],
+) -> Result<u64, sqlx::Error> {
+    let statement = format!(
+        "COPY {} (provider_id, series_id, ts, value) FROM STDIN (FORMAT binary)",
+        quote_ident(table)
+    );
+    let mut copy = conn.copy_in_raw(&statement).await?;
+    copy.send(encode_copy(provider_id, rows)).await?;
+    copy.finish().await
+}
+
+/// Encodes rows `(provider_id, series_id, ts, value)` in PostgreSQL's binary COPY format: the header, per row a
+/// field count and each field as length + big-endian bytes (uuid 16, int8 8, timestamptz 8 as microseconds since
+/// 2000-01-01, float8 8 as IEEE bits), then the trailer.
+pub fn encode_copy(provider_id: Uuid, rows: &[CopyRow]) -> Vec<u8> {
+    const SIGNATURE: &[u8; 11] = b"PGCOPY\n\xff\r\n\0";
+    const ROW_LEN: usize = 2 + (4 + 16) + 3 * (4 + 8);
+    let mut buf = Vec::with_capacity(SIGNATURE.len() + 8 + rows.len() * ROW_LEN + 2);
+    buf.extend_from_slice(SIGNATURE);
+    buf.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
+    buf.extend_from_slice(&0i32.to_be_bytes()); // header extension length
+    let provider = provider_id.as_bytes();
+    for row in rows {
+        buf.extend_from_slice(&4i16.to_be_bytes());
+        buf.extend_from_slice(&16i32.to_be_bytes());
+        buf.extend_from_slice(provider);
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&row.series_id.to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&row.ts_us.to_be_bytes());
+        buf.extend_from_slice(&8i32.to_be_bytes());
+        buf.extend_from_slice(&row.value.to_bits().to_be_bytes());
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    buf
+}
+
+/// Checks sample times; returns the distinct UTC days (days since the Unix epoch) they fall on.
+fn check_samples(samples: &[Sample], now_ms: i64) -> Result<BTreeSet<i64>, StoreError> {
+    let max_ms = now_ms.saturating_add(MAX_SAMPLE_AHEAD_MS);
+    let mut days = BTreeSet::new();
+    let mut last_day = None;
+    for s in samples {
+        if s.ts_ms < MIN_SAMPLE_MS || s.ts_ms > max_ms {
+            return Err(StoreError::Malformed(format!(
+                "a sample of series {} has time {} ({} ms since the Unix epoch), outside the accepted range \
+                 2000-01-01 to one day past the control plane's clock ({})",
+                s.series,
+                fmt_ms(s.ts_ms),
+                s.ts_ms,
+                fmt_ms(now_ms)
+            )));
+        }
+        let day = s.ts_ms.div_euclid(DAY_MS);
+        if last_day != Some(day) {
+            days.insert(day);
+            last_day = Some(day);
+        }
+    }
+    if days.len() > MAX_DAYS_PER_BATCH {
+        return Err(StoreError::Malformed(format!(
+            "the samples span {} days; a batch may span at most {MAX_DAYS_PER_BATCH}",
+            days.len()
+        )));
+    }
+    Ok(days)
+}
+
+/// Checks series definitions; returns them without repeated ids (the first definition of an id wins).
+fn check_defs(defs: &[SeriesDef]) -> Result<Vec<&SeriesDef>, StoreError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(defs.len());
+    for d in defs {
+        to_i64(d.id, "series id")?;
+        if d.device_key.is_empty() || d.metric.is_empty() {
+            return Err(StoreError::Malformed(format!(
+                "series {} has an empty device key or metric name",
+                d.id
+            )));
+        }
+        if seen.insert(d.id) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts the devices named by `keys` that do not exist yet; returns the id of every key.
+async fn upsert_devices(
+    conn: &mut PgConnection,
+    agent: &AgentRecord,
+    keys: &BTreeSet<&str>,
+) -> Result<HashMap<String, Uuid>, StoreError> {
+    if keys.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys: Vec<String> = keys.iter().map(|k| clean(k).into_owned()).collect();
+    sqlx::query(
+        "INSERT INTO devices (provider_id, pop_id, device_key) \
+         SELECT $1, $2, k FROM unnest($3::text[]) AS k \
+         ON CONFLICT (provider_id, pop_id, device_key) DO NOTHING",
+    )
+    .bind(agent.provider_id)
+    .bind(agent.pop_id)
+    .bind(&keys)
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    let rows: Vec<(String, Uuid)> = sqlx::query_as(
+        "SELECT device_key, id FROM devices WHERE provider_id = $1 AND pop_id = $2 AND device_key = ANY($3)",
+    )
+    .bind(agent.provider_id)
+    .bind(agent.pop_id)
+    .bind(&keys)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Inserts series definitions not stored yet (sorted by local id, so concurrent writers lock in one order).
+async fn insert_series(
+    conn: &mut PgConnection,
+    agent: &AgentRecord,
+    defs: &[&SeriesDef],
+    devices: &HashMap<String, Uuid>,
+) -> Result<(), StoreError> {
+    if defs.is_empty() {
+        return Ok(());
+    }
+    let mut defs = defs.to_vec();
+    defs.sort_unstable_by_key(|d| d.id);
+    let n = defs.len();
+    let (mut local, mut device, mut metric, mut labels, mut kind) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for d in defs {
+        let Some(device_id) = devices.get(clean(&d.device_key).as_ref()) else {
+            return Err(StoreError::Malformed(format!(
+                "device `{}` could not be registered",
+                d.device_key
+            )));
+        };
+        local.push(d.id as i64);
+        device.push(*device_id);
+        metric.push(clean(&d.metric).into_owned());
+        labels.push(pairs_json(&d.labels));
+        kind.push(match d.kind {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        });
+    }
+    sqlx::query(
+        "INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, labels, kind) \
+         SELECT $1, $2, l, d, m, lab::jsonb, k \
+         FROM unnest($3::bigint[], $4::uuid[], $5::text[], $6::text[], $7::text[]) AS u(l, d, m, lab, k) \
+         ON CONFLICT (agent_id, local_id) DO NOTHING",
+    )
+    .bind(agent.provider_id)
+    .bind(agent.agent_id)
+    .bind(&local)
+    .bind(&device)
+    .bind(&metric)
+    .bind(&labels)
+    .bind(&kind)
+    .execute(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(())
+}
+
+/// Series ids of the agent's local ids found in the database.
+async fn resolve_series(
+    conn: &mut PgConnection,
+    agent_id: Uuid,
+    wanted: &BTreeSet<u64>,
+) -> Result<HashMap<u64, i64>, StoreError> {
+    if wanted.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let ids: Vec<i64> = wanted
+        .iter()
+        .filter_map(|id| i64::try_from(*id).ok())
+        .collect();
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT local_id, id FROM series WHERE agent_id = $1 AND local_id = ANY($2)",
+    )
+    .bind(agent_id)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|(local, id)| (local as u64, id))
+        .collect())
+}
+
+/// The records of a batch, validated and laid out as the columns their UNNEST inserts take.
+#[derive(Debug, Default)]
+struct Records<'a> {
+    events: Vec<&'a Event>,
+    inventory: Vec<&'a Inventory>,
+    tr069: Vec<&'a octoisp_shared::Tr069Result>,
+    commands: Vec<&'a octoisp_shared::CommandResult>,
+    drops: Vec<&'a octoisp_shared::DropReport>,
+}
+
+impl<'a> Records<'a> {
+    fn prepare(records: &'a [Record]) -> Result<Records<'a>, StoreError> {
+        let mut out = Records::default();
+        for r in records {
+            match r {
+                Record::Event(e) => {
+                    record_time(e.ts_ms, "event")?;
+                    out.events.push(e);
+                }
+                Record::Inventory(i) => {
+                    record_time(i.ts_ms, "inventory")?;
+                    if i.device_key.is_empty() {
+                        return Err(StoreError::Malformed(
+                            "an inventory record has an empty device key".into(),
+                        ));
+                    }
+                    out.inventory.push(i);
+                }
+                Record::Tr069Result(t) => {
+                    record_time(t.ts_ms, "TR-069 result")?;
+                    if t.device_key.is_empty() {
+                        return Err(StoreError::Malformed(
+                            "a TR-069 result has an empty device key".into(),
+                        ));
+                    }
+                    out.tr069.push(t);
+                }
+                Record::CommandResult(c) => {
+                    record_time(c.ts_ms, "command result")?;
+                    out.commands.push(c);
+                }
+                Record::DropReport(d) => {
+                    record_time(d.from_ms, "drop report")?;
+                    record_time(d.to_ms, "drop report")?;
+                    out.drops.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Device keys the records name.
+    fn device_keys(&self) -> BTreeSet<&'a str> {
+        let mut keys = BTreeSet::new();
+        keys.extend(
+            self.events
+                .iter()
+                .filter_map(|e| e.device_key.as_deref())
+                .filter(|k| !k.is_empty()),
+        );
+        keys.extend(self.inventory.iter().map(|i| i.device_key.as_str()));
+        keys.extend(self.tr069.iter().map(|t| t.device_key.as_str()));
+        keys
+    }
+
+    async fn insert(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+        devices: &HashMap<String, Uuid>,
+    ) -> Result<(), StoreError> {
+        let device = |key: &str| devices.get(clean(key).as_ref()).copied();
+        if !self.events.is_empty() {
+            self.insert_events(conn, agent, &device).await?;
+        }
+        if !self.inventory.is_empty() {
+            self.insert_inventory(conn, agent, &device).await?;
+        }
+        if !self.tr069.is_empty() {
+            self.insert_tr069(conn, agent, &device).await?;
+        }
+        if !self.commands.is_empty() {
+            self.insert_commands(conn, agent).await?;
+        }
+        if !self.drops.is_empty() {
+            self.insert_drops(conn, agent).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_events(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+        device: &impl Fn(&str) -> Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        let mut events = self.events.clone();
+        events.sort_unstable_by_key(|e| e.id);
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let devs: Vec<Option<Uuid>> = events
+            .iter()
+            .map(|e| e.device_key.as_deref().and_then(device))
+            .collect();
+        let ts: Vec<DateTime<Utc>> = events.iter().map(|e| ms_to_time(e.ts_ms)).collect();
+        let kinds: Vec<String> = events.iter().map(|e| clean(&e.kind).into_owned()).collect();
+        let severities: Vec<&str> = events.iter().map(|e| severity(e.severity)).collect();
+        let messages: Vec<String> = events
+            .iter()
+            .map(|e| clean(&e.message).into_owned())
+            .collect();
+        let attrs: Vec<String> = events.iter().map(|e| pairs_json(&e.attrs)).collect();
+        sqlx::query(
+            "INSERT INTO events (provider_id, id, agent_id, device_id, ts, kind, severity, message, attrs) \
+             SELECT $1, i, $2, d, t, k, s, m, a::jsonb \
+             FROM unnest($3::uuid[], $4::uuid[], $5::timestamptz[], $6::text[], $7::text[], $8::text[], $9::text[]) \
+                  AS u(i, d, t, k, s, m, a) \
+             ON CONFLICT (provider_id, id) DO NOTHING",
+        )
+        .bind(agent.provider_id)
+        .bind(agent.agent_id)
+        .bind(&ids)
+        .bind(&devs)
+        .bind(&ts)
+        .bind(&kinds)
+        .bind(&severities)
+        .bind(&messages)
+        .bind(&attrs)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_inventory(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+        device: &impl Fn(&str) -> Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        let n = self.inventory.len();
+        let mut dev = Vec::with_capacity(n);
+        let mut ts = Vec::with_capacity(n);
+        let mut text: [Vec<Option<String>>; 6] = Default::default();
+        let mut ips = Vec::with_capacity(n);
+        let mut attrs = Vec::with_capacity(n);
+        for i in &self.inventory {
+            let Some(id) = device(&i.device_key) else {
+                return Err(StoreError::Malformed(format!(
+                    "device `{}` could not be registered",
+                    i.device_key
+                )));
+            };
+            dev.push(id);
+            ts.push(ms_to_time(i.ts_ms));
+            let fields = [
+                &i.vendor,
+                &i.model,
+                &i.serial_number,
+                &i.oui,
+                &i.product_class,
+                &i.firmware,
+            ];
+            for (col, f) in text.iter_mut().zip(fields) {
+                col.push(f.as_deref().map(|s| clean(s).into_owned()));
+            }
+            let (ip, mut extra) = match i.mgmt_ip.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => (Some(ip.to_string()), Vec::new()),
+                    // Kept verbatim among the attributes rather than refusing the batch for it.
+                    Err(_) => (None, vec![("mgmt_ip_raw".to_owned(), s.to_owned())]),
+                },
+                _ => (None, Vec::new()),
+            };
+            ips.push(ip);
+            extra.splice(0..0, i.attrs.iter().cloned());
+            attrs.push(pairs_json(&extra));
+        }
+        let [vendor, model, serial, oui, class, firmware] = text;
+        sqlx::query(
+            "INSERT INTO device_inventory_log (provider_id, device_id, agent_id, ts, vendor, model, serial_number, \
+                                               oui, product_class, firmware, mgmt_ip, attrs) \
+             SELECT $1, d, $2, t, v, m, s, o, c, f, ip::inet, a::jsonb \
+             FROM unnest($3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                         $10::text[], $11::text[], $12::text[]) AS u(d, t, v, m, s, o, c, f, ip, a)",
+        )
+        .bind(agent.provider_id)
+        .bind(agent.agent_id)
+        .bind(&dev)
+        .bind(&ts)
+        .bind(&vendor)
+        .bind(&model)
+        .bind(&serial)
+        .bind(&oui)
+        .bind(&class)
+        .bind(&firmware)
+        .bind(&ips)
+        .bind(&attrs)
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        // The newest report of each device (the last one on a tie) updates it, unless the device already shows a
+        // newer one; fields a report leaves out keep their values.
+        let mut newest: HashMap<Uuid, usize> = HashMap::new();
+        for (idx, (d, t)) in dev.iter().zip(&ts).enumerate() {
+            let slot = newest.entry(*d).or_insert(idx);
+            if ts[*slot] <= *t {
+                *slot = idx;
+            }
+        }
+        let mut pick: Vec<usize> = newest.into_values().collect();
+        pick.sort_unstable_by_key(|i| dev[*i]);
+        let col = |c: &[Option<String>]| -> Vec<Option<String>> {
+            pick.iter().map(|i| c[*i].clone()).collect()
+        };
+        sqlx::query(
+            "UPDATE devices AS d SET vendor = coalesce(u.v, d.vendor), model = coalesce(u.m, d.model), \
+                 serial_number = coalesce(u.s, d.serial_number), oui = coalesce(u.o, d.oui), \
+                 product_class = coalesce(u.c, d.product_class), firmware = coalesce(u.f, d.firmware), \
+                 mgmt_ip = coalesce(u.ip::inet, d.mgmt_ip), attrs = d.attrs || u.a::jsonb, inventory_at = u.t, \
+                 last_seen = greatest(d.last_seen, u.t) \
+             FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                         $8::text[], $9::text[], $10::text[]) AS u(id, t, v, m, s, o, c, f, ip, a) \
+             WHERE d.id = u.id AND (d.inventory_at IS NULL OR d.inventory_at <= u.t)",
+        )
+        .bind(pick.iter().map(|i| dev[*i]).collect::<Vec<_>>())
+        .bind(pick.iter().map(|i| ts[*i]).collect::<Vec<_>>())
+        .bind(col(&vendor))
+        .bind(col(&model))
+        .bind(col(&serial))
+        .bind(col(&oui))
+        .bind(col(&class))
+        .bind(col(&firmware))
+        .bind(col(&ips))
+        .bind(pick.iter().map(|i| attrs[*i].clone()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_tr069(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+        device: &impl Fn(&str) -> Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        let mut results = self.tr069.clone();
+        results.sort_unstable_by_key(|r| r.id);
+        let mut devs = Vec::with_capacity(results.len());
+        for r in &results {
+            match device(&r.device_key) {
+                Some(id) => devs.push(id),
+                None => {
+                    return Err(StoreError::Malformed(format!(
+                        "device `{}` could not be registered",
+                        r.device_key
+                    )));
+                }
+            }
+        }
+        sqlx::query(
+            "INSERT INTO tr069_results (provider_id, id, agent_id, device_id, ts, task_id, kind, ok, fault_code, \
+                                        fault_string, parameters) \
+             SELECT $1, i, $2, d, t, tk, k, o, fc, fs, p::jsonb \
+             FROM unnest($3::uuid[], $4::uuid[], $5::timestamptz[], $6::uuid[], $7::text[], $8::bool[], \
+                         $9::int8[], $10::text[], $11::text[]) AS u(i, d, t, tk, k, o, fc, fs, p) \
+             ON CONFLICT (provider_id, id) DO NOTHING",
+        )
+        .bind(agent.provider_id)
+        .bind(agent.agent_id)
+        .bind(results.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(&devs)
+        .bind(results.iter().map(|r| ms_to_time(r.ts_ms)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.task_id).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| clean(&r.kind).into_owned()).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.ok).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.fault_code.map(i64::from)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.fault_string.as_deref().map(|s| clean(s).into_owned())).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| pairs_json(&r.parameters)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_commands(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+    ) -> Result<(), StoreError> {
+        let mut results = self.commands.clone();
+        results.sort_unstable_by_key(|r| r.command_id);
+        sqlx::query(
+            "INSERT INTO command_results (provider_id, command_id, agent_id, ts, status, output, error) \
+             SELECT $1, c, $2, t, s, o::jsonb, e \
+             FROM unnest($3::uuid[], $4::timestamptz[], $5::text[], $6::text[], $7::text[]) AS u(c, t, s, o, e) \
+             ON CONFLICT (provider_id, command_id) DO NOTHING",
+        )
+        .bind(agent.provider_id)
+        .bind(agent.agent_id)
+        .bind(results.iter().map(|r| r.command_id).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| ms_to_time(r.ts_ms)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| command_status(r.status)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| json_or_string(&r.output_json)).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.error.as_deref().map(|s| clean(s).into_owned())).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_drops(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+    ) -> Result<(), StoreError> {
+        let mut reports = self.drops.clone();
+        reports.sort_unstable_by_key(|r| r.id);
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO agent_drop_reports (provider_id, id, agent_id, from_ts, to_ts, samples_dropped, \
+                                             records_refused, reason) \
+             SELECT $1, i, $2, f, t, s, r, why \
+             FROM unnest($3::uuid[], $4::timestamptz[], $5::timestamptz[], $6::int8[], $7::int8[], $8::text[]) \
+                  AS u(i, f, t, s, r, why) \
+             ON CONFLICT (provider_id, id) DO NOTHING",
+        )
+        .bind(agent.provider_id)
+        .bind(agent.agent_id)
+        .bind(reports.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| ms_to_time(r.from_ms)).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| ms_to_time(r.to_ms)).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| count(r.samples_dropped)).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| count(r.records_refused)).collect::<Vec<_>>())
+        .bind(reports.iter().map(|r| clean(&r.reason).into_owned()).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        if let Some(total) = reports
+            .iter()
+            .map(|r| r.samples_dropped)
+            .reduce(u64::saturating_add)
+            && total > 0
+        {
+            tracing::warn!(agent = %agent.agent_id, samples_dropped = total, "Agent reports dropped samples.");
+        }
+        Ok(())
+    }
+}
+
+fn severity(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "info",
+        Severity::Warning => "warning",
+        Severity::Critical => "critical",
+    }
+}
+
+fn command_status(s: CommandStatus) -> &'static str {
+    match s {
+        CommandStatus::Succeeded => "succeeded",
+        CommandStatus::Failed => "failed",
+        CommandStatus::Expired => "expired",
+        CommandStatus::Rejected => "rejected",
+    }
+}
+
+/// Text PostgreSQL accepts: NUL, which no text or jsonb value may hold, becomes U+FFFD.
+fn clean(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A JSON object of key/value pairs (a repeated key keeps its last value), as text.
+fn pairs_json(pairs: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| {
+            (
+                clean(k).into_owned(),
+                serde_json::Value::String(clean(v).into_owned()),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// `text` if it is JSON (NUL characters in its strings replaced), else `text` as a JSON string.
+fn json_or_string(text: &str) -> String {
+    fn scrub(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(scrub),
+            serde_json::Value::Object(map) => {
+                let entries = std::mem::take(map);
+                *map = entries
+                    .into_iter()
+                    .map(|(k, mut v)| {
+                        scrub(&mut v);
+                        (clean(&k).into_owned(), v)
+                    })
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut v) => {
+            scrub(&mut v);
+            v.to_string()
+        }
+        Err(_) => serde_json::Value::String(clean(text).into_owned()).to_string(),
+    }
+}
+
+fn record_time(ms: i64, what: &str) -> Result<(), StoreError> {
+    if RECORD_MS_RANGE.contains(&ms) {
+        Ok(())
+    } else {
+        Err(StoreError::Malformed(format!(
+            "a {what} has time {ms} ms since the Unix epoch, outside years 1 to 9999"
+        )))
+    }
+}
+
+/// A time already checked by [`record_time`] or [`check_samples`].
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn fmt_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| "an unrepresentable time".to_owned(), |t| t.to_rfc3339())
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v)
+        .map_err(|_| StoreError::Malformed(format!("{what} {v} is larger than 2^63 - 1")))
+}
+
+fn day_to_date(day: i64) -> Option<NaiveDate> {
+    DateTime::from_timestamp(day.checked_mul(86_400)?, 0).map(|t| t.date_naive())
+}
+
+fn date_to_day(date: NaiveDate) -> i64 {
+    date.and_hms_opt(0, 0, 0)
+        .map_or(0, |t| t.and_utc().timestamp().div_euclid(86_400))
+}
+
+/// The first key of the advisory lock of a batch: the agent id folded to 32 bits (collisions only make two
+/// batches wait for each other).
+fn fold_uuid(id: Uuid) -> i32 {
+    let v = id.as_u128();
+    let x = (v as u64) ^ ((v >> 64) as u64);
+    ((x as u32) ^ ((x >> 32) as u32)) as i32
+}
+
+/// Quotes an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave the caches inconsistent (each update is one insert or clear).
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn from_db(err: DbError) -> StoreError {
+    match err {
+        DbError::Query { source, .. } | DbError::Connect { source, .. } => classify(source),
+        other => StoreError::Transient(sqlx::Error::Protocol(other.to_string())),
+    }
+}
+
+fn classify(err: sqlx::Error) -> StoreError {
+    match db::sqlstate(&err) {
+        Some(code) if code.starts_with(DATA_EXCEPTION_CLASS) => {
+            StoreError::Malformed(format!("PostgreSQL refused a value of the batch: {err}"))
+        }
+        _ => StoreError::Transient(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_encoding_has_header_rows_and_trailer() {
+        let provider = Uuid::from_u128(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
+        let rows = [CopyRow {
+            series_id: 7,
+            ts_us: 1,
+            value: f64::NAN,
+        }];
+        let buf = encode_copy(provider, &rows);
+        assert_eq!(&buf[..11], b"PGCOPY\n\xff\r\n\0");
+        assert_eq!(buf.len(), 19 + 58 + 2);
+        assert_eq!(&buf[19..21], &4i16.to_be_bytes());
+        assert_eq!(&buf[25..41], provider.as_bytes());
+        assert_eq!(&buf[45..53], &7i64.to_be_bytes());
+        assert!(f64::from_bits(u64::from_be_bytes(buf[69..77].try_into().unwrap())).is_nan());
+        assert_eq!(&buf[buf.len() - 2..], &(-1i16).to_be_bytes());
+    }
+
+    #[test]
+    fn sample_times_outside_the_range_are_malformed() {
+        let now = 1_800_000_000_000;
+        let ok = Sample {
+            series: 1,
+            ts_ms: now,
+            value: 1.0,
+        };
+        assert_eq!(check_samples(&[ok], now).unwrap().len(), 1);
+        for bad in [
+            MIN_SAMPLE_MS - 1,
+            now + MAX_SAMPLE_AHEAD_MS + 1,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            let s = Sample {
+                series: 1,
+                ts_ms: bad,
+                value: 1.0,
+            };
+            assert!(
+                matches!(check_samples(&[s], now), Err(StoreError::Malformed(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn days_round_trip_through_dates() {
+        for day in [10_957, 20_000, 29_000] {
+            assert_eq!(date_to_day(day_to_date(day).unwrap()), day);
+        }
+    }
+
+    #[test]
+    fn json_never_carries_nul() {
+        assert_eq!(
+            pairs_json(&[("a\0".into(), "b\0".into())]),
+            "{\"a\u{FFFD}\":\"b\u{FFFD}\"}"
+        );
+        assert_eq!(
+            json_or_string("{\"x\":\"\\u0000\"}"),
+            "{\"x\":\"\u{FFFD}\"}"
+        );
+        assert_eq!(json_or_string("not json"), "\"not json\"");
+    }
+}

@@ -1,0 +1,15 @@
+//! Test support shared by the control plane's integration tests: a fresh PostgreSQL database per test
+//! ([`TestDb`]), a private PostgreSQL cluster that a test may stop and restart ([`PrivatePg`]), and fixtures
+//! (tenants with an enrolled agent, batches).
+//!
+//! Each test binary uses part of it (`#[allow(dead_code)]` on the `mod support;` line is expected).
+
+pub mod fixtures;
+pub mod pg;
+pub mod testdb;
+
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use pg::PrivatePg;
+#[allow(unused_imports)]
+pub use testdb::TestDb;
