@@ -3,5 +3,9 @@
 
 pub mod config;
 pub mod daemon;
+pub mod enroll;
+pub mod identity;
 pub mod monitors;
 pub mod telemetry;
+pub mod tls;
+pub mod uplink;

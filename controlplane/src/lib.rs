@@ -1,8 +1,10 @@
 //! The OctoISP control plane as a library: the binary `octoisp-controlplane` is a thin CLI over these modules.
 
+pub mod ca;
 pub mod config;
 pub mod db;
 pub mod ingest;
 pub mod registry;
 pub mod serve;
 pub mod telemetry;
+pub mod tls;
