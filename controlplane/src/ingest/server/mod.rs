@@ -63,6 +63,8 @@ const CONTROL_FRAME_BYTES: usize = 64 * 1024;
 pub const STREAM_MALFORMED: u32 = 1;
 /// Stream error code for a batch stream that took too long.
 pub const STREAM_TIMEOUT: u32 = 2;
+/// Stream error code for a batch of an agent revoked while connected (nothing was stored).
+pub const STREAM_REVOKED: u32 = 3;
 
 /// Settings of the ingest endpoint.
 #[derive(Debug, Clone)]

@@ -16,8 +16,8 @@ use super::wire::{
     ReadFrameError, message_name, open_control, read_frame, read_header, reject, write_message,
 };
 use super::{
-    CLOSE_OK, CLOSE_PROTOCOL, CLOSE_REVOKED, CLOSE_SHUTDOWN, STREAM_MALFORMED, STREAM_TIMEOUT,
-    Shared,
+    CLOSE_OK, CLOSE_PROTOCOL, CLOSE_REVOKED, CLOSE_SHUTDOWN, STREAM_MALFORMED, STREAM_REVOKED,
+    STREAM_TIMEOUT, Shared,
 };
 use crate::ca;
 use crate::ingest::store::{StoreError, StoreOutcome};
@@ -148,6 +148,25 @@ async fn touch(shared: &Shared, agent: &AgentRecord, hostname: &str, agent_versi
     }
 }
 
+/// Tells a revoked agent why its connection closes; returns the close code and reason.
+async fn revoke(control_send: &mut SendStream) -> (u32, &'static [u8]) {
+    tracing::warn!("Agent revoked while connected; closing its connection.");
+    let reply = Message::Reject(Reject {
+        code: RejectCode::Revoked,
+        message: "this agent was revoked".into(),
+    });
+    let _ = write_message(control_send, &reply).await;
+    (CLOSE_REVOKED, b"revoked")
+}
+
+/// What a batch task needs besides its streams.
+struct BatchContext {
+    agent: Arc<AgentRecord>,
+    fingerprint: Arc<str>,
+    revoked_now: CancellationToken,
+    shared: Arc<Shared>,
+}
+
 /// Serves batch streams and the control stream of an accepted agent until it leaves, is revoked, or shutdown.
 async fn serve_agent(
     conn: &Connection,
@@ -158,8 +177,10 @@ async fn serve_agent(
     shared: Arc<Shared>,
     shutdown: CancellationToken,
 ) {
-    let fingerprint = ca::cert_fingerprint_hex(&leaf);
+    let fingerprint: Arc<str> = ca::cert_fingerprint_hex(&leaf).into();
     let mut revoked = shared.revoked.subscribe();
+    // Cancelled by a batch task when the store found the agent revoked before the revoked set did.
+    let revoked_now = CancellationToken::new();
     let batches = TaskTracker::new();
     let control = read_control(control_recv, &shared, &agent);
     tokio::pin!(control);
@@ -172,20 +193,20 @@ async fn serve_agent(
                 ControlEnd::Lost => break (CLOSE_OK, b""),
             },
             changed = revoked.changed() => {
-                if changed.is_ok() && revoked.borrow_and_update().contains(&fingerprint) {
-                    tracing::warn!("Agent revoked while connected; closing its connection.");
-                    let reply = Message::Reject(Reject {
-                        code: RejectCode::Revoked,
-                        message: "this agent was revoked".into(),
-                    });
-                    let _ = write_message(&mut control_send, &reply).await;
-                    break (CLOSE_REVOKED, b"revoked");
+                if changed.is_ok() && revoked.borrow_and_update().contains(&*fingerprint) {
+                    break revoke(&mut control_send).await;
                 }
             }
+            _ = revoked_now.cancelled() => break revoke(&mut control_send).await,
             stream = conn.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    let (agent, shared) = (agent.clone(), shared.clone());
-                    batches.spawn(handle_batch(send, recv, agent, shared).in_current_span());
+                    let ctx = BatchContext {
+                        agent: agent.clone(),
+                        fingerprint: fingerprint.clone(),
+                        revoked_now: revoked_now.clone(),
+                        shared: shared.clone(),
+                    };
+                    batches.spawn(handle_batch(send, recv, ctx).in_current_span());
                 }
                 Err(err) => {
                     tracing::info!(reason = %err, "Agent connection ended.");
@@ -268,12 +289,13 @@ async fn read_control(recv: &mut RecvStream, shared: &Shared, agent: &AgentRecor
 }
 
 /// Handles one batch stream: read one frame, store it, answer `Ack` or `Nack`, finish.
-async fn handle_batch(
-    mut send: SendStream,
-    mut recv: RecvStream,
-    agent: Arc<AgentRecord>,
-    shared: Arc<Shared>,
-) {
+async fn handle_batch(mut send: SendStream, mut recv: RecvStream, ctx: BatchContext) {
+    let BatchContext {
+        agent,
+        fingerprint,
+        revoked_now,
+        shared,
+    } = ctx;
     let started = Instant::now();
     let read = async {
         let header = read_header(&mut recv, &shared.limits).await?;
@@ -329,7 +351,15 @@ async fn handle_batch(
         }
     };
     let seq = batch.seq;
-    let reply = store(&shared, &agent, &batch).await;
+    let Some(reply) = store(&shared, &agent, &fingerprint, &batch).await else {
+        tracing::info!(
+            seq,
+            "Batch of a revoked agent dropped unstored; stream reset."
+        );
+        let _ = send.reset(VarInt::from_u32(STREAM_REVOKED));
+        revoked_now.cancel();
+        return;
+    };
     if let Message::Ack(_) = reply {
         metrics::histogram!("octoisp_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
     }
@@ -340,32 +370,42 @@ async fn handle_batch(
     let _ = send.finish();
 }
 
-/// Decodes the samples and stores the batch under the global writer semaphore; returns the answer.
-async fn store(shared: &Shared, agent: &AgentRecord, batch: &Batch) -> Message {
+/// Decodes the samples and stores the batch under the global writer semaphore; returns the answer, or `None`
+/// when the agent's certificate was revoked meanwhile (nothing is stored for a revoked agent once the revoked set
+/// knows it, even on a connection that is still closing).
+async fn store(
+    shared: &Shared,
+    agent: &AgentRecord,
+    fingerprint: &str,
+    batch: &Batch,
+) -> Option<Message> {
     let seq = batch.seq;
     let samples = match batch.samples.decode() {
         Ok(samples) => samples,
         Err(err) => {
             tracing::warn!(seq, error = %err, "Refused a batch with an invalid sample block.");
-            return nack(
+            return Some(nack(
                 seq,
                 NackCode::Malformed,
                 format!("invalid sample block: {err}"),
                 0,
-            );
+            ));
         }
     };
     let waited = Instant::now();
     let Ok(_permit) = shared.writers.acquire().await else {
-        return nack(
+        return Some(nack(
             seq,
             NackCode::Retry,
             "control plane shutting down".into(),
             retry_after_ms(),
-        );
+        ));
     };
     metrics::histogram!("octoisp_ingest_db_wait_seconds").record(waited.elapsed().as_secs_f64());
-    match shared.store.store_batch(agent, batch, &samples).await {
+    if shared.revoked.borrow().contains(fingerprint) {
+        return None;
+    }
+    let reply = match shared.store.store_batch(agent, batch, &samples).await {
         Ok(StoreOutcome::Stored { samples, records }) => {
             metrics::counter!("octoisp_ingest_batches_acked_total", "duplicate" => "false")
                 .increment(1);
@@ -399,8 +439,27 @@ async fn store(shared: &Shared, agent: &AgentRecord, batch: &Batch) -> Message {
             nack(seq, NackCode::UnknownSeries(ids), msg, 0)
         }
         Err(StoreError::Malformed(msg)) => {
-            tracing::warn!(seq, reason = %msg, "Refused an invalid batch.");
-            nack(seq, NackCode::Malformed, msg, 0)
+            // The store also refuses the batch of an agent revoked meanwhile as malformed. That batch is not
+            // broken and must stay in the agent's outbox (a Nack Malformed would dead-letter it): tell the cases
+            // apart with the agent's row.
+            match registry::agent_identity(&shared.pool, agent.agent_id).await {
+                Ok(Some(row))
+                    if !row.revoked && row.cert_fingerprint.eq_ignore_ascii_case(fingerprint) =>
+                {
+                    tracing::warn!(seq, reason = %msg, "Refused an invalid batch.");
+                    nack(seq, NackCode::Malformed, msg, 0)
+                }
+                Ok(_) => return None,
+                Err(err) => {
+                    tracing::warn!(seq, error = %err, reason = %msg, "Batch refused and the agent cannot be checked; retry.");
+                    nack(
+                        seq,
+                        NackCode::Retry,
+                        "cannot check the agent now; retry later".into(),
+                        retry_after_ms(),
+                    )
+                }
+            }
         }
         Err(StoreError::Transient(err)) => {
             tracing::warn!(seq, error = %err, "Cannot store a batch now; the agent will retry.");
@@ -411,7 +470,8 @@ async fn store(shared: &Shared, agent: &AgentRecord, batch: &Batch) -> Message {
                 retry_after_ms(),
             )
         }
-    }
+    };
+    Some(reply)
 }
 
 fn retry_after_ms() -> u32 {
