@@ -181,18 +181,14 @@ pub fn encode_with_limits(
         }
     };
     let len = out.len() - HEADER_LEN;
-    let Ok(len32) = u32::try_from(len) else {
-        return Err(EncodeError::FrameTooLarge {
-            len,
-            max: max_frame,
-        });
-    };
-    if len > max_frame {
-        return Err(EncodeError::FrameTooLarge {
-            len,
-            max: max_frame,
-        });
-    }
+    let len32 =
+        u32::try_from(len)
+            .ok()
+            .filter(|_| len <= max_frame)
+            .ok_or(EncodeError::FrameTooLarge {
+                len,
+                max: max_frame,
+            })?;
     out[0] = MAGIC;
     out[1] = flags;
     out[2..HEADER_LEN].copy_from_slice(&len32.to_le_bytes());

@@ -7,6 +7,6 @@ pub mod protocol;
 pub mod samples;
 pub mod settings;
 
-pub use frame::{DecodeError, EncodeError, Limits};
+pub use frame::{Compression, DecodeError, EncodeError, Limits};
 pub use protocol::*;
 pub use samples::SampleBlock;
