@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "octoisp-agent", version, about = "OctoISP agent: POP daemon and diagnostics toolbox")]
+#[command(
+    name = "octoisp-agent",
+    version,
+    about = "OctoISP agent: POP daemon and diagnostics toolbox"
+)]
 struct Cli {
     /// Configuration file (TOML). Environment variables OCTOISP_AGENT__SECTION__KEY override it.
     #[arg(long, short, global = true, env = "OCTOISP_AGENT_CONFIG")]
@@ -92,38 +96,83 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             daemon::cancel_on_signals(shutdown.clone());
             daemon::run(cfg, shutdown).await?;
         }
-        Command::Enroll { server, token, force } => {
+        Command::Enroll {
+            server,
+            token,
+            force,
+        } => {
             let hostname = hostname();
             let id = enroll::enroll(&server, &token, &cfg.identity_dir(), &hostname, force).await?;
-            println!("Enrolled as agent {} (provider {}, POP {}).", id.agent_id, id.provider_id, id.pop_id);
-            println!("Identity stored in {}. Start the daemon: octoisp-agent run", cfg.identity_dir().display());
+            println!(
+                "Enrolled as agent {} (provider {}, POP {}).",
+                id.agent_id, id.provider_id, id.pop_id
+            );
+            println!(
+                "Identity stored in {}. Start the daemon: octoisp-agent run",
+                cfg.identity_dir().display()
+            );
         }
         Command::CheckConfig => {
             println!("configuration OK: {cfg:#?}");
         }
         Command::Status => {
-            let outbox = daemon::open_outbox(&cfg)?;
-            let s = tokio::task::spawn_blocking(move || outbox.stats()).await??;
-            println!("outbox: {} chunks, {} samples, {} bytes waiting", s.chunks, s.samples, s.bytes);
-            println!("batches in flight or waiting for an ack: {}", s.batches_pending);
-            println!("oldest waiting: {}", s.oldest_ms.map_or("-".into(), |t| format!("{t} ms since epoch")));
-            println!("dropped samples (disk cap): {}, refused records: {}", s.samples_dropped_total, s.records_refused_total);
+            let running = cfg.metrics.listen.and_then(telemetry::fetch_status);
+            let (s, source) = match running {
+                Some(s) => (s, "running daemon"),
+                None => {
+                    let outbox = daemon::open_outbox(&cfg)?;
+                    (
+                        tokio::task::spawn_blocking(move || outbox.stats()).await??,
+                        "outbox file (daemon not running)",
+                    )
+                }
+            };
+            println!("source: {source}");
+            println!(
+                "outbox: {} chunks, {} samples, {} records, {} bytes waiting",
+                s.chunks, s.samples, s.records, s.bytes
+            );
+            println!(
+                "batches in flight or waiting for an ack: {}",
+                s.batches_pending
+            );
+            println!(
+                "oldest waiting: {}",
+                s.oldest_ms
+                    .map_or("-".into(), |t| format!("{t} ms since epoch"))
+            );
+            println!(
+                "dropped samples (disk cap): {}, refused records: {}",
+                s.samples_dropped_total, s.records_refused_total
+            );
             println!("dead letters: {}", s.dead_letters);
         }
-        Command::Ping { target, count, interval_ms, timeout_ms } => {
+        Command::Ping {
+            target,
+            count,
+            interval_ms,
+            timeout_ms,
+        } => {
             return ping(target, count, interval_ms, timeout_ms).await;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn ping(target: IpAddr, count: u16, interval_ms: u64, timeout_ms: u64) -> anyhow::Result<ExitCode> {
+async fn ping(
+    target: IpAddr,
+    count: u16,
+    interval_ms: u64,
+    timeout_ms: u64,
+) -> anyhow::Result<ExitCode> {
     use octoisp_agent::monitors::ping::{Pinger, RoundStats};
     if count == 0 {
         eprintln!("octoisp-agent: --count must be at least 1");
         return Ok(ExitCode::from(EXIT_USAGE));
     }
-    let pinger = Pinger::new().map_err(|e| anyhow::anyhow!("cannot open an ICMP socket (needs root or CAP_NET_RAW): {e}"))?;
+    let pinger = Pinger::new().map_err(|e| {
+        anyhow::anyhow!("cannot open an ICMP socket (needs root or CAP_NET_RAW): {e}")
+    })?;
     let ident: u16 = rand::random();
     let payload = [0u8; 56];
     let mut rtts = Vec::new();
@@ -131,9 +180,20 @@ async fn ping(target: IpAddr, count: u16, interval_ms: u64, timeout_ms: u64) -> 
         if seq > 0 {
             tokio::time::sleep(Duration::from_millis(interval_ms)).await;
         }
-        let rtt = pinger.probe(target, ident, seq, &payload, Duration::from_millis(timeout_ms)).await;
+        let rtt = pinger
+            .probe(
+                target,
+                ident,
+                seq,
+                &payload,
+                Duration::from_millis(timeout_ms),
+            )
+            .await;
         match rtt {
-            Some(d) => println!("reply from {target}: seq={seq} time={:.3} ms", d.as_secs_f64() * 1e3),
+            Some(d) => println!(
+                "reply from {target}: seq={seq} time={:.3} ms",
+                d.as_secs_f64() * 1e3
+            ),
             None => println!("no reply from {target}: seq={seq} (timeout)"),
         }
         rtts.push(rtt);
@@ -141,9 +201,18 @@ async fn ping(target: IpAddr, count: u16, interval_ms: u64, timeout_ms: u64) -> 
     let s = RoundStats::from_rtts(&rtts);
     println!(
         "--- {target}: {} sent, {} received, {:.1}% loss; rtt min/avg/max = {:.3}/{:.3}/{:.3} ms",
-        s.sent, s.received, s.loss() * 100.0, s.min_ms, s.avg_ms, s.max_ms
+        s.sent,
+        s.received,
+        s.loss() * 100.0,
+        s.min_ms,
+        s.avg_ms,
+        s.max_ms
     );
-    Ok(if s.received > 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if s.received > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn hostname() -> String {

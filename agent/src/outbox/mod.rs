@@ -122,7 +122,7 @@ pub struct PendingBatch {
 }
 
 /// What the outbox holds and what it has lost, for heartbeats and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct OutboxStats {
     /// Unbatched chunks.
     pub chunks: u64,
