@@ -60,7 +60,12 @@ pub struct UplinkSection {
 
 impl Default for UplinkSection {
     fn default() -> Self {
-        Self { server: None, max_in_flight: 8, backoff_min_ms: 500, backoff_max_ms: 30_000 }
+        Self {
+            server: None,
+            max_in_flight: 8,
+            backoff_min_ms: 500,
+            backoff_max_ms: 30_000,
+        }
     }
 }
 
@@ -115,7 +120,9 @@ pub struct MetricsSection {
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        Self { listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))) }
+        Self {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+        }
     }
 }
 
@@ -141,7 +148,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -230,7 +240,10 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (name, text) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
                 (p.display().to_string(), text)
             }
             None => ("(defaults)".to_owned(), String::new()),
@@ -261,10 +274,15 @@ impl Config {
             ));
         }
         if !(1..=22).contains(&self.outbox.zstd_level) {
-            return bad(format!("outbox.zstd_level must be 1..=22, not {}", self.outbox.zstd_level));
+            return bad(format!(
+                "outbox.zstd_level must be 1..=22, not {}",
+                self.outbox.zstd_level
+            ));
         }
         if self.outbox.batch_max_samples == 0 || self.outbox.batch_max_bytes < 64 * 1024 {
-            return bad("outbox.batch_max_samples must be > 0 and outbox.batch_max_bytes >= 65536".into());
+            return bad(
+                "outbox.batch_max_samples must be > 0 and outbox.batch_max_bytes >= 65536".into(),
+            );
         }
         if self.uplink.max_in_flight == 0 || self.uplink.backoff_min_ms == 0 {
             return bad("uplink.max_in_flight and uplink.backoff_min_ms must be > 0".into());
@@ -280,13 +298,19 @@ impl Config {
                 ));
             }
             if u64::from(m.count) * m.timeout_ms.min(1_000) > m.interval_ms * 4 {
-                return bad(format!("monitors.ping[{i}] ({}): count x timeout does not fit the interval", m.name));
+                return bad(format!(
+                    "monitors.ping[{i}] ({}): count x timeout does not fit the interval",
+                    m.name
+                ));
             }
         }
         let mut names = std::collections::HashSet::new();
         for (i, g) in self.monitors.generator.iter().enumerate() {
             if g.series == 0 || g.interval_ms == 0 || !names.insert(g.name.clone()) {
-                return bad(format!("monitors.generator[{i}] ({}): needs series > 0, interval_ms > 0, a unique name", g.name));
+                return bad(format!(
+                    "monitors.generator[{i}] ({}): needs series > 0, interval_ms > 0, a unique name",
+                    g.name
+                ));
             }
         }
         Ok(())
@@ -316,20 +340,31 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let err = Config::from_toml("a.toml", "[outbox]\nmax_mib = 3\n", Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("max_mib") && err.contains("a.toml"), "{err}");
-        let text = "[[monitors.ping]]\nname = \"x\"\ntargets = [\"not-an-ip\"]\n";
-        let err = Config::from_toml("a.toml", text, Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("monitors.ping"), "{err}");
-        let err = Config::from_toml("a.toml", "[outbox]\nmax_mb = 10\nhard_ceiling_mb = 5\n", Vec::new())
+        let err = Config::from_toml("a.toml", "[outbox]\nmax_mib = 3\n", Vec::new())
             .unwrap_err()
             .to_string();
+        assert!(err.contains("max_mib") && err.contains("a.toml"), "{err}");
+        let text = "[[monitors.ping]]\nname = \"x\"\ntargets = [\"not-an-ip\"]\n";
+        let err = Config::from_toml("a.toml", text, Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("monitors.ping"), "{err}");
+        let err = Config::from_toml(
+            "a.toml",
+            "[outbox]\nmax_mb = 10\nhard_ceiling_mb = 5\n",
+            Vec::new(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("hard_ceiling_mb"), "{err}");
     }
 
     #[test]
     fn environment_overrides() {
-        let env = vec![("OCTOISP_AGENT__UPLINK__SERVER".to_owned(), "cp.example:4433".to_owned())];
+        let env = vec![(
+            "OCTOISP_AGENT__UPLINK__SERVER".to_owned(),
+            "cp.example:4433".to_owned(),
+        )];
         let cfg = Config::from_toml("a.toml", "[uplink]\nserver = \"x:1\"\n", env).unwrap();
         assert_eq!(cfg.uplink.server.as_deref(), Some("cp.example:4433"));
     }

@@ -53,7 +53,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let id_dir = cfg.identity_dir();
     match identity::Identity::load(&id_dir) {
         Ok(Some(id)) => {
-            let server = cfg.uplink.server.clone().unwrap_or_else(|| id.server.clone());
+            let server = cfg
+                .uplink
+                .server
+                .clone()
+                .unwrap_or_else(|| id.server.clone());
             tracing::info!(agent = %id.agent_id, %server, "Enrolled: uploading to the control plane.");
             let ucfg = uplink::UplinkConfig {
                 server,
@@ -82,7 +86,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tracing::warn!("Some tasks did not stop within the grace period.");
     }
     let stats = tokio::task::spawn_blocking(move || outbox.stats()).await??;
-    tracing::info!(samples = stats.samples, batches = stats.batches_pending, "Stopped; outbox kept.");
+    tracing::info!(
+        samples = stats.samples,
+        batches = stats.batches_pending,
+        "Stopped; outbox kept."
+    );
     Ok(())
 }
 
@@ -92,15 +100,16 @@ pub fn cancel_on_signals(token: CancellationToken) {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(err) => {
-                    tracing::error!(error = %err, "Cannot watch SIGTERM.");
-                    let _ = ctrl_c.await;
-                    token.cancel();
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(err) => {
+                        tracing::error!(error = %err, "Cannot watch SIGTERM.");
+                        let _ = ctrl_c.await;
+                        token.cancel();
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

@@ -130,7 +130,9 @@ pub struct HttpSection {
 
 impl Default for HttpSection {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
@@ -156,7 +158,10 @@ pub struct LogSection {
 
 impl Default for LogSection {
     fn default() -> Self {
-        Self { format: LogFormat::Text, level: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
     }
 }
 
@@ -184,7 +189,10 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (name, text) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
                 (p.display().to_string(), text)
             }
             None => ("(defaults)".to_owned(), String::new()),
@@ -205,15 +213,23 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
-        if !self.database.url.starts_with("postgres://") && !self.database.url.starts_with("postgresql://") {
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
             return bad("database.url must be a postgres:// URL");
         }
         if self.database.max_connections < 2 {
             return bad("database.max_connections must be at least 2");
         }
         let i = &self.ingest;
-        if i.max_in_flight == 0 || i.db_writers == 0 || i.max_connections == 0 || i.heartbeat_secs == 0 {
-            return bad("ingest.max_in_flight, db_writers, max_connections and heartbeat_secs must be > 0");
+        if i.max_in_flight == 0
+            || i.db_writers == 0
+            || i.max_connections == 0
+            || i.heartbeat_secs == 0
+        {
+            return bad(
+                "ingest.max_in_flight, db_writers, max_connections and heartbeat_secs must be > 0",
+            );
         }
         if i.db_writers as u32 >= self.database.max_connections {
             return bad("ingest.db_writers must be smaller than database.max_connections");
@@ -226,7 +242,10 @@ impl Config {
 
     /// URL used for migrations.
     pub fn admin_url(&self) -> &str {
-        self.database.admin_url.as_deref().unwrap_or(&self.database.url)
+        self.database
+            .admin_url
+            .as_deref()
+            .unwrap_or(&self.database.url)
     }
 }
 
@@ -237,17 +256,32 @@ mod tests {
     #[test]
     fn defaults_validate_and_errors_name_keys() {
         Config::from_toml("cp.toml", "", Vec::new()).unwrap();
-        let err = Config::from_toml("cp.toml", "[ingest]\nlisten = \"nope\"\n", Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("ingest.listen") && err.contains("cp.toml"), "{err}");
-        let err = Config::from_toml("cp.toml", "[databse]\n", Vec::new()).unwrap_err().to_string();
+        let err = Config::from_toml("cp.toml", "[ingest]\nlisten = \"nope\"\n", Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("ingest.listen") && err.contains("cp.toml"),
+            "{err}"
+        );
+        let err = Config::from_toml("cp.toml", "[databse]\n", Vec::new())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("databse"), "{err}");
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
         assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
-        let cfg = Config::from_toml("c", "[database]\nurl = \"postgres://a:pw@h/d\"\n", Vec::new()).unwrap();
+        let cfg = Config::from_toml(
+            "c",
+            "[database]\nurl = \"postgres://a:pw@h/d\"\n",
+            Vec::new(),
+        )
+        .unwrap();
         assert!(!format!("{cfg:?}").contains("pw@"));
     }
 }

@@ -14,7 +14,11 @@ use tokio_util::sync::CancellationToken;
 const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Parser)]
-#[command(name = "octoisp-controlplane", version, about = "OctoISP control plane")]
+#[command(
+    name = "octoisp-controlplane",
+    version,
+    about = "OctoISP control plane"
+)]
 struct Cli {
     /// Configuration file (TOML). Environment variables OCTOISP_CP__SECTION__KEY override it.
     #[arg(long, short, global = true, env = "OCTOISP_CP_CONFIG")]
@@ -135,9 +139,12 @@ fn main() -> ExitCode {
 }
 
 async fn pool(cfg: &Config) -> anyhow::Result<sqlx::PgPool> {
-    db::connect(&cfg.database.url, 2)
-        .await
-        .with_context(|| format!("cannot connect to {}", octoisp_controlplane::config::redact(&cfg.database.url)))
+    db::connect(&cfg.database.url, 2).await.with_context(|| {
+        format!(
+            "cannot connect to {}",
+            octoisp_controlplane::config::redact(&cfg.database.url)
+        )
+    })
 }
 
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
@@ -156,9 +163,12 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             serve::run(cfg, roles, metrics, shutdown).await?;
         }
         Command::Migrate => {
-            let admin = db::connect(cfg.admin_url(), 2)
-                .await
-                .with_context(|| format!("cannot connect to {}", octoisp_controlplane::config::redact(cfg.admin_url())))?;
+            let admin = db::connect(cfg.admin_url(), 2).await.with_context(|| {
+                format!(
+                    "cannot connect to {}",
+                    octoisp_controlplane::config::redact(cfg.admin_url())
+                )
+            })?;
             db::migrate(&admin).await?;
             println!("migrations applied");
         }
@@ -167,14 +177,23 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             let id = registry::create_provider(&pool(&cfg).await?, &slug, &name, &tier).await?;
             println!("{id}");
         }
-        Command::Pop(PopCmd::Create { provider, slug, name }) => {
+        Command::Pop(PopCmd::Create {
+            provider,
+            slug,
+            name,
+        }) => {
             let id = registry::create_pop(&pool(&cfg).await?, &provider, &slug, &name).await?;
             println!("{id}");
         }
-        Command::Pop(PopCmd::EnrollToken { provider, pop, ttl_secs }) => {
+        Command::Pop(PopCmd::EnrollToken {
+            provider,
+            pop,
+            ttl_secs,
+        }) => {
             let ca = ca::Ca::load_or_create(&cfg.data_dir).context("cannot load the CA")?;
             let ttl = Duration::from_secs(ttl_secs.unwrap_or(cfg.ingest.token_ttl_secs));
-            let issued = registry::create_enrollment_token(&pool(&cfg).await?, &provider, &pop, ttl).await?;
+            let issued =
+                registry::create_enrollment_token(&pool(&cfg).await?, &provider, &pop, ttl).await?;
             let token = ca::EnrollmentToken {
                 token_id: issued.token_id,
                 secret: issued.secret,

@@ -47,14 +47,20 @@ impl FromStr for Role {
             "api" => Ok(Role::Api),
             "ingest" => Ok(Role::Ingest),
             "workers" => Ok(Role::Workers),
-            other => Err(format!("unknown role `{other}` (expected api, ingest, workers)")),
+            other => Err(format!(
+                "unknown role `{other}` (expected api, ingest, workers)"
+            )),
         }
     }
 }
 
 /// Parses `api,ingest,workers`.
 pub fn parse_roles(s: &str) -> Result<BTreeSet<Role>, String> {
-    let roles: BTreeSet<Role> = s.split(',').filter(|p| !p.trim().is_empty()).map(Role::from_str).collect::<Result<_, _>>()?;
+    let roles: BTreeSet<Role> = s
+        .split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(Role::from_str)
+        .collect::<Result<_, _>>()?;
     if roles.is_empty() {
         return Err("at least one role is needed".into());
     }
@@ -68,10 +74,20 @@ struct HttpState {
 }
 
 /// Runs the roles until `shutdown` is cancelled.
-pub async fn run(cfg: Config, roles: BTreeSet<Role>, metrics: PrometheusHandle, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    roles: BTreeSet<Role>,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let pool = db::connect(&cfg.database.url, cfg.database.max_connections)
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::config::redact(&cfg.database.url)))?;
+        .with_context(|| {
+            format!(
+                "cannot connect to PostgreSQL at {}",
+                crate::config::redact(&cfg.database.url)
+            )
+        })?;
     let tracker = TaskTracker::new();
 
     if roles.contains(&Role::Ingest) {
@@ -87,7 +103,8 @@ pub async fn run(cfg: Config, roles: BTreeSet<Role>, metrics: PrometheusHandle, 
             ..IngestConfig::default()
         };
         let store = Arc::new(Store::new(pool.clone()));
-        let (server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store).context("cannot start the QUIC ingest")?;
+        let (server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
+            .context("cannot start the QUIC ingest")?;
         tracing::info!(%addr, "Ingest listening (QUIC).");
         let sd = shutdown.clone();
         tracker.spawn(async move {
@@ -108,11 +125,20 @@ pub async fn run(cfg: Config, roles: BTreeSet<Role>, metrics: PrometheusHandle, 
         let app = Router::new()
             .route("/healthz", get(|| std::future::ready("ok\n")))
             .route("/readyz", get(readyz))
-            .route("/metrics", get(|State(s): State<HttpState>| std::future::ready(s.metrics.render())))
-            .with_state(HttpState { pool: pool.clone(), metrics });
+            .route(
+                "/metrics",
+                get(|State(s): State<HttpState>| std::future::ready(s.metrics.render())),
+            )
+            .with_state(HttpState {
+                pool: pool.clone(),
+                metrics,
+            });
         let sd = shutdown.clone();
         tracker.spawn(async move {
-            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(sd.cancelled_owned()).await {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(sd.cancelled_owned())
+                .await
+            {
                 tracing::error!(error = %err, "HTTP server stopped.");
             }
         });

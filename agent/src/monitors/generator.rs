@@ -21,18 +21,31 @@ pub async fn run(cfg: GeneratorMonitor, outbox: Outbox, shutdown: CancellationTo
     }
 }
 
-async fn run_inner(cfg: &GeneratorMonitor, outbox: &Outbox, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn run_inner(
+    cfg: &GeneratorMonitor,
+    outbox: &Outbox,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let device_key = format!("synthetic:{}", cfg.name);
     let mut ids = Vec::with_capacity(cfg.series as usize);
     for i in 0..cfg.series {
-        ids.push(outbox.series_id(&device_key, "synthetic.value", &[("i".into(), i.to_string())], MetricKind::Gauge)?);
+        ids.push(outbox.series_id(
+            &device_key,
+            "synthetic.value",
+            &[("i".into(), i.to_string())],
+            MetricKind::Gauge,
+        )?);
     }
     let state_key = format!("generator.{}", cfg.name);
     let (base_ms, mut tick) = match outbox.state(&state_key)? {
         Some(s) => parse_state(&s).ok_or_else(|| anyhow::anyhow!("bad generator state {s:?}"))?,
         None => (now_ms(), 0),
     };
-    let ticks_total = if cfg.total == 0 { u64::MAX } else { cfg.total.div_ceil(u64::from(cfg.series)) };
+    let ticks_total = if cfg.total == 0 {
+        u64::MAX
+    } else {
+        cfg.total.div_ceil(u64::from(cfg.series))
+    };
     let mut ticker = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while tick < ticks_total {
@@ -40,16 +53,26 @@ async fn run_inner(cfg: &GeneratorMonitor, outbox: &Outbox, shutdown: &Cancellat
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticker.tick() => {}
         }
-        let remaining = if cfg.total == 0 { u64::MAX } else { cfg.total - tick * u64::from(cfg.series) };
+        let remaining = if cfg.total == 0 {
+            u64::MAX
+        } else {
+            cfg.total - tick * u64::from(cfg.series)
+        };
         let ts_ms = base_ms + (tick * cfg.interval_ms) as i64;
         let samples: Vec<Sample> = ids
             .iter()
             .take(remaining.min(ids.len() as u64) as usize)
             .enumerate()
-            .map(|(i, id)| Sample { series: *id, ts_ms, value: (tick * 1000 + i as u64) as f64 })
+            .map(|(i, id)| Sample {
+                series: *id,
+                ts_ms,
+                value: (tick * 1000 + i as u64) as f64,
+            })
             .collect();
         tick += 1;
-        outbox.append_samples_with_state(samples, &state_key, &format!("{base_ms}:{tick}")).await?;
+        outbox
+            .append_samples_with_state(samples, &state_key, &format!("{base_ms}:{tick}"))
+            .await?;
     }
     tracing::info!(generator = %cfg.name, ticks = tick, "Generator finished.");
     Ok(())

@@ -13,7 +13,12 @@ use crate::config::MonitorsSection;
 use crate::outbox::Outbox;
 
 /// Starts every configured monitor on `tracker`.
-pub fn spawn_all(cfg: &MonitorsSection, outbox: &Outbox, tracker: &TaskTracker, shutdown: &CancellationToken) {
+pub fn spawn_all(
+    cfg: &MonitorsSection,
+    outbox: &Outbox,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
     if !cfg.ping.is_empty() {
         match ping::Pinger::new() {
             Ok(pinger) => {
@@ -24,7 +29,9 @@ pub fn spawn_all(cfg: &MonitorsSection, outbox: &Outbox, tracker: &TaskTracker, 
                     }
                 }
             }
-            Err(err) => tracing::error!(error = %err, "Ping monitors disabled: cannot open ICMP sockets (needs CAP_NET_RAW)."),
+            Err(err) => {
+                tracing::error!(error = %err, "Ping monitors disabled: cannot open ICMP sockets (needs CAP_NET_RAW).")
+            }
         }
     }
     for g in &cfg.generator {

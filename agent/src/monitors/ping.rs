@@ -25,7 +25,9 @@ pub struct Pinger {
 
 impl std::fmt::Debug for Pinger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pinger").field("v6", &self.v6.is_some()).finish()
+        f.debug_struct("Pinger")
+            .field("v6", &self.v6.is_some())
+            .finish()
     }
 }
 
@@ -44,14 +46,25 @@ impl Pinger {
     }
 
     /// One echo probe; `None` when no reply came within `timeout`.
-    pub async fn probe(&self, target: IpAddr, ident: u16, seq: u16, payload: &[u8], timeout: Duration) -> Option<Duration> {
+    pub async fn probe(
+        &self,
+        target: IpAddr,
+        ident: u16,
+        seq: u16,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> Option<Duration> {
         let client = match target {
             IpAddr::V4(_) => &self.v4,
             IpAddr::V6(_) => self.v6.as_ref()?,
         };
         let mut pinger = client.pinger(target, PingIdentifier(ident)).await;
         pinger.timeout(timeout);
-        pinger.ping(PingSequence(seq), payload).await.ok().map(|(_, rtt)| rtt)
+        pinger
+            .ping(PingSequence(seq), payload)
+            .await
+            .ok()
+            .map(|(_, rtt)| rtt)
     }
 }
 
@@ -73,20 +86,36 @@ pub struct RoundStats {
 impl RoundStats {
     /// Reduces the RTTs of a round (`None` = lost).
     pub fn from_rtts(rtts: &[Option<Duration>]) -> RoundStats {
-        let got: Vec<f64> = rtts.iter().flatten().map(|d| d.as_secs_f64() * 1e3).collect();
-        let (min, max, sum) = got.iter().fold((f64::INFINITY, 0.0f64, 0.0), |(mi, ma, s), &v| (mi.min(v), ma.max(v), s + v));
+        let got: Vec<f64> = rtts
+            .iter()
+            .flatten()
+            .map(|d| d.as_secs_f64() * 1e3)
+            .collect();
+        let (min, max, sum) = got
+            .iter()
+            .fold((f64::INFINITY, 0.0f64, 0.0), |(mi, ma, s), &v| {
+                (mi.min(v), ma.max(v), s + v)
+            });
         RoundStats {
             sent: u16::try_from(rtts.len()).unwrap_or(u16::MAX),
             received: u16::try_from(got.len()).unwrap_or(u16::MAX),
             min_ms: if got.is_empty() { f64::NAN } else { min },
-            avg_ms: if got.is_empty() { f64::NAN } else { sum / got.len() as f64 },
+            avg_ms: if got.is_empty() {
+                f64::NAN
+            } else {
+                sum / got.len() as f64
+            },
             max_ms: if got.is_empty() { f64::NAN } else { max },
         }
     }
 
     /// Fraction of probes lost, 0..=1.
     pub fn loss(&self) -> f64 {
-        if self.sent == 0 { 0.0 } else { f64::from(self.sent - self.received) / f64::from(self.sent) }
+        if self.sent == 0 {
+            0.0
+        } else {
+            f64::from(self.sent - self.received) / f64::from(self.sent)
+        }
     }
 }
 
@@ -122,10 +151,18 @@ impl PingTask {
     pub async fn run(self, shutdown: CancellationToken) {
         let device_key = format!("icmp:{}", self.target);
         let labels = vec![("monitor".to_owned(), self.monitor.clone())];
-        let ids: Result<Vec<u64>, _> = ["ping.rtt_min_ms", "ping.rtt_avg_ms", "ping.rtt_max_ms", "ping.loss_ratio"]
-            .iter()
-            .map(|m| self.outbox.series_id(&device_key, m, &labels, MetricKind::Gauge))
-            .collect();
+        let ids: Result<Vec<u64>, _> = [
+            "ping.rtt_min_ms",
+            "ping.rtt_avg_ms",
+            "ping.rtt_max_ms",
+            "ping.loss_ratio",
+        ]
+        .iter()
+        .map(|m| {
+            self.outbox
+                .series_id(&device_key, m, &labels, MetricKind::Gauge)
+        })
+        .collect();
         let ids = match ids {
             Ok(ids) => ids,
             Err(err) => {
@@ -154,13 +191,25 @@ impl PingTask {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 seq = seq.wrapping_add(1);
-                rtts.push(self.pinger.probe(self.target, ident, seq, &self.payload, self.timeout).await);
+                rtts.push(
+                    self.pinger
+                        .probe(self.target, ident, seq, &self.payload, self.timeout)
+                        .await,
+                );
             }
             let stats = RoundStats::from_rtts(&rtts);
-            let mut samples = vec![Sample { series: ids[3], ts_ms, value: stats.loss() }];
+            let mut samples = vec![Sample {
+                series: ids[3],
+                ts_ms,
+                value: stats.loss(),
+            }];
             if stats.received > 0 {
                 for (id, v) in ids.iter().zip([stats.min_ms, stats.avg_ms, stats.max_ms]) {
-                    samples.push(Sample { series: *id, ts_ms, value: v });
+                    samples.push(Sample {
+                        series: *id,
+                        ts_ms,
+                        value: v,
+                    });
                 }
             }
             if let Err(err) = self.outbox.append_samples(samples).await {
@@ -169,9 +218,17 @@ impl PingTask {
             let now_up = stats.received > 0;
             if up.is_some_and(|was| was != now_up) {
                 let (kind, severity, message) = if now_up {
-                    ("ping.up", Severity::Info, format!("{} answers ping again", self.target))
+                    (
+                        "ping.up",
+                        Severity::Info,
+                        format!("{} answers ping again", self.target),
+                    )
                 } else {
-                    ("ping.down", Severity::Critical, format!("{} stopped answering ping", self.target))
+                    (
+                        "ping.down",
+                        Severity::Critical,
+                        format!("{} stopped answering ping", self.target),
+                    )
                 };
                 let event = Event {
                     id: uuid::Uuid::now_v7(),
@@ -193,7 +250,10 @@ impl PingTask {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
