@@ -669,7 +669,7 @@ async fn connect_and_send_hello(
 ) -> anyhow::Result<(Connection, SendStream, RecvStream, Message)> {
     let (endpoint, conn) =
         octoisp_agent::uplink::dial::connect(server, config, Duration::from_secs(5)).await?;
-    std::mem::forget(endpoint); // kept alive for the test's duration (the connection needs it)
+    drop(endpoint); // quinn keeps the endpoint's driver running while the connection lives
     let (mut send, mut recv) = conn.open_bi().await?;
     let hello = Message::Hello(Hello {
         version_min,
