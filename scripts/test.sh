@@ -2,7 +2,8 @@
 # Runs the whole test suite: formatting, clippy, and every test against real PostgreSQL and QUIC on loopback.
 # Reuses a PostgreSQL that already runs on 127.0.0.1:5432 with a trusted superuser; otherwise installs
 # PostgreSQL from the distribution's packages (if missing) and starts a private cluster on port 55433.
-# Environment: OCTOISP_TEST_PG (admin URL to use), CARGO_TARGET_DIR.
+# Redis likewise (127.0.0.1:6379, or a private one on 56380).
+# Environment: OCTOISP_TEST_PG (admin URL to use), OCTOISP_TEST_REDIS, CARGO_TARGET_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,6 +17,15 @@ if [ -z "${OCTOISP_TEST_PG:-}" ]; then
     else
         start_private_pg "${OCTOISP_TEST_PG_DIR:-/var/tmp/octoisp-test-pg}" 55433 -c fsync=off
         export OCTOISP_TEST_PG="postgres://postgres@127.0.0.1:55433/postgres"
+    fi
+fi
+if [ -z "${OCTOISP_TEST_REDIS:-}" ]; then
+    if command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+        export OCTOISP_TEST_REDIS="redis://127.0.0.1:6379"
+        say "reusing the Redis running on 127.0.0.1:6379"
+    else
+        start_private_redis "${OCTOISP_TEST_REDIS_DIR:-/var/tmp/octoisp-test-redis}" 56380
+        export OCTOISP_TEST_REDIS="redis://127.0.0.1:56380"
     fi
 fi
 pg_superuser_ok "$OCTOISP_TEST_PG" || die "cannot reach PostgreSQL as a superuser at $OCTOISP_TEST_PG"

@@ -8,3 +8,5 @@ pub mod registry;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;
+pub mod api;
+pub mod auth;
