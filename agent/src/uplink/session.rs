@@ -242,13 +242,15 @@ impl Pipeline {
                 if has_room && forming.is_none() && may_poll {
                     let ob = self.outbox.clone();
                     forming = Some(tokio::task::spawn_blocking(move || ob.next_batch()));
+                    idle_until = None;
                 }
             } else if self.in_flight.is_empty() {
                 break SessionEnd::Shutdown;
             }
             metrics::gauge!("octoisp_agent_uplink_batches_in_flight")
                 .set(self.in_flight.len() as f64);
-            let wake = self.next_wake(idle_until);
+            // Only future instants: a past one would make the select below spin.
+            let wake = self.next_wake(idle_until.filter(|t| *t > Instant::now()));
 
             tokio::select! {
                 _ = shutdown.cancelled(), if !stopping => {
@@ -337,7 +339,13 @@ impl Pipeline {
     }
 
     fn next_wake(&self, idle_until: Option<Instant>) -> Option<Instant> {
-        let delayed = self.delayed.iter().map(|(t, _)| *t).min();
+        let now = Instant::now();
+        let delayed = self
+            .delayed
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| *t > now)
+            .min();
         match (delayed, idle_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
