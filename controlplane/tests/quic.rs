@@ -828,6 +828,23 @@ async fn bad_frames_close_only_their_stream_or_connection_while_other_agents_kee
         "Hello on a batch stream",
     );
 
+    // Samples of a series the control plane never saw defined: the agent is asked for the definition.
+    let mut undefined = batch(4, "icmp:192.0.2.66", 5);
+    undefined.series.clear();
+    undefined.samples = SampleBlock::encode(&[Sample {
+        series: 77,
+        ts_ms: chrono_now_ms(),
+        value: 1.0,
+    }]);
+    let undefined = frame::encode(&Message::Batch(undefined), Compression::None).expect("encode");
+    match raw_batch_stream(&conn, &undefined).await {
+        Ok(Message::Nack(nack)) => assert_eq!(
+            (nack.seq, nack.code),
+            (4, NackCode::UnknownSeries(vec![77]))
+        ),
+        other => panic!("expected Nack UnknownSeries, got {other:?}"),
+    }
+
     // The same connection still stores a good batch.
     let good_frame = frame::encode(
         &Message::Batch(batch(3, "icmp:192.0.2.66", 10)),
