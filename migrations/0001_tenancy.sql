@@ -128,9 +128,12 @@ COMMENT ON COLUMN devices.inventory_at IS 'Time of the newest inventory applied;
 
 ALTER TABLE providers ENABLE ROW LEVEL SECURITY;
 ALTER TABLE providers FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_isolation ON providers
-    USING (id = octoisp_tenant() OR octoisp_is_global_admin())
-    WITH CHECK (id = octoisp_tenant() OR octoisp_is_global_admin());
+-- A provider reads its own row; only the global-admin path creates or changes providers.
+CREATE POLICY tenant_isolation ON providers FOR SELECT
+    USING (id = octoisp_tenant() OR octoisp_is_global_admin());
+CREATE POLICY global_admin_writes ON providers
+    USING (octoisp_is_global_admin())
+    WITH CHECK (octoisp_is_global_admin());
 
 DO $$
 DECLARE
