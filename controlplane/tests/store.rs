@@ -462,3 +462,48 @@ async fn sample_times_out_of_range_are_malformed() {
     assert_eq!(count_as(&db, a.provider_id, "samples").await, 0);
     assert_eq!(count_as(&db, a.provider_id, "ingested_batches").await, 0);
 }
+
+#[tokio::test]
+async fn storing_resumes_after_postgresql_restarts() {
+    let mut pg = support::PrivatePg::start().await;
+    let db = TestDb::on(&pg.admin_url()).await;
+    let a = tenant(&db, "isp-a").await;
+    let store = Store::new(db.app.clone());
+    let s = samples(2, 100);
+    let defs = vec![
+        def(0, "icmp:192.0.2.1", "ping.rtt_ms"),
+        def(1, "icmp:192.0.2.2", "ping.rtt_ms"),
+    ];
+    store
+        .store_batch(&a.agent, &batch(1, defs, &s, vec![]), &s)
+        .await
+        .unwrap();
+
+    pg.restart().await;
+    // Pooled connections died with the server; the pool replaces them.
+    let b2 = batch(2, vec![], &s, vec![]);
+    let mut outcome = store.store_batch(&a.agent, &b2, &s).await;
+    if let Err(StoreError::Transient(_)) = outcome {
+        outcome = store.store_batch(&a.agent, &b2, &s).await;
+    }
+    assert!(
+        matches!(outcome, Ok(StoreOutcome::Stored { .. })),
+        "{outcome:?}"
+    );
+
+    pg.stop().await;
+    let down = store
+        .store_batch(&a.agent, &batch(3, vec![], &s, vec![]), &s)
+        .await;
+    assert!(matches!(down, Err(StoreError::Transient(_))), "{down:?}");
+    pg.resume().await;
+    let again = store
+        .store_batch(&a.agent, &batch(3, vec![], &s, vec![]), &s)
+        .await;
+    assert!(
+        matches!(again, Ok(StoreOutcome::Stored { .. })),
+        "{again:?}"
+    );
+    assert_eq!(count_as(&db, a.provider_id, "samples").await, 300);
+    db.cleanup().await;
+}

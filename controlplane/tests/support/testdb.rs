@@ -1,6 +1,7 @@
 //! A fresh database per test, migrated, with an application-role pool and an admin pool.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use octoisp_controlplane::db;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -8,6 +9,8 @@ use sqlx::{ConnectOptions, Connection, PgPool};
 
 /// Environment variable naming the admin URL of the cluster tests create their databases in.
 pub const ADMIN_URL_ENV: &str = "OCTOISP_TEST_PG";
+/// How long a test waits for a pooled connection (a stopped server fails fast).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin URL used when [`ADMIN_URL_ENV`] is not set.
 pub const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -62,9 +65,11 @@ impl TestDb {
         let db = TestDb {
             admin: PgPoolOptions::new()
                 .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(options.clone()),
             app: PgPoolOptions::new()
                 .max_connections(8)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_lazy_with(options.username(db::APP_ROLE).password("")),
             name,
             root,
@@ -103,6 +108,7 @@ impl TestDb {
     pub async fn app_pool(&self, max_connections: u32) -> PgPool {
         PgPoolOptions::new()
             .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(self.app_options())
             .await
             .expect("connect as octoisp_app to the test database")
