@@ -1,0 +1,117 @@
+//! Keyset pagination, the same on every list: `?limit=` (default 50, at most 500) and an opaque `cursor`,
+//! answered as `{"items": [...], "next_cursor": "..." | null}`.
+//!
+//! Every list is ordered by its `id` (a uuid); the cursor is the base64url (no padding) of the last id of the
+//! page, and the next page is `id > cursor`. Cursors are opaque to clients: only their round trip is promised.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::api::error::ApiError;
+
+/// Page size when `limit` is absent.
+pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest page size accepted.
+pub const MAX_LIMIT: u32 = 500;
+
+/// The pagination parameters of a list.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageParams {
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl PageParams {
+    /// The page size, validated.
+    pub fn limit(&self) -> Result<u32, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(n) => Err(ApiError::BadRequest(format!(
+                "limit {n} is not between 1 and {MAX_LIMIT}"
+            ))),
+        }
+    }
+
+    /// The id after which the page starts, if a cursor was given.
+    pub fn after(&self) -> Result<Option<Uuid>, ApiError> {
+        self.cursor.as_deref().map(decode_cursor).transpose()
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Page<T> {
+    /// The items, in id order.
+    pub items: Vec<T>,
+    /// Cursor of the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from up to `limit + 1` rows fetched in id order: the extra row only tells that there is more.
+    pub fn from_rows(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid) -> Page<T> {
+        let limit = limit as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|last| encode_cursor(id(last)))
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
+/// The opaque cursor of a sort key.
+pub fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+/// The sort key of a cursor; 400 when it is not one of ours.
+pub fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(cursor.as_bytes())
+        .ok()
+        .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        assert!(decode_cursor("' OR 1=1 --").is_err());
+        assert!(decode_cursor("").is_err());
+    }
+
+    #[test]
+    fn a_page_has_a_cursor_only_when_rows_remain() {
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let page = Page::from_rows(ids.clone(), 2, |id| *id);
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.next_cursor, Some(encode_cursor(ids[1])));
+        let page = Page::from_rows(ids, 3, |id| *id);
+        assert!(page.next_cursor.is_none());
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let p = |limit| PageParams { limit, cursor: None };
+        assert_eq!(p(None).limit().unwrap(), DEFAULT_LIMIT);
+        assert!(p(Some(0)).limit().is_err());
+        assert!(p(Some(501)).limit().is_err());
+    }
+}

@@ -1,0 +1,476 @@
+//! The HTTP API on a real PostgreSQL and Redis, through the real router and gateway middleware.
+//!
+//! Callers are minted by a test [`Authenticator`] (bearer token -> `Caller`), so these tests exercise the
+//! router, permissions, row-level security and the gateway, independently of how credentials are verified.
+//! The isolation tests walk `api::ROUTES`: a new route is covered without editing them.
+
+#[allow(dead_code)]
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use futures::future::BoxFuture;
+use octoisp_controlplane::api::error::ApiError;
+use octoisp_controlplane::api::ratelimit::RateLimiter;
+use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use octoisp_controlplane::auth::Caller;
+use serde_json::Value;
+use support::TestDb;
+use support::fixtures::{Tenant, tenant};
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+/// Bearer token -> caller.
+struct TestAuth(HashMap<String, Caller>);
+
+impl Authenticator for TestAuth {
+    fn authenticate<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
+        Box::pin(async move {
+            let Some(value) = headers.get(header::AUTHORIZATION) else {
+                return Ok(None);
+            };
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .ok_or(ApiError::Unauthenticated)?;
+            let mut caller = self.0.get(token).cloned().ok_or(ApiError::Unauthenticated)?;
+            caller.request_id = ctx.request_id.clone();
+            caller.ip = ctx.ip;
+            Ok(Some(caller))
+        })
+    }
+}
+
+fn caller(provider: Option<Uuid>, perms: &[&str], global_admin: bool) -> Caller {
+    Caller {
+        user_id: Some(Uuid::now_v7()),
+        api_key_id: None,
+        provider_id: provider,
+        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+        global_admin,
+        request_id: String::new(),
+        ip: None,
+    }
+}
+
+/// Every permission any route needs.
+fn all_permissions() -> Vec<&'static str> {
+    let set: BTreeSet<&str> = api::ROUTES
+        .iter()
+        .map(|r| r.permission)
+        .filter(|p| p.contains(':'))
+        .collect();
+    set.into_iter().collect()
+}
+
+const VIEWER: &[&str] = &["devices:read", "pops:read", "customers:read"];
+
+/// Objects of one tenant, one of each kind.
+#[derive(Debug, Clone)]
+struct Objects {
+    tenant: Tenant,
+    customer: Uuid,
+    device: Uuid,
+    group: Uuid,
+}
+
+impl Objects {
+    /// The id of this tenant's object for the resource of `path` (`/api/v1/<resource>/{id}...`).
+    fn id_for(&self, path: &str) -> Uuid {
+        let resource = path.trim_start_matches("/api/v1/").split('/').next().unwrap_or("");
+        match resource {
+            "providers" => self.tenant.provider_id,
+            "pops" => self.tenant.pop_id,
+            "customers" => self.customer,
+            "devices" => self.device,
+            "groups" => self.group,
+            "agents" => self.tenant.agent.agent_id,
+            other => panic!("the isolation test does not know resource `{other}`: add it to Objects::id_for"),
+        }
+    }
+
+    fn all_ids(&self) -> Vec<Uuid> {
+        vec![
+            self.tenant.provider_id,
+            self.tenant.pop_id,
+            self.customer,
+            self.device,
+            self.group,
+            self.tenant.agent.agent_id,
+        ]
+    }
+}
+
+async fn objects(db: &TestDb, slug: &str) -> Objects {
+    let t = tenant(db, slug).await;
+    let customer: Uuid = sqlx::query_scalar(
+        "INSERT INTO customers (provider_id, pop_id, name) VALUES ($1, $2, 'Cliente') RETURNING id",
+    )
+    .bind(t.provider_id)
+    .bind(t.pop_id)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let device: Uuid = sqlx::query_scalar(
+        "INSERT INTO devices (provider_id, pop_id, customer_id, device_key, vendor, serial_number, mgmt_ip, tags) \
+         VALUES ($1, $2, $3, 'cpe-1', 'Huawei', $4, '192.0.2.10', '{fibra}') RETURNING id",
+    )
+    .bind(t.provider_id)
+    .bind(t.pop_id)
+    .bind(customer)
+    .bind(format!("SN-{slug}-0001"))
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let group: Uuid = sqlx::query_scalar(
+        "INSERT INTO device_groups (provider_id, name) VALUES ($1, 'OLT 1') RETURNING id",
+    )
+    .bind(t.provider_id)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO device_group_members (provider_id, group_id, device_id) VALUES ($1, $2, $3)")
+        .bind(t.provider_id)
+        .bind(group)
+        .bind(device)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    Objects {
+        tenant: t,
+        customer,
+        device,
+        group,
+    }
+}
+
+struct Harness {
+    db: TestDb,
+    a: Objects,
+    b: Objects,
+    router: Router,
+}
+
+fn redis_url() -> String {
+    std::env::var("OCTOISP_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn harness_with(config: ApiConfig) -> Harness {
+    let db = TestDb::new().await;
+    let a = objects(&db, "isp-a").await;
+    let b = objects(&db, "isp-b").await;
+    let all = all_permissions();
+    let mut tokens = HashMap::new();
+    tokens.insert("a-admin".to_owned(), caller(Some(a.tenant.provider_id), &all, false));
+    tokens.insert("b-admin".to_owned(), caller(Some(b.tenant.provider_id), &all, false));
+    tokens.insert("a-viewer".to_owned(), caller(Some(a.tenant.provider_id), VIEWER, false));
+    tokens.insert("global".to_owned(), caller(None, &[], true));
+    let prefix = format!("octoisp-test-{:016x}", rand::random::<u64>());
+    let window = std::time::Duration::from_secs(config.rate_limit.window_secs);
+    let limiter = if config.rate_limit.enabled {
+        Some(RateLimiter::connect(&redis_url(), &prefix, window).await.expect("connect to the test Redis"))
+    } else {
+        None
+    };
+    let state = AppState {
+        pool: db.app.clone(),
+        auth: Arc::new(TestAuth(tokens)),
+        limiter,
+        config: Arc::new(config),
+    };
+    Harness {
+        router: api::router(state),
+        db,
+        a,
+        b,
+    }
+}
+
+async fn harness() -> Harness {
+    let mut config = ApiConfig::default();
+    config.rate_limit.per_ip = 100_000;
+    config.rate_limit.per_user = 100_000;
+    config.rate_limit.per_tenant = 100_000;
+    harness_with(config).await
+}
+
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    text: String,
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    async fn get(&self, token: &str, uri: &str) -> Resp {
+        self.send(request("GET", uri, token, Body::empty())).await
+    }
+}
+
+fn request(method: &str, uri: &str, token: &str, body: Body) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if !token.is_empty() {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let mut req = req.header(header::CONTENT_TYPE, "application/json").body(body).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 77], 40000))));
+    req
+}
+
+fn assert_error(r: &Resp, status: StatusCode, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(r.body["error"]["code"], code, "{}", r.text);
+    let rid = r.body["error"]["request_id"].as_str().unwrap_or_default();
+    assert!(!rid.is_empty(), "error without request id: {}", r.text);
+    assert_eq!(
+        r.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        Some(rid),
+        "the header and the body carry the same request id"
+    );
+}
+
+#[tokio::test]
+async fn another_providers_objects_are_404_or_403_and_never_listed() {
+    let h = harness().await;
+    let mut checked = 0;
+    for route in api::ROUTES.iter().filter(|r| r.method == "GET" && !r.permission.is_empty()) {
+        if route.path.contains("{id}") {
+            let own = route.path.replace("{id}", &h.a.id_for(route.path).to_string());
+            let r = h.get("b-admin", &own).await;
+            assert!(
+                matches!(r.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+                "{} {own} as provider B: {} {}",
+                route.method,
+                r.status,
+                r.text
+            );
+            if !route.permission.starts_with("providers:") {
+                let r = h.get("a-admin", &own).await;
+                assert_eq!(r.status, StatusCode::OK, "{own} as its own provider: {}", r.text);
+            }
+        } else {
+            let as_b = h.get("b-admin", route.path).await;
+            if as_b.status == StatusCode::OK {
+                for id in h.a.all_ids() {
+                    assert!(
+                        !as_b.text.contains(&id.to_string()),
+                        "{} as provider B shows A's {id}: {}",
+                        route.path,
+                        as_b.text
+                    );
+                }
+                let as_a = h.get("a-admin", route.path).await;
+                assert_eq!(as_a.status, StatusCode::OK);
+                assert!(
+                    as_a.body["items"].as_array().is_some_and(|i| !i.is_empty()),
+                    "{} as A lists A's objects: {}",
+                    route.path,
+                    as_a.text
+                );
+            } else {
+                assert_eq!(as_b.status, StatusCode::FORBIDDEN, "{}: {}", route.path, as_b.text);
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} routes checked");
+    h.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn every_route_is_in_the_openapi_document_and_the_document_is_served() {
+    let doc = serde_json::to_value(api::openapi()).unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for route in api::ROUTES {
+        let op = &paths
+            .get(route.path)
+            .unwrap_or_else(|| panic!("{} missing from the OpenAPI document", route.path))[route.method.to_lowercase()];
+        assert!(op.is_object(), "{} {} is not documented", route.method, route.path);
+    }
+    let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |o| o.len())).sum();
+    assert_eq!(documented, api::ROUTES.len(), "the route table and the document differ");
+    let h = harness().await;
+    let r = h.get("", "/api/v1/openapi.json").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body["paths"]["/api/v1/devices"]["get"].is_object());
+    h.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn roles_and_permissions_on_real_routes() {
+    let h = harness().await;
+    assert_eq!(h.get("a-viewer", "/api/v1/devices").await.status, StatusCode::OK);
+    assert_error(&h.get("a-viewer", "/api/v1/agents").await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(&h.get("a-admin", "/api/v1/providers").await, StatusCode::FORBIDDEN, "forbidden");
+    assert_error(&h.get("", "/api/v1/devices").await, StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_error(&h.get("forged", "/api/v1/devices").await, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = h.get("global", "/api/v1/providers").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(2));
+    let r = h.get("global", &format!("/api/v1/providers/{}", h.b.tenant.provider_id)).await;
+    assert_eq!(r.body["slug"], "isp-b");
+    h.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn device_filters_and_keyset_pagination() {
+    let h = harness().await;
+    let (p, pop) = (h.a.tenant.provider_id, h.a.tenant.pop_id);
+    sqlx::query(
+        "INSERT INTO devices (provider_id, pop_id, device_key, vendor, serial_number, mgmt_ip, tags, last_seen) \
+         SELECT $1, $2, 'k' || i, CASE WHEN i % 2 = 0 THEN 'ZTE' ELSE 'Nokia' END, 'ZX' || lpad(i::text, 4, '0'), \
+                ('10.1.' || (i / 250) || '.' || (i % 250 + 1))::inet, ARRAY['t' || (i % 3)], \
+                CASE WHEN i % 4 = 0 THEN now() - interval '1 day' ELSE now() END \
+         FROM generate_series(1, 120) i",
+    )
+    .bind(p)
+    .bind(pop)
+    .execute(&h.db.admin)
+    .await
+    .unwrap();
+    let count = |r: &Resp| r.body["items"].as_array().map_or(0, Vec::len);
+    // Keyset pagination walks every device exactly once.
+    let mut seen = BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/api/v1/devices?limit=50&cursor={c}"),
+            None => "/api/v1/devices?limit=50".to_owned(),
+        };
+        let r = h.get("a-viewer", &uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        for d in r.body["items"].as_array().unwrap() {
+            assert!(seen.insert(d["id"].as_str().unwrap().to_owned()), "a device appears twice");
+        }
+        match r.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 121);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?vendor=ZTE&limit=500").await), 60);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?serial=ZX00&limit=500").await), 99);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?q=ZX01&limit=500").await), 21);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?ip=10.1.0.5").await), 1);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?ip=10.1.0.0/24&limit=500").await), 120);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?status=offline&limit=500").await), 30);
+    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?tag=t1&vendor=Nokia&limit=500").await), 20);
+    assert_eq!(count(&h.get("a-viewer", &format!("/api/v1/devices?pop={pop}&limit=500")).await), 121);
+    // B sees none of them whatever the filter.
+    assert_eq!(count(&h.get("b-admin", "/api/v1/devices?vendor=ZTE").await), 0);
+    assert_error(&h.get("a-viewer", "/api/v1/devices?limit=501").await, StatusCode::BAD_REQUEST, "bad_request");
+    assert_error(&h.get("a-viewer", "/api/v1/devices?cursor=nope").await, StatusCode::BAD_REQUEST, "bad_request");
+    assert_error(&h.get("a-viewer", "/api/v1/devices?status=maybe").await, StatusCode::BAD_REQUEST, "bad_request");
+    h.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn injection_shaped_filters_are_harmless_or_refused() {
+    let h = harness().await;
+    for (filter, value) in [
+        ("serial", "' OR 1=1 --"),
+        ("vendor", "x'); DROP TABLE devices; --"),
+        ("q", "%"),
+        ("q", "_"),
+        ("tag", "\"}{"),
+        ("vendor", "Ünïcødé ☃ 𝄞"),
+    ] {
+        let uri = format!("/api/v1/devices?{filter}={}", urlencode(value));
+        let r = h.get("a-admin", &uri).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+        assert_eq!(r.body["items"].as_array().map(Vec::len), Some(0), "{uri} matched: {}", r.text);
+    }
+    for (filter, value) in [("ip", "' OR 1=1 --"), ("serial", "a\0b"), ("q", &"x".repeat(10_000))] {
+        let uri = format!("/api/v1/devices?{filter}={}", urlencode(value));
+        assert_error(&h.get("a-admin", &uri).await, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    // The table is still there.
+    assert_eq!(h.get("a-admin", "/api/v1/devices").await.status, StatusCode::OK);
+    h.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_json_and_malformed_requests_400_json() {
+    let h = harness().await;
+    let big = vec![b'x'; (1 << 20) + 1];
+    let len = big.len();
+    let mut req = request("GET", "/api/v1/devices", "a-admin", Body::from(big));
+    req.headers_mut().insert(header::CONTENT_LENGTH, len.into());
+    let r = h.send(req).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let r = h.get("a-admin", "/api/v1/devices/not-a-uuid").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    let r = h.get("a-admin", "/api/v1/nothing-here").await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    // A sane incoming request id is echoed; a weird one is replaced.
+    let mut req = request("GET", "/api/v1/devices/not-a-uuid", "a-admin", Body::empty());
+    req.headers_mut().insert("x-request-id", "trace-42".parse().unwrap());
+    let r = h.send(req).await;
+    assert_eq!(r.body["error"]["request_id"], "trace-42");
+    let mut req = request("GET", "/api/v1/devices", "a-admin", Body::empty());
+    req.headers_mut().insert("x-request-id", "a b".parse().unwrap());
+    let r = h.send(req).await;
+    let rid = r.headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert!(Uuid::parse_str(rid).is_ok(), "{rid}");
+    h.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after_across_instances() {
+    let mut config = ApiConfig::default();
+    config.rate_limit.window_secs = 60;
+    config.rate_limit.per_ip = 1000;
+    config.rate_limit.per_user = 5;
+    config.rate_limit.per_tenant = 1000;
+    let h = harness_with(config).await;
+    for i in 0..5 {
+        let r = h.get("a-viewer", "/api/v1/devices").await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}: {}", r.text);
+    }
+    let r = h.get("a-viewer", "/api/v1/devices").await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = r.headers.get(header::RETRY_AFTER).unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Another user of the same tenant is not limited by the first one's budget.
+    assert_eq!(h.get("a-admin", "/api/v1/devices").await.status, StatusCode::OK);
+    h.db.cleanup().await;
+}
+
+fn urlencode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
