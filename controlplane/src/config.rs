@@ -21,6 +21,8 @@ pub struct Config {
     pub ingest: IngestSection,
     /// HTTP: API, `/metrics`, `/healthz`, `/readyz`.
     pub http: HttpSection,
+    /// The REST API's gateway: body limit, timeout, CORS, rate limits (Redis), device online threshold.
+    pub api: crate::api::ApiConfig,
     /// Logging.
     pub log: LogSection,
 }
@@ -32,6 +34,7 @@ impl Default for Config {
             database: DatabaseSection::default(),
             ingest: IngestSection::default(),
             http: HttpSection::default(),
+            api: crate::api::ApiConfig::default(),
             log: LogSection::default(),
         }
     }
@@ -237,6 +240,7 @@ impl Config {
         if i.max_batch_bytes < 64 * 1024 {
             return bad("ingest.max_batch_bytes must be at least 65536");
         }
+        self.api.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -1,10 +1,11 @@
 //! `octoisp-controlplane serve`: runs the chosen roles of one instance until SIGTERM/SIGINT.
 //!
 //! - `ingest`: the QUIC endpoint of agents (enrollment and batches).
-//! - `api`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`; the REST API grows here).
+//! - `api`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`) and the REST API under `/api/v1` ([`crate::api`]).
 //! - `workers`: background jobs (today: creating the next days' sample partitions ahead of time).
 //!
-//! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL.
+//! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL (and
+//! the API's rate-limit counters in Redis).
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -122,6 +123,7 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
         tracing::info!(addr = %cfg.http.listen, "HTTP listening.");
+        let api_state = api_state(&cfg, pool.clone()).await;
         let app = Router::new()
             .route("/healthz", get(|| std::future::ready("ok\n")))
             .route("/readyz", get(readyz))
@@ -132,9 +134,11 @@ pub async fn run(
             .with_state(HttpState {
                 pool: pool.clone(),
                 metrics,
-            });
+            })
+            .merge(crate::api::router(api_state));
         let sd = shutdown.clone();
         tracker.spawn(async move {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             if let Err(err) = axum::serve(listener, app)
                 .with_graceful_shutdown(sd.cancelled_owned())
                 .await
@@ -151,6 +155,41 @@ pub async fn run(
     }
     pool.close().await;
     Ok(())
+}
+
+/// The API's state: the rate limiter on `api.redis_url` (without Redis at start the API runs without rate
+/// limits, loudly), and the authenticator.
+async fn api_state(cfg: &Config, pool: PgPool) -> crate::api::AppState {
+    let api_cfg = cfg.api.clone();
+    let limiter = if api_cfg.rate_limit.enabled {
+        let window = Duration::from_secs(api_cfg.rate_limit.window_secs);
+        let connect = crate::api::ratelimit::RateLimiter::connect(
+            &api_cfg.redis_url,
+            &api_cfg.redis_prefix,
+            window,
+        );
+        match tokio::time::timeout(Duration::from_secs(5), connect).await {
+            Ok(Ok(limiter)) => Some(limiter),
+            Ok(Err(err)) => {
+                tracing::error!(error = %err, "Cannot reach Redis (api.redis_url): the API runs WITHOUT rate limits.");
+                None
+            }
+            Err(_) => {
+                tracing::error!(
+                    "Redis (api.redis_url) timed out: the API runs WITHOUT rate limits."
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    crate::api::AppState {
+        pool,
+        auth: Arc::new(crate::api::NoAuthenticator),
+        limiter,
+        config: Arc::new(api_cfg),
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
