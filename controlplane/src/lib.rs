@@ -9,4 +9,5 @@ pub mod serve;
 pub mod telemetry;
 pub mod tls;
 pub mod api;
+pub mod audit;
 pub mod auth;

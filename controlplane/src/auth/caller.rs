@@ -48,7 +48,11 @@ impl Caller {
     /// A transaction bound to the caller's tenant (`app.provider_id`, transaction-local). A Global Admin
     /// without a provider gets the audited global-admin transaction instead: pass `on_behalf_of` to act within
     /// one provider, which is always preferable.
-    pub async fn tx(&self, pool: &PgPool, on_behalf_of: Option<Uuid>) -> Result<Transaction<'static, Postgres>, ApiError> {
+    pub async fn tx(
+        &self,
+        pool: &PgPool,
+        on_behalf_of: Option<Uuid>,
+    ) -> Result<Transaction<'static, Postgres>, ApiError> {
         let provider = match (self.provider_id, on_behalf_of) {
             (Some(own), _) => Some(own),
             (None, p) if self.global_admin => p,
