@@ -187,8 +187,13 @@ async fn api_state(cfg: &Config, pool: PgPool) -> crate::api::AppState {
     crate::api::AppState {
         pool,
         auth: Arc::new(crate::api::NoAuthenticator),
+        auth_service: None,
         limiter,
         config: Arc::new(api_cfg),
+        ca_fingerprint: ca::Ca::load_or_create(&cfg.data_dir)
+            .map(|ca| ca.fingerprint_hex())
+            .map_err(|err| tracing::warn!(error = %err, "No CA: enrollment tokens from the API come in parts."))
+            .ok(),
     }
 }
 

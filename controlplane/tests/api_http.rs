@@ -19,7 +19,8 @@ use futures::future::BoxFuture;
 use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::ratelimit::RateLimiter;
 use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
-use octoisp_controlplane::auth::Caller;
+use octoisp_controlplane::auth::{self, Caller, rbac};
+use octoisp_controlplane::db;
 use serde_json::Value;
 use support::TestDb;
 use support::fixtures::{Tenant, tenant};
@@ -44,7 +45,11 @@ impl Authenticator for TestAuth {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self.0.get(token).cloned().ok_or(ApiError::Unauthenticated)?;
+            let mut caller = self
+                .0
+                .get(token)
+                .cloned()
+                .ok_or(ApiError::Unauthenticated)?;
             caller.request_id = ctx.request_id.clone();
             caller.ip = ctx.ip;
             Ok(Some(caller))
@@ -83,12 +88,18 @@ struct Objects {
     customer: Uuid,
     device: Uuid,
     group: Uuid,
+    user: Uuid,
+    api_key: Uuid,
 }
 
 impl Objects {
     /// The id of this tenant's object for the resource of `path` (`/api/v1/<resource>/{id}...`).
     fn id_for(&self, path: &str) -> Uuid {
-        let resource = path.trim_start_matches("/api/v1/").split('/').next().unwrap_or("");
+        let resource = path
+            .trim_start_matches("/api/v1/")
+            .split('/')
+            .next()
+            .unwrap_or("");
         match resource {
             "providers" => self.tenant.provider_id,
             "pops" => self.tenant.pop_id,
@@ -96,7 +107,11 @@ impl Objects {
             "devices" => self.device,
             "groups" => self.group,
             "agents" => self.tenant.agent.agent_id,
-            other => panic!("the isolation test does not know resource `{other}`: add it to Objects::id_for"),
+            "users" => self.user,
+            "api-keys" => self.api_key,
+            other => panic!(
+                "the isolation test does not know resource `{other}`: add it to Objects::id_for"
+            ),
         }
     }
 
@@ -108,6 +123,8 @@ impl Objects {
             self.device,
             self.group,
             self.tenant.agent.agent_id,
+            self.user,
+            self.api_key,
         ]
     }
 }
@@ -140,18 +157,51 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .fetch_one(&db.admin)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO device_group_members (provider_id, group_id, device_id) VALUES ($1, $2, $3)")
-        .bind(t.provider_id)
-        .bind(group)
-        .bind(device)
-        .execute(&db.admin)
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO device_group_members (provider_id, group_id, device_id) VALUES ($1, $2, $3)",
+    )
+    .bind(t.provider_id)
+    .bind(group)
+    .bind(device)
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let mut tx = db::tenant_tx(&db.app, t.provider_id).await.unwrap();
+    let user = auth::create_user(
+        &mut tx,
+        auth::PasswordParams::default(),
+        Some(t.provider_id),
+        &format!("admin@{slug}.example"),
+        "Admin",
+        None,
+        rbac::ROLE_PROVIDER_ADMIN,
+        None,
+    )
+    .await
+    .unwrap();
+    let mut key_owner = caller(
+        Some(t.provider_id),
+        &["api_keys:manage", "devices:read"],
+        false,
+    );
+    key_owner.user_id = Some(user);
+    let (key, _secret) = auth::create_api_key(
+        &mut tx,
+        &key_owner,
+        "integration",
+        &["devices:read".to_owned()],
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     Objects {
         tenant: t,
         customer,
         device,
         group,
+        user,
+        api_key: key.id,
     }
 }
 
@@ -172,14 +222,27 @@ async fn harness_with(config: ApiConfig) -> Harness {
     let b = objects(&db, "isp-b").await;
     let all = all_permissions();
     let mut tokens = HashMap::new();
-    tokens.insert("a-admin".to_owned(), caller(Some(a.tenant.provider_id), &all, false));
-    tokens.insert("b-admin".to_owned(), caller(Some(b.tenant.provider_id), &all, false));
-    tokens.insert("a-viewer".to_owned(), caller(Some(a.tenant.provider_id), VIEWER, false));
+    tokens.insert(
+        "a-admin".to_owned(),
+        caller(Some(a.tenant.provider_id), &all, false),
+    );
+    tokens.insert(
+        "b-admin".to_owned(),
+        caller(Some(b.tenant.provider_id), &all, false),
+    );
+    tokens.insert(
+        "a-viewer".to_owned(),
+        caller(Some(a.tenant.provider_id), VIEWER, false),
+    );
     tokens.insert("global".to_owned(), caller(None, &[], true));
     let prefix = format!("octoisp-test-{:016x}", rand::random::<u64>());
     let window = std::time::Duration::from_secs(config.rate_limit.window_secs);
     let limiter = if config.rate_limit.enabled {
-        Some(RateLimiter::connect(&redis_url(), &prefix, window).await.expect("connect to the test Redis"))
+        Some(
+            RateLimiter::connect(&redis_url(), &prefix, window)
+                .await
+                .expect("connect to the test Redis"),
+        )
     } else {
         None
     };
@@ -188,6 +251,8 @@ async fn harness_with(config: ApiConfig) -> Harness {
         auth: Arc::new(TestAuth(tokens)),
         limiter,
         config: Arc::new(config),
+        auth_service: None,
+        ca_fingerprint: None,
     };
     Harness {
         router: api::router(state),
@@ -217,7 +282,9 @@ impl Harness {
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         Resp {
@@ -238,7 +305,10 @@ fn request(method: &str, uri: &str, token: &str, body: Body) -> Request<Body> {
     if !token.is_empty() {
         req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
     }
-    let mut req = req.header(header::CONTENT_TYPE, "application/json").body(body).unwrap();
+    let mut req = req
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap();
     req.extensions_mut()
         .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 77], 40000))));
     req
@@ -256,51 +326,104 @@ fn assert_error(r: &Resp, status: StatusCode, code: &str) {
     );
 }
 
+/// The path of `route` with `objects`' ids in it.
+fn concrete(route: &api::RouteSpec, objects: &Objects) -> String {
+    route
+        .path
+        .replace("{id}", &objects.id_for(route.path).to_string())
+        .replace("{device_id}", &objects.device.to_string())
+}
+
+/// A body the route accepts in shape (so that only permissions and tenancy decide the answer).
+fn body_for(route: &api::RouteSpec, objects: &Objects) -> String {
+    match (route.method, route.path) {
+        ("POST", p) if p.ends_with("/members") => {
+            format!(r#"{{"device_id": "{}"}}"#, objects.device)
+        }
+        ("PUT", p) if p.ends_with("/role") => format!(r#"{{"role_id": "{}"}}"#, rbac::ROLE_VIEWER),
+        _ => "{}".to_owned(),
+    }
+}
+
 #[tokio::test]
 async fn another_providers_objects_are_404_or_403_and_never_listed() {
     let h = harness().await;
     let mut checked = 0;
-    for route in api::ROUTES.iter().filter(|r| r.method == "GET" && !r.permission.is_empty()) {
-        if route.path.contains("{id}") {
-            let own = route.path.replace("{id}", &h.a.id_for(route.path).to_string());
-            let r = h.get("b-admin", &own).await;
-            assert!(
-                matches!(r.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
-                "{} {own} as provider B: {} {}",
-                route.method,
-                r.status,
-                r.text
-            );
-            if !route.permission.starts_with("providers:") {
-                let r = h.get("a-admin", &own).await;
-                assert_eq!(r.status, StatusCode::OK, "{own} as its own provider: {}", r.text);
-            }
+    // Every route naming an object, every method: provider B (holding every permission) gets 404 or 403.
+    for route in api::ROUTES.iter().filter(|r| r.path.contains('{')) {
+        let uri = concrete(route, &h.a);
+        let body = if route.method == "GET" {
+            String::new()
         } else {
-            let as_b = h.get("b-admin", route.path).await;
-            if as_b.status == StatusCode::OK {
-                for id in h.a.all_ids() {
-                    assert!(
-                        !as_b.text.contains(&id.to_string()),
-                        "{} as provider B shows A's {id}: {}",
-                        route.path,
-                        as_b.text
-                    );
-                }
-                let as_a = h.get("a-admin", route.path).await;
-                assert_eq!(as_a.status, StatusCode::OK);
+            body_for(route, &h.b)
+        };
+        let r = h
+            .send(request(route.method, &uri, "b-admin", Body::from(body)))
+            .await;
+        assert!(
+            matches!(r.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+            "{} {uri} as provider B: {} {}",
+            route.method,
+            r.status,
+            r.text
+        );
+        checked += 1;
+    }
+    // A's objects are all still there and unchanged for A.
+    for route in api::ROUTES
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains('{'))
+    {
+        if route.permission.starts_with("providers:") {
+            continue;
+        }
+        let uri = concrete(route, &h.a);
+        let r = h.get("a-admin", &uri).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "{uri} as its own provider: {}",
+            r.text
+        );
+        if let Some(revoked) = r.body.get("revoked_at") {
+            assert!(revoked.is_null(), "B revoked A's agent");
+        }
+    }
+    // Lists never show A's objects to B.
+    for route in api::ROUTES
+        .iter()
+        .filter(|r| r.method == "GET" && !r.path.contains('{') && !r.permission.is_empty())
+    {
+        let as_b = h.get("b-admin", route.path).await;
+        if as_b.status == StatusCode::OK {
+            for id in h.a.all_ids() {
                 assert!(
-                    as_a.body["items"].as_array().is_some_and(|i| !i.is_empty()),
-                    "{} as A lists A's objects: {}",
+                    !as_b.text.contains(&id.to_string()),
+                    "{} as provider B shows A's {id}: {}",
                     route.path,
-                    as_a.text
+                    as_b.text
                 );
-            } else {
-                assert_eq!(as_b.status, StatusCode::FORBIDDEN, "{}: {}", route.path, as_b.text);
             }
+            let as_a = h.get("a-admin", route.path).await;
+            assert_eq!(as_a.status, StatusCode::OK);
+            assert!(
+                as_a.body["items"].as_array().is_some_and(|i| !i.is_empty()),
+                "{} as A lists A's objects: {}",
+                route.path,
+                as_a.text
+            );
+        } else {
+            assert_eq!(
+                as_b.status,
+                StatusCode::FORBIDDEN,
+                "{}: {}",
+                route.path,
+                as_b.text
+            );
         }
         checked += 1;
     }
-    assert!(checked >= 10, "only {checked} routes checked");
+    assert!(checked >= 20, "only {checked} routes checked");
     h.db.cleanup().await;
 }
 
@@ -311,11 +434,24 @@ async fn every_route_is_in_the_openapi_document_and_the_document_is_served() {
     for route in api::ROUTES {
         let op = &paths
             .get(route.path)
-            .unwrap_or_else(|| panic!("{} missing from the OpenAPI document", route.path))[route.method.to_lowercase()];
-        assert!(op.is_object(), "{} {} is not documented", route.method, route.path);
+            .unwrap_or_else(|| panic!("{} missing from the OpenAPI document", route.path))
+            [route.method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} is not documented",
+            route.method,
+            route.path
+        );
     }
-    let documented: usize = paths.values().map(|p| p.as_object().map_or(0, |o| o.len())).sum();
-    assert_eq!(documented, api::ROUTES.len(), "the route table and the document differ");
+    let documented: usize = paths
+        .values()
+        .map(|p| p.as_object().map_or(0, |o| o.len()))
+        .sum();
+    assert_eq!(
+        documented,
+        api::ROUTES.len(),
+        "the route table and the document differ"
+    );
     let h = harness().await;
     let r = h.get("", "/api/v1/openapi.json").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -326,16 +462,110 @@ async fn every_route_is_in_the_openapi_document_and_the_document_is_served() {
 #[tokio::test]
 async fn roles_and_permissions_on_real_routes() {
     let h = harness().await;
-    assert_eq!(h.get("a-viewer", "/api/v1/devices").await.status, StatusCode::OK);
-    assert_error(&h.get("a-viewer", "/api/v1/agents").await, StatusCode::FORBIDDEN, "forbidden");
-    assert_error(&h.get("a-admin", "/api/v1/providers").await, StatusCode::FORBIDDEN, "forbidden");
-    assert_error(&h.get("", "/api/v1/devices").await, StatusCode::UNAUTHORIZED, "unauthenticated");
-    assert_error(&h.get("forged", "/api/v1/devices").await, StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert_eq!(
+        h.get("a-viewer", "/api/v1/devices").await.status,
+        StatusCode::OK
+    );
+    assert_error(
+        &h.get("a-viewer", "/api/v1/agents").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &h.get("a-admin", "/api/v1/providers").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &h.get("", "/api/v1/devices").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    assert_error(
+        &h.get("forged", "/api/v1/devices").await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
     let r = h.get("global", "/api/v1/providers").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["items"].as_array().map(Vec::len), Some(2));
-    let r = h.get("global", &format!("/api/v1/providers/{}", h.b.tenant.provider_id)).await;
+    let r = h
+        .get(
+            "global",
+            &format!("/api/v1/providers/{}", h.b.tenant.provider_id),
+        )
+        .await;
     assert_eq!(r.body["slug"], "isp-b");
+    // Viewer reads devices but cannot change them; the provider's admin can, and the change is audited.
+    let uri = format!("/api/v1/devices/{}", h.a.device);
+    let patch = r#"{"name": "CPE sala", "tags": ["vip", "fibra"]}"#;
+    let r = h
+        .send(request("PATCH", &uri, "a-viewer", Body::from(patch)))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = h
+        .send(request("PATCH", &uri, "a-admin", Body::from(patch)))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["name"], "CPE sala");
+    assert_eq!(r.body["tags"], serde_json::json!(["vip", "fibra"]));
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE action = 'devices.update' AND target_id = $1 AND provider_id = $2",
+    )
+    .bind(h.a.device.to_string())
+    .bind(h.a.tenant.provider_id)
+    .fetch_one(&h.db.admin)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+    // Providers: only the Global Admin creates them.
+    let new = r#"{"slug": "isp-c", "name": "ISP C", "tier": "large"}"#;
+    let r = h
+        .send(request(
+            "POST",
+            "/api/v1/providers",
+            "a-admin",
+            Body::from(new),
+        ))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = h
+        .send(request(
+            "POST",
+            "/api/v1/providers",
+            "global",
+            Body::from(new),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["tier"], "large");
+    // Enrollment tokens and revocation are separate permissions.
+    let tok = format!(r#"{{"pop_id": "{}"}}"#, h.a.tenant.pop_id);
+    let r = h
+        .send(request(
+            "POST",
+            "/api/v1/agents/enrollment-tokens",
+            "a-viewer",
+            Body::from(tok.clone()),
+        ))
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = h
+        .send(request(
+            "POST",
+            "/api/v1/agents/enrollment-tokens",
+            "a-admin",
+            Body::from(tok),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert!(r.body["secret"].as_str().is_some_and(|s| s.len() >= 40));
+    let uri = format!("/api/v1/agents/{}/revoke", h.a.tenant.agent.agent_id);
+    let r = h
+        .send(request("POST", &uri, "a-admin", Body::empty()))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(r.body["revoked_at"].is_string());
     h.db.cleanup().await;
 }
 
@@ -367,7 +597,10 @@ async fn device_filters_and_keyset_pagination() {
         let r = h.get("a-viewer", &uri).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         for d in r.body["items"].as_array().unwrap() {
-            assert!(seen.insert(d["id"].as_str().unwrap().to_owned()), "a device appears twice");
+            assert!(
+                seen.insert(d["id"].as_str().unwrap().to_owned()),
+                "a device appears twice"
+            );
         }
         match r.body["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -375,19 +608,76 @@ async fn device_filters_and_keyset_pagination() {
         }
     }
     assert_eq!(seen.len(), 121);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?vendor=ZTE&limit=500").await), 60);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?serial=ZX00&limit=500").await), 99);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?q=ZX01&limit=500").await), 21);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?ip=10.1.0.5").await), 1);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?ip=10.1.0.0/24&limit=500").await), 120);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?status=offline&limit=500").await), 30);
-    assert_eq!(count(&h.get("a-viewer", "/api/v1/devices?tag=t1&vendor=Nokia&limit=500").await), 20);
-    assert_eq!(count(&h.get("a-viewer", &format!("/api/v1/devices?pop={pop}&limit=500")).await), 121);
+    assert_eq!(
+        count(
+            &h.get("a-viewer", "/api/v1/devices?vendor=ZTE&limit=500")
+                .await
+        ),
+        60
+    );
+    assert_eq!(
+        count(
+            &h.get("a-viewer", "/api/v1/devices?serial=ZX00&limit=500")
+                .await
+        ),
+        99
+    );
+    assert_eq!(
+        count(&h.get("a-viewer", "/api/v1/devices?q=ZX01&limit=500").await),
+        21
+    );
+    assert_eq!(
+        count(&h.get("a-viewer", "/api/v1/devices?ip=10.1.0.5").await),
+        1
+    );
+    assert_eq!(
+        count(
+            &h.get("a-viewer", "/api/v1/devices?ip=10.1.0.0/24&limit=500")
+                .await
+        ),
+        120
+    );
+    assert_eq!(
+        count(
+            &h.get("a-viewer", "/api/v1/devices?status=offline&limit=500")
+                .await
+        ),
+        30
+    );
+    assert_eq!(
+        count(
+            &h.get("a-viewer", "/api/v1/devices?tag=t1&vendor=Nokia&limit=500")
+                .await
+        ),
+        20
+    );
+    assert_eq!(
+        count(
+            &h.get("a-viewer", &format!("/api/v1/devices?pop={pop}&limit=500"))
+                .await
+        ),
+        121
+    );
     // B sees none of them whatever the filter.
-    assert_eq!(count(&h.get("b-admin", "/api/v1/devices?vendor=ZTE").await), 0);
-    assert_error(&h.get("a-viewer", "/api/v1/devices?limit=501").await, StatusCode::BAD_REQUEST, "bad_request");
-    assert_error(&h.get("a-viewer", "/api/v1/devices?cursor=nope").await, StatusCode::BAD_REQUEST, "bad_request");
-    assert_error(&h.get("a-viewer", "/api/v1/devices?status=maybe").await, StatusCode::BAD_REQUEST, "bad_request");
+    assert_eq!(
+        count(&h.get("b-admin", "/api/v1/devices?vendor=ZTE").await),
+        0
+    );
+    assert_error(
+        &h.get("a-viewer", "/api/v1/devices?limit=501").await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_error(
+        &h.get("a-viewer", "/api/v1/devices?cursor=nope").await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
+    assert_error(
+        &h.get("a-viewer", "/api/v1/devices?status=maybe").await,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+    );
     h.db.cleanup().await;
 }
 
@@ -405,14 +695,76 @@ async fn injection_shaped_filters_are_harmless_or_refused() {
         let uri = format!("/api/v1/devices?{filter}={}", urlencode(value));
         let r = h.get("a-admin", &uri).await;
         assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
-        assert_eq!(r.body["items"].as_array().map(Vec::len), Some(0), "{uri} matched: {}", r.text);
+        assert_eq!(
+            r.body["items"].as_array().map(Vec::len),
+            Some(0),
+            "{uri} matched: {}",
+            r.text
+        );
     }
-    for (filter, value) in [("ip", "' OR 1=1 --"), ("serial", "a\0b"), ("q", &"x".repeat(10_000))] {
+    for (filter, value) in [
+        ("ip", "' OR 1=1 --"),
+        ("serial", "a\0b"),
+        ("q", &"x".repeat(10_000)),
+    ] {
         let uri = format!("/api/v1/devices?{filter}={}", urlencode(value));
-        assert_error(&h.get("a-admin", &uri).await, StatusCode::BAD_REQUEST, "bad_request");
+        assert_error(
+            &h.get("a-admin", &uri).await,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        );
     }
     // The table is still there.
-    assert_eq!(h.get("a-admin", "/api/v1/devices").await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("a-admin", "/api/v1/devices").await.status,
+        StatusCode::OK
+    );
+    // Names are stored verbatim.
+    for name in [
+        "' OR 1=1 --",
+        "Robert'); DROP TABLE customers;--",
+        "\"quoted\" \\ back",
+        "São João 🚀 𝄞 中文",
+        "<script>alert(1)</script>",
+    ] {
+        let body = serde_json::json!({ "name": name }).to_string();
+        let r = h
+            .send(request(
+                "POST",
+                "/api/v1/customers",
+                "a-admin",
+                Body::from(body),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.text);
+        let uri = format!("/api/v1/customers/{}", r.body["id"].as_str().unwrap());
+        assert_eq!(h.get("a-admin", &uri).await.body["name"], name);
+    }
+    // Too long, control characters, bad slugs: 400.
+    for body in [
+        serde_json::json!({ "name": "x".repeat(1_000_000) }),
+        serde_json::json!({ "name": "a\u{0}b" }),
+        serde_json::json!({ "name": "" }),
+    ] {
+        let r = h
+            .send(request(
+                "POST",
+                "/api/v1/customers",
+                "a-admin",
+                Body::from(body.to_string()),
+            ))
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let r = h
+        .send(request(
+            "POST",
+            "/api/v1/pops",
+            "a-admin",
+            Body::from(r#"{"slug": "a' --", "name": "x"}"#),
+        ))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
     h.db.cleanup().await;
 }
 
@@ -427,15 +779,46 @@ async fn bodies_over_the_limit_are_413_json_and_malformed_requests_400_json() {
     assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     let r = h.get("a-admin", "/api/v1/devices/not-a-uuid").await;
     assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    for body in [
+        r#"{"name": "x", "unexpected": 1}"#,
+        r#"{"name": 42}"#,
+        r#"{"name": "#,
+        "not json",
+    ] {
+        let r = h
+            .send(request(
+                "POST",
+                "/api/v1/groups",
+                "a-admin",
+                Body::from(body),
+            ))
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "bad_request");
+    }
+    let mut req = request(
+        "POST",
+        "/api/v1/groups",
+        "a-admin",
+        Body::from(r#"{"name": "x"}"#),
+    );
+    req.headers_mut().remove(header::CONTENT_TYPE);
+    assert_error(&h.send(req).await, StatusCode::BAD_REQUEST, "bad_request");
     let r = h.get("a-admin", "/api/v1/nothing-here").await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
     // A sane incoming request id is echoed; a weird one is replaced.
-    let mut req = request("GET", "/api/v1/devices/not-a-uuid", "a-admin", Body::empty());
-    req.headers_mut().insert("x-request-id", "trace-42".parse().unwrap());
+    let mut req = request(
+        "GET",
+        "/api/v1/devices/not-a-uuid",
+        "a-admin",
+        Body::empty(),
+    );
+    req.headers_mut()
+        .insert("x-request-id", "trace-42".parse().unwrap());
     let r = h.send(req).await;
     assert_eq!(r.body["error"]["request_id"], "trace-42");
     let mut req = request("GET", "/api/v1/devices", "a-admin", Body::empty());
-    req.headers_mut().insert("x-request-id", "a b".parse().unwrap());
+    req.headers_mut()
+        .insert("x-request-id", "a b".parse().unwrap());
     let r = h.send(req).await;
     let rid = r.headers.get("x-request-id").unwrap().to_str().unwrap();
     assert!(Uuid::parse_str(rid).is_ok(), "{rid}");
@@ -456,10 +839,20 @@ async fn rate_limits_answer_429_with_retry_after_across_instances() {
     }
     let r = h.get("a-viewer", "/api/v1/devices").await;
     assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    let retry: u64 = r.headers.get(header::RETRY_AFTER).unwrap().to_str().unwrap().parse().unwrap();
+    let retry: u64 = r
+        .headers
+        .get(header::RETRY_AFTER)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     // Another user of the same tenant is not limited by the first one's budget.
-    assert_eq!(h.get("a-admin", "/api/v1/devices").await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("a-admin", "/api/v1/devices").await.status,
+        StatusCode::OK
+    );
     h.db.cleanup().await;
 }
 
@@ -473,4 +866,201 @@ fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// Users with the predefined roles, signed in through `POST /api/v1/auth/login` with real JWTs, on real routes.
+#[tokio::test]
+async fn predefined_roles_through_real_login() {
+    let db = TestDb::new().await;
+    let a = objects(&db, "isp-a").await;
+    let b = objects(&db, "isp-b").await;
+    let redis = redis::aio::ConnectionManager::new(redis::Client::open(redis_url()).unwrap())
+        .await
+        .expect("connect to the test Redis");
+    let prefix = format!("octoisp-test-{:016x}", rand::random::<u64>());
+    let mut auth_cfg = auth::AuthConfig::new("0123456789abcdef0123456789abcdef-test-secret");
+    auth_cfg.password_params = auth::PasswordParams {
+        m_kib: 1024,
+        t: 1,
+        p: 1,
+    };
+    auth_cfg.redis_prefix = prefix.clone();
+    let params = auth_cfg.password_params;
+    let service = auth::AuthService::new(
+        db.app.clone(),
+        redis,
+        auth_cfg,
+        Arc::new(auth::MemoryMailer::default()),
+    )
+    .unwrap();
+    let password = "correct horse battery staple 42";
+    let mut tx = db::tenant_tx(&db.app, a.tenant.provider_id).await.unwrap();
+    for (email, role) in [
+        ("viewer@a.example", rbac::ROLE_VIEWER),
+        ("tech@a.example", rbac::ROLE_TECHNICIAN),
+        ("noc@a.example", rbac::ROLE_NOC),
+        ("padmin@a.example", rbac::ROLE_PROVIDER_ADMIN),
+    ] {
+        auth::create_user(
+            &mut tx,
+            params,
+            Some(a.tenant.provider_id),
+            email,
+            "U",
+            Some(password),
+            role,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let mut tx = db::global_admin_tx(&db.app).await.unwrap();
+    auth::create_user(
+        &mut tx,
+        params,
+        None,
+        "root@octoisp.example",
+        "Root",
+        Some(password),
+        rbac::ROLE_GLOBAL_ADMIN,
+        None,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let mut config = ApiConfig {
+        redis_prefix: prefix.clone(),
+        ..ApiConfig::default()
+    };
+    config.rate_limit.per_ip = 100_000;
+    config.rate_limit.per_user = 100_000;
+    config.rate_limit.per_tenant = 100_000;
+    let limiter = RateLimiter::connect(&redis_url(), &prefix, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let state = AppState {
+        pool: db.app.clone(),
+        auth: Arc::new(service.clone()),
+        auth_service: Some(service),
+        limiter: Some(limiter),
+        config: Arc::new(config),
+        ca_fingerprint: None,
+    };
+    let h = Harness {
+        router: api::router(state),
+        db,
+        a,
+        b,
+    };
+    let mut tokens = HashMap::new();
+    for who in [
+        "viewer@a.example",
+        "tech@a.example",
+        "noc@a.example",
+        "padmin@a.example",
+        "root@octoisp.example",
+    ] {
+        let body = serde_json::json!({ "email": who, "password": password }).to_string();
+        let r = h
+            .send(request("POST", "/api/v1/auth/login", "", Body::from(body)))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "login {who}: {}", r.text);
+        tokens.insert(who, r.body["access_token"].as_str().unwrap().to_owned());
+    }
+    let bad = serde_json::json!({ "email": "viewer@a.example", "password": "wrong password 123" })
+        .to_string();
+    assert_error(
+        &h.send(request("POST", "/api/v1/auth/login", "", Body::from(bad)))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    let t = |who: &str| tokens[who].clone();
+    let device = format!("/api/v1/devices/{}", h.a.device);
+    let perms = |r: &Resp| -> Vec<String> {
+        r.body["permissions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect()
+    };
+    // Viewer: reads devices, cannot change them.
+    assert_eq!(
+        h.get(&t("viewer@a.example"), &device).await.status,
+        StatusCode::OK
+    );
+    let patch = || Body::from(r#"{"tags": ["x"]}"#);
+    assert_error(
+        &h.send(request("PATCH", &device, &t("viewer@a.example"), patch()))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // Technician: runs diagnostics, does not manage users.
+    let me = h.get(&t("tech@a.example"), "/api/v1/me").await;
+    assert!(
+        perms(&me).contains(&"diagnostics:run".to_owned()),
+        "{}",
+        me.text
+    );
+    let new_user = |email: &str| {
+        Body::from(
+            serde_json::json!({ "email": email, "name": "N", "role_id": rbac::ROLE_VIEWER.to_string() }).to_string(),
+        )
+    };
+    assert_error(
+        &h.send(request(
+            "POST",
+            "/api/v1/users",
+            &t("tech@a.example"),
+            new_user("x@a.example"),
+        ))
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // NOC: acknowledges alerts and changes devices.
+    let me = h.get(&t("noc@a.example"), "/api/v1/me").await;
+    assert!(perms(&me).contains(&"alerts:ack".to_owned()), "{}", me.text);
+    assert!(
+        !perms(&me).contains(&"users:manage".to_owned()),
+        "{}",
+        me.text
+    );
+    // Provider Admin: manages users of its provider only.
+    let r = h
+        .send(request(
+            "POST",
+            "/api/v1/users",
+            &t("padmin@a.example"),
+            new_user("new@a.example"),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let role = Body::from(format!(r#"{{"role_id": "{}"}}"#, rbac::ROLE_VIEWER));
+    let r = h
+        .send(request(
+            "PUT",
+            &format!("/api/v1/users/{}/role", h.b.user),
+            &t("padmin@a.example"),
+            role,
+        ))
+        .await;
+    assert!(
+        matches!(r.status, StatusCode::NOT_FOUND | StatusCode::FORBIDDEN),
+        "{}",
+        r.text
+    );
+    assert_error(
+        &h.get(&t("padmin@a.example"), "/api/v1/providers").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    // Global Admin: lists providers.
+    let r = h.get(&t("root@octoisp.example"), "/api/v1/providers").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["items"].as_array().map(Vec::len), Some(2));
+    h.db.cleanup().await;
 }

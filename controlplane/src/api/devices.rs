@@ -1,18 +1,21 @@
-//! Devices: search (serial prefix, IP or CIDR, vendor, status, POP, tag, name/serial prefix) and get.
+//! Devices: search (serial prefix, IP or CIDR, vendor, status, POP, tag, name/serial prefix), get, change
+//! (name, customer, tags), delete. Devices are created by ingest (inventory from agents), not by the API.
 
 use std::net::IpAddr;
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::api::{AppState, ErrorBody};
 use crate::api::error::ApiError;
-use crate::api::extract::{ApiPath, ApiQuery, Authed};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Authed};
 use crate::api::pagination::{Page, PageParams};
+use crate::api::{AppState, ErrorBody, to_json, validate};
+use crate::audit;
 
 /// Longest prefix or value accepted in a search filter.
 const MAX_FILTER_CHARS: usize = 200;
@@ -103,7 +106,12 @@ enum IpFilter {
 }
 
 fn parse_ip_filter(s: &str) -> Result<IpFilter, ApiError> {
-    let bad = || ApiError::BadRequest(format!("ip: `{}` is neither an address nor a CIDR", truncate(s)));
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "ip: `{}` is neither an address nor a CIDR",
+            truncate(s)
+        ))
+    };
     match s.split_once('/') {
         None => s.trim().parse().map(IpFilter::Exact).map_err(|_| bad()),
         Some((addr, len)) => {
@@ -170,12 +178,15 @@ pub async fn list(
     }
     if let Some(serial) = &f.serial {
         let serial = filter_value("serial", serial)?;
-        qb.push(" AND serial_number LIKE ").push_bind(like_prefix(serial));
+        qb.push(" AND serial_number LIKE ")
+            .push_bind(like_prefix(serial));
     }
     if let Some(ip) = &f.ip {
         match parse_ip_filter(filter_value("ip", ip)?)? {
             IpFilter::Exact(a) => {
-                qb.push(" AND mgmt_ip = ").push_bind(a.to_string()).push("::inet");
+                qb.push(" AND mgmt_ip = ")
+                    .push_bind(a.to_string())
+                    .push("::inet");
             }
             IpFilter::Within(a, len) => {
                 qb.push(" AND mgmt_ip <<= ")
@@ -185,7 +196,8 @@ pub async fn list(
         }
     }
     if let Some(vendor) = &f.vendor {
-        qb.push(" AND vendor = ").push_bind(filter_value("vendor", vendor)?.to_owned());
+        qb.push(" AND vendor = ")
+            .push_bind(filter_value("vendor", vendor)?.to_owned());
     }
     match f.status {
         Some(Status::Online) => {
@@ -219,7 +231,8 @@ pub async fn list(
     if let Some(after) = after {
         qb.push(" AND id > ").push_bind(after);
     }
-    qb.push(" ORDER BY id LIMIT ").push_bind(i64::from(limit) + 1);
+    qb.push(" ORDER BY id LIMIT ")
+        .push_bind(i64::from(limit) + 1);
     let mut tx = caller.tx(&state.pool, None).await?;
     let rows: Vec<Device> = qb.build_query_as().fetch_all(&mut *tx).await?;
     tx.commit().await?;
@@ -250,14 +263,13 @@ pub(crate) async fn fetch(
 ) -> Result<Device, ApiError> {
     let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
     qb.push_bind(state.config.online_threshold_secs as f64);
-    qb.push(") AS online FROM devices WHERE id = ").push_bind(id);
+    qb.push(") AS online FROM devices WHERE id = ")
+        .push_bind(id);
     qb.build_query_as()
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(ApiError::NotFound)
 }
-
-
 
 #[cfg(test)]
 mod tests {
@@ -281,4 +293,103 @@ mod tests {
     fn like_prefixes_escape_wildcards() {
         assert_eq!(like_prefix("ab%_\\"), "ab\\%\\_\\\\%");
     }
+}
+
+/// Changes to a device (absent: unchanged; `null`: cleared).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceUpdate {
+    /// New display name, or `null` for none.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
+    /// New customer, or `null` for none.
+    #[serde(default, deserialize_with = "validate::double_option")]
+    #[schema(value_type = Option<Uuid>)]
+    pub customer_id: Option<Option<Uuid>>,
+    /// The complete new list of tags.
+    pub tags: Option<Vec<String>>,
+}
+
+/// Changes a device's name, customer or tags.
+#[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", request_body = DeviceUpdate,
+    params(("id" = Uuid, Path, description = "Device id")),
+    responses((status = 200, body = Device), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<DeviceUpdate>,
+) -> Result<axum::Json<Device>, ApiError> {
+    caller.require("devices:write")?;
+    let name = match &body.name {
+        Some(Some(n)) => Some(Some(validate::name("name", n)?)),
+        other => other.clone(),
+    };
+    let tags = body.tags.as_deref().map(validate::tags).transpose()?;
+    let mut tx = caller.tx(&state.pool, None).await?;
+    let before = fetch(&mut tx, &state, id).await?;
+    if let Some(Some(customer)) = body.customer_id {
+        let found: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM customers WHERE provider_id = $1 AND id = $2")
+                .bind(before.provider_id)
+                .bind(customer)
+                .fetch_optional(&mut *tx)
+                .await?;
+        found
+            .ok_or_else(|| ApiError::BadRequest(format!("customer_id: no customer {customer}")))?;
+    }
+    sqlx::query("UPDATE devices SET name = $3, customer_id = $4, tags = $5 WHERE provider_id = $1 AND id = $2")
+        .bind(before.provider_id)
+        .bind(id)
+        .bind(name.unwrap_or_else(|| before.name.clone()))
+        .bind(body.customer_id.unwrap_or(before.customer_id))
+        .bind(tags.unwrap_or_else(|| before.tags.clone()))
+        .execute(&mut *tx)
+        .await?;
+    let after = fetch(&mut tx, &state, id).await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "devices.update",
+        "device",
+        Some(&id.to_string()),
+        to_json(&before),
+        to_json(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(axum::Json(after))
+}
+
+/// Deletes a device (its group memberships go with it; 409 while metric series refer to it).
+#[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = Uuid, Path, description = "Device id")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Authed(caller): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    caller.require("devices:write")?;
+    let mut tx = caller.tx(&state.pool, None).await?;
+    let before = fetch(&mut tx, &state, id).await?;
+    sqlx::query("DELETE FROM devices WHERE provider_id = $1 AND id = $2")
+        .bind(before.provider_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "devices.delete",
+        "device",
+        Some(&id.to_string()),
+        to_json(&before),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -84,6 +84,21 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
                 ApiError::Conflict("an object with the same unique key exists".into())
             }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23503") => {
+                // A foreign key: the object is still referenced, or refers to something that is not there.
+                ApiError::Conflict(
+                    "the object is referenced by, or refers to, another object".into(),
+                )
+            }
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.code().as_deref(),
+                    Some("23514" | "22001" | "22P02" | "22021" | "22003")
+                ) =>
+            {
+                // A CHECK constraint or a value PostgreSQL cannot take: the input was wrong, not the server.
+                ApiError::BadRequest("a value is out of range or malformed".into())
+            }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("42501") => {
                 // Row-level security refused a write: to the caller that is another tenant's object.
                 ApiError::NotFound
@@ -128,7 +143,13 @@ impl IntoResponse for ApiError {
             }
             _ => self.to_string(),
         };
-        let body = Body { error: Inner { code: self.code(), message, request_id } };
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message,
+                request_id,
+            },
+        };
         let mut resp = (status, axum::Json(body)).into_response();
         if let ApiError::RateLimited { retry_after_secs } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.max(1).to_string())

@@ -58,7 +58,11 @@ pub async fn request_id(State(state): State<AppState>, mut req: Request, next: N
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    let who = resp.extensions().get::<LogFields>().cloned().unwrap_or_default();
+    let who = resp
+        .extensions()
+        .get::<LogFields>()
+        .cloned()
+        .unwrap_or_default();
     tracing::info!(
         target: "octoisp::api::access",
         method = %method,
@@ -124,7 +128,11 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
     resp
 }
 
-async fn rate_limited(state: &AppState, ctx: &RequestContext, caller: Option<&Caller>) -> Option<Response> {
+async fn rate_limited(
+    state: &AppState,
+    ctx: &RequestContext,
+    caller: Option<&Caller>,
+) -> Option<Response> {
     let limiter = state.limiter.as_ref()?;
     let cfg = &state.config.rate_limit;
     let mut subjects = Vec::with_capacity(3);
@@ -157,8 +165,7 @@ async fn rate_limited(state: &AppState, ctx: &RequestContext, caller: Option<&Ca
 /// 1 to 128 characters of `[A-Za-z0-9._:-]`: anything else is replaced by a fresh id (and never logged raw).
 fn sane_request_id(v: &str) -> bool {
     (1..=128).contains(&v.len())
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
@@ -201,7 +208,10 @@ mod tests {
     #[test]
     fn forwarded_for_takes_the_first_hop() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.7, 10.0.0.1"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("192.0.2.7, 10.0.0.1"),
+        );
         assert_eq!(forwarded_for(&h), Some("192.0.2.7".parse().unwrap()));
         h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
         assert_eq!(forwarded_for(&h), None);

@@ -11,6 +11,7 @@
 //! [`ROUTES`] is the route table with the permission each route needs; the tests walk it (and check it against
 //! the OpenAPI document), so a new route is covered by the isolation tests without editing them.
 
+pub mod account;
 pub mod agents;
 pub mod customers;
 pub mod devices;
@@ -22,6 +23,7 @@ pub mod pagination;
 pub mod pops;
 pub mod providers;
 pub mod ratelimit;
+pub mod validate;
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -95,12 +97,16 @@ impl ApiConfig {
         }
         for origin in &self.cors_origins {
             if HeaderValue::from_str(origin).is_err() || !origin.contains("://") {
-                return Err(format!("api.cors_origins: `{origin}` is not an origin like https://host"));
+                return Err(format!(
+                    "api.cors_origins: `{origin}` is not an origin like https://host"
+                ));
             }
         }
         let r = &self.rate_limit;
         if r.window_secs == 0 || r.per_ip == 0 || r.per_user == 0 || r.per_tenant == 0 {
-            return Err("api.rate_limit.window_secs, per_ip, per_user and per_tenant must be > 0".into());
+            return Err(
+                "api.rate_limit.window_secs, per_ip, per_user and per_tenant must be > 0".into(),
+            );
         }
         Ok(())
     }
@@ -176,6 +182,25 @@ impl Authenticator for NoAuthenticator {
     }
 }
 
+impl Authenticator for crate::auth::AuthService {
+    fn authenticate<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
+        Box::pin(async move {
+            let has_credentials =
+                headers.contains_key(header::AUTHORIZATION) || headers.contains_key("x-api-key");
+            if !has_credentials {
+                return Ok(None);
+            }
+            crate::auth::AuthService::authenticate(self, headers, ctx.ip, &ctx.request_id)
+                .await
+                .map(Some)
+        })
+    }
+}
+
 /// Shared state of the API handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -187,6 +212,11 @@ pub struct AppState {
     pub limiter: Option<RateLimiter>,
     /// The `[api]` configuration.
     pub config: Arc<ApiConfig>,
+    /// The auth service behind the session and user routes (`None`: those answer 503).
+    pub auth_service: Option<crate::auth::AuthService>,
+    /// SHA-256 (hex) of the control plane CA, put in the enrollment tokens the API issues (`None`: unknown,
+    /// the token is returned in parts).
+    pub ca_fingerprint: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -221,20 +251,67 @@ const fn route(method: &'static str, path: &'static str, permission: &'static st
 /// Every route of the API router.
 pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/openapi.json", ""),
+    route("POST", "/api/v1/auth/login", ""),
+    route("POST", "/api/v1/auth/refresh", ""),
+    route("POST", "/api/v1/auth/logout", ""),
+    route("POST", "/api/v1/auth/password-reset", ""),
+    route("POST", "/api/v1/auth/password-reset/confirm", ""),
+    route("GET", "/api/v1/me", ""),
+    route("GET", "/api/v1/permissions", "roles:read"),
+    route("GET", "/api/v1/roles", "roles:read"),
+    route("POST", "/api/v1/roles", "roles:manage"),
+    route("POST", "/api/v1/users", "users:manage"),
+    route("PUT", "/api/v1/users/{id}/role", "users:manage"),
+    route("GET", "/api/v1/api-keys", "api_keys:manage"),
+    route("POST", "/api/v1/api-keys", "api_keys:manage"),
+    route("DELETE", "/api/v1/api-keys/{id}", "api_keys:manage"),
     route("GET", "/api/v1/providers", "providers:read"),
+    route("POST", "/api/v1/providers", "providers:write"),
     route("GET", "/api/v1/providers/{id}", "providers:read"),
+    route("PATCH", "/api/v1/providers/{id}", "providers:write"),
     route("GET", "/api/v1/pops", "pops:read"),
+    route("POST", "/api/v1/pops", "pops:write"),
     route("GET", "/api/v1/pops/{id}", "pops:read"),
+    route("PATCH", "/api/v1/pops/{id}", "pops:write"),
+    route("DELETE", "/api/v1/pops/{id}", "pops:write"),
     route("GET", "/api/v1/customers", "customers:read"),
+    route("POST", "/api/v1/customers", "customers:write"),
     route("GET", "/api/v1/customers/{id}", "customers:read"),
+    route("PATCH", "/api/v1/customers/{id}", "customers:write"),
+    route("DELETE", "/api/v1/customers/{id}", "customers:write"),
     route("GET", "/api/v1/devices", "devices:read"),
     route("GET", "/api/v1/devices/{id}", "devices:read"),
+    route("PATCH", "/api/v1/devices/{id}", "devices:write"),
+    route("DELETE", "/api/v1/devices/{id}", "devices:write"),
     route("GET", "/api/v1/groups", "groups:read"),
+    route("POST", "/api/v1/groups", "groups:write"),
     route("GET", "/api/v1/groups/{id}", "groups:read"),
+    route("PATCH", "/api/v1/groups/{id}", "groups:write"),
+    route("DELETE", "/api/v1/groups/{id}", "groups:write"),
     route("GET", "/api/v1/groups/{id}/members", "groups:read"),
+    route("POST", "/api/v1/groups/{id}/members", "groups:write"),
+    route(
+        "DELETE",
+        "/api/v1/groups/{id}/members/{device_id}",
+        "groups:write",
+    ),
     route("GET", "/api/v1/agents", "agents:read"),
+    route("POST", "/api/v1/agents/enrollment-tokens", "agents:enroll"),
     route("GET", "/api/v1/agents/{id}", "agents:read"),
+    route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
 ];
+
+/// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
+pub(crate) fn own_provider(caller: &Caller) -> Result<uuid::Uuid, ApiError> {
+    caller.provider_id.ok_or_else(|| {
+        ApiError::BadRequest("this operation needs a caller bound to a provider".into())
+    })
+}
+
+/// An object as the audit log's `before`/`after`.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
 
 /// The error format, for the OpenAPI document.
 #[derive(Debug, ToSchema)]
@@ -283,19 +360,38 @@ impl Modify for BearerAuth {
 fn documented() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(openapi_json))
-        .routes(routes!(providers::list))
-        .routes(routes!(providers::get))
-        .routes(routes!(pops::list))
-        .routes(routes!(pops::get))
-        .routes(routes!(customers::list))
-        .routes(routes!(customers::get))
+        .routes(routes!(account::login))
+        .routes(routes!(account::refresh))
+        .routes(routes!(account::logout))
+        .routes(routes!(account::password_reset))
+        .routes(routes!(account::password_reset_confirm))
+        .routes(routes!(account::me))
+        .routes(routes!(account::permissions))
+        .routes(routes!(account::roles, account::create_role))
+        .routes(routes!(account::create_user))
+        .routes(routes!(account::set_user_role))
+        .routes(routes!(account::api_keys, account::create_api_key))
+        .routes(routes!(account::revoke_api_key))
+        .routes(routes!(providers::list, providers::create))
+        .routes(routes!(providers::get, providers::update))
+        .routes(routes!(pops::list, pops::create))
+        .routes(routes!(pops::get, pops::update, pops::delete))
+        .routes(routes!(customers::list, customers::create))
+        .routes(routes!(
+            customers::get,
+            customers::update,
+            customers::delete
+        ))
         .routes(routes!(devices::list))
-        .routes(routes!(devices::get))
-        .routes(routes!(groups::list))
-        .routes(routes!(groups::get))
-        .routes(routes!(groups::members))
+        .routes(routes!(devices::get, devices::update, devices::delete))
+        .routes(routes!(groups::list, groups::create))
+        .routes(routes!(groups::get, groups::update, groups::delete))
+        .routes(routes!(groups::members, groups::add_member))
+        .routes(routes!(groups::remove_member))
         .routes(routes!(agents::list))
+        .routes(routes!(agents::create_enrollment_token))
         .routes(routes!(agents::get))
+        .routes(routes!(agents::revoke))
 }
 
 /// The OpenAPI document of the API.
@@ -326,13 +422,22 @@ pub fn router(state: AppState) -> Router {
         .collect();
     let cors = CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static(gateway::REQUEST_ID_HEADER),
         ])
-        .expose_headers([HeaderName::from_static(gateway::REQUEST_ID_HEADER), header::RETRY_AFTER]);
+        .expose_headers([
+            HeaderName::from_static(gateway::REQUEST_ID_HEADER),
+            header::RETRY_AFTER,
+        ]);
     routes
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(state.clone(), gateway::gate))

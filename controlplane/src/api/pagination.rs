@@ -109,7 +109,10 @@ mod tests {
 
     #[test]
     fn limits_are_bounded() {
-        let p = |limit| PageParams { limit, cursor: None };
+        let p = |limit| PageParams {
+            limit,
+            cursor: None,
+        };
         assert_eq!(p(None).limit().unwrap(), DEFAULT_LIMIT);
         assert!(p(Some(0)).limit().is_err());
         assert!(p(Some(501)).limit().is_err());

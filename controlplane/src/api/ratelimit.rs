@@ -62,7 +62,11 @@ impl std::fmt::Debug for RateLimiter {
 
 impl RateLimiter {
     /// Connects to Redis at `url`; keys are `<prefix>:rl:<subject>`.
-    pub async fn connect(url: &str, prefix: &str, window: Duration) -> redis::RedisResult<RateLimiter> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        window: Duration,
+    ) -> redis::RedisResult<RateLimiter> {
         let client = redis::Client::open(url)?;
         let conn = ConnectionManager::new(client).await?;
         Ok(RateLimiter {
@@ -86,7 +90,8 @@ impl RateLimiter {
             invocation.arg(s.limit);
         }
         let mut conn = self.conn.clone();
-        let result = tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<i64>(&mut conn)).await;
+        let result =
+            tokio::time::timeout(REDIS_TIMEOUT, invocation.invoke_async::<i64>(&mut conn)).await;
         match result {
             Ok(Ok(0)) => None,
             Ok(Ok(ms)) => Some(Duration::from_millis(ms.max(1) as u64)),
