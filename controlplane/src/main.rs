@@ -51,6 +51,41 @@ enum Command {
     /// The control plane CA.
     #[command(subcommand)]
     Ca(CaCmd),
+    /// Users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCmd {
+    /// Create a user (audited). The password is read from $OCTOISP_USER_PASSWORD or the first line of stdin.
+    Create {
+        /// Provider slug or id; omit for a Global Admin.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Email address (unique, case-insensitive).
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Role name: Global Admin (no provider), Provider Admin, NOC, Technician, Viewer, or a custom role.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chains and report the first broken link (exit 1 if any).
+    Verify {
+        /// Provider slug or id; omit for every chain.
+        #[arg(long)]
+        provider: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +182,20 @@ async fn pool(cfg: &Config) -> anyhow::Result<sqlx::PgPool> {
     })
 }
 
+/// The id of provider `slug_or_id`, if given.
+async fn provider_id(
+    pool: &sqlx::PgPool,
+    slug_or_id: Option<&str>,
+) -> anyhow::Result<Option<uuid::Uuid>> {
+    let Some(key) = slug_or_id else {
+        return Ok(None);
+    };
+    let provider = registry::find_provider(pool, key)
+        .await?
+        .with_context(|| format!("no provider `{key}`"))?;
+    Ok(Some(provider.id))
+}
+
 async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { roles } => {
@@ -208,6 +257,51 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                 eprintln!("octoisp-controlplane: no agent {id}");
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::User(UserCmd::Create {
+            provider,
+            email,
+            name,
+            role,
+        }) => {
+            let pool = pool(&cfg).await?;
+            let provider = provider_id(&pool, provider.as_deref()).await?;
+            let password = match std::env::var("OCTOISP_USER_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let id = octoisp_controlplane::auth::admin::create_user_cli(
+                &pool,
+                octoisp_controlplane::auth::PasswordParams::default(),
+                provider,
+                &email,
+                &name,
+                &password,
+                &role,
+            )
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot create the user: {err}"))?;
+            println!("{id}");
+        }
+        Command::Audit(AuditCmd::Verify { provider }) => {
+            let pool = pool(&cfg).await?;
+            let provider = provider_id(&pool, provider.as_deref()).await?;
+            let report = octoisp_controlplane::audit::verify(&pool, provider).await?;
+            println!(
+                "{} rows in {} chains checked",
+                report.rows_checked, report.chains
+            );
+            if let Some((id, reason)) = report.first_broken {
+                println!("first broken link: audit_log row {id}: {reason}");
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("every chain verifies");
         }
         Command::Ca(CaCmd::Init) => {
             let ca = ca::Ca::load_or_create(&cfg.data_dir).context("cannot create the CA")?;

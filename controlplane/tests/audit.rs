@@ -285,3 +285,55 @@ async fn concurrent_writers_keep_one_chain() {
     );
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_cli_user_creation_is_audited_without_the_password() {
+    let db = TestDb::new().await;
+    let a = provider(&db, "isp-a").await;
+    let params = octoisp_controlplane::auth::PasswordParams {
+        m_kib: 1024,
+        t: 1,
+        p: 1,
+    };
+    let root = octoisp_controlplane::auth::admin::create_user_cli(
+        &db.app,
+        params,
+        None,
+        "root@example.com",
+        "Root",
+        "root password 123",
+        "global admin",
+    )
+    .await
+    .unwrap();
+    let admin = octoisp_controlplane::auth::admin::create_user_cli(
+        &db.app,
+        params,
+        Some(a),
+        "admin@isp-a.example",
+        "Admin",
+        "admin password 123",
+        "Provider Admin",
+    )
+    .await
+    .unwrap();
+    let rows: Vec<(Option<Uuid>, String, Option<String>, String)> = sqlx::query_as(
+        "SELECT provider_id, action, target_id, after::text FROM audit_log ORDER BY provider_id NULLS FIRST",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].0, rows[0].1.as_str()), (None, "users.create"));
+    assert_eq!(rows[0].2, Some(root.to_string()));
+    assert_eq!(
+        (rows[1].0, rows[1].2.clone()),
+        (Some(a), Some(admin.to_string()))
+    );
+    assert!(rows.iter().all(|r| !r.3.contains("password")));
+    assert_eq!(
+        audit::verify(&db.app, None).await.unwrap().first_broken,
+        None
+    );
+    db.cleanup().await;
+}

@@ -8,6 +8,7 @@
 //! State lives in PostgreSQL (users, hashed tokens and keys) and Redis (login throttling counters), never in an
 //! instance's memory, so any instance serves any request and a revocation takes effect at the next request.
 
+pub mod admin;
 pub mod api_keys;
 pub mod caller;
 mod extract;
