@@ -12,6 +12,8 @@
 #   DURATION             seconds per wrk run (default 20)
 #   CONNS                wrk connection counts to try, one run each (default "4 16 64")
 #   PORT                 listen port of the API (default 18080)
+#   SKIP_SEED=1          reuse the database of a previous run
+#   FILTERS              Lua list of query strings the requests cycle through (default: a mix of every filter)
 #
 # What runs: `cargo run --release --example api_seed` seeds with generate_series as the admin role, then serves
 # the real API router (gateway middleware, rate limiter in Redis, row-level security as octoisp_app, handlers);
@@ -40,8 +42,11 @@ app_url="postgres://octoisp_app@${host_part}/${DB}"
 cargo build --release -p octoisp-controlplane --example api_seed
 bin="$CARGO_TARGET_DIR/release/examples/api_seed"
 
-psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-"$bin" seed "$base/$DB" "$DEVICES" "$PROVIDERS"
+if [ -z "${SKIP_SEED:-}" ]; then
+  psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+  "$bin" seed "$base/$DB" "$DEVICES" "$PROVIDERS"
+fi
+FILTERS=${FILTERS:-'"vendor=Huawei", "status=online", "tag=vip", "serial=SN00001", "vendor=ZTE&tag=olt-3", "ip=10.0.0.0/16", "q=cliente%201", ""'}
 
 "$bin" serve "$app_url" "127.0.0.1:$PORT" bench-token &
 server=$!
@@ -55,8 +60,7 @@ lua=$(mktemp --suffix=.lua)
 cat >"$lua" <<LUA
 -- Each connection is a Viewer of one provider and walks the device list with filters, following next_cursor.
 local providers = $PROVIDERS
-local filters = { "vendor=Huawei", "status=online", "tag=vip", "serial=SN00001", "vendor=ZTE&tag=olt-3",
-                  "ip=10.0.0.0/16", "q=SN000002", "" }
+local filters = { $FILTERS }
 local counter = 0
 function setup(thread)
   thread:set("id", counter)

@@ -1,7 +1,8 @@
 //! Benchmark helper for the device list API (see `scripts/bench-api.sh`).
 //!
 //! - `api_seed seed <admin-url> <devices> <providers>`: migrates the database and inserts `providers` providers
-//!   (`bench-0`...), one POP each, and `devices` devices spread evenly over them, with `generate_series` as the
+//!   (`bench-0`...), one POP each, and `devices` devices spread evenly over them (vendor, tags and last contact
+//!   drawn at random, independently of the provider), with `generate_series` as the
 //!   admin role (a million rows in well under a minute), then `ANALYZE`s.
 //! - `api_seed serve <app-url> <listen> <token>`: serves the real API router (gateway middleware, rate limiter
 //!   on `$OCTOISP_BENCH_REDIS`, row-level security, handlers) as `octoisp_app`, where bearer `<token>-<n>` is a
@@ -61,11 +62,11 @@ INSERT INTO pops (provider_id, slug, name)
 INSERT INTO devices (provider_id, pop_id, device_key, name, vendor, model, serial_number, mgmt_ip, tags, last_seen)
 SELECT pr.id, po.id, 'cpe-' || i,
        'cliente ' || i,
-       (ARRAY['Huawei', 'ZTE', 'Nokia', 'FiberHome', 'TP-Link'])[1 + i % 5],
+       (ARRAY['Huawei', 'ZTE', 'Nokia', 'FiberHome', 'TP-Link'])[1 + floor(random() * 5)::int],
        'HG8245', 'SN' || lpad(i::text, 10, '0'),
        ('10.' || (i / 65536) % 256 || '.' || (i / 256) % 256 || '.' || i % 256)::inet,
-       ARRAY['olt-' || i % 20, CASE WHEN i % 7 = 0 THEN 'vip' ELSE 'residencial' END],
-       now() - make_interval(secs => (i % 600))
+       ARRAY['olt-' || floor(random() * 20)::int, CASE WHEN random() < 0.14 THEN 'vip' ELSE 'residencial' END],
+       now() - make_interval(secs => floor(random() * 600)::int)
 FROM generate_series(0, {devices} - 1) i
 JOIN providers pr ON pr.slug = 'bench-' || (i % {providers})
 JOIN pops po ON po.provider_id = pr.id AND po.slug = 'pop-1'
