@@ -87,6 +87,10 @@ pub enum StoreError {
     /// The batch is invalid; resending it unchanged fails again.
     #[error("malformed batch: {0}")]
     Malformed(String),
+    /// The agent may not store anything (revoked, or no longer registered): its batch is not at fault and must
+    /// stay in its outbox.
+    #[error("agent refused: {0}")]
+    AgentRefused(String),
     /// The database failed or is unreachable; retry later.
     #[error("database unavailable: {0}")]
     Transient(#[source] sqlx::Error),
@@ -183,13 +187,13 @@ impl Store {
         .await
         .map_err(classify)?;
         let Some((agent_settled, revoked, stored)) = state else {
-            return Err(StoreError::Malformed(format!(
+            return Err(StoreError::AgentRefused(format!(
                 "agent {} is not registered under provider {}",
                 agent.agent_id, agent.provider_id
             )));
         };
         if revoked {
-            return Err(StoreError::Malformed(format!(
+            return Err(StoreError::AgentRefused(format!(
                 "agent {} is revoked",
                 agent.agent_id
             )));

@@ -439,27 +439,14 @@ async fn store(
             nack(seq, NackCode::UnknownSeries(ids), msg, 0)
         }
         Err(StoreError::Malformed(msg)) => {
-            // The store also refuses the batch of an agent revoked meanwhile as malformed. That batch is not
-            // broken and must stay in the agent's outbox (a Nack Malformed would dead-letter it): tell the cases
-            // apart with the agent's row.
-            match registry::agent_identity(&shared.pool, agent.agent_id).await {
-                Ok(Some(row))
-                    if !row.revoked && row.cert_fingerprint.eq_ignore_ascii_case(fingerprint) =>
-                {
-                    tracing::warn!(seq, reason = %msg, "Refused an invalid batch.");
-                    nack(seq, NackCode::Malformed, msg, 0)
-                }
-                Ok(_) => return None,
-                Err(err) => {
-                    tracing::warn!(seq, error = %err, reason = %msg, "Batch refused and the agent cannot be checked; retry.");
-                    nack(
-                        seq,
-                        NackCode::Retry,
-                        "cannot check the agent now; retry later".into(),
-                        retry_after_ms(),
-                    )
-                }
-            }
+            tracing::warn!(seq, reason = %msg, "Refused an invalid batch.");
+            nack(seq, NackCode::Malformed, msg, 0)
+        }
+        Err(StoreError::AgentRefused(msg)) => {
+            // Revoked (or removed) while connected: the batch is fine and stays in the agent's outbox; no reply
+            // resets the stream, and the caller closes the connection.
+            tracing::warn!(seq, reason = %msg, "Batch of a refused agent; closing its connection.");
+            return None;
         }
         Err(StoreError::Transient(err)) => {
             tracing::warn!(seq, error = %err, "Cannot store a batch now; the agent will retry.");
