@@ -518,6 +518,14 @@ async fn password_reset_is_single_use_and_expires() {
             .await
             .unwrap();
     assert_eq!(stored, 0, "reset tokens are stored hashed");
+    // Requests beyond the per-address limit (5 per window by default) send nothing.
+    for _ in 0..5 {
+        env.auth
+            .request_password_reset("r@example.com")
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.mailer.sent().len(), 5, "3 more mails, then silence");
     env.db.cleanup().await;
 }
 

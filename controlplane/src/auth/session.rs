@@ -133,10 +133,11 @@ impl AuthService {
     }
 
     /// Mails a single-use reset token to `email` if an enabled user has it. Always succeeds the same way, so the
-    /// answer does not reveal whether the account exists.
+    /// answer does not reveal whether the account exists. At most `login_throttle.per_account` requests per
+    /// address and window are honoured; the others are dropped silently.
     pub async fn request_password_reset(&self, email: &str) -> Result<(), ApiError> {
         let email = normalize_email(email);
-        if email.len() > MAX_EMAIL_BYTES {
+        if email.len() > MAX_EMAIL_BYTES || !self.reset_allowed(&email).await? {
             return Ok(());
         }
         let row: Option<(Uuid, bool)> =

@@ -71,6 +71,29 @@ impl AuthService {
         pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
     }
 
+    /// Counts a password reset request for `email`; false when more than `per_account` were asked within the
+    /// window (the request is then dropped silently, so mailboxes cannot be flooded).
+    pub(super) async fn reset_allowed(&self, email: &str) -> Result<bool, ApiError> {
+        let limits = self.inner.config.login_throttle;
+        let key = format!(
+            "{}:reset:{}",
+            self.inner.config.redis_prefix,
+            sha256_hex(email)
+        );
+        let mut conn = self.redis();
+        let (count,): (u64,) = redis::pipe()
+            .incr(&key, 1u64)
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(limits.window.as_secs().max(1))
+            .arg("NX")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(count <= u64::from(limits.per_account))
+    }
+
     /// Clears the account's counter after a successful login (the IP's stays).
     pub(super) async fn throttle_success(&self, email: &str) -> Result<(), ApiError> {
         let (account, _) = self.throttle_keys(email, None);
