@@ -78,7 +78,7 @@ kill $AGPID; wait $AGPID || true
 OUTBOX_BYTES=$(stat -c %s "$DIR/agent/outbox.db")
 
 say "draining: control plane and agent up, timing until $N rows are committed"
-"$CP" serve --roles ingest,api >>"$DIR/cp.log" 2>&1 & CPPID=$!
+"$CP" serve --roles ingest >>"$DIR/cp.log" 2>&1 & CPPID=$!
 sleep 1
 t2=$(date +%s.%N)
 "$AGENT" run >>"$DIR/agent.log" 2>&1 & AGPID=$!

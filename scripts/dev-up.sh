@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a complete local OctoISP: private PostgreSQL and Redis (installed from the distribution's packages
 # when missing), migrations, a demo provider and POP, the control plane, and one enrolled agent pinging
-# loopback addresses. Safe to run again: it reuses what it already created. Stop it with scripts/dev-down.sh.
+# loopback addresses, and a demo user. Safe to run again: it reuses what it already created. Stop it with scripts/dev-down.sh.
 #
 # Environment: OCTOISP_DEV_DIR (default /var/tmp/octoisp-dev), OCTOISP_DEV_PORT_BASE (default 55000: PostgreSQL
 # on +432, Redis on +379, QUIC on +443, HTTP on +080, agent metrics on +464), CARGO_TARGET_DIR.
@@ -30,6 +30,9 @@ cargo build --locked --bins
 CP="$CARGO_TARGET_DIR/debug/octoisp-controlplane"
 AGENT="$CARGO_TARGET_DIR/debug/octoisp-agent"
 
+# A JWT secret of this installation only, generated once, kept with the data (never in the repository).
+[ -s "$DEV/jwt_secret" ] || (umask 077; head -c 32 /dev/urandom | base64 | tr -d '\n' >"$DEV/jwt_secret")
+umask 077
 cat > "$DEV/controlplane.toml" <<TOML
 data_dir = "$DEV/controlplane"
 
@@ -42,7 +45,14 @@ listen = "127.0.0.1:$QUIC_PORT"
 
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
+
+[api]
+redis_url = "redis://127.0.0.1:$REDIS_PORT"
+
+[auth]
+jwt_secret = "$(cat "$DEV/jwt_secret")"
 TOML
+umask 022
 cat > "$DEV/agent.toml" <<TOML
 state_dir = "$DEV/agent"
 
@@ -64,6 +74,9 @@ say "applying migrations"
 "$CP" migrate
 "$CP" provider create --slug demo --name "Provedor Demo" --tier small >/dev/null 2>&1 || true
 "$CP" pop create --provider demo --slug centro --name "POP Centro" >/dev/null 2>&1 || true
+DEMO_PASSWORD=${OCTOISP_DEMO_PASSWORD:-octoisp-demo-2026}
+OCTOISP_USER_PASSWORD="$DEMO_PASSWORD" "$CP" user create --provider demo --email admin@demo.example \
+    --name "Admin Demo" --role "Provider Admin" >/dev/null 2>&1 || true
 
 stop_pidfile() { [ -f "$1" ] && kill "$(cat "$1")" 2>/dev/null && sleep 1; rm -f "$1"; }
 stop_pidfile "$DEV/controlplane.pid"
@@ -101,7 +114,10 @@ OctoISP is running locally.
                  log $DEV/controlplane.log
   agent          pings 127.0.0.1, 127.0.0.2 and ::1 every 5 s   http://127.0.0.1:$AGENT_METRICS/metrics
                  log $DEV/agent.log   outbox: OCTOISP_AGENT_CONFIG=$DEV/agent.toml $AGENT status
-  demo tenant    provider "demo", POP "centro"
+  demo tenant    provider "demo", POP "centro", user admin@demo.example / $DEMO_PASSWORD (Provider Admin)
+                 token: curl -s http://127.0.0.1:$HTTP_PORT/api/v1/auth/login -H 'content-type: application/json' \\
+                          -d '{"email":"admin@demo.example","password":"$DEMO_PASSWORD"}'
+                 API description: http://127.0.0.1:$HTTP_PORT/api/v1/openapi.json
 
 Samples so far: $n. Watch them arrive:
   psql $ADMIN_URL -c "select s.metric, s.labels, x.ts, x.value from samples x join series s on s.id = x.series_id order by x.ts desc limit 10"

@@ -23,6 +23,8 @@ pub struct Config {
     pub http: HttpSection,
     /// The REST API's gateway: body limit, timeout, CORS, rate limits (Redis), device online threshold.
     pub api: crate::api::ApiConfig,
+    /// Authentication of API users (required by the `api` role).
+    pub auth: AuthSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -35,8 +37,80 @@ impl Default for Config {
             ingest: IngestSection::default(),
             http: HttpSection::default(),
             api: crate::api::ApiConfig::default(),
+            auth: AuthSection::default(),
             log: LogSection::default(),
         }
+    }
+}
+
+/// Authentication of API users. Secrets belong in the environment (`OCTOISP_CP__AUTH__JWT_SECRET`) or a file
+/// readable only by the service; they are never printed.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// HS256 secret of the access tokens, at least 32 bytes; every instance needs the same one.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of access tokens, seconds.
+    pub access_ttl_secs: u64,
+    /// Lifetime of refresh tokens, seconds.
+    pub refresh_ttl_secs: u64,
+    /// `iss` of issued tokens.
+    pub issuer: String,
+    /// Accept Supabase Auth tokens signed with this HS256 secret.
+    pub supabase_hs256_secret: Option<String>,
+    /// Accept Supabase Auth tokens signed by the keys of this JWKS document (JSON text).
+    pub supabase_jwks_json: Option<String>,
+    /// Required `aud` of Supabase tokens.
+    pub supabase_audience: String,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+            issuer: "octoisp".into(),
+            supabase_hs256_secret: None,
+            supabase_jwks_json: None,
+            supabase_audience: "authenticated".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for AuthSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("AuthSection")
+            .field("jwt_secret", &hide(&self.jwt_secret))
+            .field("access_ttl_secs", &self.access_ttl_secs)
+            .field("refresh_ttl_secs", &self.refresh_ttl_secs)
+            .field("issuer", &self.issuer)
+            .field("supabase_hs256_secret", &hide(&self.supabase_hs256_secret))
+            .field(
+                "supabase_jwks_json",
+                &self.supabase_jwks_json.as_ref().map(|_| "(set)"),
+            )
+            .field("supabase_audience", &self.supabase_audience)
+            .finish()
+    }
+}
+
+impl AuthSection {
+    /// The authentication service's configuration; `None` when no `jwt_secret` is set.
+    pub fn auth_config(&self) -> Option<crate::auth::AuthConfig> {
+        let mut c = crate::auth::AuthConfig::new(self.jwt_secret.clone()?);
+        c.access_ttl = std::time::Duration::from_secs(self.access_ttl_secs);
+        c.refresh_ttl = std::time::Duration::from_secs(self.refresh_ttl_secs);
+        c.issuer = self.issuer.clone();
+        if self.supabase_hs256_secret.is_some() || self.supabase_jwks_json.is_some() {
+            c.supabase = Some(crate::auth::SupabaseConfig {
+                hs256_secret: self.supabase_hs256_secret.clone(),
+                jwks_json: self.supabase_jwks_json.clone(),
+                audience: self.supabase_audience.clone(),
+            });
+        }
+        Some(c)
     }
 }
 
@@ -241,6 +315,17 @@ impl Config {
             return bad("ingest.max_batch_bytes must be at least 65536");
         }
         self.api.validate().map_err(ConfigError::Invalid)?;
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return bad(
+                "auth.jwt_secret must be at least 32 bytes (for example: head -c 32 /dev/urandom | base64)",
+            );
+        }
+        if self.auth.access_ttl_secs == 0 || self.auth.refresh_ttl_secs <= self.auth.access_ttl_secs
+        {
+            return bad(
+                "auth.access_ttl_secs must be > 0 and auth.refresh_ttl_secs longer than it",
+            );
+        }
         Ok(())
     }
 

@@ -1,5 +1,8 @@
 //! The OctoISP control plane as a library: the binary `octoisp-controlplane` is a thin CLI over these modules.
 
+pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod ca;
 pub mod config;
 pub mod db;
@@ -8,6 +11,3 @@ pub mod registry;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;
-pub mod api;
-pub mod audit;
-pub mod auth;

@@ -1,7 +1,9 @@
 //! `octoisp-controlplane serve`: runs the chosen roles of one instance until SIGTERM/SIGINT.
 //!
 //! - `ingest`: the QUIC endpoint of agents (enrollment and batches).
-//! - `api`: the HTTP listener (`/healthz`, `/readyz`, `/metrics`) and the REST API under `/api/v1` ([`crate::api`]).
+//! - `api`: the REST API under `/api/v1` ([`crate::api`]), with authentication (`[auth]`, Redis for throttling).
+//!
+//! Whatever its roles, an instance serves `/healthz`, `/readyz` and `/metrics` on `http.listen`.
 //! - `workers`: background jobs (today: creating the next days' sample partitions ahead of time).
 //!
 //! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL (and
@@ -118,35 +120,35 @@ pub async fn run(
         let (p, sd) = (pool.clone(), shutdown.clone());
         tracker.spawn(async move { partition_worker(p, sd).await });
     }
-    if roles.contains(&Role::Api) {
-        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
-        tracing::info!(addr = %cfg.http.listen, "HTTP listening.");
-        let api_state = api_state(&cfg, pool.clone()).await;
-        let app = Router::new()
-            .route("/healthz", get(|| std::future::ready("ok\n")))
-            .route("/readyz", get(readyz))
-            .route(
-                "/metrics",
-                get(|State(s): State<HttpState>| std::future::ready(s.metrics.render())),
-            )
-            .with_state(HttpState {
-                pool: pool.clone(),
-                metrics,
-            })
-            .merge(crate::api::router(api_state));
-        let sd = shutdown.clone();
-        tracker.spawn(async move {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(sd.cancelled_owned())
-                .await
-            {
-                tracing::error!(error = %err, "HTTP server stopped.");
-            }
+    // Every instance serves /healthz, /readyz and /metrics; the REST API only with the `api` role.
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", cfg.http.listen))?;
+    tracing::info!(addr = %cfg.http.listen, "HTTP listening.");
+    let mut app = Router::new()
+        .route("/healthz", get(|| std::future::ready("ok\n")))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(s): State<HttpState>| std::future::ready(s.metrics.render())),
+        )
+        .with_state(HttpState {
+            pool: pool.clone(),
+            metrics,
         });
+    if roles.contains(&Role::Api) {
+        app = app.merge(crate::api::router(api_state(&cfg, pool.clone()).await?));
     }
+    let sd = shutdown.clone();
+    tracker.spawn(async move {
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(sd.cancelled_owned())
+            .await
+        {
+            tracing::error!(error = %err, "HTTP server stopped.");
+        }
+    });
     tracker.close();
     shutdown.cancelled().await;
     tracing::info!("Shutting down: finishing in-flight batches.");
@@ -159,7 +161,27 @@ pub async fn run(
 
 /// The API's state: the rate limiter on `api.redis_url` (without Redis at start the API runs without rate
 /// limits, loudly), and the authenticator.
-async fn api_state(cfg: &Config, pool: PgPool) -> crate::api::AppState {
+async fn api_state(cfg: &Config, pool: PgPool) -> anyhow::Result<crate::api::AppState> {
+    let auth_cfg = cfg.auth.auth_config().context(
+        "the api role needs auth.jwt_secret (at least 32 bytes; set OCTOISP_CP__AUTH__JWT_SECRET), the same on every instance",
+    )?;
+    let redis = redis::Client::open(cfg.api.redis_url.as_str())
+        .context("api.redis_url is not a valid Redis URL")?
+        .get_connection_manager()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot reach Redis at {} (api.redis_url): login throttling needs it",
+                cfg.api.redis_url
+            )
+        })?;
+    let auth = crate::auth::AuthService::new(
+        pool.clone(),
+        redis,
+        auth_cfg,
+        Arc::new(crate::auth::LogMailer),
+    )
+    .context("invalid [auth] configuration")?;
     let api_cfg = cfg.api.clone();
     let limiter = if api_cfg.rate_limit.enabled {
         let window = Duration::from_secs(api_cfg.rate_limit.window_secs);
@@ -184,17 +206,17 @@ async fn api_state(cfg: &Config, pool: PgPool) -> crate::api::AppState {
     } else {
         None
     };
-    crate::api::AppState {
+    Ok(crate::api::AppState {
         pool,
-        auth: Arc::new(crate::api::NoAuthenticator),
-        auth_service: None,
+        auth: Arc::new(auth.clone()),
+        auth_service: Some(auth),
         limiter,
         config: Arc::new(api_cfg),
         ca_fingerprint: ca::Ca::load_or_create(&cfg.data_dir)
             .map(|ca| ca.fingerprint_hex())
             .map_err(|err| tracing::warn!(error = %err, "No CA: enrollment tokens from the API come in parts."))
             .ok(),
-    }
+    })
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
