@@ -42,15 +42,7 @@ pub async fn create_user_cli(
         None,
     )
     .await?;
-    let cli = Caller {
-        user_id: None,
-        api_key_id: None,
-        provider_id: provider,
-        permissions: Default::default(),
-        global_admin: provider.is_none(),
-        request_id: "cli".to_owned(),
-        ip: None,
-    };
+    let cli = cli_caller(provider);
     let after = serde_json::json!({
         "id": id, "provider_id": provider, "email": email.trim(), "name": name.trim(), "role_id": role_id,
     });
@@ -66,4 +58,48 @@ pub async fn create_user_cli(
     .await?;
     tx.commit().await?;
     Ok(id)
+}
+
+/// The principal of operator commands run on the control plane host: no user, acting in `provider` (or
+/// globally), with request id `cli`.
+fn cli_caller(provider: Option<Uuid>) -> Caller {
+    Caller {
+        user_id: None,
+        api_key_id: None,
+        provider_id: provider,
+        permissions: Default::default(),
+        global_admin: provider.is_none(),
+        request_id: "cli".to_owned(),
+        ip: None,
+    }
+}
+
+/// Records an operator command (provider and POP creation, enrollment tokens, revocations) in the audit log of
+/// `provider` (`None`: the global chain). The registry functions commit their change in their own transaction,
+/// so this row follows in a second one, right after; `after` must hold no secret.
+pub async fn record_cli_action(
+    pool: &PgPool,
+    provider: Option<Uuid>,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    after: serde_json::Value,
+) -> Result<(), ApiError> {
+    let mut tx = match provider {
+        Some(p) => crate::db::tenant_tx(pool, p).await?,
+        None => crate::db::global_admin_tx(pool).await?,
+    };
+    let cli = cli_caller(provider);
+    crate::audit::record(
+        &mut tx,
+        &cli,
+        action,
+        target_type,
+        Some(target_id),
+        None,
+        Some(after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
