@@ -74,6 +74,19 @@ async fn samples_arrive_exactly_once_through_agent_kills_and_server_restarts() {
         Some(0),
         "outbox drained: {status}"
     );
+
+    // The operator commands that set this up are in the audit log, and its chains verify.
+    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+        .fetch_all(&inst.admin)
+        .await
+        .unwrap();
+    for expected in ["providers.create", "pops.create", "agents.enrollment_token"] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected} missing from the audit log: {actions:?}"
+        );
+    }
+    inst.cp_cmd(&["audit", "verify"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
