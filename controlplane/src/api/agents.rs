@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Authed};
-use crate::api::pagination::{Page, PageParams};
+use crate::api::pagination::{Page, PageParams, fetch_one, fetch_page};
 use crate::api::{AppState, ErrorBody, to_json};
 use crate::{audit, registry};
 
@@ -52,20 +52,9 @@ pub async fn list(
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<axum::Json<Page<Agent>>, ApiError> {
     caller.require("agents:read")?;
-    let (limit, after) = (page.limit()?, page.after()?);
-    let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
-    if let Some(p) = caller.provider_id {
-        qb.push(" AND provider_id = ").push_bind(p);
-    }
-    if let Some(after) = after {
-        qb.push(" AND id > ").push_bind(after);
-    }
-    qb.push(" ORDER BY id LIMIT ")
-        .push_bind(i64::from(limit) + 1);
-    let mut tx = caller.tx(&state.pool, None).await?;
-    let rows: Vec<Agent> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |a| a.id)))
+    let qb = QueryBuilder::<Postgres>::new(COLUMNS);
+    let page = fetch_page(&state.pool, &caller, qb, "", &page, |a: &Agent| a.id).await?;
+    Ok(axum::Json(page))
 }
 
 /// One agent.
@@ -78,15 +67,9 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<Agent>, ApiError> {
     caller.require("agents:read")?;
-    let mut tx = caller.tx(&state.pool, None).await?;
-    let row: Option<Agent> = QueryBuilder::<Postgres>::new(COLUMNS)
-        .push(" AND id = ")
-        .push_bind(id)
-        .build_query_as()
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    row.map(axum::Json).ok_or(ApiError::NotFound)
+    fetch_one(&state.pool, &caller, COLUMNS, "", id)
+        .await
+        .map(axum::Json)
 }
 
 /// Longest enrollment token lifetime accepted, seconds (one year).

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::api::devices::{filter_value, like_prefix};
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Authed};
-use crate::api::pagination::{Page, PageParams};
+use crate::api::pagination::{Page, PageParams, fetch_one, fetch_page};
 use crate::api::{AppState, ErrorBody, own_provider, to_json, validate};
 use crate::audit;
 
@@ -63,11 +63,7 @@ pub async fn list(
         limit: f.limit,
         cursor: f.cursor.clone(),
     };
-    let (limit, after) = (page.limit()?, page.after()?);
     let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
-    if let Some(p) = caller.provider_id {
-        qb.push(" AND provider_id = ").push_bind(p);
-    }
     if let Some(pop) = f.pop {
         qb.push(" AND pop_id = ").push_bind(pop);
     }
@@ -75,15 +71,8 @@ pub async fn list(
         qb.push(" AND name LIKE ")
             .push_bind(like_prefix(filter_value("q", q)?));
     }
-    if let Some(after) = after {
-        qb.push(" AND id > ").push_bind(after);
-    }
-    qb.push(" ORDER BY id LIMIT ")
-        .push_bind(i64::from(limit) + 1);
-    let mut tx = caller.tx(&state.pool, None).await?;
-    let rows: Vec<Customer> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |c| c.id)))
+    let page = fetch_page(&state.pool, &caller, qb, "", &page, |c: &Customer| c.id).await?;
+    Ok(axum::Json(page))
 }
 
 /// One customer.
@@ -97,15 +86,9 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<Customer>, ApiError> {
     caller.require("customers:read")?;
-    let mut tx = caller.tx(&state.pool, None).await?;
-    let row: Option<Customer> = QueryBuilder::<Postgres>::new(COLUMNS)
-        .push(" AND id = ")
-        .push_bind(id)
-        .build_query_as()
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    row.map(axum::Json).ok_or(ApiError::NotFound)
+    fetch_one(&state.pool, &caller, COLUMNS, "", id)
+        .await
+        .map(axum::Json)
 }
 
 /// A new customer.

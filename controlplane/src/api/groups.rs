@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Authed};
-use crate::api::pagination::{Page, PageParams};
+use crate::api::pagination::{Page, PageParams, fetch_one, fetch_page};
 use crate::api::{AppState, ErrorBody, own_provider, to_json, validate};
 use crate::audit;
 
@@ -54,20 +54,9 @@ pub async fn list(
     ApiQuery(page): ApiQuery<PageParams>,
 ) -> Result<axum::Json<Page<Group>>, ApiError> {
     caller.require("groups:read")?;
-    let (limit, after) = (page.limit()?, page.after()?);
-    let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
-    if let Some(p) = caller.provider_id {
-        qb.push(" AND g.provider_id = ").push_bind(p);
-    }
-    if let Some(after) = after {
-        qb.push(" AND g.id > ").push_bind(after);
-    }
-    qb.push(" ORDER BY g.id LIMIT ")
-        .push_bind(i64::from(limit) + 1);
-    let mut tx = caller.tx(&state.pool, None).await?;
-    let rows: Vec<Group> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |g| g.id)))
+    let qb = QueryBuilder::<Postgres>::new(COLUMNS);
+    let page = fetch_page(&state.pool, &caller, qb, "g.", &page, |g: &Group| g.id).await?;
+    Ok(axum::Json(page))
 }
 
 /// One device group.
@@ -80,15 +69,9 @@ pub async fn get(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<Group>, ApiError> {
     caller.require("groups:read")?;
-    let mut tx = caller.tx(&state.pool, None).await?;
-    let row: Option<Group> = QueryBuilder::<Postgres>::new(COLUMNS)
-        .push(" AND g.id = ")
-        .push_bind(id)
-        .build_query_as()
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    row.map(axum::Json).ok_or(ApiError::NotFound)
+    fetch_one(&state.pool, &caller, COLUMNS, "g.", id)
+        .await
+        .map(axum::Json)
 }
 
 /// The devices of a group, in device id order.

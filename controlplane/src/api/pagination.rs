@@ -7,10 +7,13 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
+use crate::auth::Caller;
 
 /// Page size when `limit` is absent.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -83,6 +86,57 @@ pub fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
         .ok()
         .and_then(|bytes| Uuid::from_slice(&bytes).ok())
         .ok_or_else(|| ApiError::BadRequest("invalid cursor".into()))
+}
+
+/// Finishes and runs a keyset list: `qb` is a `SELECT ... WHERE ...` to which more `AND` clauses may be added;
+/// this adds the caller's provider (for index use; row-level security isolates in any case) and the cursor on
+/// the `prefix`-qualified columns (`""` or `"g."`), orders by id, runs it in the caller's transaction and cuts
+/// the page.
+pub async fn fetch_page<T>(
+    pool: &PgPool,
+    caller: &Caller,
+    mut qb: QueryBuilder<Postgres>,
+    prefix: &str,
+    page: &PageParams,
+    id: impl Fn(&T) -> Uuid,
+) -> Result<Page<T>, ApiError>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let (limit, after) = (page.limit()?, page.after()?);
+    if let Some(p) = caller.provider_id {
+        qb.push(format_args!(" AND {prefix}provider_id = "))
+            .push_bind(p);
+    }
+    if let Some(after) = after {
+        qb.push(format_args!(" AND {prefix}id > ")).push_bind(after);
+    }
+    qb.push(format_args!(" ORDER BY {prefix}id LIMIT "))
+        .push_bind(i64::from(limit) + 1);
+    let mut tx = caller.tx(pool, None).await?;
+    let rows: Vec<T> = qb.build_query_as().fetch_all(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Page::from_rows(rows, limit, id))
+}
+
+/// Runs `select` (a `SELECT ... WHERE ...`) for the row whose `{prefix}id` is `id`, in the caller's transaction;
+/// 404 when the caller cannot see it.
+pub async fn fetch_one<T>(
+    pool: &PgPool,
+    caller: &Caller,
+    select: &str,
+    prefix: &str,
+    id: Uuid,
+) -> Result<T, ApiError>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let mut qb = QueryBuilder::<Postgres>::new(select);
+    qb.push(format_args!(" AND {prefix}id = ")).push_bind(id);
+    let mut tx = caller.tx(pool, None).await?;
+    let row: Option<T> = qb.build_query_as().fetch_optional(&mut *tx).await?;
+    tx.commit().await?;
+    row.ok_or(ApiError::NotFound)
 }
 
 #[cfg(test)]
