@@ -10,6 +10,17 @@ cd "$(dirname "$0")/.."
 
 ensure_pg_packages
 ensure_pkg ip iproute2
+# Real protocol peers the agent's tests talk to (SNMP agent and tools, ping/scan/trace peers, DNS server).
+ensure_pkg snmpd snmpd
+ensure_pkg snmpget snmp
+ensure_pkg fping fping
+ensure_pkg nmap nmap
+ensure_pkg mtr mtr-tiny
+ensure_pkg traceroute traceroute
+ensure_pkg dig dnsutils
+ensure_pkg dnsmasq dnsmasq-base
+ensure_pkg iptables iptables
+ensure_pkg nft nftables
 if [ -z "${OCTOISP_TEST_PG:-}" ]; then
     if pg_superuser_ok "postgres://postgres@127.0.0.1:5432/postgres"; then
         export OCTOISP_TEST_PG="postgres://postgres@127.0.0.1:5432/postgres"
