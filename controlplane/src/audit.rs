@@ -89,22 +89,6 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
-/// Rows of the transaction's tenant with an id below `before_id` (keyset pagination), newest first.
-pub async fn list(
-    tx: &mut Transaction<'static, Postgres>,
-    before_id: Option<i64>,
-    limit: i64,
-) -> Result<Vec<AuditEntry>, ApiError> {
-    Ok(sqlx::query_as(
-        "SELECT id, provider_id, ts, actor_user_id, actor_api_key_id, action, target_type, target_id, before, \
-         after, host(ip) AS ip, request_id FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
-    )
-    .bind(before_id.unwrap_or(i64::MAX))
-    .bind(limit.clamp(1, 1000))
-    .fetch_all(&mut **tx)
-    .await?)
-}
-
 /// Outcome of [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VerifyReport {

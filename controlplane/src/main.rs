@@ -225,8 +225,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         Command::Provider(ProviderCmd::Create { slug, name, tier }) => {
             let pool = pool(&cfg).await?;
             let id = registry::create_provider(&pool, &slug, &name, &tier).await?;
-            let after = serde_json::json!({ "id": id, "slug": slug, "name": name, "tier": tier });
-            audit_cli(&pool, None, "providers.create", "provider", id, after).await?;
             println!("{id}");
         }
         Command::Pop(PopCmd::Create {
@@ -236,19 +234,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         }) => {
             let pool = pool(&cfg).await?;
             let id = registry::create_pop(&pool, &provider, &slug, &name).await?;
-            let pop = registry::find_pop(&pool, &provider, &id.to_string())
-                .await?
-                .context("the POP just created is not found")?;
-            let after = serde_json::json!({ "id": id, "slug": slug, "name": name });
-            audit_cli(
-                &pool,
-                Some(pop.provider_id),
-                "pops.create",
-                "pop",
-                id,
-                after,
-            )
-            .await?;
             println!("{id}");
         }
         Command::Pop(PopCmd::EnrollToken {
@@ -260,21 +245,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             let ttl = Duration::from_secs(ttl_secs.unwrap_or(cfg.ingest.token_ttl_secs));
             let pool = pool(&cfg).await?;
             let issued = registry::create_enrollment_token(&pool, &provider, &pop, ttl).await?;
-            let pop_row = registry::find_pop(&pool, &provider, &pop)
-                .await?
-                .context("the POP of the token is not found")?;
-            let after =
-                serde_json::json!({ "pop_id": pop_row.id, "expires_at": issued.expires_at });
-            let (pid, tid) = (pop_row.provider_id, issued.token_id);
-            audit_cli(
-                &pool,
-                Some(pid),
-                "agents.enrollment_token",
-                "enrollment_token",
-                tid,
-                after,
-            )
-            .await?;
             let token = ca::EnrollmentToken {
                 token_id: issued.token_id,
                 secret: issued.secret,
@@ -284,18 +254,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Agent(AgentCmd::Revoke { id }) => {
             let pool = pool(&cfg).await?;
-            let agent = registry::agent_identity(&pool, id).await?;
             if registry::revoke_agent(&pool, id).await? {
-                let provider = agent.map(|a| a.provider_id);
-                audit_cli(
-                    &pool,
-                    provider,
-                    "agents.revoke",
-                    "agent",
-                    id,
-                    serde_json::json!({ "revoked": true }),
-                )
-                .await?;
                 println!("agent {id} revoked");
             } else {
                 eprintln!("octoisp-controlplane: no agent {id}");
@@ -353,27 +312,6 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Audit row of an operator command, after the change committed.
-async fn audit_cli(
-    pool: &sqlx::PgPool,
-    provider: Option<uuid::Uuid>,
-    action: &str,
-    target_type: &str,
-    target: uuid::Uuid,
-    after: serde_json::Value,
-) -> anyhow::Result<()> {
-    octoisp_controlplane::auth::admin::record_cli_action(
-        pool,
-        provider,
-        action,
-        target_type,
-        &target.to_string(),
-        after,
-    )
-    .await
-    .with_context(|| format!("{action} done, but its audit row could not be written"))
 }
 
 fn cancel_on_signals(token: CancellationToken) {

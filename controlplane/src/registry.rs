@@ -165,6 +165,31 @@ pub struct AgentRecord {
     pub cert_fingerprint: String,
 }
 
+/// Writes the operator's audit row in `tx`, the transaction of the change (see
+/// [`crate::auth::admin::record_operator_action`]).
+async fn audit_operator(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    provider: Option<Uuid>,
+    action: &str,
+    target_type: &str,
+    target_id: Uuid,
+    after: serde_json::Value,
+) -> Result<(), DbError> {
+    crate::auth::admin::record_operator_action(
+        tx,
+        provider,
+        action,
+        target_type,
+        &target_id.to_string(),
+        after,
+    )
+    .await
+    .map_err(|err| DbError::Query {
+        op: "write the audit row",
+        source: sqlx::Error::Protocol(err.to_string()),
+    })
+}
+
 /// Creates a provider and returns its id. `tier` is `small`, `medium` or `large`.
 pub async fn create_provider(
     pool: &PgPool,
@@ -185,6 +210,8 @@ pub async fn create_provider(
     .fetch_one(&mut *tx)
     .await
     .map_err(|err| conflict_or(err, "provider", slug, "create a provider"))?;
+    let after = serde_json::json!({ "id": id, "slug": slug, "name": name, "tier": tier.as_str() });
+    audit_operator(&mut tx, None, "providers.create", "provider", id, after).await?;
     tx.commit()
         .await
         .map_err(DbError::query("commit a new provider"))?;
@@ -240,6 +267,8 @@ pub async fn create_pop(
             "create a POP",
         )
     })?;
+    let after = serde_json::json!({ "id": id, "slug": slug, "name": name });
+    audit_operator(&mut tx, Some(provider.id), "pops.create", "pop", id, after).await?;
     tx.commit()
         .await
         .map_err(DbError::query("commit a new POP"))?;
@@ -301,6 +330,16 @@ pub async fn create_enrollment_token(
     .fetch_one(&mut *tx)
     .await
     .map_err(DbError::query("store an enrollment token"))?;
+    let after = serde_json::json!({ "pop_id": pop_row.id, "expires_at": expires_at });
+    audit_operator(
+        &mut tx,
+        Some(pop_row.provider_id),
+        "agents.enrollment_token",
+        "enrollment_token",
+        token_id,
+        after,
+    )
+    .await?;
     tx.commit()
         .await
         .map_err(DbError::query("commit an enrollment token"))?;
@@ -418,21 +457,24 @@ pub async fn agent_identity(pool: &PgPool, agent_id: Uuid) -> Result<Option<Agen
 /// first revocation time.
 pub async fn revoke_agent(pool: &PgPool, agent_id: Uuid) -> Result<bool, DbError> {
     let mut tx = db::global_admin_tx(pool).await?;
-    let done =
-        sqlx::query("UPDATE agents SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1")
-            .bind(agent_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(DbError::query("revoke an agent"))?
-            .rows_affected()
-            == 1;
+    let provider: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE agents SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING provider_id",
+    )
+    .bind(agent_id)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(DbError::query("revoke an agent"))?;
+    if let Some(p) = provider {
+        let after = serde_json::json!({ "revoked": true });
+        audit_operator(&mut tx, Some(p), "agents.revoke", "agent", agent_id, after).await?;
+    }
     tx.commit()
         .await
         .map_err(DbError::query("commit a revocation"))?;
-    if done {
+    if provider.is_some() {
         tracing::info!(agent = %agent_id, "Agent revoked.");
     }
-    Ok(done)
+    Ok(provider.is_some())
 }
 
 /// SHA-256 fingerprints (lowercase hex) of every revoked agent certificate, of every provider, for the TLS

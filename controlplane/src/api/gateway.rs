@@ -4,8 +4,9 @@
 //!    [`REQUEST_ID`] set so every error body carries it; then logs one line per request (method, path template,
 //!    status, latency, request id, provider, user).
 //! 2. [`limits`]: refuses a declared body over the limit (413, JSON) and bounds the time of the request (503).
-//! 3. [`gate`]: authenticates the request (when it carries credentials) and counts it against the per-IP,
-//!    per-user and per-tenant rate limits in Redis (429 with `Retry-After`).
+//! 3. [`gate`]: authenticates the request (when it carries credentials), counts it against the per-IP,
+//!    per-user and per-tenant rate limits in Redis (429 with `Retry-After`), and applies `X-OctoISP-Provider`
+//!    (a Global Admin acting within one provider).
 //!
 //! CORS is a `tower-http` layer outside all of these.
 
@@ -25,6 +26,8 @@ use crate::auth::Caller;
 
 /// Header carrying the request id, both ways.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Header with which a Global Admin acts within one provider.
+pub const ACT_FOR_PROVIDER_HEADER: &str = "x-octoisp-provider";
 
 /// Who served a request, for the log line (set by [`gate`] on the response).
 #[derive(Debug, Clone, Default)]
@@ -116,6 +119,13 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
     if let Some(resp) = rate_limited(&state, &ctx, caller.as_ref()).await {
         return resp;
     }
+    let caller = match caller {
+        Some(c) => match acting_for(&state, c, req.headers()).await {
+            Ok(c) => Some(c),
+            Err(err) => return err.into_response(),
+        },
+        None => None,
+    };
     let fields = LogFields {
         provider: caller.as_ref().and_then(|c| c.provider_id),
         user: caller.as_ref().and_then(|c| c.user_id.or(c.api_key_id)),
@@ -126,6 +136,45 @@ pub async fn gate(State(state): State<AppState>, mut req: Request, next: Next) -
     let mut resp = next.run(req).await;
     resp.extensions_mut().insert(fields);
     resp
+}
+
+/// Applies `X-OctoISP-Provider`: a Global Admin names the provider it acts for, and from then on the request
+/// runs in that provider's tenant (row-level security included) and its audit rows join that provider's chain,
+/// naming the Global Admin as the actor. Anyone else may only name their own provider (403 otherwise).
+async fn acting_for(
+    state: &AppState,
+    mut caller: Caller,
+    headers: &HeaderMap,
+) -> Result<Caller, ApiError> {
+    let Some(value) = headers.get(ACT_FOR_PROVIDER_HEADER) else {
+        return Ok(caller);
+    };
+    let provider: Uuid = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("{ACT_FOR_PROVIDER_HEADER}: not a provider id"))
+        })?;
+    match caller.provider_id {
+        Some(own) if own == provider => return Ok(caller),
+        Some(_) => return Err(ApiError::Forbidden("providers:write".into())),
+        None if !caller.global_admin => return Err(ApiError::Unauthenticated),
+        None => {}
+    }
+    let mut tx = crate::db::tenant_tx(&state.pool, provider).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM providers WHERE id = $1)")
+        .bind(provider)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    if !exists {
+        return Err(ApiError::NotFound);
+    }
+    tracing::info!(request_id = %caller.request_id, user = ?caller.user_id, %provider,
+        "Global Admin acting for a provider.");
+    caller.provider_id = Some(provider);
+    Ok(caller)
 }
 
 async fn rate_limited(

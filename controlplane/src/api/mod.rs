@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod agents;
+pub mod audit_log;
 pub mod customers;
 pub mod devices;
 pub mod error;
@@ -23,6 +24,8 @@ pub mod pagination;
 pub mod pops;
 pub mod providers;
 pub mod ratelimit;
+pub mod roles;
+pub mod users;
 pub mod validate;
 
 use std::net::IpAddr;
@@ -260,8 +263,25 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/permissions", "roles:read"),
     route("GET", "/api/v1/roles", "roles:read"),
     route("POST", "/api/v1/roles", "roles:manage"),
+    route("GET", "/api/v1/roles/{id}", "roles:read"),
+    route("PATCH", "/api/v1/roles/{id}", "roles:manage"),
+    route("DELETE", "/api/v1/roles/{id}", "roles:manage"),
+    route("GET", "/api/v1/users", "users:read"),
     route("POST", "/api/v1/users", "users:manage"),
+    route("GET", "/api/v1/users/{id}", "users:read"),
+    route("PATCH", "/api/v1/users/{id}", "users:manage"),
     route("PUT", "/api/v1/users/{id}/role", "users:manage"),
+    route(
+        "PUT",
+        "/api/v1/users/{id}/permissions/{code}",
+        "users:manage",
+    ),
+    route(
+        "DELETE",
+        "/api/v1/users/{id}/permissions/{code}",
+        "users:manage",
+    ),
+    route("GET", "/api/v1/audit", "audit:read"),
     route("GET", "/api/v1/api-keys", "api_keys:manage"),
     route("POST", "/api/v1/api-keys", "api_keys:manage"),
     route("DELETE", "/api/v1/api-keys/{id}", "api_keys:manage"),
@@ -366,10 +386,14 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(account::password_reset))
         .routes(routes!(account::password_reset_confirm))
         .routes(routes!(account::me))
-        .routes(routes!(account::permissions))
-        .routes(routes!(account::roles, account::create_role))
-        .routes(routes!(account::create_user))
-        .routes(routes!(account::set_user_role))
+        .routes(routes!(roles::permissions))
+        .routes(routes!(roles::list, roles::create))
+        .routes(routes!(roles::get, roles::update, roles::delete))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get, users::update))
+        .routes(routes!(users::set_role))
+        .routes(routes!(users::grant, users::revoke))
+        .routes(routes!(audit_log::list))
         .routes(routes!(account::api_keys, account::create_api_key))
         .routes(routes!(account::revoke_api_key))
         .routes(routes!(providers::list, providers::create))
@@ -433,6 +457,7 @@ pub fn router(state: AppState) -> Router {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             HeaderName::from_static(gateway::REQUEST_ID_HEADER),
+            HeaderName::from_static(gateway::ACT_FOR_PROVIDER_HEADER),
         ])
         .expose_headers([
             HeaderName::from_static(gateway::REQUEST_ID_HEADER),

@@ -74,24 +74,26 @@ fn cli_caller(provider: Option<Uuid>) -> Caller {
     }
 }
 
-/// Records an operator command (provider and POP creation, enrollment tokens, revocations) in the audit log of
-/// `provider` (`None`: the global chain). The registry functions commit their change in their own transaction,
-/// so this row follows in a second one, right after; `after` must hold no secret.
-pub async fn record_cli_action(
-    pool: &PgPool,
+/// Records an operator command (provider and POP creation, enrollment tokens, revocations) in `tx`, the
+/// global-admin transaction of the change itself, so the change and its audit row commit together. The row joins
+/// the chain of `provider` (`None`: the global chain); `after` must hold no secret.
+pub async fn record_operator_action(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
     provider: Option<Uuid>,
     action: &str,
     target_type: &str,
     target_id: &str,
     after: serde_json::Value,
 ) -> Result<(), ApiError> {
-    let mut tx = match provider {
-        Some(p) => crate::db::tenant_tx(pool, p).await?,
-        None => crate::db::global_admin_tx(pool).await?,
-    };
+    if let Some(p) = provider {
+        sqlx::query("SELECT set_config('app.provider_id', $1, true)")
+            .bind(p.to_string())
+            .execute(&mut **tx)
+            .await?;
+    }
     let cli = cli_caller(provider);
     crate::audit::record(
-        &mut tx,
+        tx,
         &cli,
         action,
         target_type,
@@ -99,7 +101,5 @@ pub async fn record_cli_action(
         None,
         Some(after),
     )
-    .await?;
-    tx.commit().await?;
-    Ok(())
+    .await
 }

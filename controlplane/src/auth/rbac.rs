@@ -149,24 +149,8 @@ pub async fn create_role(
     permissions: &[String],
 ) -> Result<Role, ApiError> {
     caller.require("roles:manage")?;
-    ensure_may_grant(caller, permissions)?;
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::BadRequest(
-            "a role name has 1 to 100 characters".into(),
-        ));
-    }
-    let perms: BTreeSet<&str> = permissions.iter().map(String::as_str).collect();
-    let global_only: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM permissions WHERE global_only AND code = ANY($1)")
-            .bind(perms.iter().collect::<Vec<_>>())
-            .fetch_one(&mut **tx)
-            .await?;
-    if global_only > 0 {
-        return Err(ApiError::BadRequest(
-            "a provider role cannot hold global permissions".into(),
-        ));
-    }
+    let name = role_name(name)?;
+    let perms = grantable_permissions(tx, caller, permissions).await?;
     let id: Uuid = sqlx::query_scalar(
         "INSERT INTO roles (provider_id, name, description) VALUES ($1, $2, $3) RETURNING id",
     )
@@ -175,17 +159,152 @@ pub async fn create_role(
     .bind(description)
     .fetch_one(&mut **tx)
     .await
-    .map_err(bad_input("role"))?;
+    .map_err(role_write_error)?;
+    set_role_permissions(tx, provider_id, id, &perms).await?;
+    get_role(tx, id).await?.ok_or(ApiError::NotFound)
+}
+
+/// A trimmed role name of 1 to 100 characters.
+fn role_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::BadRequest(
+            "a role name has 1 to 100 characters".into(),
+        ));
+    }
+    Ok(name)
+}
+
+fn role_write_error(err: sqlx::Error) -> ApiError {
+    if crate::db::is_unique_violation(&err) {
+        ApiError::Conflict("a role with this name already exists".into())
+    } else {
+        bad_input("role")(err)
+    }
+}
+
+/// The distinct permissions of a role being written: each held by the caller, none global-only.
+async fn grantable_permissions(
+    tx: &mut Transaction<'static, Postgres>,
+    caller: &Caller,
+    permissions: &[String],
+) -> Result<Vec<String>, ApiError> {
+    ensure_may_grant(caller, permissions)?;
+    let perms: Vec<String> = permissions
+        .iter()
+        .cloned()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let global_only: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM permissions WHERE global_only AND code = ANY($1)")
+            .bind(&perms)
+            .fetch_one(&mut **tx)
+            .await?;
+    if global_only > 0 {
+        return Err(ApiError::BadRequest(
+            "a provider role cannot hold global permissions".into(),
+        ));
+    }
+    Ok(perms)
+}
+
+/// Replaces the permissions of custom role `role_id` of `provider_id`.
+async fn set_role_permissions(
+    tx: &mut Transaction<'static, Postgres>,
+    provider_id: Uuid,
+    role_id: Uuid,
+    perms: &[String],
+) -> Result<(), ApiError> {
+    sqlx::query("DELETE FROM role_permissions WHERE provider_id = $1 AND role_id = $2")
+        .bind(provider_id)
+        .bind(role_id)
+        .execute(&mut **tx)
+        .await?;
     sqlx::query(
         "INSERT INTO role_permissions (provider_id, role_id, permission) SELECT $1, $2, unnest($3::text[])",
     )
     .bind(provider_id)
-    .bind(id)
-    .bind(perms.iter().collect::<Vec<_>>())
+    .bind(role_id)
+    .bind(perms)
     .execute(&mut **tx)
     .await
     .map_err(bad_input("permission"))?;
-    get_role(tx, id).await?.ok_or(ApiError::NotFound)
+    Ok(())
+}
+
+/// The custom role `role_id` of the transaction's tenant: 404 when invisible, 409 for a predefined role.
+async fn custom_role(
+    tx: &mut Transaction<'static, Postgres>,
+    role_id: Uuid,
+) -> Result<(Uuid, Role), ApiError> {
+    let role = get_role(tx, role_id).await?.ok_or(ApiError::NotFound)?;
+    match role.provider_id {
+        Some(provider) => Ok((provider, role)),
+        None => Err(ApiError::Conflict(
+            "predefined roles cannot be changed or deleted".into(),
+        )),
+    }
+}
+
+/// Changes a custom role: name, description and/or the complete permission set (each held by the caller).
+/// Predefined roles are refused with 409. Returns the role before and after. Requires `roles:manage`.
+pub async fn update_role(
+    tx: &mut Transaction<'static, Postgres>,
+    caller: &Caller,
+    role_id: Uuid,
+    name: Option<&str>,
+    description: Option<&str>,
+    permissions: Option<&[String]>,
+) -> Result<(Role, Role), ApiError> {
+    caller.require("roles:manage")?;
+    let (provider, before) = custom_role(tx, role_id).await?;
+    // Whoever edits a role must be able to grant what it holds now, or they could strip an admin's role.
+    ensure_may_grant(caller, &before.permissions)?;
+    let name = name.map(role_name).transpose()?.unwrap_or(&before.name);
+    sqlx::query("UPDATE roles SET name = $3, description = $4 WHERE provider_id = $1 AND id = $2")
+        .bind(provider)
+        .bind(role_id)
+        .bind(name)
+        .bind(description.unwrap_or(&before.description))
+        .execute(&mut **tx)
+        .await
+        .map_err(role_write_error)?;
+    if let Some(permissions) = permissions {
+        let perms = grantable_permissions(tx, caller, permissions).await?;
+        set_role_permissions(tx, provider, role_id, &perms).await?;
+    }
+    let after = get_role(tx, role_id).await?.ok_or(ApiError::NotFound)?;
+    Ok((before, after))
+}
+
+/// Deletes a custom role that no user holds (409 otherwise, and for predefined roles). Returns the deleted role.
+/// Requires `roles:manage` and every permission of the role.
+pub async fn delete_role(
+    tx: &mut Transaction<'static, Postgres>,
+    caller: &Caller,
+    role_id: Uuid,
+) -> Result<Role, ApiError> {
+    caller.require("roles:manage")?;
+    let (provider, before) = custom_role(tx, role_id).await?;
+    ensure_may_grant(caller, &before.permissions)?;
+    let holders: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM users WHERE provider_id = $1 AND role_id = $2")
+            .bind(provider)
+            .bind(role_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    if holders > 0 {
+        return Err(ApiError::Conflict(format!(
+            "{holders} user(s) hold this role: give them another role first"
+        )));
+    }
+    sqlx::query("DELETE FROM roles WHERE provider_id = $1 AND id = $2")
+        .bind(provider)
+        .bind(role_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(before)
 }
 
 /// Creates a user (`provider_id` `None`: a Global Admin, whose role must be Global Admin) and returns its id.
