@@ -674,6 +674,48 @@ async fn device_filters_and_keyset_pagination() {
         ),
         121
     );
+    // Prefix searches page in the order of what matched (name or serial), every match exactly once: one device
+    // in ten is named after another serial, so `q=ZX01` matches 12 names and 21 serials, 3 of them both.
+    sqlx::query("UPDATE devices SET name = 'ZX01-' || serial_number WHERE provider_id = $1 AND device_key ~ '0$'")
+        .bind(p)
+        .execute(&h.db.admin)
+        .await
+        .unwrap();
+    let walk = |query: &'static str, page: u32, by_name_first: bool| {
+        let h = &h;
+        async move {
+            let mut keys = Vec::new();
+            let mut ids = BTreeSet::new();
+            let mut cursor = String::new();
+            loop {
+                let uri = format!("/api/v1/devices?{query}&limit={page}{cursor}");
+                let r = h.get("a-viewer", &uri).await;
+                assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.text);
+                for d in r.body["items"].as_array().unwrap() {
+                    assert!(
+                        ids.insert(d["id"].as_str().unwrap().to_owned()),
+                        "{uri}: twice"
+                    );
+                    let name = d["name"].as_str().unwrap_or("");
+                    let serial = d["serial_number"].as_str().unwrap_or("");
+                    let by_name = by_name_first && name.starts_with("ZX01");
+                    keys.push(if by_name { name } else { serial }.to_owned());
+                }
+                match r.body["next_cursor"].as_str() {
+                    Some(c) => cursor = format!("&cursor={c}"),
+                    None => break,
+                }
+            }
+            keys
+        }
+    };
+    let keys = walk("q=ZX01", 7, true).await;
+    assert_eq!(keys.len(), 30, "{keys:?}");
+    assert!(keys.windows(2).all(|w| w[0] <= w[1]), "sorted: {keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("ZX01")), "{keys:?}");
+    let keys = walk("serial=ZX01&vendor=ZTE", 4, false).await;
+    assert_eq!(keys.len(), 11, "ZX0100..ZX0120, even ones: {keys:?}");
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "sorted: {keys:?}");
     // B sees none of them whatever the filter.
     assert_eq!(
         count(&h.get("b-admin", "/api/v1/devices?vendor=ZTE").await),

@@ -1,8 +1,6 @@
 //! Devices: search (serial prefix, IP or CIDR, vendor, status, POP, tag, name/serial prefix), get, change
 //! (name, customer, tags), delete. Devices are created by ingest (inventory from agents), not by the API.
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -11,18 +9,20 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::api::device_search;
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Authed};
-use crate::api::pagination::{Page, PageParams};
+use crate::api::pagination::{Page, PageParams, decode_key_cursor, encode_key_cursor};
 use crate::api::{AppState, ErrorBody, to_json, validate};
 use crate::audit;
 
 /// Longest prefix or value accepted in a search filter.
 const MAX_FILTER_CHARS: usize = 200;
 
-const COLUMNS: &str = "SELECT id, provider_id, pop_id, customer_id, name, device_key, vendor, model, serial_number, \
-     oui, product_class, firmware, host(mgmt_ip) AS mgmt_ip, tags, first_seen, last_seen, \
-     last_seen > now() - make_interval(secs => ";
+/// The columns of a device over alias `d`, up to the online threshold (bound next) and `) AS online`.
+const COLUMNS: &str = "SELECT d.id, d.provider_id, d.pop_id, d.customer_id, d.name, d.device_key, d.vendor, d.model, \
+     d.serial_number, d.oui, d.product_class, d.firmware, host(d.mgmt_ip) AS mgmt_ip, d.tags, d.first_seen, \
+     d.last_seen, d.last_seen > now() - make_interval(secs => ";
 
 /// A device as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
@@ -98,38 +98,6 @@ pub struct DeviceFilters {
     pub cursor: Option<String>,
 }
 
-/// An IP filter: one address or a network.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum IpFilter {
-    Exact(IpAddr),
-    Within(IpAddr, u8),
-}
-
-fn parse_ip_filter(s: &str) -> Result<IpFilter, ApiError> {
-    let bad = || {
-        ApiError::BadRequest(format!(
-            "ip: `{}` is neither an address nor a CIDR",
-            truncate(s)
-        ))
-    };
-    match s.split_once('/') {
-        None => s.trim().parse().map(IpFilter::Exact).map_err(|_| bad()),
-        Some((addr, len)) => {
-            let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
-            let len: u8 = len.trim().parse().map_err(|_| bad())?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            if len > max {
-                return Err(bad());
-            }
-            Ok(IpFilter::Within(addr, len))
-        }
-    }
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(64).collect()
-}
-
 /// Checks a free-text filter value: bounded, no NUL (PostgreSQL refuses NUL in text).
 pub(crate) fn filter_value<'a>(what: &str, v: &'a str) -> Result<&'a str, ApiError> {
     if v.is_empty() || v.chars().count() > MAX_FILTER_CHARS || v.contains('\0') {
@@ -153,7 +121,7 @@ pub(crate) fn like_prefix(prefix: &str) -> String {
     p
 }
 
-/// Lists the caller's devices, filtered, in id order.
+/// Lists the caller's devices, filtered: in id order, or in the order of the prefix searched (`serial`, `q`).
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceFilters),
     responses((status = 200, body = Page<Device>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
               (status = 403, body = ErrorBody)),
@@ -164,79 +132,46 @@ pub async fn list(
     ApiQuery(f): ApiQuery<DeviceFilters>,
 ) -> Result<axum::Json<Page<Device>>, ApiError> {
     caller.require("devices:read")?;
-    let page = PageParams {
+    let limit = PageParams {
         limit: f.limit,
-        cursor: f.cursor.clone(),
-    };
-    let limit = page.limit()?;
-    let after = page.after()?;
-    let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
-    qb.push_bind(state.config.online_threshold_secs as f64);
-    qb.push(") AS online FROM devices WHERE true");
-    if let Some(p) = caller.provider_id {
-        qb.push(" AND provider_id = ").push_bind(p);
+        cursor: None,
     }
-    if let Some(serial) = &f.serial {
-        let serial = filter_value("serial", serial)?;
-        qb.push(" AND serial_number LIKE ")
-            .push_bind(like_prefix(serial));
-    }
-    if let Some(ip) = &f.ip {
-        match parse_ip_filter(filter_value("ip", ip)?)? {
-            IpFilter::Exact(a) => {
-                qb.push(" AND mgmt_ip = ")
-                    .push_bind(a.to_string())
-                    .push("::inet");
-            }
-            IpFilter::Within(a, len) => {
-                qb.push(" AND mgmt_ip <<= ")
-                    .push_bind(format!("{a}/{len}"))
-                    .push("::inet");
-            }
-        }
-    }
-    if let Some(vendor) = &f.vendor {
-        qb.push(" AND vendor = ")
-            .push_bind(filter_value("vendor", vendor)?.to_owned());
-    }
-    match f.status {
-        Some(Status::Online) => {
-            qb.push(" AND last_seen > now() - make_interval(secs => ")
-                .push_bind(state.config.online_threshold_secs as f64)
-                .push(")");
-        }
-        Some(Status::Offline) => {
-            qb.push(" AND last_seen <= now() - make_interval(secs => ")
-                .push_bind(state.config.online_threshold_secs as f64)
-                .push(")");
-        }
-        None => {}
-    }
-    if let Some(pop) = f.pop {
-        qb.push(" AND pop_id = ").push_bind(pop);
-    }
-    if let Some(tag) = &f.tag {
-        qb.push(" AND tags @> ARRAY[")
-            .push_bind(filter_value("tag", tag)?.to_owned())
-            .push("]::text[]");
-    }
-    if let Some(q) = &f.q {
-        let pattern = like_prefix(filter_value("q", q)?);
-        qb.push(" AND (name LIKE ")
-            .push_bind(pattern.clone())
-            .push(" OR serial_number LIKE ")
-            .push_bind(pattern)
-            .push(")");
-    }
-    if let Some(after) = after {
-        qb.push(" AND id > ").push_bind(after);
-    }
-    qb.push(" ORDER BY id LIMIT ")
-        .push_bind(i64::from(limit) + 1);
+    .limit()?;
+    let after = f
+        .cursor
+        .as_deref()
+        .map(decode_key_cursor)
+        .transpose()?
+        .map(|(key, id)| {
+            device_search::check_key(&key)?;
+            Ok::<_, ApiError>(device_search::After { key, id })
+        })
+        .transpose()?;
+    let order = device_search::Order::of(&f)?;
+    let filters = device_search::Filters::new(
+        &f,
+        caller.provider_id,
+        state.config.online_threshold_secs as f64,
+    )?;
+    let mut columns = QueryBuilder::<Postgres>::new(COLUMNS);
+    columns.push_bind(state.config.online_threshold_secs as f64);
+    columns.push(") AS online");
+    let mut qb = device_search::build(
+        columns,
+        &filters,
+        &order,
+        after.as_ref(),
+        i64::from(limit) + 1,
+    );
     let mut tx = caller.tx(&state.pool, None).await?;
     let rows: Vec<Device> = qb.build_query_as().fetch_all(&mut *tx).await?;
     tx.commit().await?;
-    Ok(axum::Json(Page::from_rows(rows, limit, |d| d.id)))
+    Ok(axum::Json(Page::from_rows_keyed(rows, limit, |d| {
+        encode_key_cursor(
+            order.key(d.name.as_deref(), d.serial_number.as_deref()),
+            d.id,
+        )
+    })))
 }
 
 /// One device.
@@ -263,7 +198,7 @@ pub(crate) async fn fetch(
 ) -> Result<Device, ApiError> {
     let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
     qb.push_bind(state.config.online_threshold_secs as f64);
-    qb.push(") AS online FROM devices WHERE id = ")
+    qb.push(") AS online FROM devices d WHERE d.id = ")
         .push_bind(id);
     qb.build_query_as()
         .fetch_optional(&mut *tx)
@@ -274,20 +209,6 @@ pub(crate) async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ip_filters_parse_or_refuse() {
-        assert_eq!(
-            parse_ip_filter("192.0.2.1").unwrap(),
-            IpFilter::Exact("192.0.2.1".parse().unwrap())
-        );
-        assert_eq!(
-            parse_ip_filter("2001:db8::/32").unwrap(),
-            IpFilter::Within("2001:db8::".parse().unwrap(), 32)
-        );
-        assert!(parse_ip_filter("192.0.2.0/33").is_err());
-        assert!(parse_ip_filter("' OR 1=1 --").is_err());
-    }
 
     #[test]
     fn like_prefixes_escape_wildcards() {

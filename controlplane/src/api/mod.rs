@@ -15,6 +15,7 @@ pub mod account;
 pub mod agents;
 pub mod audit_log;
 pub mod customers;
+pub mod device_search;
 pub mod devices;
 pub mod error;
 pub mod extract;

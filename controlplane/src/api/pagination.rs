@@ -1,8 +1,10 @@
 //! Keyset pagination, the same on every list: `?limit=` (default 50, at most 500) and an opaque `cursor`,
 //! answered as `{"items": [...], "next_cursor": "..." | null}`.
 //!
-//! Every list is ordered by its `id` (a uuid); the cursor is the base64url (no padding) of the last id of the
-//! page, and the next page is `id > cursor`. Cursors are opaque to clients: only their round trip is promised.
+//! Lists are ordered by their `id` (a uuid); the cursor is the base64url (no padding) of the last id of the
+//! page, and the next page is `id > cursor`. Searches sorted by another key (the device search by serial or
+//! name prefix) carry that key too ([`encode_key_cursor`]). Cursors are opaque to clients: only their round trip
+//! is promised.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -72,6 +74,50 @@ impl<T> Page<T> {
             next_cursor,
         }
     }
+}
+
+impl<T> Page<T> {
+    /// Like [`Page::from_rows`] for lists in another order than id: `cursor` makes the cursor of the last row.
+    pub fn from_rows_keyed(mut rows: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+        let limit = limit as usize;
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(cursor)
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
+    }
+}
+
+/// The opaque cursor of a row of a list sorted by `(key, id)`: the id's 16 bytes then the key, base64url. With
+/// an empty key it is the same as [`encode_cursor`].
+pub fn encode_key_cursor(key: &str, id: Uuid) -> String {
+    let mut bytes = Vec::with_capacity(16 + key.len());
+    bytes.extend_from_slice(id.as_bytes());
+    bytes.extend_from_slice(key.as_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The `(key, id)` of a cursor made by [`encode_key_cursor`] (or [`encode_cursor`]: empty key); 400 otherwise.
+pub fn decode_key_cursor(cursor: &str) -> Result<(String, Uuid), ApiError> {
+    let bad = || ApiError::BadRequest("invalid cursor".into());
+    if cursor.len() > 4096 {
+        return Err(bad());
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor.as_bytes())
+        .map_err(|_| bad())?;
+    if bytes.len() < 16 {
+        return Err(bad());
+    }
+    let (id, key) = bytes.split_at(16);
+    let id = Uuid::from_slice(id).map_err(|_| bad())?;
+    let key = String::from_utf8(key.to_vec()).map_err(|_| bad())?;
+    Ok((key, id))
 }
 
 /// The opaque cursor of a sort key.
@@ -149,6 +195,22 @@ mod tests {
         assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
         assert!(decode_cursor("' OR 1=1 --").is_err());
         assert!(decode_cursor("").is_err());
+    }
+
+    #[test]
+    fn keyed_cursors_round_trip_and_read_plain_ones() {
+        let id = Uuid::now_v7();
+        let c = encode_key_cursor("SN-ção ' OR 1=1", id);
+        assert_eq!(
+            decode_key_cursor(&c).unwrap(),
+            ("SN-ção ' OR 1=1".to_owned(), id)
+        );
+        assert_eq!(
+            decode_key_cursor(&encode_cursor(id)).unwrap(),
+            (String::new(), id)
+        );
+        assert!(decode_key_cursor("AAAA").is_err());
+        assert!(decode_key_cursor(&URL_SAFE_NO_PAD.encode([0xffu8; 20])).is_err());
     }
 
     #[test]

@@ -1,0 +1,315 @@
+//! The device search behind `GET /api/v1/devices`: filters, sort order and keyset cursor, built as SQL.
+//!
+//! The query has two steps. An inner query finds the ids (and the sort key) of one page walking one index in
+//! order; the outer query joins those few ids back to the full rows. That keeps the walk narrow: rejected rows
+//! cost an index tuple (the covering index `devices_list` of migration 0007 carries every filtered column), not a
+//! heap fetch. The sort follows the search:
+//! - no prefix search: id order, walking `devices_list` (or `devices_vendor` / `devices_pop`) and filtering;
+//! - `serial=`: serial number order, a range of `devices_serial_prefix`;
+//! - `q=`: the name matches then the serial matches merged in one order (name or serial, then id), each branch
+//!   a range of its prefix index, so a common prefix ("cliente 1") never sorts thousands of rows.
+//!
+//! Prefix ranges use the pattern operators (`~<~`, `~>=~`, ...) so that the indexes built with
+//! `text_pattern_ops` serve them whatever the database collation, and because they are leakproof: under
+//! row-level security PostgreSQL only turns leakproof operators into index conditions, and `LIKE`, `<<=` (CIDR)
+//! and `@>` (tags) are not, which is why those filters are tested on the tuples of an index walk instead. The cursor carries the last row's sort key and
+//! id ([`crate::api::pagination::encode_key_cursor`]).
+
+use std::net::IpAddr;
+
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::api::devices::{DeviceFilters, Status, filter_value, like_prefix};
+use crate::api::error::ApiError;
+
+/// Longest cursor key accepted (the longest filterable value is far shorter).
+const MAX_KEY_BYTES: usize = 1024;
+
+/// How a search is ordered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    /// By id.
+    Id,
+    /// By serial number, then id (a `serial=` prefix search).
+    Serial(String),
+    /// By the matching name or serial number, then id (a `q=` prefix search).
+    NameOrSerial(String),
+}
+
+impl Order {
+    /// The order a set of filters asks for.
+    pub fn of(f: &DeviceFilters) -> Result<Order, ApiError> {
+        if let Some(q) = &f.q {
+            Ok(Order::NameOrSerial(filter_value("q", q)?.to_owned()))
+        } else if let Some(serial) = &f.serial {
+            Ok(Order::Serial(filter_value("serial", serial)?.to_owned()))
+        } else {
+            Ok(Order::Id)
+        }
+    }
+
+    /// The sort key of a row in this order (what the cursor carries).
+    pub fn key<'a>(&self, name: Option<&'a str>, serial: Option<&'a str>) -> &'a str {
+        match self {
+            Order::Id => "",
+            Order::Serial(_) => serial.unwrap_or(""),
+            Order::NameOrSerial(q) => match name {
+                Some(n) if n.starts_with(q.as_str()) => n,
+                _ => serial.unwrap_or(""),
+            },
+        }
+    }
+}
+
+/// Where a page starts: after the row with this sort key and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    /// Sort key of the last row of the previous page (empty in id order).
+    pub key: String,
+    /// Id of that row.
+    pub id: Uuid,
+}
+
+/// An IP filter: one address or a network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpFilter {
+    /// Exactly this address.
+    Exact(IpAddr),
+    /// Inside this network.
+    Within(IpAddr, u8),
+}
+
+/// Parses `192.0.2.1` or `2001:db8::/32`.
+pub fn parse_ip_filter(s: &str) -> Result<IpFilter, ApiError> {
+    let bad = || {
+        ApiError::BadRequest(format!(
+            "ip: `{}` is neither an address nor a CIDR",
+            s.chars().take(64).collect::<String>()
+        ))
+    };
+    match s.split_once('/') {
+        None => s.trim().parse().map(IpFilter::Exact).map_err(|_| bad()),
+        Some((addr, len)) => {
+            let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+            let len: u8 = len.trim().parse().map_err(|_| bad())?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            if len > max {
+                return Err(bad());
+            }
+            Ok(IpFilter::Within(addr, len))
+        }
+    }
+}
+
+/// The validated filters other than the prefix searches, ready to push into every branch of the query.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    provider: Option<Uuid>,
+    ip: Option<IpFilter>,
+    vendor: Option<String>,
+    status: Option<Status>,
+    online_secs: f64,
+    pop: Option<Uuid>,
+    tag: Option<String>,
+}
+
+impl Filters {
+    /// Validates `f` for a caller of `provider` (`None`: a Global Admin across providers).
+    pub fn new(
+        f: &DeviceFilters,
+        provider: Option<Uuid>,
+        online_secs: f64,
+    ) -> Result<Filters, ApiError> {
+        Ok(Filters {
+            provider,
+            ip: f
+                .ip
+                .as_deref()
+                .map(|ip| parse_ip_filter(filter_value("ip", ip)?))
+                .transpose()?,
+            vendor: f
+                .vendor
+                .as_deref()
+                .map(|v| filter_value("vendor", v).map(str::to_owned))
+                .transpose()?,
+            status: f.status,
+            online_secs,
+            pop: f.pop,
+            tag: f
+                .tag
+                .as_deref()
+                .map(|t| filter_value("tag", t).map(str::to_owned))
+                .transpose()?,
+        })
+    }
+
+    /// Appends ` AND ...` for each filter.
+    fn push(&self, qb: &mut QueryBuilder<Postgres>) {
+        if let Some(p) = self.provider {
+            qb.push(" AND provider_id = ").push_bind(p);
+        }
+        match &self.ip {
+            Some(IpFilter::Exact(a)) => {
+                qb.push(" AND mgmt_ip = ")
+                    .push_bind(a.to_string())
+                    .push("::inet");
+            }
+            Some(IpFilter::Within(a, len)) => {
+                qb.push(" AND mgmt_ip <<= ")
+                    .push_bind(format!("{a}/{len}"))
+                    .push("::inet");
+            }
+            None => {}
+        }
+        if let Some(vendor) = &self.vendor {
+            qb.push(" AND vendor = ").push_bind(vendor.clone());
+        }
+        match self.status {
+            Some(Status::Online) => {
+                qb.push(" AND last_seen > now() - make_interval(secs => ")
+                    .push_bind(self.online_secs)
+                    .push(")");
+            }
+            Some(Status::Offline) => {
+                qb.push(" AND last_seen <= now() - make_interval(secs => ")
+                    .push_bind(self.online_secs)
+                    .push(")");
+            }
+            None => {}
+        }
+        if let Some(pop) = self.pop {
+            qb.push(" AND pop_id = ").push_bind(pop);
+        }
+        if let Some(tag) = &self.tag {
+            qb.push(" AND tags @> ARRAY[")
+                .push_bind(tag.clone())
+                .push("]::text[]");
+        }
+    }
+}
+
+/// One branch of a prefix search: the ids and keys of rows whose `column` starts with `prefix`, in `column`
+/// order, after `after`, at most `n`. `extra` is pushed as is (an exclusion between branches).
+fn prefix_branch(
+    qb: &mut QueryBuilder<Postgres>,
+    filters: &Filters,
+    column: &str,
+    prefix: &str,
+    extra: Option<(&str, &str)>,
+    after: Option<&After>,
+    n: i64,
+) {
+    // The range is what the index walks (the pattern operators are leakproof, so row-level security lets them
+    // be index conditions; LIKE is not, and stays a filter): every string that starts with `prefix` sorts
+    // between `prefix` and `prefix` followed by the highest code point.
+    qb.push(format_args!(
+        "(SELECT id, {column} AS k FROM devices WHERE {column} ~>=~ "
+    ))
+    .push_bind(prefix.to_owned())
+    .push(format_args!(" AND {column} ~<~ "))
+    .push_bind(format!("{prefix}\u{10FFFF}"))
+    .push(format_args!(" AND {column} LIKE "))
+    .push_bind(like_prefix(prefix));
+    if let Some((sql, bind)) = extra {
+        qb.push(sql).push_bind(like_prefix(bind)).push(")");
+    }
+    filters.push(qb);
+    if let Some(a) = after {
+        qb.push(format_args!(" AND {column} ~>=~ "))
+            .push_bind(a.key.clone())
+            .push(format_args!(" AND ({column} ~>~ "))
+            .push_bind(a.key.clone())
+            .push(" OR id > ")
+            .push_bind(a.id)
+            .push(")");
+    }
+    qb.push(format_args!(" ORDER BY {column} USING ~<~, id LIMIT "))
+        .push_bind(n)
+        .push(")");
+}
+
+/// Completes the search: `qb` holds the `SELECT` list of the full rows over alias `d` (the sort key is `s.k`);
+/// `n` is the number of rows to fetch (page size + 1).
+pub fn build(
+    mut qb: QueryBuilder<Postgres>,
+    filters: &Filters,
+    order: &Order,
+    after: Option<&After>,
+    n: i64,
+) -> QueryBuilder<Postgres> {
+    qb.push(" FROM (");
+    match order {
+        Order::Id => {
+            qb.push("SELECT id, NULL::text AS k FROM devices WHERE true");
+            filters.push(&mut qb);
+            if let Some(a) = after {
+                qb.push(" AND id > ").push_bind(a.id);
+            }
+            qb.push(" ORDER BY id LIMIT ").push_bind(n);
+        }
+        Order::Serial(prefix) => {
+            prefix_branch(&mut qb, filters, "serial_number", prefix, None, after, n);
+        }
+        Order::NameOrSerial(q) => {
+            prefix_branch(&mut qb, filters, "name", q, None, after, n);
+            qb.push(" UNION ALL ");
+            prefix_branch(
+                &mut qb,
+                filters,
+                "serial_number",
+                q,
+                Some((" AND (name IS NULL OR name NOT LIKE ", q)),
+                after,
+                n,
+            );
+        }
+    }
+    qb.push(") s JOIN devices d ON d.id = s.id ORDER BY ");
+    match order {
+        Order::Id => qb.push("d.id"),
+        _ => qb.push("s.k USING ~<~, d.id"),
+    };
+    qb.push(" LIMIT ").push_bind(n);
+    qb
+}
+
+/// Checks a decoded cursor key.
+pub fn check_key(key: &str) -> Result<(), ApiError> {
+    if key.len() > MAX_KEY_BYTES || key.contains('\0') {
+        return Err(ApiError::BadRequest("invalid cursor".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_filters_parse_or_refuse() {
+        assert_eq!(
+            parse_ip_filter("192.0.2.1").unwrap(),
+            IpFilter::Exact("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ip_filter("2001:db8::/32").unwrap(),
+            IpFilter::Within("2001:db8::".parse().unwrap(), 32)
+        );
+        assert!(parse_ip_filter("192.0.2.0/33").is_err());
+        assert!(parse_ip_filter("' OR 1=1 --").is_err());
+    }
+
+    #[test]
+    fn the_sort_key_is_the_column_the_prefix_matched() {
+        let q = Order::NameOrSerial("cli".into());
+        assert_eq!(q.key(Some("cliente 7"), Some("SN1")), "cliente 7");
+        assert_eq!(q.key(Some("loja"), Some("cli-9")), "cli-9");
+        assert_eq!(q.key(None, Some("cli-9")), "cli-9");
+        assert_eq!(
+            Order::Serial("SN".into()).key(Some("x"), Some("SN2")),
+            "SN2"
+        );
+        assert_eq!(Order::Id.key(Some("x"), Some("y")), "");
+    }
+}
