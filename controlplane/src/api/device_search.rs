@@ -102,6 +102,32 @@ pub fn parse_ip_filter(s: &str) -> Result<IpFilter, ApiError> {
     }
 }
 
+/// The first and last address of the network `addr/len`.
+pub fn host_range(addr: IpAddr, len: u8) -> (IpAddr, IpAddr) {
+    match addr {
+        IpAddr::V4(a) => {
+            let bits = u32::from(a);
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            (
+                IpAddr::V4((bits & mask).into()),
+                IpAddr::V4((bits | !mask).into()),
+            )
+        }
+        IpAddr::V6(a) => {
+            let bits = u128::from(a);
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            (
+                IpAddr::V6((bits & mask).into()),
+                IpAddr::V6((bits | !mask).into()),
+            )
+        }
+    }
+}
+
 /// The validated filters other than the prefix searches, ready to push into every branch of the query.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
@@ -156,7 +182,14 @@ impl Filters {
                     .push("::inet");
             }
             Some(IpFilter::Within(a, len)) => {
-                qb.push(" AND mgmt_ip <<= ")
+                // `<<=` is exact but not leakproof (no index under row-level security); the range between the
+                // first and last host address is, so the planner may walk `devices_mgmt_ip` for a small network.
+                let (first, last) = host_range(*a, *len);
+                qb.push(" AND mgmt_ip >= ")
+                    .push_bind(first.to_string())
+                    .push("::inet AND mgmt_ip <= ")
+                    .push_bind(last.to_string())
+                    .push("::inet AND mgmt_ip <<= ")
                     .push_bind(format!("{a}/{len}"))
                     .push("::inet");
             }
@@ -298,6 +331,30 @@ mod tests {
         );
         assert!(parse_ip_filter("192.0.2.0/33").is_err());
         assert!(parse_ip_filter("' OR 1=1 --").is_err());
+    }
+
+    #[test]
+    fn networks_span_their_first_and_last_address() {
+        let r = |s: &str, len| {
+            let (a, b) = host_range(s.parse().unwrap(), len);
+            (a.to_string(), b.to_string())
+        };
+        assert_eq!(
+            r("10.1.2.3", 16),
+            ("10.1.0.0".into(), "10.1.255.255".into())
+        );
+        assert_eq!(r("10.1.2.3", 32), ("10.1.2.3".into(), "10.1.2.3".into()));
+        assert_eq!(
+            r("10.1.2.3", 0),
+            ("0.0.0.0".into(), "255.255.255.255".into())
+        );
+        assert_eq!(
+            r("2001:db8:1::7", 48),
+            (
+                "2001:db8:1::".into(),
+                "2001:db8:1:ffff:ffff:ffff:ffff:ffff".into()
+            )
+        );
     }
 
     #[test]
