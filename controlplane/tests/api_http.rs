@@ -674,6 +674,31 @@ async fn device_filters_and_keyset_pagination() {
         ),
         121
     );
+    // Changed tags are searchable at once, and the old ones no longer find the device.
+    let t1_before = count(&h.get("a-viewer", "/api/v1/devices?tag=t1&limit=500").await);
+    let one = h
+        .get("a-viewer", "/api/v1/devices?tag=t1&limit=1")
+        .await
+        .body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .send(request(
+            "PATCH",
+            &format!("/api/v1/devices/{one}"),
+            "a-admin",
+            Body::from(r#"{"tags": ["raro", "raro", "vip"]}"#),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = h.get("a-viewer", "/api/v1/devices?tag=raro").await;
+    assert_eq!(count(&r), 1, "{}", r.text);
+    assert_eq!(r.body["items"][0]["id"], one.as_str());
+    assert_eq!(
+        count(&h.get("a-viewer", "/api/v1/devices?tag=t1&limit=500").await),
+        t1_before - 1
+    );
     // Prefix searches page in the order of what matched (name or serial), every match exactly once: one device
     // in ten is named after another serial, so `q=ZX01` matches 12 names and 21 serials, 3 of them both.
     sqlx::query("UPDATE devices SET name = 'ZX01-' || serial_number WHERE provider_id = $1 AND device_key ~ '0$'")

@@ -215,9 +215,14 @@ impl Filters {
             qb.push(" AND pop_id = ").push_bind(pop);
         }
         if let Some(tag) = &self.tag {
-            qb.push(" AND tags @> ARRAY[")
-                .push_bind(tag.clone())
-                .push("]::text[]");
+            // `device_tags` (migration 0007): an index range in id order, where `tags @> ...` could not use any
+            // index under row-level security.
+            qb.push(" AND id IN (SELECT device_id FROM device_tags WHERE tag = ")
+                .push_bind(tag.clone());
+            if let Some(p) = self.provider {
+                qb.push(" AND provider_id = ").push_bind(p);
+            }
+            qb.push(")");
         }
     }
 }
