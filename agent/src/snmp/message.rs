@@ -455,3 +455,69 @@ mod tests {
         );
     }
 }
+
+/// Arbitrary bytes into every decoder: errors, never panics (the fuzz target of the codec, run as a test).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::snmp::usm::{AuthProto, PrivProto, SecurityLevel, UsmUser};
+
+    /// Stretching passwords costs 2 MiB of hashing: done once.
+    fn keys() -> LocalKeys {
+        static KEYS: std::sync::OnceLock<LocalKeys> = std::sync::OnceLock::new();
+        KEYS.get_or_init(make_keys).clone()
+    }
+
+    fn make_keys() -> LocalKeys {
+        UsmUser::new(
+            "u",
+            SecurityLevel::AuthPriv,
+            Some((AuthProto::Sha1, "authpass1")),
+            Some((PrivProto::Des, "privpass1")),
+        )
+        .map(|u| u.localize(b"engine"))
+        .unwrap_or_default()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = peek_id(&bytes);
+            if let Ok(Message::V3(m)) = decode(&bytes) {
+                let _ = m.open(&bytes, &keys());
+            }
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(pos in 0usize..200, val in any::<u8>(), cut in 0usize..200) {
+            let scoped = ScopedPdu {
+                context_engine_id: b"engine".to_vec(),
+                context_name: vec![],
+                pdu: AnyPdu::Pdu(crate::snmp::pdu::Pdu::request(
+                    crate::snmp::pdu::PduKind::GetBulk, 7, &["1.3.6.1.2.1.2.2.1.10".parse().unwrap_or_default()])),
+            };
+            let usm = UsmParams { engine_id: b"engine".to_vec(), user: b"u".to_vec(), ..Default::default() };
+            let mut bytes = encode_v3(7, flags::AUTH | flags::PRIV, &usm, &scoped, &keys(), 1).unwrap_or_default();
+            let community = encode_community(Version::V2c, b"public", &scoped.pdu);
+            for b in [&mut bytes] {
+                if !b.is_empty() {
+                    let n = b.len();
+                    b[pos % n] = val;
+                    b.truncate(n - cut % n);
+                }
+            }
+            let _ = peek_id(&bytes);
+            if let Ok(Message::V3(m)) = decode(&bytes) {
+                let _ = m.open(&bytes, &keys());
+            }
+            let mut c = community.clone();
+            let n = c.len();
+            c[pos % n] = val;
+            let _ = decode(&c[..n - cut % n]);
+        }
+    }
+}

@@ -63,6 +63,8 @@ pub struct PollerConfig {
     pub reserved_high: usize,
     /// Longest delay between polls of an unreachable device.
     pub max_backoff: Duration,
+    /// Whether each device starts at a random offset within its first interval (off only in tests).
+    pub start_jitter: bool,
     /// Per-poll settings.
     pub collect: CollectConfig,
 }
@@ -73,6 +75,7 @@ impl Default for PollerConfig {
             max_concurrent: 1000,
             reserved_high: 100,
             max_backoff: Duration::from_secs(600),
+            start_jitter: true,
             collect: CollectConfig::default(),
         }
     }
@@ -140,7 +143,11 @@ impl Poller {
     async fn run_device(self, spec: DeviceSpec, shutdown: CancellationToken) {
         let session = Session::new(self.engine.clone(), spec.target.clone());
         let mut state = DeviceState::default();
-        let jitter_ms = rand::rng().random_range(0..=spec.interval.as_millis().max(1) as u64);
+        let jitter_ms = if self.cfg.start_jitter {
+            rand::rng().random_range(0..=spec.interval.as_millis().max(1) as u64)
+        } else {
+            0
+        };
         let mut next = tokio::time::Instant::now() + Duration::from_millis(jitter_ms);
         let mut failures = 0u32;
         let mut reachable: Option<bool> = None;

@@ -40,6 +40,7 @@ pub fn spawn_all(
         max_concurrent: cfg.max_concurrent,
         reserved_high: cfg.reserved_high,
         max_backoff: Duration::from_secs(cfg.max_backoff_secs),
+        start_jitter: true,
         collect: collect::CollectConfig {
             per_device_concurrency: cfg.per_device_concurrency,
             label_max_age: Duration::from_secs(cfg.label_max_age_secs),
