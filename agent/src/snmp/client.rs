@@ -600,7 +600,10 @@ impl Session {
             let use_bulk =
                 self.target.version != Version::V1 && !self.bulk_broken.load(Ordering::Relaxed);
             let vbs = if use_bulk {
-                let reps = (self.target.max_repetitions as usize / active.len()).max(1);
+                // Up to 4 x max-repetitions bindings per response (about 4 KB for counters), spread over the columns,
+                // so an 8-interface table of 11 columns comes back in one request.
+                let reps = (self.target.max_repetitions as usize * 4 / active.len())
+                    .clamp(1, self.target.max_repetitions as usize);
                 match self.get_bulk(&oids, 0, reps as i32).await {
                     Ok(v) => v,
                     Err(e) if e.is_auth() => return Err(e),
