@@ -603,7 +603,7 @@ impl Session {
                 // Up to 4 x max-repetitions bindings per response (about 4 KB for counters), spread over the columns,
                 // so an 8-interface table of 11 columns comes back in one request.
                 let reps = (self.target.max_repetitions as usize * 4 / active.len())
-                    .clamp(1, self.target.max_repetitions as usize);
+                    .clamp(1, (self.target.max_repetitions as usize).max(1));
                 match self.get_bulk(&oids, 0, reps as i32).await {
                     Ok(v) => v,
                     Err(e) if e.is_auth() => return Err(e),

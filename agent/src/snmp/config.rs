@@ -420,3 +420,80 @@ impl SnmpSection {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    const GOOD: &str = r#"
+[snmp]
+interval_secs = 30
+
+[[snmp.credentials]]
+name = "ro"
+community = "public"
+
+[[snmp.credentials]]
+name = "v3"
+version = "3"
+user = "monitor"
+auth_protocol = "SHA-256"
+auth_password = "authpass123"
+priv_password = "privpass123"
+
+[[snmp.devices]]
+address = "192.0.2.1"
+credentials = "v3"
+priority = "high"
+
+[[snmp.devices]]
+address = "[2001:db8::1]:1161"
+credentials = "ro"
+interval_secs = 300
+
+[snmp.traps]
+listen = "127.0.0.1:1162"
+users = ["v3"]
+"#;
+
+    #[test]
+    fn a_full_section_builds_devices() {
+        let cfg = Config::from_toml("a.toml", GOOD, Vec::new()).unwrap();
+        let specs = cfg.snmp.device_specs().unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].key, "snmp:192.0.2.1");
+        assert_eq!(specs[0].interval.as_secs(), 30);
+        assert_eq!(specs[0].budget.as_secs(), 15);
+        assert_eq!(specs[1].key, "snmp:[2001:db8::1]:1161");
+        assert_eq!(specs[1].interval.as_secs(), 300);
+    }
+
+    #[test]
+    fn mistakes_name_the_key() {
+        let bad = [
+            ("[snmp]\nintervals = 3\n", "intervals"),
+            (
+                "[[snmp.devices]]\naddress = \"192.0.2.1\"\ncredentials = \"nope\"\n",
+                "unknown credentials",
+            ),
+            (
+                "[[snmp.credentials]]\nname = \"x\"\nversion = \"3\"\nuser = \"u\"\nauth_password = \"short\"\n",
+                "auth_password",
+            ),
+            (
+                "[[snmp.credentials]]\nname = \"x\"\nversion = \"4\"\ncommunity = \"c\"\n",
+                "version",
+            ),
+            (
+                "[snmp.discovery]\ncidrs = [\"10.0.0.0/8\"]\ncredentials = []\n",
+                "snmp.discovery.cidrs",
+            ),
+        ];
+        for (text, needle) in bad {
+            let err = Config::from_toml("a.toml", text, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}
