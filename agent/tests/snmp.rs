@@ -475,7 +475,8 @@ async fn dead_slow_and_garbage_devices_do_not_delay_the_others() {
     {
         let addr = serve(SimDevice::new(mib.clone(), "public", b), &stop).await;
         let mut target = v2c(addr);
-        target.timeout = Duration::from_millis(400);
+        // Generous: the misbehaving devices fail only after 2 x 1.5 s, far behind the good ones even on a loaded machine.
+        target.timeout = Duration::from_millis(1500);
         target.retries = 1;
         if b != Behaviour::Normal {
             bad.push(device_key(addr));

@@ -162,9 +162,11 @@ impl Poller {
             };
             session.set_retries(if failures > 0 { Some(0) } else { None });
             let now_ms = crate::monitors::ping::now_ms();
+            // Boxed: the poll's state machine is allocated only while it runs, so an idle device costs its
+            // DeviceState and little else.
             let result = tokio::time::timeout(
                 spec.budget,
-                collect::poll(
+                Box::pin(collect::poll(
                     &session,
                     &mut state,
                     self.rules,
@@ -172,7 +174,7 @@ impl Poller {
                     &self.cfg.collect,
                     &spec.key,
                     now_ms,
-                ),
+                )),
             )
             .await;
             drop(permit);
