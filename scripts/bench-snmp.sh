@@ -20,7 +20,7 @@ SCALE_BASE=${SCALE_BASE_PORT:-10000}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 BIN=${BIN:-$TARGET_DIR/release/octoisp-agent}
 EXPORTER=${EXPORTER:-prometheus-snmp-exporter}
-EXPORTER_PORT=${EXPORTER_PORT:-39116}
+EXPORTER_PORT=${EXPORTER_PORT:-$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")}
 CONCURRENCY=${CONCURRENCY:-64}
 
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p octoisp-agent (or set BIN)" >&2; exit 1; }
