@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogSection,
     /// Continuous monitors.
     pub monitors: MonitorsSection,
+    /// SNMP polling, discovery and traps.
+    pub snmp: crate::snmp::config::SnmpSection,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             metrics: MetricsSection::default(),
             log: LogSection::default(),
             monitors: MonitorsSection::default(),
+            snmp: crate::snmp::config::SnmpSection::default(),
         }
     }
 }
@@ -304,6 +307,7 @@ impl Config {
                 ));
             }
         }
+        self.snmp.validate().map_err(ConfigError::Invalid)?;
         let mut names = std::collections::HashSet::new();
         for (i, g) in self.monitors.generator.iter().enumerate() {
             if g.series == 0 || g.interval_ms == 0 || !names.insert(g.name.clone()) {

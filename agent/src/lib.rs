@@ -6,6 +6,7 @@ pub mod enroll;
 pub mod identity;
 pub mod monitors;
 pub mod outbox;
+pub mod snmp;
 pub mod telemetry;
 pub mod tls;
 pub mod uplink;

@@ -61,6 +61,8 @@ enum Command {
         #[arg(short = 'W', long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// SNMP tools: get, walk, fingerprint, poll, discover, traps (net-snmp flags; `snmp help`).
+    Snmp(octoisp_agent::snmp::cli::SnmpArgs),
 }
 
 fn main() -> ExitCode {
@@ -155,6 +157,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         } => {
             return ping(target, count, interval_ms, timeout_ms).await;
         }
+        Command::Snmp(args) => return octoisp_agent::snmp::cli::run(args, &cfg).await,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,322 @@
+//! The scheduler: thousands of devices polled from one agent over one [`Engine`].
+//!
+//! - Each device runs on its own schedule (`interval`), starting at a random offset within the first interval
+//!   (jitter), so polls spread evenly instead of bursting.
+//! - A poll needs a permit: `max_concurrent` polls run at once, and `reserved_high` more permits exist that only
+//!   `high` priority devices may take, so a flood of low-priority work never delays them.
+//! - Inside a poll, at most `per_device_concurrency` requests go to the device at once.
+//! - A poll has a time budget; when it runs out the poll is abandoned (its permit released), so a slow or dead
+//!   device costs the others nothing but its own permit for its own budget.
+//! - A device that does not answer is polled less often (interval x 2^failures, capped at `max_backoff`) and with
+//!   no retries until it answers again; `snmp.unreachable` / `snmp.reachable` events mark the transitions.
+//!
+//! Reports go to a bounded channel; [`run_outbox_sink`] commits them to the outbox.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use octoisp_shared::{Event, Inventory, MetricKind, Record, Sample, Severity};
+use rand::Rng;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::client::{Session, Target};
+use super::collect::{self, CollectConfig, DeviceState, PollReport};
+use super::engine::Engine;
+use super::fingerprint::Rules;
+use super::profile::ProfileSet;
+use crate::outbox::Outbox;
+
+/// Priority class of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// Core routers, OLTs: may use the reserved permits.
+    High,
+    /// Everything else.
+    #[default]
+    Normal,
+}
+
+/// One device to poll.
+#[derive(Debug, Clone)]
+pub struct DeviceSpec {
+    /// Device key (`snmp:ADDR`).
+    pub key: String,
+    /// How to reach it.
+    pub target: Target,
+    /// Time between polls.
+    pub interval: Duration,
+    /// Priority class.
+    pub priority: Priority,
+    /// Longest a poll may take.
+    pub budget: Duration,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// Polls running at once.
+    pub max_concurrent: usize,
+    /// Extra permits only high-priority devices may take.
+    pub reserved_high: usize,
+    /// Longest delay between polls of an unreachable device.
+    pub max_backoff: Duration,
+    /// Whether each device starts at a random offset within its first interval (off only in tests).
+    pub start_jitter: bool,
+    /// Per-poll settings.
+    pub collect: CollectConfig,
+}
+
+impl Default for PollerConfig {
+    fn default() -> Self {
+        PollerConfig {
+            max_concurrent: 1000,
+            reserved_high: 100,
+            max_backoff: Duration::from_secs(600),
+            start_jitter: true,
+            collect: CollectConfig::default(),
+        }
+    }
+}
+
+/// The scheduler.
+#[derive(Debug, Clone)]
+pub struct Poller {
+    engine: Engine,
+    rules: &'static Rules,
+    profiles: Arc<ProfileSet>,
+    cfg: PollerConfig,
+    common: Arc<Semaphore>,
+    high: Arc<Semaphore>,
+    reports: mpsc::Sender<PollReport>,
+}
+
+/// Backoff after `failures` consecutive failed polls.
+pub fn backoff(interval: Duration, failures: u32, max: Duration) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    interval
+        .saturating_mul(1u32 << failures.min(6))
+        .min(max.max(interval))
+}
+
+impl Poller {
+    /// A scheduler sending its reports to `reports`.
+    pub fn new(
+        engine: Engine,
+        rules: &'static Rules,
+        profiles: Arc<ProfileSet>,
+        cfg: PollerConfig,
+        reports: mpsc::Sender<PollReport>,
+    ) -> Poller {
+        Poller {
+            engine,
+            rules,
+            profiles,
+            common: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            high: Arc::new(Semaphore::new(cfg.reserved_high)),
+            cfg,
+            reports,
+        }
+    }
+
+    /// Starts polling `spec` on `tracker` until `shutdown`.
+    pub fn spawn(&self, spec: DeviceSpec, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let me = self.clone();
+        tracker.spawn(async move { me.run_device(spec, shutdown).await });
+    }
+
+    async fn permit(&self, priority: Priority) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if priority == Priority::High {
+            tokio::select! {
+                p = self.high.clone().acquire_owned() => p.ok(),
+                p = self.common.clone().acquire_owned() => p.ok(),
+            }
+        } else {
+            self.common.clone().acquire_owned().await.ok()
+        }
+    }
+
+    async fn run_device(self, spec: DeviceSpec, shutdown: CancellationToken) {
+        let session = Session::new(self.engine.clone(), spec.target.clone());
+        let mut state = DeviceState::default();
+        let jitter_ms = if self.cfg.start_jitter {
+            rand::rng().random_range(0..=spec.interval.as_millis().max(1) as u64)
+        } else {
+            0
+        };
+        let mut next = tokio::time::Instant::now() + Duration::from_millis(jitter_ms);
+        let mut failures = 0u32;
+        let mut reachable: Option<bool> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next) => {}
+            }
+            let started = tokio::time::Instant::now();
+            let Some(permit) = self.permit(spec.priority).await else {
+                return;
+            };
+            session.set_retries(if failures > 0 { Some(0) } else { None });
+            let now_ms = crate::monitors::ping::now_ms();
+            // Boxed: the poll's state machine is allocated only while it runs, so an idle device costs its
+            // DeviceState and little else.
+            let result = tokio::time::timeout(
+                spec.budget,
+                Box::pin(collect::poll(
+                    &session,
+                    &mut state,
+                    self.rules,
+                    &self.profiles,
+                    &self.cfg.collect,
+                    &spec.key,
+                    now_ms,
+                )),
+            )
+            .await;
+            drop(permit);
+            let mut report = match result {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => failed(&spec.key, now_ms, e.to_string()),
+                Err(_) => failed(
+                    &spec.key,
+                    now_ms,
+                    format!("poll exceeded its budget of {:?}", spec.budget),
+                ),
+            };
+            let ok = report.error.is_none();
+            failures = if ok { 0 } else { failures.saturating_add(1) };
+            if reachable.is_some_and(|was| was != ok) || (reachable.is_none() && !ok) {
+                report.events.push(reachability_event(
+                    &spec.key,
+                    now_ms,
+                    ok,
+                    report.error.as_deref(),
+                ));
+            }
+            reachable = Some(ok);
+            if self.reports.send(report).await.is_err() {
+                return;
+            }
+            next = started + backoff(spec.interval, failures, self.cfg.max_backoff);
+        }
+    }
+}
+
+fn failed(key: &str, ts_ms: i64, error: String) -> PollReport {
+    PollReport {
+        device_key: key.to_owned(),
+        ts_ms,
+        metrics: Vec::new(),
+        fingerprint: None,
+        events: Vec::new(),
+        error: Some(error),
+        labels_walked: false,
+    }
+}
+
+fn reachability_event(key: &str, ts_ms: i64, up: bool, error: Option<&str>) -> Event {
+    Event {
+        id: uuid::Uuid::now_v7(),
+        ts_ms,
+        device_key: Some(key.to_owned()),
+        kind: if up {
+            "snmp.reachable"
+        } else {
+            "snmp.unreachable"
+        }
+        .into(),
+        severity: if up {
+            Severity::Info
+        } else {
+            Severity::Critical
+        },
+        message: match error {
+            Some(e) => format!("{key} does not answer SNMP: {e}"),
+            None => format!("{key} answers SNMP again"),
+        },
+        attrs: Vec::new(),
+    }
+}
+
+/// The inventory record of a fingerprinted device.
+pub fn inventory(key: &str, ts_ms: i64, fp: &super::fingerprint::Fingerprint) -> Inventory {
+    let mut attrs = Vec::new();
+    for (k, v) in [
+        ("sys_object_id", &fp.sys_object_id),
+        ("sys_descr", &fp.sys_descr),
+        ("sys_name", &fp.sys_name),
+        ("os", &fp.os),
+        ("enterprise", &fp.enterprise),
+        ("rule", &fp.rule),
+    ] {
+        if let Some(v) = v {
+            attrs.push((k.to_owned(), v.clone()));
+        }
+    }
+    Inventory {
+        ts_ms,
+        device_key: key.to_owned(),
+        vendor: fp.vendor.clone(),
+        model: fp.model.clone(),
+        firmware: fp.version.clone(),
+        mgmt_ip: key.strip_prefix("snmp:").map(str::to_owned),
+        attrs,
+        ..Inventory::default()
+    }
+}
+
+/// Commits poll reports to the outbox: metrics as gauge samples, fingerprints as inventory, events as events.
+pub async fn run_outbox_sink(mut rx: mpsc::Receiver<PollReport>, outbox: Outbox) {
+    while let Some(report) = rx.recv().await {
+        let mut samples = Vec::with_capacity(report.metrics.len());
+        for m in &report.metrics {
+            match outbox.series_id(&report.device_key, &m.metric, &m.labels, MetricKind::Gauge) {
+                Ok(series) => samples.push(Sample {
+                    series,
+                    ts_ms: report.ts_ms,
+                    value: m.value,
+                }),
+                Err(err) => {
+                    tracing::error!(device = %report.device_key, error = %err, "SNMP series not registered.")
+                }
+            }
+        }
+        if !samples.is_empty()
+            && let Err(err) = outbox.append_samples(samples).await
+        {
+            tracing::error!(device = %report.device_key, error = %err, "SNMP samples not stored.");
+        }
+        let mut records: Vec<Record> = report.events.iter().cloned().map(Record::Event).collect();
+        if let Some(fp) = &report.fingerprint {
+            records.push(Record::Inventory(inventory(
+                &report.device_key,
+                report.ts_ms,
+                fp,
+            )));
+        }
+        if !records.is_empty()
+            && let Err(err) = outbox.append_records(records).await
+        {
+            tracing::error!(device = %report.device_key, error = %err, "SNMP records not stored.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let i = Duration::from_secs(60);
+        let max = Duration::from_secs(600);
+        assert_eq!(backoff(i, 0, max), i);
+        assert_eq!(backoff(i, 1, max), Duration::from_secs(120));
+        assert_eq!(backoff(i, 3, max), Duration::from_secs(480));
+        assert_eq!(backoff(i, 30, max), max);
+    }
+}
