@@ -142,6 +142,7 @@ pub struct HopTable {
 struct HopAccount {
     probes: Vec<Option<f64>>,
     addrs: Vec<(IpAddr, u64)>,
+    mpls: Vec<u32>,
 }
 
 /// One probe of a round: its TTL and, when answered, the responder and the RTT in ms.
@@ -168,6 +169,9 @@ pub struct HopReport {
     /// Every probe's RTT in sending order (`None` = lost), for traceroute-style output.
     #[serde(skip)]
     pub probes: Vec<Option<f64>>,
+    /// MPLS labels (outermost first) of the newest reply that carried an RFC 4950 extension.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mpls: Vec<u32>,
 }
 
 impl HopTable {
@@ -194,6 +198,13 @@ impl HopTable {
                     self.target_ttl = Some(p.ttl);
                 }
             }
+        }
+    }
+
+    /// Records the MPLS label stack a reply at `ttl` carried (the newest stack wins).
+    pub fn add_mpls(&mut self, ttl: u8, labels: &[u32]) {
+        if !labels.is_empty() {
+            self.hops.entry(ttl).or_default().mpls = labels.to_vec();
         }
     }
 
@@ -230,6 +241,7 @@ impl HopTable {
                     addrs,
                     stats: RttSummary::from_probes(acc.map(|a| a.probes.as_slice()).unwrap_or(&[])),
                     probes: acc.map(|a| a.probes.clone()).unwrap_or_default(),
+                    mpls: acc.map(|a| a.mpls.clone()).unwrap_or_default(),
                 }
             })
             .collect()
@@ -369,6 +381,9 @@ mod tests {
         assert_eq!(r[2].ip, Some(target));
         assert_eq!(r[2].stats.loss_pct, 25.0);
         assert!(t.reached());
+        assert!(r[0].mpls.is_empty());
+        t.add_mpls(1, &[16_004, 3]);
+        assert_eq!(t.report()[0].mpls, vec![16_004, 3]);
     }
 
     #[test]

@@ -6,14 +6,15 @@
 //! id, so routers that balance over equal-cost paths keep them on one path. TCP probes carry the sequence in
 //! the source port (trippy cannot fix both TCP ports) and ICMP probes vary their checksum: routers hashing
 //! on ports or the ICMP checksum may spread those over several paths, which the report then shows as several
-//! addresses at one hop.
+//! addresses at one hop. RFC 4950 MPLS label stacks in ICMP replies are parsed and reported per hop.
 
 use std::net::IpAddr;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use trippy_core::{
-    Builder, MultipathStrategy, PortDirection, PrivilegeMode, ProbeStatus, Protocol,
+    Builder, Extension, Extensions, IcmpExtensionParseMode, MultipathStrategy, PortDirection,
+    PrivilegeMode, ProbeStatus, Protocol,
 };
 
 use crate::diag::stats::{HopProbe, HopTable};
@@ -83,7 +84,7 @@ pub fn run_blocking(
     opts: &TraceOptions,
     mut on_round: impl FnMut(&HopTable),
 ) -> Result<HopTable, TraceError> {
-    let (tx, rx) = mpsc::channel::<Vec<HopProbe>>();
+    let (tx, rx) = mpsc::channel::<(Vec<HopProbe>, Vec<(u8, Vec<u32>)>)>();
     let tracer = builder(target, opts)
         .build()
         .map_err(|source| TraceError::Tracer { target, source })?;
@@ -113,13 +114,27 @@ pub fn run_blocking(
                         _ => None,
                     })
                     .collect();
-                let _ = tx.send(probes);
+                let mpls = round
+                    .probes
+                    .iter()
+                    .filter_map(|p| match p {
+                        ProbeStatus::Complete(c) => {
+                            Some((c.ttl.0, mpls_labels(c.extensions.as_ref())))
+                        }
+                        _ => None,
+                    })
+                    .filter(|(_, l)| !l.is_empty())
+                    .collect();
+                let _ = tx.send((probes, mpls));
             })
         })
         .map_err(|_| TraceError::Thread(target))?;
     let mut table = HopTable::new();
-    for probes in rx {
+    for (probes, mpls) in rx {
         table.add_round(target, &probes);
+        for (ttl, labels) in &mpls {
+            table.add_mpls(*ttl, labels);
+        }
         on_round(&table);
     }
     match handle.join() {
@@ -129,10 +144,26 @@ pub fn run_blocking(
     }
 }
 
+/// The labels of the MPLS label stack extensions of a reply, outermost first.
+fn mpls_labels(ext: Option<&Extensions>) -> Vec<u32> {
+    ext.map(|e| {
+        e.extensions
+            .iter()
+            .filter_map(|x| match x {
+                Extension::Mpls(stack) => Some(stack.members.iter().map(|m| m.label)),
+                Extension::Unknown(_) => None,
+            })
+            .flatten()
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
 fn builder(target: IpAddr, opts: &TraceOptions) -> Builder {
     let trace_id: u16 = rand::random::<u16>() | 1;
     let b = Builder::new(target)
         .privilege_mode(PrivilegeMode::Privileged)
+        .icmp_extension_parse_mode(IcmpExtensionParseMode::Enabled)
         .trace_identifier(trace_id)
         .max_rounds(Some(opts.rounds.max(1)))
         .max_ttl(opts.max_ttl)

@@ -140,6 +140,7 @@ mod tests {
             addrs: vec![],
             stats: RttSummary::from_probes(&[None, None]),
             probes: vec![None, None],
+            mpls: vec![],
         };
         let v = hop_values(&hop);
         assert_eq!(v[0], ("mtr.loss_ratio", Some(1.0)));

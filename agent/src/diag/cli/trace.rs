@@ -127,6 +127,14 @@ fn label(ip: Option<IpAddr>, names: &HashMap<IpAddr, String>) -> String {
     }
 }
 
+fn mpls(h: &HopReport) -> String {
+    if h.mpls.is_empty() {
+        return String::new();
+    }
+    let labels: Vec<String> = h.mpls.iter().map(u32::to_string).collect();
+    format!("  [MPLS: Lbl {}]", labels.join(", "))
+}
+
 pub(super) async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
     let p = &a.path;
     p.common.apply();
@@ -140,9 +148,10 @@ pub(super) async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
         port: p.port,
     };
     if !p.common.json {
+        let proto = format!("{:?}", p.protocol).to_lowercase();
         println!(
-            "traceroute to {} ({target}), {} hops max, {:?} probes",
-            p.host, p.max_ttl, p.protocol
+            "traceroute to {} ({target}), {} hops max, {proto} probes",
+            p.host, p.max_ttl
         );
     }
     let (hops, reached) = run_path(target, opts).await?;
@@ -164,7 +173,7 @@ pub(super) async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
             } else {
                 String::new()
             };
-            println!("{:>2}  {who}  {}", h.ttl, rtts.join("  "));
+            println!("{:>2}  {who}  {}{}", h.ttl, rtts.join("  "), mpls(h));
         }
     }
     Ok(if reached {
@@ -215,6 +224,9 @@ pub(super) async fn mtr(a: MtrArgs) -> anyhow::Result<ExitCode> {
                 f(s.stdev_ms),
                 f(s.jitter_ms)
             );
+            if !h.mpls.is_empty() {
+                println!("       {}", mpls(h).trim());
+            }
         }
     }
     Ok(if reached {
