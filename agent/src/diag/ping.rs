@@ -143,7 +143,12 @@ impl IcmpEngine {
         safety::global().acquire(1).await;
         let mut pinger = client.pinger(target, PingIdentifier(ident)).await;
         pinger.timeout(timeout);
-        let (packet, rtt) = pinger.ping(PingSequence(seq), payload).await.ok()?;
+        // surge-ping starts its clock after `send` returned, so a task descheduled right after sending reads
+        // an RTT shorter than the truth (even 0 on loopback). Timing the whole call instead can only add the
+        // wake-up delay, never hide latency the network added.
+        let t0 = std::time::Instant::now();
+        let (packet, _) = pinger.ping(PingSequence(seq), payload).await.ok()?;
+        let rtt = t0.elapsed();
         // surge-ping also hands over ICMP errors about the probe (unreachable, time exceeded from a router):
         // only an echo reply means the target answered.
         let (bytes, ttl) = match packet {
