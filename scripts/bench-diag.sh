@@ -3,7 +3,7 @@
 # docs/BENCHMARKS.md, section "Diagnostics"). Needs root (network namespaces), fping, nmap, mtr-tiny, socat.
 # All traffic stays inside network namespaces this script creates and deletes:
 #   1. ping sweep of 198.18.0.0/16 (65,534 addresses; RFC 2544 benchmark range): 198.18.7.0/24 answers
-#      (assigned to lo), the rest is routed into a dummy interface that drops it. octoisp-agent sweep vs fping.
+#      (assigned to lo), the rest is routed into a veth towards a namespace that drops it. octoisp-agent sweep vs fping.
 #   2. TCP scan of all 65,535 ports of 127.0.0.1 in a namespace with 5 listeners: octoisp-agent scan vs nmap -T5
 #      (SYN scan, as root), and masscan where it runs.
 #   3. MTR of 100 cycles through two routers (the test topology): octoisp-agent mtr vs mtr --report.
@@ -17,7 +17,7 @@ if [[ -z $AGENT ]]; then
 fi
 AGENT=$(realpath "$AGENT")
 P=ob$$
-NS=("${P}s" "${P}p" "${P}a" "${P}r1" "${P}r2" "${P}b")
+NS=("${P}s" "${P}x" "${P}p" "${P}a" "${P}r1" "${P}r2" "${P}b")
 cleanup() {
     for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
     [[ -n ${SOCAT_PIDS:-} ]] && kill $SOCAT_PIDS 2>/dev/null || true
@@ -34,8 +34,12 @@ S=${P}s
 ip netns add "$S"
 x "$S" ip link set lo up
 x "$S" ip addr add 198.18.7.0/24 dev lo
-x "$S" ip link add d0 type dummy
-x "$S" ip link set d0 up
+# The rest of the /16 leaves through a veth without ARP into a namespace that drops it (no dummy driver needed).
+ip netns add "${P}x"
+x "${P}x" ip link set lo up
+ip link add d0 netns "$S" type veth peer name d1 netns "${P}x"
+x "$S" ip link set d0 arp off up
+x "${P}x" ip link set d1 up
 x "$S" ip route add 198.18.0.0/16 dev d0
 echo "-- octoisp-agent sweep -r 100000"
 time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 -r 100000 --max-pps 100000 --json > /tmp/$P.sweep.json)
@@ -59,7 +63,7 @@ done
 sleep 0.5
 echo "-- octoisp-agent scan -p - --no-banner"
 time (x "$N" bash -c "ulimit -n 4096; '$AGENT' scan 127.0.0.1 -p - --no-banner --max-parallel 1024 --json" > /tmp/$P.scan.json)
-echo "   open: $(grep -B2 '"state": "open"' /tmp/$P.scan.json | grep -o '"port": [0-9]*' | cut -d' ' -f2 | xargs)"
+echo "   open: $(grep -B4 '"state": "open"' /tmp/$P.scan.json | grep -o '"port": [0-9]*' | cut -d' ' -f2 | xargs)"
 echo "-- nmap -T5 -p- (SYN scan as root)"
 time (x "$N" nmap -T5 -p- -n -Pn 127.0.0.1 -oG - > /tmp/$P.nmap.txt)
 echo "   open: $(grep -o '[0-9]*/open' /tmp/$P.nmap.txt | cut -d/ -f1 | xargs)"

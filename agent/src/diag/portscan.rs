@@ -221,6 +221,11 @@ fn is_busy(e: &std::io::Error) -> bool {
 async fn tcp_probe(addr: SocketAddr, timeout: Duration) -> Answer {
     let t0 = Instant::now();
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        // Scanning our own host, a connect from an ephemeral port to the same port number meets itself (TCP
+        // simultaneous open) and succeeds with nobody listening: that port is closed.
+        Ok(Ok(stream)) if stream.local_addr().ok() == stream.peer_addr().ok() => {
+            Answer::Done(PortState::Closed, Some(ms_since(t0)))
+        }
         Ok(Ok(_stream)) => Answer::Done(PortState::Open, Some(ms_since(t0))),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             Answer::Done(PortState::Closed, Some(ms_since(t0)))
