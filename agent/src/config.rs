@@ -164,6 +164,8 @@ impl Default for LogSection {
 pub struct MonitorsSection {
     /// Ping monitors.
     pub ping: Vec<PingMonitor>,
+    /// Continuous MTR monitors (per-hop samples).
+    pub mtr: Vec<MtrMonitor>,
     /// Synthetic sample generators, for load tests and benchmarks.
     pub generator: Vec<GeneratorMonitor>,
 }
@@ -188,6 +190,35 @@ pub struct PingMonitor {
     /// Milliseconds to wait for each reply.
     #[serde(default = "default_ping_timeout")]
     pub timeout_ms: u64,
+}
+
+/// A continuous MTR monitor: every round of `cycles` probes per hop becomes per-hop samples.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtrMonitor {
+    /// Name, for logs and the series labels.
+    pub name: String,
+    /// Targets, IPv4 or IPv6 addresses.
+    pub targets: Vec<IpAddr>,
+    /// Probe protocol: `icmp`, `udp` or `tcp`.
+    #[serde(default = "default_mtr_protocol")]
+    pub protocol: String,
+    /// Cycles reduced into one sample per hop.
+    #[serde(default = "default_mtr_cycles")]
+    pub cycles: usize,
+    /// Milliseconds between cycles.
+    #[serde(default = "default_mtr_interval")]
+    pub interval_ms: u64,
+}
+
+fn default_mtr_protocol() -> String {
+    "icmp".into()
+}
+fn default_mtr_cycles() -> usize {
+    10
+}
+fn default_mtr_interval() -> u64 {
+    1_000
 }
 
 fn default_ping_interval() -> u64 {

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod diag;
 pub mod enroll;
 pub mod identity;
 pub mod monitors;

@@ -1,13 +1,11 @@
 //! `octoisp-agent`: the POP daemon (`run`) and the technician's command line.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use octoisp_agent::config::Config;
-use octoisp_agent::{daemon, enroll, telemetry};
+use octoisp_agent::{daemon, diag, enroll, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
@@ -21,7 +19,8 @@ const EXIT_USAGE: u8 = 64;
 )]
 struct Cli {
     /// Configuration file (TOML). Environment variables OCTOISP_AGENT__SECTION__KEY override it.
-    #[arg(long, short, global = true, env = "OCTOISP_AGENT_CONFIG")]
+    /// (No short form: `-c` is the count of `ping`, `sweep` and `mtr`, as in ping and mtr.)
+    #[arg(long, global = true, env = "OCTOISP_AGENT_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -47,22 +46,11 @@ enum Command {
     CheckConfig,
     /// Show the outbox: what waits to be uploaded, what was dropped.
     Status,
-    /// Ping a host (one-shot).
-    Ping {
-        /// Target address.
-        target: IpAddr,
-        /// Number of probes.
-        #[arg(short = 'c', long, default_value_t = 4)]
-        count: u16,
-        /// Milliseconds between probes.
-        #[arg(short = 'i', long, default_value_t = 1000)]
-        interval_ms: u64,
-        /// Milliseconds to wait for each reply.
-        #[arg(short = 'W', long, default_value_t = 1000)]
-        timeout_ms: u64,
-    },
     /// SNMP tools: get, walk, fingerprint, poll, discover, traps (net-snmp flags; `snmp help`).
     Snmp(octoisp_agent::snmp::cli::SnmpArgs),
+    // Diagnostics (ping, sweep, scan, trace, mtr, dns, http): see octoisp_agent::diag::cli.
+    #[command(flatten)]
+    Diag(diag::cli::DiagCommand),
 }
 
 fn main() -> ExitCode {
@@ -149,77 +137,25 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             );
             println!("dead letters: {}", s.dead_letters);
         }
-        Command::Ping {
-            target,
-            count,
-            interval_ms,
-            timeout_ms,
-        } => {
-            return ping(target, count, interval_ms, timeout_ms).await;
-        }
         Command::Snmp(args) => return octoisp_agent::snmp::cli::run(args, &cfg).await,
+        Command::Diag(cmd) => return diag::cli::run(cmd).await,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn ping(
-    target: IpAddr,
-    count: u16,
-    interval_ms: u64,
-    timeout_ms: u64,
-) -> anyhow::Result<ExitCode> {
-    use octoisp_agent::monitors::ping::{Pinger, RoundStats};
-    if count == 0 {
-        eprintln!("octoisp-agent: --count must be at least 1");
-        return Ok(ExitCode::from(EXIT_USAGE));
-    }
-    let pinger = Pinger::new().map_err(|e| {
-        anyhow::anyhow!("cannot open an ICMP socket (needs root or CAP_NET_RAW): {e}")
-    })?;
-    let ident: u16 = rand::random();
-    let payload = [0u8; 56];
-    let mut rtts = Vec::new();
-    for seq in 0..count {
-        if seq > 0 {
-            tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-        }
-        let rtt = pinger
-            .probe(
-                target,
-                ident,
-                seq,
-                &payload,
-                Duration::from_millis(timeout_ms),
-            )
-            .await;
-        match rtt {
-            Some(d) => println!(
-                "reply from {target}: seq={seq} time={:.3} ms",
-                d.as_secs_f64() * 1e3
-            ),
-            None => println!("no reply from {target}: seq={seq} (timeout)"),
-        }
-        rtts.push(rtt);
-    }
-    let s = RoundStats::from_rtts(&rtts);
-    println!(
-        "--- {target}: {} sent, {} received, {:.1}% loss; rtt min/avg/max = {:.3}/{:.3}/{:.3} ms",
-        s.sent,
-        s.received,
-        s.loss() * 100.0,
-        s.min_ms,
-        s.avg_ms,
-        s.max_ms
-    );
-    Ok(if s.received > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // Catches clashing flags (a subcommand's `-c` against a global one) before a user does.
+        super::Cli::command().debug_assert();
+    }
 }

@@ -4,6 +4,7 @@
 //! and retried at the next round, never lost silently.
 
 pub mod generator;
+pub mod mtr;
 pub mod ping;
 
 use tokio_util::sync::CancellationToken;
@@ -20,17 +21,29 @@ pub fn spawn_all(
     shutdown: &CancellationToken,
 ) {
     if !cfg.ping.is_empty() {
-        match ping::Pinger::new() {
-            Ok(pinger) => {
+        match crate::diag::ping::IcmpEngine::open(&[], None) {
+            Ok(engine) => {
                 for m in &cfg.ping {
                     for target in &m.targets {
-                        let task = ping::PingTask::new(m, *target, pinger.clone(), outbox.clone());
+                        let task = ping::PingTask::new(m, *target, engine.clone(), outbox.clone());
                         tracker.spawn(task.run(shutdown.clone()));
                     }
                 }
             }
             Err(err) => {
                 tracing::error!(error = %err, "Ping monitors disabled: cannot open ICMP sockets (needs CAP_NET_RAW).")
+            }
+        }
+    }
+    for m in &cfg.mtr {
+        for target in &m.targets {
+            match mtr::MtrTask::new(m, *target, outbox.clone()) {
+                Ok(task) => {
+                    tracker.spawn(task.run(shutdown.clone()));
+                }
+                Err(err) => {
+                    tracing::error!(monitor = %m.name, error = %err, "MTR monitor not started.")
+                }
             }
         }
     }

@@ -1,123 +1,36 @@
-//! Continuous ping: every interval, `count` ICMP echo probes to each target, reduced to min/avg/max RTT and
-//! loss, committed as samples; `ping.down` / `ping.up` events when a target stops or starts answering.
+//! Continuous ping (SmokePing style): every interval, `count` ICMP echo probes to each target, reduced to
+//! min/avg/max/p95 RTT, jitter and loss of the round plus loss over a sliding five-minute window, committed as
+//! samples; `ping.down` / `ping.up` events when a target stops or starts answering.
 //!
-//! One ICMP socket per address family is shared by every target (surge-ping demultiplexes replies by
-//! identifier and sequence), so thousands of targets cost no thread each.
+//! The probes go through [`crate::diag::ping::IcmpEngine`]: one ICMP socket per address family shared by
+//! every target, sends paced by the process-wide packet budget, so thousands of targets cost no thread or
+//! socket each, and rounds start at a random offset so targets do not probe in step.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use octoisp_shared::{Event, MetricKind, Record, Sample, Severity};
 use rand::Rng;
-use surge_ping::{Client, Config as PingConfig, ICMP, PingIdentifier, PingSequence};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PingMonitor;
+use crate::diag::ping::IcmpEngine;
+use crate::diag::stats::{RttSummary, SlidingWindow};
 use crate::outbox::Outbox;
 
-/// The shared ICMP clients (one per address family).
-#[derive(Clone)]
-pub struct Pinger {
-    v4: Arc<Client>,
-    v6: Option<Arc<Client>>,
-}
+/// Span of the sliding window over which `ping.loss_ratio_5m` is computed.
+const WINDOW_MS: u64 = 5 * 60 * 1000;
 
-impl std::fmt::Debug for Pinger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pinger")
-            .field("v6", &self.v6.is_some())
-            .finish()
-    }
-}
-
-impl Pinger {
-    /// Opens the ICMP sockets (raw sockets need CAP_NET_RAW; IPv6 is optional).
-    pub fn new() -> std::io::Result<Pinger> {
-        let v4 = Arc::new(Client::new(&PingConfig::default())?);
-        let v6 = match Client::new(&PingConfig::builder().kind(ICMP::V6).build()) {
-            Ok(c) => Some(Arc::new(c)),
-            Err(err) => {
-                tracing::warn!(error = %err, "IPv6 ping unavailable.");
-                None
-            }
-        };
-        Ok(Pinger { v4, v6 })
-    }
-
-    /// One echo probe; `None` when no reply came within `timeout`.
-    pub async fn probe(
-        &self,
-        target: IpAddr,
-        ident: u16,
-        seq: u16,
-        payload: &[u8],
-        timeout: Duration,
-    ) -> Option<Duration> {
-        let client = match target {
-            IpAddr::V4(_) => &self.v4,
-            IpAddr::V6(_) => self.v6.as_ref()?,
-        };
-        let mut pinger = client.pinger(target, PingIdentifier(ident)).await;
-        pinger.timeout(timeout);
-        pinger
-            .ping(PingSequence(seq), payload)
-            .await
-            .ok()
-            .map(|(_, rtt)| rtt)
-    }
-}
-
-/// Statistics of one round of probes.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RoundStats {
-    /// Probes sent.
-    pub sent: u16,
-    /// Replies received.
-    pub received: u16,
-    /// Smallest RTT, ms.
-    pub min_ms: f64,
-    /// Mean RTT, ms.
-    pub avg_ms: f64,
-    /// Largest RTT, ms.
-    pub max_ms: f64,
-}
-
-impl RoundStats {
-    /// Reduces the RTTs of a round (`None` = lost).
-    pub fn from_rtts(rtts: &[Option<Duration>]) -> RoundStats {
-        let got: Vec<f64> = rtts
-            .iter()
-            .flatten()
-            .map(|d| d.as_secs_f64() * 1e3)
-            .collect();
-        let (min, max, sum) = got
-            .iter()
-            .fold((f64::INFINITY, 0.0f64, 0.0), |(mi, ma, s), &v| {
-                (mi.min(v), ma.max(v), s + v)
-            });
-        RoundStats {
-            sent: u16::try_from(rtts.len()).unwrap_or(u16::MAX),
-            received: u16::try_from(got.len()).unwrap_or(u16::MAX),
-            min_ms: if got.is_empty() { f64::NAN } else { min },
-            avg_ms: if got.is_empty() {
-                f64::NAN
-            } else {
-                sum / got.len() as f64
-            },
-            max_ms: if got.is_empty() { f64::NAN } else { max },
-        }
-    }
-
-    /// Fraction of probes lost, 0..=1.
-    pub fn loss(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            f64::from(self.sent - self.received) / f64::from(self.sent)
-        }
-    }
-}
+/// The series a ping monitor writes, in sample order.
+const METRICS: [&str; 7] = [
+    "ping.loss_ratio",
+    "ping.loss_ratio_5m",
+    "ping.rtt_min_ms",
+    "ping.rtt_avg_ms",
+    "ping.rtt_max_ms",
+    "ping.rtt_p95_ms",
+    "ping.jitter_ms",
+];
 
 /// The monitor of one target.
 #[derive(Debug)]
@@ -128,13 +41,13 @@ pub struct PingTask {
     count: u16,
     timeout: Duration,
     payload: Vec<u8>,
-    pinger: Pinger,
+    engine: IcmpEngine,
     outbox: Outbox,
 }
 
 impl PingTask {
     /// Prepares the monitor of `target`.
-    pub fn new(cfg: &PingMonitor, target: IpAddr, pinger: Pinger, outbox: Outbox) -> PingTask {
+    pub fn new(cfg: &PingMonitor, target: IpAddr, engine: IcmpEngine, outbox: Outbox) -> PingTask {
         PingTask {
             monitor: cfg.name.clone(),
             target,
@@ -142,7 +55,7 @@ impl PingTask {
             count: cfg.count,
             timeout: Duration::from_millis(cfg.timeout_ms),
             payload: vec![0u8; usize::from(cfg.size)],
-            pinger,
+            engine,
             outbox,
         }
     }
@@ -151,18 +64,13 @@ impl PingTask {
     pub async fn run(self, shutdown: CancellationToken) {
         let device_key = format!("icmp:{}", self.target);
         let labels = vec![("monitor".to_owned(), self.monitor.clone())];
-        let ids: Result<Vec<u64>, _> = [
-            "ping.rtt_min_ms",
-            "ping.rtt_avg_ms",
-            "ping.rtt_max_ms",
-            "ping.loss_ratio",
-        ]
-        .iter()
-        .map(|m| {
-            self.outbox
-                .series_id(&device_key, m, &labels, MetricKind::Gauge)
-        })
-        .collect();
+        let ids: Result<Vec<u64>, _> = METRICS
+            .iter()
+            .map(|m| {
+                self.outbox
+                    .series_id(&device_key, m, &labels, MetricKind::Gauge)
+            })
+            .collect();
         let ids = match ids {
             Ok(ids) => ids,
             Err(err) => {
@@ -179,6 +87,7 @@ impl PingTask {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq: u16 = 0;
         let mut up: Option<bool> = None;
+        let mut window = SlidingWindow::new(WINDOW_MS);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -191,27 +100,28 @@ impl PingTask {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 seq = seq.wrapping_add(1);
-                rtts.push(
-                    self.pinger
-                        .probe(self.target, ident, seq, &self.payload, self.timeout)
-                        .await,
-                );
+                let sent_ms = u64::try_from(now_ms()).unwrap_or(0);
+                let rtt = self
+                    .engine
+                    .probe(self.target, ident, seq, &self.payload, self.timeout)
+                    .await
+                    .map(|(rtt, _, _)| rtt);
+                window.push(sent_ms, rtt);
+                rtts.push(rtt);
             }
-            let stats = RoundStats::from_rtts(&rtts);
-            let mut samples = vec![Sample {
-                series: ids[3],
-                ts_ms,
-                value: stats.loss(),
-            }];
-            if stats.received > 0 {
-                for (id, v) in ids.iter().zip([stats.min_ms, stats.avg_ms, stats.max_ms]) {
-                    samples.push(Sample {
+            let stats = RttSummary::from_probes(&rtts);
+            let values = round_values(&stats, &window.summary());
+            let samples: Vec<Sample> = ids
+                .iter()
+                .zip(values)
+                .filter_map(|(id, v)| {
+                    v.map(|value| Sample {
                         series: *id,
                         ts_ms,
-                        value: v,
-                    });
-                }
-            }
+                        value,
+                    })
+                })
+                .collect();
             if let Err(err) = self.outbox.append_samples(samples).await {
                 tracing::error!(target = %self.target, error = %err, "Ping samples not stored.");
             }
@@ -256,19 +166,35 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The values of [`METRICS`] for a round (`None` = no sample: RTTs of a round where nothing answered).
+fn round_values(round: &RttSummary, window: &RttSummary) -> [Option<f64>; 7] {
+    [
+        Some(round.loss_pct / 100.0),
+        Some(window.loss_pct / 100.0),
+        round.min_ms,
+        round.avg_ms,
+        round.max_ms,
+        round.p95_ms,
+        round.jitter_ms,
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn round_stats() {
-        let ms = |v| Some(Duration::from_millis(v));
-        let s = RoundStats::from_rtts(&[ms(2), None, ms(4), None]);
-        assert_eq!((s.sent, s.received), (4, 2));
-        assert_eq!((s.min_ms, s.avg_ms, s.max_ms), (2.0, 3.0, 4.0));
-        assert_eq!(s.loss(), 0.5);
-        let s = RoundStats::from_rtts(&[None, None]);
-        assert_eq!(s.loss(), 1.0);
-        assert!(s.avg_ms.is_nan());
+    fn a_silent_round_writes_only_loss() {
+        let round = RttSummary::from_probes(&[None, None]);
+        let window = RttSummary::from_probes(&[Some(1.0), Some(1.0), None, None]);
+        assert_eq!(
+            round_values(&round, &window),
+            [Some(1.0), Some(0.5), None, None, None, None, None]
+        );
+        let round = RttSummary::from_probes(&[Some(2.0), Some(4.0)]);
+        let v = round_values(&round, &round);
+        assert_eq!(v[0], Some(0.0));
+        assert_eq!(v[3], Some(3.0));
+        assert_eq!(v[6], Some(2.0));
     }
 }
