@@ -28,6 +28,8 @@ pub struct Config {
     pub log: LogSection,
     /// Continuous monitors.
     pub monitors: MonitorsSection,
+    /// The local TR-069 ACS (off until `acs.listen` is set).
+    pub acs: crate::acs::AcsSection,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             metrics: MetricsSection::default(),
             log: LogSection::default(),
             monitors: MonitorsSection::default(),
+            acs: crate::acs::AcsSection::default(),
         }
     }
 }
@@ -303,6 +306,9 @@ impl Config {
                     m.name
                 ));
             }
+        }
+        if let Err(m) = self.acs.validate() {
+            return bad(m);
         }
         let mut names = std::collections::HashSet::new();
         for (i, g) in self.monitors.generator.iter().enumerate() {

@@ -29,8 +29,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: monitors, outbox, uplink.
-    Run,
+    /// Run the daemon: monitors, outbox, uplink, and the ACS when configured.
+    Run {
+        /// CWMP listen address of the ACS, such as 0.0.0.0:7547 (overrides acs.listen).
+        #[arg(long)]
+        acs_listen: Option<std::net::SocketAddr>,
+    },
     /// Enroll with a control plane using a one-time token.
     Enroll {
         /// Control plane QUIC address, HOST:PORT.
@@ -61,6 +65,9 @@ enum Command {
         #[arg(short = 'W', long, default_value_t = 1000)]
         timeout_ms: u64,
     },
+    /// The local TR-069 ACS: devices, parameters, tasks.
+    #[command(subcommand)]
+    Acs(octoisp_agent::acs::cli::AcsCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,9 +96,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run => {
+        Command::Run { acs_listen } => {
+            if acs_listen.is_some() {
+                cfg.acs.listen = acs_listen;
+            }
             let shutdown = CancellationToken::new();
             daemon::cancel_on_signals(shutdown.clone());
             daemon::run(cfg, shutdown).await?;
@@ -155,6 +165,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         } => {
             return ping(target, count, interval_ms, timeout_ms).await;
         }
+        Command::Acs(cmd) => octoisp_agent::acs::cli::run(cmd, &cfg).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
