@@ -261,7 +261,15 @@ async fn digest_with_per_pop_and_per_device_credentials() {
             .completed
     );
     cfg.credentials = Some(("zte-auth1".into(), "wrong".into()));
-    let log = Cpe::minimal(cfg).session(acs.addr, PERIODIC).await.unwrap();
+    let log = Cpe::minimal(cfg.clone())
+        .session(acs.addr, PERIODIC)
+        .await
+        .unwrap();
+    assert_eq!(log.inform_status, 401);
+    // Another device cannot use this device's credentials.
+    let mut other = CpeConfig::zte("AUTH2");
+    other.credentials = Some(("zte-auth1".into(), "own".into()));
+    let log = Cpe::minimal(other).session(acs.addr, BOOT).await.unwrap();
     assert_eq!(log.inform_status, 401);
 }
 
@@ -500,4 +508,94 @@ async fn firmware_download_completes_with_transfer_complete_or_is_retried_then_f
     let t = acs.acs.store.task(&bad).unwrap().unwrap();
     assert_eq!(t.state, TaskState::Failed);
     assert!(t.last_error.unwrap().starts_with("9018"));
+}
+
+/// A CPE's Connection Request endpoint: Digest-protected; an authenticated GET makes the CPE inform at once.
+async fn connection_request_endpoint(
+    cpe: std::sync::Arc<Cpe>,
+    acs_addr: std::net::SocketAddr,
+) -> std::net::SocketAddr {
+    use http_body_util::Empty;
+    use octoisp_agent::acs::auth::{AuthOutcome, DigestServer};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let digest = std::sync::Arc::new(DigestServer::new("cpe"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (cpe, digest) = (cpe.clone(), digest.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (cpe, digest) = (cpe.clone(), digest.clone());
+                        async move {
+                            let authz = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok());
+                            let outcome = digest.check(
+                                authz,
+                                "GET",
+                                octoisp_agent::acs::now_ms(),
+                                false,
+                                |u| (u == "cr-user").then(|| "cr-pass".to_owned()),
+                            );
+                            let mut resp = hyper::Response::new(Empty::<bytes::Bytes>::new());
+                            if outcome == AuthOutcome::Ok("cr-user".into()) {
+                                tokio::spawn(async move {
+                                    let _ = cpe.session(acs_addr, &["6 CONNECTION REQUEST"]).await;
+                                });
+                            } else {
+                                *resp.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                                let challenge =
+                                    digest.challenge(octoisp_agent::acs::now_ms(), false);
+                                resp.headers_mut()
+                                    .insert("www-authenticate", challenge.parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_request_with_digest_runs_the_task_now() {
+    let opts = AcsOptions {
+        conn_req_credentials: Some(("cr-user".into(), "cr-pass".into())),
+        ..AcsOptions::default()
+    };
+    let acs = start(opts).await;
+    let cpe = std::sync::Arc::new(Cpe::minimal(CpeConfig::huawei("CR1")));
+    let cr = connection_request_endpoint(cpe.clone(), acs.addr).await;
+    cpe.set(
+        "InternetGatewayDevice.ManagementServer.ConnectionRequestURL",
+        &format!("http://{cr}/278b6aafa3c49147637611f265c3f806"),
+    );
+    cpe.session(acs.addr, BOOT).await.unwrap();
+    let id = cpe.cfg.device_id();
+    acs.acs.enqueue(&id, TaskKind::Reboot).await.unwrap();
+    assert_eq!(acs.acs.request_connection(&id).await, Ok(200));
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while *cpe.reboots.lock().unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the CPE informed and rebooted after the Connection Request");
+    // Wrong credentials are refused by the CPE, and the ACS says so.
+    acs.acs
+        .store
+        .set_credentials(&id, None, Some(("cr-user", "wrong")))
+        .unwrap();
+    let err = acs.acs.request_connection(&id).await.unwrap_err();
+    assert!(err.contains("401"), "{err}");
 }

@@ -43,6 +43,8 @@ pub struct AcsSection {
     pub templates_dir: Option<PathBuf>,
     /// Normalization rules replacing the built-in ones; unset: the built-in `normalize.toml`.
     pub normalize_file: Option<PathBuf>,
+    /// Directory of firmware images served at `/firmware/NAME` (each with `NAME.sha256`); unset: none.
+    pub firmware_dir: Option<PathBuf>,
 }
 
 impl Default for AcsSection {
@@ -64,6 +66,7 @@ impl Default for AcsSection {
             task_backoff_s: 60,
             templates_dir: None,
             normalize_file: None,
+            firmware_dir: None,
         }
     }
 }

@@ -13,12 +13,14 @@
 //! - [`normalize`]: the normalized view from `agent/acs/normalize.toml`.
 //! - [`session`]: the session state machine and the shared ACS state. [`server`]: the HTTP endpoint.
 //! - [`connreq`]: Connection Requests. [`templates`]: provisioning templates. [`cli`]: `octoisp-agent acs ...`.
+//! - [`firmware`]: images served with Range, staged rollouts with a stop rule.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connreq;
 pub mod cwmp;
+pub mod firmware;
 pub mod normalize;
 pub mod server;
 pub mod session;

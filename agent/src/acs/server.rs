@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, COOKIE, HeaderValue};
+use hyper::header::{CONTENT_ENCODING, CONTENT_RANGE, COOKIE, HeaderValue, RANGE};
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::firmware::{FirmwareDir, FirmwareError, RangeReq, parse_range};
 use super::session::{self, Acs, Request, SessionHandle};
 
 /// How long a connection may take to send a request's headers.
@@ -155,6 +156,12 @@ async fn handle_http(
     conn: &Conn,
     req: hyper::Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if req.method() == Method::GET
+        && let Some(name) = req.uri().path().strip_prefix("/firmware/")
+        && let Some(fw) = acs.opts.firmware.clone()
+    {
+        return serve_firmware(fw, name.to_owned(), req.headers().get(RANGE).cloned()).await;
+    }
     if req.method() != Method::POST {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "CWMP takes POST.\n");
     }
@@ -215,6 +222,55 @@ async fn handle_http(
             r.headers_mut().append(k, v);
         }
     }
+    r
+}
+
+/// Serves a firmware image (whole, or the one range asked for). Images are read whole after their checksum is
+/// checked, so memory per download is the image size.
+async fn serve_firmware(
+    fw: FirmwareDir,
+    name: String,
+    range: Option<HeaderValue>,
+) -> Response<Full<Bytes>> {
+    let loaded = tokio::task::spawn_blocking(move || fw.load(&name)).await;
+    let data = match loaded {
+        Ok(Ok(d)) => d,
+        Ok(Err(FirmwareError::NotFound(_))) => {
+            return plain(StatusCode::NOT_FOUND, "No such image.\n");
+        }
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "Firmware image not served.");
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "Image unavailable.\n");
+        }
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n"),
+    };
+    let len = data.len() as u64;
+    let mut r = match parse_range(range.as_ref().and_then(|v| v.to_str().ok()), len) {
+        RangeReq::Full => Response::new(Full::new(Bytes::from(data))),
+        RangeReq::Part(start, end) => {
+            let slice = data
+                .get(start as usize..=end as usize)
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default();
+            let mut r = Response::new(Full::new(slice));
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                r.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            r
+        }
+        RangeReq::Unsatisfiable => {
+            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                r.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            r
+        }
+    };
+    r.headers_mut().insert(
+        hyper::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
     r
 }
 

@@ -28,6 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::{AuthOutcome, DigestServer};
 use super::cwmp::{self, Body, CwmpVersion, Envelope, Fault, Inform, Limits, ParameterValue};
+use super::firmware::{Campaign, Decision, FirmwareDir, Outcome};
 use super::normalize::Rules;
 use super::store::{AcsStore, InformRecord, StoreError};
 use super::tasks::{RetryPolicy, TaskKind, TaskState, Verdict};
@@ -74,6 +75,8 @@ pub struct AcsOptions {
     pub templates: Vec<Template>,
     /// Normalization rules.
     pub rules: Rules,
+    /// Firmware images served to CPEs.
+    pub firmware: Option<FirmwareDir>,
 }
 
 impl Default for AcsOptions {
@@ -97,6 +100,7 @@ fn unreachable_defaults() -> AcsOptions {
         conn_req_credentials: None,
         templates: Vec::new(),
         rules: Rules::builtin(),
+        firmware: None,
     }
 }
 
@@ -141,6 +145,7 @@ impl AcsOptions {
                 .zip(s.connection_request_password.clone()),
             templates,
             rules,
+            firmware: s.firmware_dir.as_ref().map(FirmwareDir::new),
         })
     }
 }
@@ -447,7 +452,8 @@ impl Acs {
         Some(s)
     }
 
-    fn authenticate(&self, req: &Request) -> Result<(), Reply> {
+    /// Checks the CPE's credentials: its own (which then must be those of the device it informs as) or the POP's.
+    fn authenticate(&self, req: &Request, device: &str) -> Result<(), Reply> {
         let Some((pop_user, pop_pass)) = &self.opts.pop_credentials else {
             return Ok(());
         };
@@ -458,7 +464,8 @@ impl Acs {
                 .check(req.authorization.as_deref(), "POST", now, req.tls, |user| {
                     // Per-device credentials first, then the POP's. A short indexed read on the caller's thread.
                     match store.acs_password(user) {
-                        Ok(Some(p)) => Some(p),
+                        Ok(Some((owner, p))) if owner == device => Some(p),
+                        Ok(Some(_)) => None,
                         _ if user == pop_user => Some(pop_pass.clone()),
                         _ => None,
                     }
@@ -485,11 +492,11 @@ impl Acs {
         id: Option<String>,
         inform: Inform,
     ) -> Reply {
-        if let Err(reply) = self.authenticate(req) {
-            return reply;
-        }
         let d = &inform.device_id;
         let device = super::device_id(&d.oui, &d.product_class, &d.serial_number);
+        if let Err(reply) = self.authenticate(req, &device) {
+            return reply;
+        }
         let now = now_ms();
         // One session per device: a live one elsewhere refuses this Inform; a dead or stale one gives way.
         {
@@ -822,6 +829,76 @@ impl Acs {
             Err(err) => tracing::error!(%device, error = %err, "TransferComplete not stored."),
         }
         self.upstream(records).await;
+    }
+
+    /// Sends a Connection Request to a device (its reported URL, its own or the POP's credentials), so that it
+    /// opens a session now and runs its queued tasks.
+    pub async fn request_connection(&self, device: &str) -> Result<u16, String> {
+        let dev = device.to_owned();
+        let (row, creds) = self
+            .blocking(move |s| Ok((s.device(&dev)?, s.conn_req_credentials(&dev)?)))
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = row.ok_or_else(|| format!("no device {device:?}"))?;
+        if row.conn_req_url.is_empty() {
+            return Err(format!("{device} reported no ConnectionRequestURL"));
+        }
+        let creds = creds.or_else(|| self.opts.conn_req_credentials.clone());
+        super::connreq::send(
+            &row.conn_req_url,
+            creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// One step of a firmware campaign: judges the devices started so far (`started`: device → its Download task)
+    /// and starts the next stage when it is time, queueing `download` for its devices. Returns the decision.
+    pub async fn campaign_step(
+        &self,
+        campaign: &Campaign,
+        started: &mut HashMap<String, String>,
+        download: &TaskKind,
+    ) -> Result<Decision, String> {
+        let ids: Vec<(String, String)> = started
+            .iter()
+            .map(|(d, t)| (d.clone(), t.clone()))
+            .collect();
+        let outcomes = self
+            .blocking(move |s| {
+                let mut out = HashMap::new();
+                for (device, task) in ids {
+                    let o = match s.task(&task)? {
+                        Some(t) if t.state == TaskState::Done => Outcome::Succeeded,
+                        Some(t) if t.state == TaskState::Failed => Outcome::Failed,
+                        Some(t) => Outcome::InProgress(t.created_ms),
+                        None => Outcome::Failed,
+                    };
+                    out.insert(device, o);
+                }
+                Ok(out)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        let decision = campaign.decide(&outcomes, now_ms());
+        match &decision {
+            Decision::Start(devices) => {
+                for d in devices {
+                    let id = self.enqueue(d, download.clone()).await?;
+                    started.insert(d.clone(), id);
+                }
+            }
+            Decision::Halt { failed, finished } => {
+                tracing::warn!(
+                    failed,
+                    finished,
+                    "Firmware campaign halted by its stop rule."
+                );
+            }
+            Decision::Wait | Decision::Done => {}
+        }
+        Ok(decision)
     }
 
     /// Queues a task for a device (it runs in the next session).

@@ -403,17 +403,18 @@ impl AcsStore {
         Ok(())
     }
 
-    /// The password of a per-device ACS user name, if one is set.
-    pub fn acs_password(&self, username: &str) -> Result<Option<String>, StoreError> {
-        self.lock()
+    /// The device and password of a per-device ACS user name, if one is set.
+    pub fn acs_password(&self, username: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .lock()
             .query_row(
-                "SELECT acs_password FROM devices WHERE acs_username = ?1",
+                "SELECT id, acs_password FROM devices WHERE acs_username = ?1",
                 [username],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .map_err(|e| self.err(e))
-            .map(Option::flatten)
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(d, p)| Some((d, p?))))
     }
 
     /// The per-device Connection Request credentials, if set.
