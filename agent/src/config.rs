@@ -30,6 +30,8 @@ pub struct Config {
     pub monitors: MonitorsSection,
     /// SNMP polling, discovery and traps.
     pub snmp: crate::snmp::config::SnmpSection,
+    /// The local TR-069 ACS (off until `acs.listen` is set).
+    pub acs: crate::acs::AcsSection,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             log: LogSection::default(),
             monitors: MonitorsSection::default(),
             snmp: crate::snmp::config::SnmpSection::default(),
+            acs: crate::acs::AcsSection::default(),
         }
     }
 }
@@ -339,6 +342,9 @@ impl Config {
             }
         }
         self.snmp.validate().map_err(ConfigError::Invalid)?;
+        if let Err(m) = self.acs.validate() {
+            return bad(m);
+        }
         let mut names = std::collections::HashSet::new();
         for (i, g) in self.monitors.generator.iter().enumerate() {
             if g.series == 0 || g.interval_ms == 0 || !names.insert(g.name.clone()) {

@@ -50,6 +50,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     }
     monitors::spawn_all(&cfg.monitors, &outbox, &tracker, &shutdown);
     crate::snmp::service::spawn_all(&cfg.snmp, &outbox, &tracker, &shutdown)?;
+    crate::acs::start_in_daemon(&cfg, &outbox, &tracker, &shutdown).await?;
 
     let id_dir = cfg.identity_dir();
     match identity::Identity::load(&id_dir) {

@@ -1,5 +1,6 @@
 //! The OctoISP agent as a library: the binary `octoisp-agent` is a thin CLI over these modules.
 
+pub mod acs;
 pub mod config;
 pub mod daemon;
 pub mod diag;

@@ -28,8 +28,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the daemon: monitors, outbox, uplink.
-    Run,
+    /// Run the daemon: monitors, outbox, uplink, and the ACS when configured.
+    Run {
+        /// CWMP listen address of the ACS, such as 0.0.0.0:7547 (overrides acs.listen).
+        #[arg(long)]
+        acs_listen: Option<std::net::SocketAddr>,
+    },
     /// Enroll with a control plane using a one-time token.
     Enroll {
         /// Control plane QUIC address, HOST:PORT.
@@ -51,6 +55,9 @@ enum Command {
     // Diagnostics (ping, sweep, scan, trace, mtr, dns, http): see octoisp_agent::diag::cli.
     #[command(flatten)]
     Diag(diag::cli::DiagCommand),
+    /// The local TR-069 ACS: devices, parameters, tasks.
+    #[command(subcommand)]
+    Acs(octoisp_agent::acs::cli::AcsCommand),
 }
 
 fn main() -> ExitCode {
@@ -79,9 +86,12 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
+async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run => {
+        Command::Run { acs_listen } => {
+            if acs_listen.is_some() {
+                cfg.acs.listen = acs_listen;
+            }
             let shutdown = CancellationToken::new();
             daemon::cancel_on_signals(shutdown.clone());
             daemon::run(cfg, shutdown).await?;
@@ -139,6 +149,7 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Snmp(args) => return octoisp_agent::snmp::cli::run(args, &cfg).await,
         Command::Diag(cmd) => return diag::cli::run(cmd).await,
+        Command::Acs(cmd) => octoisp_agent::acs::cli::run(cmd, &cfg).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,322 @@
+//! Firmware for CPEs: images served to Download RPCs from a local directory (checksum verified, Range requests),
+//! and staged rollouts that halt themselves when too many devices fail or do not come back.
+//!
+//! An image `NAME` is the file `<firmware_dir>/NAME` with its SHA-256 in `<firmware_dir>/NAME.sha256` (hex, as
+//! the control plane caches them); an image whose file does not match its checksum is never served.
+//!
+//! A campaign ([`Campaign`]) rolls an image out over a list of devices in cumulative stages (such as 5 %, 25 %,
+//! 100 %). [`Campaign::decide`] is pure: given each started device's outcome it says whether to start the next
+//! stage, wait, stop for good (more than `max_failure_pct` of the finished devices failed, a device that does
+//! not report back within `come_back_ms` counting as failed), or that the campaign is done.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// Why an image cannot be served.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FirmwareError {
+    /// No such image (or a name with a path in it).
+    #[error("no firmware image {0:?}")]
+    NotFound(String),
+    /// The file does not match its checksum.
+    #[error("firmware image {0:?} does not match its checksum")]
+    Checksum(String),
+    /// The file could not be read.
+    #[error("firmware image {name:?}: {message}")]
+    Io {
+        /// Image.
+        name: String,
+        /// Error.
+        message: String,
+    },
+}
+
+/// A directory of verified images.
+#[derive(Debug, Clone)]
+pub struct FirmwareDir {
+    dir: PathBuf,
+}
+
+impl FirmwareDir {
+    /// Images in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// Reads an image after checking its checksum; returns its bytes.
+    pub fn load(&self, name: &str) -> Result<Vec<u8>, FirmwareError> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(FirmwareError::NotFound(name.into()));
+        }
+        let path = self.dir.join(name);
+        let io = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::NotFound => FirmwareError::NotFound(name.into()),
+            _ => FirmwareError::Io {
+                name: name.into(),
+                message: e.to_string(),
+            },
+        };
+        let expected = std::fs::read_to_string(sidecar(&path)).map_err(io)?;
+        let data = std::fs::read(&path).map_err(io)?;
+        if hex::encode(Sha256::digest(&data)) != expected.trim().to_ascii_lowercase() {
+            return Err(FirmwareError::Checksum(name.into()));
+        }
+        Ok(data)
+    }
+}
+
+fn sidecar(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".sha256");
+    PathBuf::from(p)
+}
+
+/// A byte range of a `Range: bytes=...` header, resolved against a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeReq {
+    /// The whole file (no header, or one we ignore).
+    Full,
+    /// `start..=end`.
+    Part(u64, u64),
+    /// Cannot be satisfied (416).
+    Unsatisfiable,
+}
+
+/// Resolves a single-range `Range` header against `len` (multiple ranges are served whole, as RFC 9110 allows).
+pub fn parse_range(header: Option<&str>, len: u64) -> RangeReq {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return RangeReq::Full;
+    };
+    if spec.contains(',') {
+        return RangeReq::Full;
+    }
+    let Some((a, b)) = spec.split_once('-') else {
+        return RangeReq::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        match b.parse::<u64>() {
+            Ok(0) | Err(_) => return RangeReq::Unsatisfiable,
+            Ok(n) => (len.saturating_sub(n), len.saturating_sub(1)),
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeReq::Full;
+        };
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) => e.min(len.saturating_sub(1)),
+                Err(_) => return RangeReq::Full,
+            }
+        };
+        (start, end)
+    };
+    if len == 0 || range.0 >= len || range.0 > range.1 {
+        RangeReq::Unsatisfiable
+    } else {
+        RangeReq::Part(range.0, range.1)
+    }
+}
+
+/// How one device of a campaign is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Download sent at this time (ms), no TransferComplete yet.
+    InProgress(i64),
+    /// Upgraded and back.
+    Succeeded,
+    /// Failed (a fault, or given up).
+    Failed,
+}
+
+/// What a campaign should do next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Start these devices (the next stage).
+    Start(Vec<String>),
+    /// Devices of the current stage have not finished.
+    Wait,
+    /// Stop: too many failures among the finished devices.
+    Halt {
+        /// Failed (including those that did not come back).
+        failed: usize,
+        /// Finished.
+        finished: usize,
+    },
+    /// Every device finished; not halted.
+    Done,
+}
+
+/// A staged rollout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Campaign {
+    /// Devices, in rollout order.
+    pub devices: Vec<String>,
+    /// Cumulative stage sizes in percent, increasing, the last 100.
+    pub stages_pct: Vec<u32>,
+    /// Halt when more than this percentage of finished devices failed.
+    pub max_failure_pct: f64,
+    /// A device still in progress after this long counts as failed (did not come back).
+    pub come_back_ms: i64,
+}
+
+impl Campaign {
+    /// The next step, given the outcome of every started device.
+    pub fn decide(&self, outcomes: &HashMap<String, Outcome>, now_ms: i64) -> Decision {
+        let (mut failed, mut finished, mut running) = (0, 0, 0);
+        for o in outcomes.values() {
+            match o {
+                Outcome::Succeeded => finished += 1,
+                Outcome::Failed => {
+                    finished += 1;
+                    failed += 1;
+                }
+                Outcome::InProgress(t) if now_ms - t >= self.come_back_ms => {
+                    finished += 1;
+                    failed += 1;
+                }
+                Outcome::InProgress(_) => running += 1,
+            }
+        }
+        if finished > 0 && failed as f64 * 100.0 > self.max_failure_pct * finished as f64 {
+            return Decision::Halt { failed, finished };
+        }
+        if running > 0 {
+            return Decision::Wait;
+        }
+        let started = outcomes.len();
+        let n = self.devices.len();
+        let next_total = self
+            .stages_pct
+            .iter()
+            .map(|p| (n * (*p as usize)).div_ceil(100).min(n))
+            .find(|t| *t > started);
+        match next_total {
+            Some(t) => Decision::Start(
+                self.devices
+                    .iter()
+                    .filter(|d| !outcomes.contains_key(*d))
+                    .take(t - started)
+                    .cloned()
+                    .collect(),
+            ),
+            None => Decision::Done,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 100), RangeReq::Full);
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), RangeReq::Part(0, 9));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), RangeReq::Part(90, 99));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), RangeReq::Part(90, 99));
+        assert_eq!(
+            parse_range(Some("bytes=50-500"), 100),
+            RangeReq::Part(50, 99)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=100-"), 100),
+            RangeReq::Unsatisfiable
+        );
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), RangeReq::Full);
+    }
+
+    #[test]
+    fn checksums_are_verified_and_names_cannot_escape() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("fw.bin"), b"image").unwrap();
+        std::fs::write(
+            dir.path().join("fw.bin.sha256"),
+            hex::encode(Sha256::digest(b"image")),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("bad.bin"), b"tampered").unwrap();
+        std::fs::write(
+            dir.path().join("bad.bin.sha256"),
+            hex::encode(Sha256::digest(b"image")),
+        )
+        .unwrap();
+        let fw = FirmwareDir::new(dir.path());
+        assert_eq!(fw.load("fw.bin").unwrap(), b"image");
+        assert_eq!(
+            fw.load("bad.bin"),
+            Err(FirmwareError::Checksum("bad.bin".into()))
+        );
+        assert!(matches!(
+            fw.load("../fw.bin"),
+            Err(FirmwareError::NotFound(_))
+        ));
+        assert!(matches!(
+            fw.load("none.bin"),
+            Err(FirmwareError::NotFound(_))
+        ));
+    }
+
+    fn campaign() -> Campaign {
+        Campaign {
+            devices: (0..10).map(|i| format!("d{i}")).collect(),
+            stages_pct: vec![20, 50, 100],
+            max_failure_pct: 30.0,
+            come_back_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn stages_advance_when_healthy() {
+        let c = campaign();
+        let mut o = HashMap::new();
+        let Decision::Start(first) = c.decide(&o, 0) else {
+            panic!()
+        };
+        assert_eq!(first, ["d0", "d1"]);
+        for d in &first {
+            o.insert(d.clone(), Outcome::InProgress(0));
+        }
+        assert_eq!(c.decide(&o, 10), Decision::Wait);
+        for d in &first {
+            o.insert(d.clone(), Outcome::Succeeded);
+        }
+        let Decision::Start(second) = c.decide(&o, 10) else {
+            panic!()
+        };
+        assert_eq!(second.len(), 3);
+        for d in c.devices.iter() {
+            o.insert(d.clone(), Outcome::Succeeded);
+        }
+        assert_eq!(c.decide(&o, 10), Decision::Done);
+    }
+
+    #[test]
+    fn halts_on_failures_and_on_devices_that_do_not_come_back() {
+        let c = campaign();
+        let mut o = HashMap::from([
+            ("d0".to_owned(), Outcome::Succeeded),
+            ("d1".to_owned(), Outcome::Failed),
+        ]);
+        assert_eq!(
+            c.decide(&o, 0),
+            Decision::Halt {
+                failed: 1,
+                finished: 2
+            }
+        );
+        o.insert("d1".into(), Outcome::InProgress(0));
+        assert_eq!(c.decide(&o, 999), Decision::Wait);
+        assert_eq!(
+            c.decide(&o, 1_000),
+            Decision::Halt {
+                failed: 1,
+                finished: 2
+            }
+        );
+    }
+}

@@ -1,0 +1,720 @@
+//! The ACS device store: devices, their parameter trees, tasks and applied templates, in a SQLite file of its
+//! own (`<state_dir>/acs.db`), apart from the outbox.
+//!
+//! # Layout
+//!
+//! `application_id` is `0x4F434143` ("OCAC"), `user_version` the schema version (1). WAL mode with normal locking,
+//! so the technician's CLI (`octoisp-agent acs ...`) can read devices and queue tasks while the daemon runs.
+//!
+//! | table | one row per | notes |
+//! | --- | --- | --- |
+//! | `devices` | CPE | id `OUI-ProductClass-SerialNumber`, identity, last contact, Connection Request URL and credentials |
+//! | `params` | parameter of a device | `WITHOUT ROWID`, key (device, name); written only when the value changed |
+//! | `tasks` | task | kind as JSON, state, attempts, next attempt time (see [`super::tasks`]) |
+//! | `templates_applied` | (device, template) | the version applied, so that a template is applied once |
+//!
+//! # Invariants
+//!
+//! - An Inform is recorded in one transaction: device row and every reported parameter, and the answer says which
+//!   parameters changed, so only changes go upstream.
+//! - A task leaves `queued` only inside the transaction that records its outcome; a task whose session broke off
+//!   stays `queued` and runs again in the next session.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::cwmp::ParameterValue;
+use super::tasks::{RetryPolicy, Task, TaskKind, TaskState};
+
+const APPLICATION_ID: i64 = 0x4F43_4143;
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE devices (
+    id             TEXT PRIMARY KEY,
+    oui            TEXT NOT NULL,
+    product_class  TEXT NOT NULL,
+    serial         TEXT NOT NULL,
+    manufacturer   TEXT NOT NULL DEFAULT '',
+    ip             TEXT NOT NULL DEFAULT '',
+    software       TEXT NOT NULL DEFAULT '',
+    tags           TEXT NOT NULL DEFAULT '',
+    first_seen_ms  INTEGER NOT NULL,
+    last_inform_ms INTEGER NOT NULL,
+    last_boot_ms   INTEGER,
+    conn_req_url   TEXT NOT NULL DEFAULT '',
+    cr_username    TEXT,
+    cr_password    TEXT,
+    acs_username   TEXT,
+    acs_password   TEXT
+) WITHOUT ROWID;
+CREATE INDEX devices_acs_username ON devices (acs_username) WHERE acs_username IS NOT NULL;
+
+CREATE TABLE params (
+    device     TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, name)
+) WITHOUT ROWID;
+
+CREATE TABLE tasks (
+    id              TEXT PRIMARY KEY,
+    device          TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error      TEXT,
+    created_ms      INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX tasks_queue ON tasks (device, state, next_attempt_ms);
+
+CREATE TABLE templates_applied (
+    device   TEXT NOT NULL,
+    template TEXT NOT NULL,
+    version  INTEGER NOT NULL,
+    applied_ms INTEGER NOT NULL,
+    PRIMARY KEY (device, template)
+) WITHOUT ROWID;
+";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("ACS store {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: String,
+        /// The error.
+        source: rusqlite::Error,
+    },
+    /// The file belongs to something else or to a newer agent.
+    #[error("ACS store {path}: {reason}")]
+    Foreign {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// No such device.
+    #[error("no device {0:?} (see `octoisp-agent acs devices`)")]
+    NoDevice(String),
+}
+
+/// Who a device is, as its Informs said.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct DeviceRow {
+    /// `OUI-ProductClass-SerialNumber`.
+    pub id: String,
+    /// OUI.
+    pub oui: String,
+    /// Product class.
+    pub product_class: String,
+    /// Serial number.
+    pub serial: String,
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Address the last Inform came from.
+    pub ip: String,
+    /// Software version.
+    pub software: String,
+    /// Tags, comma-separated.
+    pub tags: String,
+    /// First Inform, ms since epoch.
+    pub first_seen_ms: i64,
+    /// Last Inform, ms since epoch.
+    pub last_inform_ms: i64,
+    /// Last BOOT or BOOTSTRAP, ms since epoch.
+    pub last_boot_ms: Option<i64>,
+    /// Connection Request URL the CPE reported.
+    pub conn_req_url: String,
+}
+
+/// What recording an Inform changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InformOutcome {
+    /// The device was not known before.
+    pub new_device: bool,
+    /// Parameters whose value changed (or are new).
+    pub changed: Vec<ParameterValue>,
+}
+
+/// Identity fields of an Inform, for [`AcsStore::record_inform`].
+#[derive(Debug, Clone, Default)]
+pub struct InformRecord<'a> {
+    /// Device id.
+    pub id: &'a str,
+    /// OUI.
+    pub oui: &'a str,
+    /// Product class.
+    pub product_class: &'a str,
+    /// Serial.
+    pub serial: &'a str,
+    /// Manufacturer.
+    pub manufacturer: &'a str,
+    /// Peer address.
+    pub ip: &'a str,
+    /// A BOOT or BOOTSTRAP event is in the Inform.
+    pub boot: bool,
+    /// A BOOTSTRAP event: the cached tree is dropped first.
+    pub bootstrap: bool,
+    /// Time, ms since epoch.
+    pub now_ms: i64,
+    /// Reported parameters.
+    pub parameters: &'a [ParameterValue],
+}
+
+/// A cheap, cloneable handle on the store. Calls block: run them in `spawn_blocking` from async code.
+#[derive(Debug, Clone)]
+pub struct AcsStore {
+    conn: Arc<Mutex<Connection>>,
+    path: String,
+}
+
+impl AcsStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<AcsStore, StoreError> {
+        let name = path.display().to_string();
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: name.clone(),
+            source,
+        })?;
+        Self::init(conn, name)
+    }
+
+    /// A store in memory, for tests.
+    pub fn open_in_memory() -> Result<AcsStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Sqlite {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Self::init(conn, ":memory:".into())
+    }
+
+    fn init(conn: Connection, path: String) -> Result<AcsStore, StoreError> {
+        let sq = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sq)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sq)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sq)?;
+        let app: i64 = conn
+            .pragma_query_value(None, "application_id", |r| r.get(0))
+            .map_err(sq)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sq)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(sq)?;
+        if app == 0 && version == 0 && tables == 0 {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(sq)?;
+        } else if app != APPLICATION_ID {
+            return Err(StoreError::Foreign {
+                path,
+                reason: "not an OctoISP ACS database (move it aside)".into(),
+            });
+        } else if version > SCHEMA_VERSION {
+            return Err(StoreError::Foreign {
+                path,
+                reason: format!("schema {version} is newer than this agent's {SCHEMA_VERSION}"),
+            });
+        }
+        Ok(AcsStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (transactions roll back on drop).
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Records an Inform: registers or updates the device and stores the reported parameters.
+    pub fn record_inform(&self, r: &InformRecord<'_>) -> Result<InformOutcome, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM devices WHERE id = ?1", [r.id], |_| Ok(()))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .is_some();
+        if r.bootstrap {
+            tx.execute("DELETE FROM params WHERE device = ?1", [r.id])
+                .map_err(|e| self.err(e))?;
+        }
+        if exists {
+            tx.prepare_cached(
+                "UPDATE devices SET ip = ?2, manufacturer = ?3, last_inform_ms = ?4,
+                 last_boot_ms = CASE WHEN ?5 THEN ?4 ELSE last_boot_ms END WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.id, r.ip, r.manufacturer, r.now_ms, r.boot]))
+            .map_err(|e| self.err(e))?;
+        } else {
+            tx.execute(
+                "INSERT INTO devices (id, oui, product_class, serial, manufacturer, ip, first_seen_ms, last_inform_ms,
+                 last_boot_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, CASE WHEN ?8 THEN ?7 END)",
+                params![r.id, r.oui, r.product_class, r.serial, r.manufacturer, r.ip, r.now_ms, r.boot],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        let changed = upsert_params(&tx, r.id, r.parameters, r.now_ms).map_err(|e| self.err(e))?;
+        for p in &changed {
+            let column = if p.name.ends_with("DeviceInfo.SoftwareVersion") {
+                "software"
+            } else if p.name.ends_with("ManagementServer.ConnectionRequestURL") {
+                "conn_req_url"
+            } else {
+                continue;
+            };
+            tx.execute(
+                &format!("UPDATE devices SET {column} = ?2 WHERE id = ?1"),
+                params![r.id, p.value],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(InformOutcome {
+            new_device: !exists,
+            changed,
+        })
+    }
+
+    /// Stores parameters read or written in a session; returns those that changed.
+    pub fn store_params(
+        &self,
+        device: &str,
+        values: &[ParameterValue],
+        now_ms: i64,
+    ) -> Result<Vec<ParameterValue>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let changed = upsert_params(&tx, device, values, now_ms).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(changed)
+    }
+
+    /// One device.
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let conn = self.lock();
+        conn.query_row(&format!("{DEVICE_SELECT} WHERE id = ?1"), [id], device_row)
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare(&format!("{DEVICE_SELECT} ORDER BY id"))
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], device_row)
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .lock()
+            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Parameters of a device under `prefix` (all when empty), by name.
+    pub fn params(&self, device: &str, prefix: &str) -> Result<Vec<ParameterValue>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT name, value, type FROM params WHERE device = ?1 AND substr(name, 1, length(?2)) = ?2
+                 ORDER BY name",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map(params![device, prefix], |r| {
+            Ok(ParameterValue {
+                name: r.get(0)?,
+                value: r.get(1)?,
+                xsd_type: r.get(2)?,
+            })
+        })
+        .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Sets the tags of a device (comma-separated).
+    pub fn set_tags(&self, device: &str, tags: &str) -> Result<(), StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE devices SET tags = ?2 WHERE id = ?1",
+                params![device, tags],
+            )
+            .map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Err(StoreError::NoDevice(device.into()));
+        }
+        Ok(())
+    }
+
+    /// Sets the per-device credentials: the CPE's towards the ACS (`acs`) and the ACS's towards the CPE's
+    /// Connection Request URL (`conn_req`). `None` leaves a pair unchanged.
+    pub fn set_credentials(
+        &self,
+        device: &str,
+        acs: Option<(&str, &str)>,
+        conn_req: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        if let Some((u, p)) = acs {
+            conn.execute(
+                "UPDATE devices SET acs_username = ?2, acs_password = ?3 WHERE id = ?1",
+                params![device, u, p],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        if let Some((u, p)) = conn_req {
+            conn.execute(
+                "UPDATE devices SET cr_username = ?2, cr_password = ?3 WHERE id = ?1",
+                params![device, u, p],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The device and password of a per-device ACS user name, if one is set.
+    pub fn acs_password(&self, username: &str) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .lock()
+            .query_row(
+                "SELECT id, acs_password FROM devices WHERE acs_username = ?1",
+                [username],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(row.and_then(|(d, p)| Some((d, p?))))
+    }
+
+    /// The per-device Connection Request credentials, if set.
+    pub fn conn_req_credentials(
+        &self,
+        device: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row: Option<(Option<String>, Option<String>)> = self
+            .lock()
+            .query_row(
+                "SELECT cr_username, cr_password FROM devices WHERE id = ?1",
+                [device],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(match row {
+            Some((Some(u), Some(p))) => Some((u, p)),
+            _ => None,
+        })
+    }
+
+    /// Queues a task; returns its id.
+    pub fn enqueue(
+        &self,
+        device: &str,
+        kind: &TaskKind,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let json = serde_json::to_string(kind).unwrap_or_default();
+        self.lock()
+            .execute(
+                "INSERT INTO tasks (id, device, kind, state, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
+                params![id, device, json, now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Queued tasks of a device that may run at `now_ms`, oldest first.
+    pub fn due_tasks(&self, device: &str, now_ms: i64) -> Result<Vec<Task>, StoreError> {
+        self.select_tasks(
+            "WHERE device = ?1 AND state = 'queued' AND next_attempt_ms <= ?2 ORDER BY created_ms, id",
+            params![device, now_ms],
+        )
+    }
+
+    /// Every task of a device (all devices when `None`), newest last.
+    pub fn tasks(&self, device: Option<&str>) -> Result<Vec<Task>, StoreError> {
+        match device {
+            Some(d) => self.select_tasks("WHERE device = ?1 ORDER BY created_ms, id", params![d]),
+            None => self.select_tasks("ORDER BY created_ms, id", params![]),
+        }
+    }
+
+    /// One task.
+    pub fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        Ok(self
+            .select_tasks("WHERE id = ?1", params![id])?
+            .into_iter()
+            .next())
+    }
+
+    fn select_tasks(
+        &self,
+        rest: &str,
+        p: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<Task>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT id, device, kind, state, attempts, next_attempt_ms, last_error, created_ms FROM tasks {rest}"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(p, |r| {
+                let kind: String = r.get(2)?;
+                let state: String = r.get(3)?;
+                Ok((
+                    Task {
+                        id: r.get(0)?,
+                        device: r.get(1)?,
+                        kind: TaskKind::Reboot,
+                        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+                        attempts: r.get(4)?,
+                        next_attempt_ms: r.get(5)?,
+                        last_error: r.get(6)?,
+                        created_ms: r.get(7)?,
+                    },
+                    kind,
+                ))
+            })
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| self.err(e))?;
+        // A kind that no longer parses (written by a newer agent) is skipped rather than run wrongly.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(mut t, kind)| {
+                t.kind = serde_json::from_str(&kind).ok()?;
+                Some(t)
+            })
+            .collect())
+    }
+
+    /// Sets a task's state (done, waiting).
+    pub fn set_task_state(&self, id: &str, state: TaskState) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "UPDATE tasks SET state = ?2 WHERE id = ?1",
+                params![id, state.as_str()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records a fault: the task is retried later or, after the last attempt, failed. Returns the new state.
+    pub fn task_fault(
+        &self,
+        id: &str,
+        error: &str,
+        now_ms: i64,
+        policy: &RetryPolicy,
+    ) -> Result<TaskState, StoreError> {
+        let conn = self.lock();
+        let attempts: Option<u32> = conn
+            .query_row("SELECT attempts FROM tasks WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let attempts = attempts.unwrap_or(0) + 1;
+        let state = if attempts >= policy.max_attempts {
+            TaskState::Failed
+        } else {
+            TaskState::Queued
+        };
+        conn.execute(
+            "UPDATE tasks SET attempts = ?2, state = ?3, next_attempt_ms = ?4, last_error = ?5 WHERE id = ?1",
+            params![id, attempts, state.as_str(), now_ms + policy.delay_ms(attempts), error],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(state)
+    }
+
+    /// The version of `template` applied to `device`, if any.
+    pub fn template_version(
+        &self,
+        device: &str,
+        template: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT version FROM templates_applied WHERE device = ?1 AND template = ?2",
+                [device, template],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that `template` at `version` was applied to `device`.
+    pub fn mark_template(
+        &self,
+        device: &str,
+        template: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT INTO templates_applied (device, template, version, applied_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (device, template) DO UPDATE SET version = excluded.version, applied_ms = excluded.applied_ms",
+                params![device, template, version, now_ms],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+const DEVICE_SELECT: &str =
+    "SELECT id, oui, product_class, serial, manufacturer, ip, software, tags, first_seen_ms,
+    last_inform_ms, last_boot_ms, conn_req_url FROM devices";
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: r.get(0)?,
+        oui: r.get(1)?,
+        product_class: r.get(2)?,
+        serial: r.get(3)?,
+        manufacturer: r.get(4)?,
+        ip: r.get(5)?,
+        software: r.get(6)?,
+        tags: r.get(7)?,
+        first_seen_ms: r.get(8)?,
+        last_inform_ms: r.get(9)?,
+        last_boot_ms: r.get(10)?,
+        conn_req_url: r.get(11)?,
+    })
+}
+
+fn upsert_params(
+    tx: &rusqlite::Transaction<'_>,
+    device: &str,
+    values: &[ParameterValue],
+    now_ms: i64,
+) -> rusqlite::Result<Vec<ParameterValue>> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO params (device, name, value, type, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (device, name) DO UPDATE SET value = excluded.value, type = excluded.type,
+         updated_ms = excluded.updated_ms WHERE params.value IS NOT excluded.value",
+    )?;
+    let mut changed = Vec::new();
+    for p in values {
+        if stmt.execute(params![device, p.name, p.value, p.xsd_type, now_ms])? > 0 {
+            changed.push(p.clone());
+        }
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inform<'a>(params: &'a [ParameterValue], bootstrap: bool) -> InformRecord<'a> {
+        InformRecord {
+            id: "00259E-EG8145V5-1",
+            oui: "00259E",
+            product_class: "EG8145V5",
+            serial: "1",
+            manufacturer: "Huawei",
+            ip: "127.0.0.1",
+            boot: bootstrap,
+            bootstrap,
+            now_ms: 1_000,
+            parameters: params,
+        }
+    }
+
+    #[test]
+    fn only_changes_are_reported_and_bootstrap_drops_the_tree() {
+        let s = AcsStore::open_in_memory().unwrap();
+        let p1 = [
+            ParameterValue::string("InternetGatewayDevice.DeviceInfo.SoftwareVersion", "V1"),
+            ParameterValue::string("InternetGatewayDevice.DeviceInfo.UpTime", "10"),
+        ];
+        let o = s.record_inform(&inform(&p1, false)).unwrap();
+        assert!(o.new_device);
+        assert_eq!(o.changed.len(), 2);
+        assert_eq!(
+            s.device("00259E-EG8145V5-1").unwrap().unwrap().software,
+            "V1"
+        );
+        let o = s.record_inform(&inform(&p1, false)).unwrap();
+        assert!(!o.new_device);
+        assert!(o.changed.is_empty(), "nothing changed");
+        let p2 = [ParameterValue::string(
+            "InternetGatewayDevice.DeviceInfo.UpTime",
+            "20",
+        )];
+        let o = s.record_inform(&inform(&p2, false)).unwrap();
+        assert_eq!(o.changed, p2);
+        s.store_params(
+            "00259E-EG8145V5-1",
+            &[ParameterValue::string("X.Y", "1")],
+            5,
+        )
+        .unwrap();
+        assert_eq!(s.params("00259E-EG8145V5-1", "").unwrap().len(), 3);
+        s.record_inform(&inform(&p2, true)).unwrap();
+        assert_eq!(
+            s.params("00259E-EG8145V5-1", "").unwrap(),
+            p2,
+            "BOOTSTRAP dropped the tree"
+        );
+    }
+
+    #[test]
+    fn tasks_retry_with_backoff_then_fail() {
+        let s = AcsStore::open_in_memory().unwrap();
+        let id = s.enqueue("d", &TaskKind::Reboot, 0).unwrap();
+        assert_eq!(s.due_tasks("d", 0).unwrap().len(), 1);
+        let policy = RetryPolicy {
+            max_attempts: 2,
+            backoff_ms: 100,
+            backoff_max_ms: 1_000,
+        };
+        assert_eq!(
+            s.task_fault(&id, "9002", 0, &policy).unwrap(),
+            TaskState::Queued
+        );
+        assert!(s.due_tasks("d", 99).unwrap().is_empty(), "backing off");
+        assert_eq!(s.due_tasks("d", 100).unwrap().len(), 1);
+        assert_eq!(
+            s.task_fault(&id, "9002", 100, &policy).unwrap(),
+            TaskState::Failed
+        );
+        assert!(s.due_tasks("d", i64::MAX / 2).unwrap().is_empty());
+        let t = s.task(&id).unwrap().unwrap();
+        assert_eq!((t.state, t.attempts), (TaskState::Failed, 2));
+    }
+}
