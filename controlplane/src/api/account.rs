@@ -19,7 +19,8 @@ use crate::api::{AppState, ErrorBody, RequestContext, to_json};
 use crate::audit;
 use crate::auth::{self, ApiKey, AuthService, TokenPair};
 
-fn service(state: &AppState) -> Result<&AuthService, ApiError> {
+/// The auth service of this instance (503 when authentication is not configured).
+pub(crate) fn service(state: &AppState) -> Result<&AuthService, ApiError> {
     state.auth_service.as_ref().ok_or_else(|| {
         ApiError::Unavailable("authentication is not configured on this instance".into())
     })

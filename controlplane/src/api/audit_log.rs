@@ -96,18 +96,11 @@ pub async fn list(
     qb.push(" ORDER BY id DESC LIMIT ")
         .push_bind(i64::from(limit) + 1);
     let mut tx = caller.tx(&state.pool, None).await?;
-    let mut rows: Vec<AuditEntry> = qb.build_query_as().fetch_all(&mut *tx).await?;
+    let rows: Vec<AuditEntry> = qb.build_query_as().fetch_all(&mut *tx).await?;
     tx.commit().await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode(r.id))
-    } else {
-        None
-    };
-    Ok(axum::Json(Page {
-        items: rows,
-        next_cursor,
-    }))
+    Ok(axum::Json(Page::from_rows_keyed(rows, limit, |r| {
+        encode(r.id)
+    })))
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@ use sqlx::{Postgres, QueryBuilder, Transaction};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::api::account::service;
 use crate::api::devices::{filter_value, like_prefix};
 use crate::api::error::ApiError;
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, Authed};
 use crate::api::pagination::{Page, PageParams, fetch_page};
 use crate::api::{AppState, ErrorBody, own_provider, to_json, validate};
 use crate::audit;
-use crate::auth::{self, AuthService, Caller};
+use crate::auth::{self, Caller};
 
 const SELECT: &str = "SELECT u.id, u.provider_id, u.email, u.name, u.role_id, r.name AS role_name, \
      coalesce((SELECT array_agg(up.permission ORDER BY up.permission) FROM user_permissions up \
@@ -144,12 +145,6 @@ async fn manageable(
     auth::rbac::ensure_may_grant_role(tx, caller, user.role_id).await?;
     auth::rbac::ensure_may_grant(caller, &user.extra_permissions)?;
     Ok(user)
-}
-
-fn service(state: &AppState) -> Result<&AuthService, ApiError> {
-    state.auth_service.as_ref().ok_or_else(|| {
-        ApiError::Unavailable("authentication is not configured on this instance".into())
-    })
 }
 
 /// A new user of the caller's provider.
