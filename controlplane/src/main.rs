@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use octoisp_controlplane::config::Config;
-use octoisp_controlplane::{ca, db, registry, serve, telemetry};
+use octoisp_controlplane::{backup, ca, db, registry, serve, telemetry};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code for a bad configuration or command line (EX_USAGE).
@@ -57,6 +57,28 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Back up the database (pg_dump, custom format) with database.admin_url, which must not be bound by
+    /// row-level security (a superuser or a BYPASSRLS role).
+    Backup {
+        /// File or directory to write (default: <data_dir>/backups/octoisp-<UTC time>.dump).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Include metric samples (left out by default: large, and usually covered by storage snapshots).
+        #[arg(long)]
+        with_metrics: bool,
+        /// After success, keep only the newest N backups of that directory (0: keep all).
+        #[arg(long, default_value_t = 0)]
+        keep: usize,
+    },
+    /// Restore a backup into an EMPTY database, apply newer migrations and verify the audit chains.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: std::path::PathBuf,
+        /// Admin URL of the empty target database (default: database.admin_url).
+        #[arg(long)]
+        target_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +327,39 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             println!("every chain verifies");
+        }
+        Command::Backup {
+            out,
+            with_metrics,
+            keep,
+        } => {
+            let path = backup::backup_path(out.as_deref(), &cfg.data_dir);
+            let report = backup::backup(cfg.admin_url(), &path, with_metrics, keep).await?;
+            println!(
+                "backup written: {} ({} bytes, {} tables with data{})",
+                report.path.display(),
+                report.bytes,
+                report.tables,
+                if with_metrics {
+                    ""
+                } else {
+                    ", metric samples left out"
+                }
+            );
+            for old in report.rotated {
+                println!("deleted old backup {}", old.display());
+            }
+        }
+        Command::Restore { from, target_url } => {
+            let target = target_url.as_deref().unwrap_or(cfg.admin_url());
+            let report = backup::restore(&from, target).await?;
+            for (table, rows) in &report.rows {
+                println!("{table:<32} {rows:>12}");
+            }
+            println!(
+                "restored; {} audit rows in {} chains verify",
+                report.audit_rows, report.audit_chains
+            );
         }
         Command::Ca(CaCmd::Init) => {
             let ca = ca::Ca::load_or_create(&cfg.data_dir).context("cannot create the CA")?;
