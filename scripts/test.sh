@@ -49,6 +49,12 @@ say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "building (the end-to-end tests run the real binaries)"
 cargo build --workspace --all-targets --locked
+if [ "$(id -u)" = 0 ] && [ -z "${OCTOISP_SKIP_PACKAGING:-}" ]; then
+    say "packaging test (scripts/test-deb.sh: install, upgrade, purge in a clean Debian root)"
+    scripts/test-deb.sh
+else
+    say "skipping the packaging test (needs root; OCTOISP_SKIP_PACKAGING unset)"
+fi
 say "running the tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast "$@"

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds the Debian packages of octoisp-agent and octoisp-controlplane with cargo-deb (installed from crates.io
+# when missing) into dist/ (or $OUT_DIR).
+#
+#   scripts/build-deb.sh                 release build, stripped (what ships)
+#   PROFILE=dev scripts/build-deb.sh     package the debug binaries already built (the packaging test in CI)
+#   DEB_VERSION=1.2.3 scripts/...        override the package version (default: the crates' version)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+CARGO_DEB_VERSION=3.8.0
+PROFILE=${PROFILE:-release}
+OUT_DIR=${OUT_DIR:-dist}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(default_target_dir)}"
+
+ensure_pkg dpkg-deb dpkg
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    say "installing cargo-deb $CARGO_DEB_VERSION from crates.io"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
+if [ "$PROFILE" = release ]; then
+    say "building release binaries"
+    cargo build --release --locked -p octoisp-agent -p octoisp-controlplane
+    profile_dir=release
+else
+    # The same invocation as scripts/test.sh, so that the binaries it built are reused as they are (building only
+    # the two packages would resolve other features and rebuild).
+    say "building $PROFILE binaries"
+    cargo build --profile "$PROFILE" --locked --workspace --all-targets
+    profile_dir=debug
+    [ "$PROFILE" = dev ] || profile_dir=$PROFILE
+fi
+
+mkdir -p "$OUT_DIR"
+for pkg in octoisp-agent octoisp-controlplane; do
+    args=(deb --no-build --locked -p "$pkg" --profile "$PROFILE" --output "$OUT_DIR" --strip)
+    [ "$PROFILE" = release ] || args+=(--fast)
+    [ -n "${DEB_VERSION:-}" ] && args+=(--deb-version "$DEB_VERSION")
+    say "packaging $pkg"
+    cargo "${args[@]}" >/dev/null
+done
+ls -l "$OUT_DIR"/*.deb >&2
+[ -n "$profile_dir" ]
