@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod ca;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod ingest;
 pub mod registry;
