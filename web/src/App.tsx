@@ -111,7 +111,7 @@ export default function App() {
       <a className="skip" href="#main">{t('app.skip')}</a>
       <header className="topbar">
         <button className="btn btn-ghost menu-btn" aria-label={t('nav.menu')} aria-expanded={menu} onClick={() => setMenu(!menu)}>☰</button>
-        <Link to="/" className="brand"><img src="/icons/icon.svg" alt="" width="28" height="28" />{t('app.name')}</Link>
+        <Link to="/" className="brand"><img src="/icons/icon.svg" alt="" width="28" height="28" /><span className="brand-text">{t('app.name')}</span></Link>
         <span className={'live-dot live-' + (connectivity.stale ? 'offline' : live)} data-tour="live" data-testid="live-status" data-status={connectivity.stale ? 'offline' : live}>{liveLabel}</span>
         <div className="spacer" />
         <div className="prefs" data-tour="prefs">

@@ -44,7 +44,9 @@ export function AppProvider({ children }: { children: ReactNode }) {
   useEffect(() => client.onConnectivity((c) => {
     setConnectivity((prev) => {
       if (prev.stale && !c.stale) setTick((t) => t + 1); // back live: refetch everything
-      return prev.stale === c.stale && prev.since === c.since ? prev : c;
+      // A request with nothing cached says "stale, time unknown": keep the time of the data on screen.
+      const next = c.stale && prev.stale && !c.since ? { stale: true, since: prev.since } : c;
+      return prev.stale === next.stale && prev.since === next.since ? prev : next;
     });
   }), []);
   useEffect(() => client.onAuthLost(() => setMe(null)), [setMe]);
@@ -58,7 +60,14 @@ export function AppProvider({ children }: { children: ReactNode }) {
       }
       setTick((t) => t + 1);
     };
-    const s = new LiveSocket(client, onMessage, setLive);
+    let last: LiveStatus = 'offline';
+    const onStatus = (st: LiveStatus) => {
+      // The socket dropped: refetch at once, so that an unreachable server shows as stale data right away.
+      if (last === 'live' && st === 'offline') setTick((t) => t + 1);
+      last = st;
+      setLive(st);
+    };
+    const s = new LiveSocket(client, onMessage, onStatus);
     socket.current = s;
     const online = () => s.kick();
     window.addEventListener('online', online);
