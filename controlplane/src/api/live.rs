@@ -58,7 +58,7 @@ pub const CLOSE_NO_TENANT: u16 = 4403;
 pub struct LiveEvent {
     /// Whose consoles get it.
     pub provider_id: Uuid,
-    /// `alerts` or `live`.
+    /// `alerts`, `live`, or `resync` (to every socket, whatever its provider).
     pub channel: &'static str,
     /// The event's facts (`null` for alerts: the console refetches).
     pub event: serde_json::Value,
@@ -101,11 +101,16 @@ impl LiveHub {
             .sender
             .get_or_init(|| async {
                 let (tx, _) = broadcast::channel(BROADCAST_CAPACITY);
+                let (listening, is_listening) = tokio::sync::oneshot::channel();
                 tokio::spawn(listen(
                     pool.clone(),
                     tx.clone(),
                     self.inner.shutdown.clone(),
+                    listening,
                 ));
+                // The first socket is "ready" only once notifications can reach it (bounded: PostgreSQL may be
+                // down, and the listener keeps retrying on its own).
+                let _ = tokio::time::timeout(AUTH_TIMEOUT, is_listening).await;
                 tx
             })
             .await;
@@ -114,7 +119,14 @@ impl LiveHub {
 }
 
 /// LISTENs until shutdown, reconnecting after errors (with a pause); every notification becomes a broadcast.
-async fn listen(pool: PgPool, tx: broadcast::Sender<Arc<LiveEvent>>, shutdown: CancellationToken) {
+async fn listen(
+    pool: PgPool,
+    tx: broadcast::Sender<Arc<LiveEvent>>,
+    shutdown: CancellationToken,
+    listening: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut listening = Some(listening);
+    let mut first = true;
     loop {
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(l) => l,
@@ -134,6 +146,14 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Arc<LiveEvent>>, shutdown: C
             continue;
         }
         tracing::info!("Live events: listening.");
+        // After a failure, whatever was notified while not listening is lost: consoles refetch.
+        if !first {
+            let _ = tx.send(Arc::new(resync()));
+        }
+        first = false;
+        if let Some(l) = listening.take() {
+            let _ = l.send(());
+        }
         loop {
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -152,6 +172,7 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Arc<LiveEvent>>, shutdown: C
                 // console refetches.
                 Ok(None) => {
                     tracing::info!("Live events: listener reconnected.");
+                    let _ = tx.send(Arc::new(resync()));
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "Live events: listener failed; reconnecting.");
@@ -162,6 +183,15 @@ async fn listen(pool: PgPool, tx: broadcast::Sender<Arc<LiveEvent>>, shutdown: C
         if pause(&shutdown).await {
             return;
         }
+    }
+}
+
+/// Tells every socket to refetch (notifications may have been lost); carries no provider.
+fn resync() -> LiveEvent {
+    LiveEvent {
+        provider_id: Uuid::nil(),
+        channel: "resync",
+        event: serde_json::Value::Null,
     }
 }
 
@@ -332,6 +362,7 @@ async fn run_socket(mut socket: WebSocket, state: AppState, ctx: RequestContext)
             }
             ev = events.recv() => {
                 let out = match ev {
+                    Ok(ev) if ev.channel == "resync" => json!({ "type": "resync" }),
                     Ok(ev) if ev.provider_id != provider => continue,
                     Ok(ev) if ev.channel == "live" && !caller.has("agents:read") => continue,
                     Ok(ev) => json!({ "type": "event", "channel": ev.channel, "event": ev.event }),
