@@ -17,6 +17,9 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { chromium } from 'playwright-core';
+import { createRequire } from 'node:module';
+
+const axePath = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 const here = dirname(fileURLToPath(import.meta.url));
 const webDir = join(here, '..');
@@ -237,6 +240,26 @@ try {
     await page.getByRole('link', { name: 'Dashboard' }).click();
     await page.getByTestId('count-devices').waitFor();
     await page.getByTestId('live-status').and(page.locator('[data-status="live"]')).waitFor();
+  });
+
+  await step('accessibility: no serious or critical axe-core violation on the main pages, light and dark', async () => {
+    const found = [];
+    for (const [path, ready] of [['/', 'count-devices'], ['/devices', 'device-row'], ['/pops', 'pop-card'], ['/agents', 'agent-row'], ['/audit', 'audit-row']]) {
+      await page.evaluate((p) => { window.history.pushState(null, '', p); window.dispatchEvent(new PopStateEvent('popstate')); }, path);
+      await page.getByTestId(ready).first().waitFor();
+      for (const theme of ['light', 'dark']) {
+        await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+        if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: axePath });
+        const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+          .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+          .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+        for (const v of violations) found.push(`${path} ${theme}: ${v}`);
+      }
+    }
+    await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+    await page.getByRole('link', { name: 'Dashboard' }).click();
+    await page.getByTestId('count-devices').waitFor();
   });
 
   await step('modules whose API is not there yet say so (only when the API answers 404)', async () => {
