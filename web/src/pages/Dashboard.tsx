@@ -41,8 +41,8 @@ export default function Dashboard() {
             <Card testid="card-agents">
               <Stat label={t('dash.agents')} value={i18n.number(s.agents.total)} testid="count-agents"
                 sub={<>
-                  <Pill kind="ok">{i18n.number(s.agents.active)} {t('dash.agentsActive')}</Pill>{' '}
-                  {s.agents.revoked > 0 && <Pill kind="muted">{i18n.number(s.agents.revoked)} {t('dash.agentsRevoked')}</Pill>}
+                  <Pill kind="ok">{t('dash.agentsActive', { n: i18n.number(s.agents.active) })}</Pill>{' '}
+                  {s.agents.revoked > 0 && <Pill kind="muted">{t('dash.agentsRevoked', { n: i18n.number(s.agents.revoked) })}</Pill>}
                   <div className="muted small">{t('dash.lastContact', { time: i18n.relative(s.agents.last_contact) })}</div>
                 </>} />
             </Card>
