@@ -33,6 +33,14 @@ else
     [ "$PROFILE" = dev ] || profile_dir=$PROFILE
 fi
 
+# The console ships in the control plane package (/usr/share/octoisp/web, http.web_dir's default).
+if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/index.html web/package-lock.json -newer web/dist/index.html 2>/dev/null | head -n 1)" ]; then
+    ensure_pkg node nodejs
+    ensure_pkg npm npm
+    say "building the web console"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build) >&2
+fi
+
 mkdir -p "$OUT_DIR"
 for pkg in octoisp-agent octoisp-controlplane; do
     args=(deb --no-build --locked -p "$pkg" --profile "$PROFILE" --output "$OUT_DIR" --strip)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Brings up a complete local OctoISP: private PostgreSQL and Redis (installed from the distribution's packages
-# when missing), migrations, a demo provider and POP, the control plane, and one enrolled agent pinging
-# loopback addresses, and a demo user. Safe to run again: it reuses what it already created. Stop it with scripts/dev-down.sh.
+# when missing), migrations, a demo provider and POP, the control plane serving the web console (built here with
+# npm), and one enrolled agent pinging loopback addresses, and a demo user. Safe to run again: it reuses what it already created. Stop it with scripts/dev-down.sh.
 #
 # Environment: OCTOISP_DEV_DIR (default /var/tmp/octoisp-dev), OCTOISP_DEV_PORT_BASE (default 55000: PostgreSQL
 # on +432, Redis on +379, QUIC on +443, HTTP on +080, agent metrics on +464), CARGO_TARGET_DIR.
@@ -28,6 +28,15 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(default_target_dir)}"
 say "building octoisp-controlplane and octoisp-agent (the first build takes a few minutes)"
 cargo build --locked --bins
 CP="$CARGO_TARGET_DIR/debug/octoisp-controlplane"
+
+# The web console, served by the control plane at / (http.web_dir below).
+ensure_pkg node nodejs
+ensure_pkg npm npm
+node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
+    || die "the web console needs Node.js 20 or newer (found $(node --version)); install a newer nodejs and run this again"
+say "building the web console (npm ci && npm run build in web/)"
+(cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build >/dev/null)
+WEB_DIR="$(pwd)/web/dist"
 AGENT="$CARGO_TARGET_DIR/debug/octoisp-agent"
 
 # A JWT secret of this installation only, generated once, kept with the data (never in the repository).
@@ -45,6 +54,7 @@ listen = "127.0.0.1:$QUIC_PORT"
 
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
+web_dir = "$WEB_DIR"
 
 [api]
 redis_url = "redis://127.0.0.1:$REDIS_PORT"
@@ -110,6 +120,7 @@ cat <<INFO
 OctoISP is running locally.
   PostgreSQL     127.0.0.1:$PG_PORT   psql $ADMIN_URL
   Redis          127.0.0.1:$REDIS_PORT
+  web console    http://127.0.0.1:$HTTP_PORT/   (sign in as the demo user below; built from web/ into web/dist)
   control plane  QUIC 127.0.0.1:$QUIC_PORT   http://127.0.0.1:$HTTP_PORT/metrics  /healthz  /readyz
                  log $DEV/controlplane.log
   agent          pings 127.0.0.1, 127.0.0.2 and ::1 every 5 s   http://127.0.0.1:$AGENT_METRICS/metrics

@@ -79,6 +79,8 @@ for key in 'User=octoisp' 'ProtectSystem=strict' 'ProtectHome=yes' 'NoNewPrivile
     check "agent unit: $key" grep -qx "$key" "$unit"
 done
 check "backup timer installed" test -f "$root/lib/systemd/system/octoisp-backup.timer"
+check "console shipped" test -f "$root/usr/share/octoisp/web/index.html"
+check "console assets shipped" bash -c "ls '$root'/usr/share/octoisp/web/assets/*.js"
 
 say "configuration"
 check "the shipped agent config validates" \

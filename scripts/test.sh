@@ -61,3 +61,17 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
     cargo test --workspace --locked --no-fail-fast "$@"
 fi
+
+# The web console (web/): unit tests (Vitest), the production build, and the end-to-end test in headless
+# Chromium against the control plane built above and the same PostgreSQL and Redis. OCTOISP_SKIP_WEB=1 skips it.
+if [ -z "${OCTOISP_SKIP_WEB:-}" ]; then
+    ensure_pkg node nodejs
+    ensure_pkg npm npm
+    ensure_pkg chromium chromium
+    node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' \
+        || die "the web console needs Node.js 20 or newer (found $(node --version))"
+    say "web console: npm ci, unit tests, build"
+    (cd web && npm ci --no-audit --no-fund --loglevel=error && npm test && npm run build)
+    say "web console: end-to-end test in headless Chromium"
+    (cd web && OCTOISP_CP_BIN="$CARGO_TARGET_DIR/debug/octoisp-controlplane" node e2e/run.mjs)
+fi

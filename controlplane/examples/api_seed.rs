@@ -173,6 +173,7 @@ async fn serve(url: &str, listen: SocketAddr, token: &str) -> anyhow::Result<()>
         config: Arc::new(config),
         auth_service: None,
         ca_fingerprint: None,
+        live: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("serving on {listen}");

@@ -203,12 +203,18 @@ impl Default for IngestSection {
 pub struct HttpSection {
     /// TCP listen address.
     pub listen: SocketAddr,
+    /// The built web console served at `/` by the `api` role (in development: the repository's `web/dist`).
+    pub web_dir: PathBuf,
 }
+
+/// Where the packages install the web console.
+pub const DEFAULT_WEB_DIR: &str = "/usr/share/octoisp/web";
 
 impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            web_dir: PathBuf::from(DEFAULT_WEB_DIR),
         }
     }
 }

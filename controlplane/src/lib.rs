@@ -6,6 +6,7 @@ pub mod auth;
 pub mod backup;
 pub mod ca;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod ingest;
 pub mod registry;

@@ -486,7 +486,8 @@ pub async fn revoked_fingerprints(pool: &PgPool) -> Result<Vec<String>, sqlx::Er
 }
 
 /// Records that the agent was just heard from; a non-empty `hostname` or `version` replaces the stored one.
-/// Runs bound to the agent's own provider. Fails with [`DbError::NotFound`] if the agent does not exist.
+/// Runs bound to the agent's own provider, and tells the provider's consoles (`agent.connected` on the
+/// `octoisp_live` channel). Fails with [`DbError::NotFound`] if the agent does not exist.
 pub async fn touch_agent(
     pool: &PgPool,
     agent_id: Uuid,
@@ -510,6 +511,17 @@ pub async fn touch_agent(
     .execute(&mut *tx)
     .await
     .map_err(DbError::query("record an agent's last contact"))?;
+    // Tells the consoles of this provider (`/api/v1/live`); delivered at commit, dropped on rollback.
+    sqlx::query(
+        "SELECT pg_notify('octoisp_live', json_build_object('provider_id', $1::text, 'kind', 'agent.connected', \
+         'agent_id', $2::text, 'pop_id', $3::text)::text)",
+    )
+    .bind(agent.provider_id)
+    .bind(agent_id)
+    .bind(agent.pop_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(DbError::query("notify the consoles of an agent's contact"))?;
     tx.commit()
         .await
         .map_err(DbError::query("commit an agent's last contact"))?;

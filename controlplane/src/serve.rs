@@ -3,7 +3,8 @@
 //! - `ingest`: the QUIC endpoint of agents (enrollment and batches).
 //! - `api`: the REST API under `/api/v1` ([`crate::api`]), with authentication (`[auth]`, Redis for throttling).
 //!
-//! Whatever its roles, an instance serves `/healthz`, `/readyz` and `/metrics` on `http.listen`.
+//! Whatever its roles, an instance serves `/healthz`, `/readyz` and `/metrics` on `http.listen`; the `api` role
+//! also serves the live event WebSocket (`/api/v1/live`) and the web console at `/` ([`crate::console`]).
 //! - `workers`: background jobs (today: creating the next days' sample partitions ahead of time).
 //!
 //! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL (and
@@ -137,7 +138,12 @@ pub async fn run(
             metrics,
         });
     if roles.contains(&Role::Api) {
-        app = app.merge(crate::api::router(api_state(&cfg, pool.clone()).await?));
+        let live = crate::api::live::LiveHub::new(shutdown.child_token());
+        app = app
+            .merge(crate::api::router(
+                api_state(&cfg, pool.clone(), live).await?,
+            ))
+            .merge(crate::console::router(&cfg.http.web_dir));
     }
     let sd = shutdown.clone();
     tracker.spawn(async move {
@@ -161,7 +167,11 @@ pub async fn run(
 
 /// The API's state: the rate limiter on `api.redis_url` (without Redis at start the API runs without rate
 /// limits, loudly), and the authenticator.
-async fn api_state(cfg: &Config, pool: PgPool) -> anyhow::Result<crate::api::AppState> {
+async fn api_state(
+    cfg: &Config,
+    pool: PgPool,
+    live: crate::api::live::LiveHub,
+) -> anyhow::Result<crate::api::AppState> {
     let auth_cfg = cfg.auth.auth_config().context(
         "the api role needs auth.jwt_secret (at least 32 bytes; set OCTOISP_CP__AUTH__JWT_SECRET), the same on every instance",
     )?;
@@ -216,6 +226,7 @@ async fn api_state(cfg: &Config, pool: PgPool) -> anyhow::Result<crate::api::App
             .map(|ca| ca.fingerprint_hex())
             .map_err(|err| tracing::warn!(error = %err, "No CA: enrollment tokens from the API come in parts."))
             .ok(),
+        live,
     })
 }
 

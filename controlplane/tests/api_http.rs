@@ -268,6 +268,7 @@ async fn harness_with(config: ApiConfig) -> Harness {
         config: Arc::new(config),
         auth_service: None,
         ca_fingerprint: None,
+        live: Default::default(),
     };
     Harness {
         router: api::router(state),
@@ -1038,6 +1039,7 @@ async fn login_harness() -> LoginHarness {
         limiter: Some(limiter),
         config: Arc::new(config),
         ca_fingerprint: None,
+        live: Default::default(),
     };
     let h = Harness {
         router: api::router(state),

@@ -21,11 +21,13 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod groups;
+pub mod live;
 pub mod pagination;
 pub mod pops;
 pub mod providers;
 pub mod ratelimit;
 pub mod roles;
+pub mod summary;
 pub mod users;
 pub mod validate;
 
@@ -221,6 +223,8 @@ pub struct AppState {
     /// SHA-256 (hex) of the control plane CA, put in the enrollment tokens the API issues (`None`: unknown,
     /// the token is returned in parts).
     pub ca_fingerprint: Option<String>,
+    /// Live events for the console's WebSocket (`/api/v1/live`); `LiveHub::default()` never shuts down.
+    pub live: live::LiveHub,
 }
 
 impl std::fmt::Debug for AppState {
@@ -320,6 +324,10 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/agents/enrollment-tokens", "agents:enroll"),
     route("GET", "/api/v1/agents/{id}", "agents:read"),
     route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
+    // The console: counts per resource the caller may read, and the live event stream (authenticated by its
+    // first message; each part checks its own permission).
+    route("GET", "/api/v1/summary", ""),
+    route("GET", "/api/v1/live", ""),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -417,6 +425,8 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create_enrollment_token))
         .routes(routes!(agents::get))
         .routes(routes!(agents::revoke))
+        .routes(routes!(summary::summary))
+        .routes(routes!(live::live))
 }
 
 /// The OpenAPI document of the API.

@@ -1,0 +1,25 @@
+// The navigation: which pages exist and the permission each needs (from /me; the server refuses anyway).
+import type { MessageKey } from './i18n/pt-BR';
+import type { HelpPage } from './components/help';
+import type { Me } from './api/types';
+
+export interface NavEntry { path: string; label: MessageKey; permission: string | null; help: HelpPage; icon: string }
+
+/** The navigation; `permission` decides whether the entry shows (null: everyone signed in). */
+export const NAV: NavEntry[] = [
+  { path: '/', label: 'nav.dashboard', permission: null, help: 'dashboard', icon: '◉' },
+  { path: '/pops', label: 'nav.pops', permission: 'pops:read', help: 'pops', icon: '⌂' },
+  { path: '/agents', label: 'nav.agents', permission: 'agents:read', help: 'agents', icon: '⚙' },
+  { path: '/devices', label: 'nav.devices', permission: 'devices:read', help: 'devices', icon: '▤' },
+  { path: '/alerts', label: 'nav.alerts', permission: 'alerts:read', help: 'alerts', icon: '⚠' },
+  { path: '/notifications', label: 'nav.notifications', permission: 'notifications:read', help: 'notifications', icon: '✉' },
+  { path: '/users', label: 'nav.users', permission: 'users:read', help: 'users', icon: '☺' },
+  { path: '/roles', label: 'nav.roles', permission: 'roles:read', help: 'roles', icon: '⚑' },
+  { path: '/audit', label: 'nav.audit', permission: 'audit:read', help: 'audit', icon: '☰' },
+];
+
+export function visibleNav(me: Me | null): NavEntry[] {
+  if (!me) return [];
+  return NAV.filter((n) => n.permission === null || me.global_admin || me.permissions.includes(n.permission));
+}
+
