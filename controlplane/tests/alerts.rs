@@ -137,8 +137,17 @@ struct Ev {
     event_ts: i64,
 }
 
+type EvRow = (
+    Uuid,
+    String,
+    Option<String>,
+    String,
+    Value,
+    chrono::DateTime<chrono::Utc>,
+);
+
 async fn events(db: &TestDb) -> Vec<Ev> {
-    let rows: Vec<(Uuid, String, Option<String>, String, Value, chrono::DateTime<chrono::Utc>)> =
+    let rows: Vec<EvRow> =
         sqlx::query_as(
             "SELECT alert_id, kind, suppressed, group_key, facts, event_ts FROM alert_events ORDER BY id",
         )

@@ -102,6 +102,9 @@ impl EngineStats {
     }
 }
 
+/// `(series, device, metric, labels, pop, device name, last seen)`.
+type SeriesRow = (i64, Uuid, String, String, Uuid, String, DateTime<Utc>);
+
 /// Metadata and states of one series.
 #[derive(Debug)]
 struct SeriesEntry {
@@ -589,7 +592,7 @@ impl Engine {
         let mut tx = db::tenant_tx(&self.pool, provider)
             .await
             .map_err(|e| err("begin")(sqlx::Error::Protocol(e.to_string())))?;
-        let rows: Vec<(i64, Uuid, String, String, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<SeriesRow> = sqlx::query_as(
             "SELECT s.id, s.device_id, s.metric, s.labels::text, d.pop_id, \
                     coalesce(d.name, d.serial_number, d.device_key), d.last_seen \
              FROM series s JOIN devices d ON d.provider_id = s.provider_id AND d.id = s.device_id \

@@ -141,6 +141,17 @@ pub struct Config {
     pub pop_names: HashMap<Uuid, String>,
 }
 
+/// `(rule, device, pop, starts, ends)`.
+type SilenceRow = (
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<Uuid>,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
+/// `(scope, scope id, starts, ends)`.
+type WindowRow = (String, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
+
 #[derive(sqlx::FromRow)]
 struct RuleRow {
     id: Uuid,
@@ -196,7 +207,7 @@ impl Config {
             }
             cfg.rules.push(Arc::new(rule));
         }
-        let silences: Vec<(Option<Uuid>, Option<Uuid>, Option<Uuid>, DateTime<Utc>, DateTime<Utc>)> =
+        let silences: Vec<SilenceRow> =
             sqlx::query_as(
                 "SELECT rule_id, device_id, pop_id, starts_at, ends_at FROM alert_silences WHERE ends_at > now()",
             )
@@ -212,7 +223,7 @@ impl Config {
                 ends_ms: e.timestamp_millis(),
             })
             .collect();
-        let windows: Vec<(String, Option<Uuid>, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        let windows: Vec<WindowRow> = sqlx::query_as(
             "SELECT scope, scope_id, starts_at, ends_at FROM alert_maintenance WHERE ends_at > now()",
         )
         .fetch_all(&mut *conn)
