@@ -47,7 +47,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            channel_capacity: 1024,
+            channel_capacity: 64,
             tick: Duration::from_secs(1),
             refresh: Duration::from_secs(60),
         }
