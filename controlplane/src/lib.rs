@@ -1,5 +1,6 @@
 //! The OctoISP control plane as a library: the binary `octoisp-controlplane` is a thin CLI over these modules.
 
+pub mod alerts;
 pub mod api;
 pub mod audit;
 pub mod auth;

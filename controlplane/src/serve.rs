@@ -106,7 +106,12 @@ pub async fn run(
             heartbeat_secs: cfg.ingest.heartbeat_secs,
             ..IngestConfig::default()
         };
-        let store = Arc::new(Store::new(pool.clone()));
+        // The alert engine evaluates what this instance stores, as it is stored (docs/ALERTS.md).
+        let (engine, samples_tx, samples_rx) =
+            crate::alerts::Engine::new(pool.clone(), crate::alerts::EngineConfig::default());
+        let sd = shutdown.clone();
+        tracker.spawn(async move { engine.run(samples_rx, sd).await });
+        let store = Arc::new(Store::new(pool.clone()).with_sample_observer(samples_tx));
         let (server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
             .context("cannot start the QUIC ingest")?;
         tracing::info!(%addr, "Ingest listening (QUIC).");

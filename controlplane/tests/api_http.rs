@@ -91,6 +91,10 @@ struct Objects {
     user: Uuid,
     role: Uuid,
     api_key: Uuid,
+    alert_rule: Uuid,
+    alert: Uuid,
+    silence: Uuid,
+    maintenance: Uuid,
 }
 
 impl Objects {
@@ -111,6 +115,10 @@ impl Objects {
             "users" => self.user,
             "roles" => self.role,
             "api-keys" => self.api_key,
+            "alert-rules" => self.alert_rule,
+            "alerts" => self.alert,
+            "silences" => self.silence,
+            "maintenance-windows" => self.maintenance,
             other => panic!(
                 "the isolation test does not know resource `{other}`: add it to Objects::id_for"
             ),
@@ -128,6 +136,10 @@ impl Objects {
             self.user,
             self.role,
             self.api_key,
+            self.alert_rule,
+            self.alert,
+            self.silence,
+            self.maintenance,
         ]
     }
 }
@@ -209,7 +221,12 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    let (alert_rule, alert, silence, maintenance) = alert_objects(db, &t, device).await;
     Objects {
+        alert_rule,
+        alert,
+        silence,
+        maintenance,
         tenant: t,
         customer,
         device,
@@ -218,6 +235,61 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
         role,
         api_key: key.id,
     }
+}
+
+/// An alert rule, a firing alert with one event, a silence and a maintenance window of `t`.
+async fn alert_objects(db: &TestDb, t: &Tenant, device: Uuid) -> (Uuid, Uuid, Uuid, Uuid) {
+    let p = t.provider_id;
+    let rule: Uuid = sqlx::query_scalar(
+        "INSERT INTO alert_rules (provider_id, rule_key, name, metric, kind, op, threshold) \
+         VALUES ($1, 'cpu', 'CPU high', 'cpu.load_percent', 'threshold', '>', 90) RETURNING id",
+    )
+    .bind(p)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let alert: Uuid = sqlx::query_scalar(
+        "INSERT INTO alerts (provider_id, rule_id, target_key, target, device_id, pop_id, state, severity, \
+             started_at, changed_ts) \
+         VALUES ($1, $2, 'device:x', 'cpe-1', $3, $4, 'firing', 'warning', now(), now()) RETURNING id",
+    )
+    .bind(p)
+    .bind(rule)
+    .bind(device)
+    .bind(t.pop_id)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO alert_events (provider_id, alert_id, rule_id, kind, severity, device_id, group_key, \
+             rule_name, target) VALUES ($1, $2, $3, 'firing', 'warning', $4, 'alert:' || $2, 'CPU high', 'cpe-1')",
+    )
+    .bind(p)
+    .bind(alert)
+    .bind(rule)
+    .bind(device)
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let silence: Uuid = sqlx::query_scalar(
+        "INSERT INTO alert_silences (provider_id, device_id, starts_at, ends_at, reason) \
+         VALUES ($1, $2, now(), now() + interval '1 hour', 'troca de ONU') RETURNING id",
+    )
+    .bind(p)
+    .bind(device)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let maintenance: Uuid = sqlx::query_scalar(
+        "INSERT INTO alert_maintenance (provider_id, scope, scope_id, starts_at, ends_at, reason) \
+         VALUES ($1, 'pop', $2, now(), now() + interval '1 hour', 'janela') RETURNING id",
+    )
+    .bind(p)
+    .bind(t.pop_id)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    (rule, alert, silence, maintenance)
 }
 
 struct Harness {

@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod agents;
+pub mod alerts;
 pub mod audit_log;
 pub mod customers;
 pub mod device_search;
@@ -328,6 +329,26 @@ pub const ROUTES: &[RouteSpec] = &[
     // first message; each part checks its own permission).
     route("GET", "/api/v1/summary", ""),
     route("GET", "/api/v1/live", ""),
+    route("GET", "/api/v1/alert-rules", "alerts:read"),
+    route("POST", "/api/v1/alert-rules", "alerts:manage"),
+    route("GET", "/api/v1/alert-rules/{id}", "alerts:read"),
+    route("PATCH", "/api/v1/alert-rules/{id}", "alerts:manage"),
+    route("DELETE", "/api/v1/alert-rules/{id}", "alerts:manage"),
+    route("GET", "/api/v1/alerts", "alerts:read"),
+    route("GET", "/api/v1/alerts/{id}", "alerts:read"),
+    route("POST", "/api/v1/alerts/{id}/ack", "alerts:ack"),
+    route("POST", "/api/v1/alerts/{id}/resolve", "alerts:ack"),
+    route("GET", "/api/v1/alert-history", "alerts:read"),
+    route("GET", "/api/v1/silences", "alerts:read"),
+    route("POST", "/api/v1/silences", "alerts:manage"),
+    route("DELETE", "/api/v1/silences/{id}", "alerts:manage"),
+    route("GET", "/api/v1/maintenance-windows", "alerts:read"),
+    route("POST", "/api/v1/maintenance-windows", "alerts:manage"),
+    route(
+        "DELETE",
+        "/api/v1/maintenance-windows/{id}",
+        "alerts:manage",
+    ),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -427,6 +448,24 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::revoke))
         .routes(routes!(summary::summary))
         .routes(routes!(live::live))
+        .routes(routes!(alerts::list_rules, alerts::create_rule))
+        .routes(routes!(
+            alerts::get_rule,
+            alerts::update_rule,
+            alerts::delete_rule
+        ))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::get_alert))
+        .routes(routes!(alerts::ack_alert))
+        .routes(routes!(alerts::resolve_alert))
+        .routes(routes!(alerts::history))
+        .routes(routes!(alerts::list_silences, alerts::create_silence))
+        .routes(routes!(alerts::delete_silence))
+        .routes(routes!(
+            alerts::list_maintenance,
+            alerts::create_maintenance
+        ))
+        .routes(routes!(alerts::delete_maintenance))
 }
 
 /// The OpenAPI document of the API.

@@ -34,11 +34,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use octoisp_shared::{Batch, MetricKind, Sample, SeriesDef};
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use self::records::{Records, clean, pairs_json};
@@ -107,12 +109,31 @@ pub struct CopyRow {
     pub value: f64,
 }
 
+impl CopyRow {
+    /// The sample time in milliseconds since the Unix epoch.
+    pub fn ts_ms(&self) -> i64 {
+        (self.ts_us + PG_EPOCH_OFFSET_US).div_euclid(1000)
+    }
+}
+
+/// The samples of one committed batch, for an observer such as the alert engine.
+#[derive(Debug, Clone)]
+pub struct StoredSamples {
+    /// The agent's provider.
+    pub provider_id: Uuid,
+    /// The samples with their resolved series ids.
+    pub rows: Vec<CopyRow>,
+    /// When the batch's transaction committed.
+    pub stored_at: Instant,
+}
+
 /// Writes agent batches; one per process, shared by every connection (it caches series ids and partitions).
 #[derive(Debug)]
 pub struct Store {
     pool: PgPool,
     series: Mutex<SeriesCache>,
     partitions: Mutex<HashMap<i64, Arc<str>>>,
+    observer: Option<mpsc::Sender<StoredSamples>>,
 }
 
 #[derive(Debug, Default)]
@@ -144,7 +165,16 @@ impl Store {
             pool,
             series: Mutex::new(SeriesCache::default()),
             partitions: Mutex::new(HashMap::new()),
+            observer: None,
         }
+    }
+
+    /// Sends the samples of every stored batch, after its commit, to `observer` (the alert engine). The channel
+    /// is bounded: when it is full, `store_batch` waits, so a slow observer slows acks rather than losing
+    /// samples. Duplicates are not sent (their samples were sent when first stored).
+    pub fn with_sample_observer(mut self, observer: mpsc::Sender<StoredSamples>) -> Store {
+        self.observer = Some(observer);
+        self
     }
 
     /// The pool the store writes through.
@@ -299,8 +329,22 @@ impl Store {
                     .map_err(classify)?;
             }
         }
+        let observed = self
+            .observer
+            .as_ref()
+            .map(|_| rows.iter().map(|(_, r)| *r).collect());
         tx.commit().await.map_err(classify)?;
 
+        if let (Some(observer), Some(rows)) = (&self.observer, observed) {
+            let msg = StoredSamples {
+                provider_id: agent.provider_id,
+                rows,
+                stored_at: Instant::now(),
+            };
+            if observer.send(msg).await.is_err() {
+                tracing::debug!("The sample observer is gone.");
+            }
+        }
         if !learnt.is_empty() {
             lock(&self.series).insert_all(agent.agent_id, learnt);
         }

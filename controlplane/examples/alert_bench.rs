@@ -1,0 +1,273 @@
+//! Alert engine benchmark: latency from a batch's `store_batch` commit to the commit of the `alert_events` rows it
+//! causes, with `--series` active series in the engine while writers store samples as fast as the store takes
+//! them; and the engine's in-memory evaluation rate.
+//!
+//! ```text
+//! cargo run --release -p octoisp-controlplane --example alert_bench -- \
+//!     [--series 1000000] [--batch 50000] [--writers 2] [--seconds 60] [--eval-passes 3]
+//! ```
+//!
+//! PostgreSQL: `$OCTOISP_TEST_PG` (admin URL; default `postgres://postgres@127.0.0.1:5432/postgres`); a fresh
+//! database `octoisp_t_<random>` is created. Steps:
+//!
+//! 1. **Setup** (untimed): provider, POP, agent; rules on the benchmark metric (`bench.cpu_percent > 90`, recover
+//!    below 80; an absence rule on the same metric; an offline rule), then every series defined and given one
+//!    sample through `Store::store_batch` (100 series per device), which also loads them into the engine.
+//! 2. **Evaluation rate**: `Engine::process` on `--eval-passes` × `--series` samples that cause no transition
+//!    (no database access): samples/s of the engine alone, rule lookup and state machine included.
+//! 3. **Latency under load**: the engine runs as in production (its own task, bounded channel from the store);
+//!    `--writers` tasks store batches of `--batch` samples, cycling over all series, for `--seconds`. In every
+//!    cycle the series whose id is a multiple of 10,000 cross the threshold (fire in even cycles, resolve in odd
+//!    ones), so most batches carry a few transitions. Latency = time from the commit of the batch (just before
+//!    `store_batch` returns) to the commit of the transaction holding its events, as the engine records it.
+
+#[path = "../tests/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use octoisp_controlplane::alerts::{Engine, EngineConfig};
+use octoisp_controlplane::ingest::store::{CopyRow, Store, StoredSamples};
+use octoisp_shared::{Batch, Sample, SampleBlock, SeriesDef};
+use support::TestDb;
+use support::fixtures::{def, now_ms, tenant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(about = "Alert engine latency and evaluation rate")]
+struct Args {
+    /// Active series.
+    #[arg(long, default_value_t = 1_000_000)]
+    series: u64,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 50_000)]
+    batch: u64,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 2)]
+    writers: u64,
+    /// Length of the load phase.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+    /// Passes over all series for the in-memory evaluation rate.
+    #[arg(long, default_value_t = 3)]
+    eval_passes: u64,
+}
+
+const STEP_MS: i64 = 10_000;
+const METRIC: &str = "bench.cpu_percent";
+
+fn value(series: u64, cycle: u64) -> f64 {
+    if series.is_multiple_of(10_000) && cycle.is_multiple_of(2) {
+        95.0
+    } else {
+        10.0 + (series % 50) as f64
+    }
+}
+
+fn batch(seq: u64, series: Vec<SeriesDef>, samples: &[Sample]) -> Batch {
+    Batch {
+        seq,
+        settled_below: 0,
+        created_ms: now_ms(),
+        series,
+        samples: SampleBlock::encode(samples),
+        records: Vec::new(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let db = TestDb::new().await;
+    let t = tenant(&db, "bench").await;
+    for rule in [
+        "'cpu', 'CPU alta', 'bench.cpu_percent', 'threshold', '>', 90, 80, NULL, false",
+        "'cpu-silent', 'CPU sem dados', 'bench.cpu_percent', 'absence', NULL, NULL, NULL, 3600, false",
+        "'offline', 'Offline', 'any', 'offline', NULL, NULL, NULL, 3600, false",
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO alert_rules (provider_id, rule_key, name, metric, kind, op, threshold, recover_threshold, \
+             absence_secs, flap_enabled) VALUES ($1, {rule})"
+        )))
+        .bind(t.provider_id)
+        .execute(&db.admin)
+        .await
+        .expect("insert a rule");
+    }
+    let pool = db.app_pool(args.writers as u32 + 4).await;
+    let engine_pool = db.app_pool(4).await;
+    let (mut engine, tx, mut rx) = Engine::new(
+        engine_pool,
+        EngineConfig {
+            refresh: Duration::from_secs(3600),
+            ..EngineConfig::default()
+        },
+    );
+    let store = Arc::new(Store::new(pool).with_sample_observer(tx));
+    let start_ms = now_ms() - 7_200_000;
+
+    // 1. Setup: define every series with one sample; the engine loads them.
+    let t0 = Instant::now();
+    let mut seq = 0u64;
+    let mut first = 0u64;
+    while first < args.series {
+        let last = (first + args.batch).min(args.series);
+        let defs: Vec<SeriesDef> = (first..last)
+            .map(|i| def(i, &format!("dev-{}", i / 100), METRIC))
+            .collect();
+        let samples: Vec<Sample> = (first..last)
+            .map(|i| Sample {
+                series: i,
+                ts_ms: start_ms,
+                value: 10.0,
+            })
+            .collect();
+        seq += 1;
+        store
+            .store_batch(&t.agent, &batch(seq, defs, &samples), &samples)
+            .await
+            .expect("store a setup batch");
+        while let Ok(msg) = rx.try_recv() {
+            engine.process(msg).await.expect("evaluate a setup batch");
+        }
+        first = last;
+    }
+    println!(
+        "setup: {} series defined and loaded into the engine in {:.1} s",
+        args.series,
+        t0.elapsed().as_secs_f64()
+    );
+
+    // 2. In-memory evaluation rate: samples that cause no transition.
+    let series_ids: Vec<i64> = {
+        let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM series ORDER BY local_id")
+            .fetch_all(&db.admin)
+            .await
+            .expect("series ids");
+        rows.into_iter().map(|r| r.0).collect()
+    };
+    let mut evaluated = 0u64;
+    let t1 = Instant::now();
+    for pass in 1..=args.eval_passes {
+        for chunk in series_ids.chunks(args.batch as usize) {
+            let rows = chunk
+                .iter()
+                .map(|&id| CopyRow {
+                    series_id: id,
+                    ts_us: (start_ms + pass as i64 * 1000 - 946_684_800_000) * 1000,
+                    value: 20.0,
+                })
+                .collect::<Vec<_>>();
+            evaluated += rows.len() as u64;
+            engine
+                .process(StoredSamples {
+                    provider_id: t.provider_id,
+                    rows,
+                    stored_at: Instant::now(),
+                })
+                .await
+                .expect("evaluate");
+        }
+    }
+    let eval_secs = t1.elapsed().as_secs_f64();
+    println!(
+        "evaluation (in memory, no transitions): {evaluated} samples in {eval_secs:.2} s = {:.0} samples/s",
+        evaluated as f64 / eval_secs
+    );
+
+    // 3. Latency under load.
+    let stats = engine.stats();
+    let events_before = stats.events.load(Ordering::Relaxed);
+    let shutdown = CancellationToken::new();
+    let engine_task = tokio::spawn(engine.run(rx, shutdown.clone()));
+    let next_batch = Arc::new(AtomicU64::new(0));
+    let stored = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let per_cycle = args.series.div_ceil(args.batch);
+    let seq_base = seq;
+    let t2 = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..args.writers {
+        let (store, next, stored, agent) = (
+            store.clone(),
+            next_batch.clone(),
+            stored.clone(),
+            t.agent.clone(),
+        );
+        let (series, size) = (args.series, args.batch);
+        writers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let cycle = n / per_cycle + 1;
+                let first = (n % per_cycle) * size;
+                let last = (first + size).min(series);
+                let ts = start_ms + 1000 * 60 + cycle as i64 * STEP_MS;
+                let samples: Vec<Sample> = (first..last)
+                    .map(|i| Sample {
+                        series: i,
+                        ts_ms: ts,
+                        value: value(i, cycle),
+                    })
+                    .collect();
+                store
+                    .store_batch(
+                        &agent,
+                        &batch(seq_base + n + 1, Vec::new(), &samples),
+                        &samples,
+                    )
+                    .await
+                    .expect("store a batch");
+                stored.fetch_add(samples.len() as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let load_secs = t2.elapsed().as_secs_f64();
+    let total = stored.load(Ordering::Relaxed);
+    // Let the engine finish what is queued (its counter covers every sample it evaluated).
+    let target = stats.samples.load(Ordering::Relaxed);
+    let _ = target;
+    let expected = args.series * (1 + args.eval_passes) + total;
+    while stats.samples.load(Ordering::Relaxed) < expected {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    engine_task.await.expect("engine");
+    let mut lat: Vec<f64> = stats
+        .latencies()
+        .iter()
+        .map(Duration::as_secs_f64)
+        .collect();
+    lat.sort_by(f64::total_cmp);
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1] * 1000.0;
+    println!(
+        "load: {} samples stored in {load_secs:.1} s = {:.0} samples/s ({} writers, batches of {}), {} series active",
+        total,
+        total as f64 / load_secs,
+        args.writers,
+        args.batch,
+        args.series
+    );
+    println!(
+        "events written during load: {}; transactions with events: {}",
+        stats.events.load(Ordering::Relaxed) - events_before,
+        lat.len()
+    );
+    if !lat.is_empty() {
+        println!(
+            "latency store commit -> alert_events commit: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+    db.cleanup().await;
+}

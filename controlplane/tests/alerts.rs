@@ -1,0 +1,936 @@
+//! The alert engine on a real PostgreSQL: samples go through `Store::store_batch` (the ingest path) and its
+//! observer channel into the engine, and what a user would notice is read back from `alerts` and `alert_events`
+//! (the notifier's input). The HTTP routes are exercised through the real router.
+
+#[allow(dead_code)]
+mod support;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use futures::future::BoxFuture;
+use octoisp_controlplane::alerts::{Engine, EngineConfig};
+use octoisp_controlplane::api::error::ApiError;
+use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use octoisp_controlplane::auth::Caller;
+use octoisp_controlplane::ingest::store::{Store, StoredSamples};
+use octoisp_shared::{Sample, SeriesDef};
+use serde_json::Value;
+use support::TestDb;
+use support::fixtures::{Tenant, batch, def, now_ms, tenant};
+use tokio::sync::mpsc;
+use tower::ServiceExt as _;
+use uuid::Uuid;
+
+const STEP: i64 = 10_000;
+
+/// A tenant, a store whose observer feeds an engine, and a clock of sample times.
+struct Rig {
+    db: TestDb,
+    t: Tenant,
+    store: Store,
+    engine: Engine,
+    rx: mpsc::Receiver<StoredSamples>,
+    seq: u64,
+    base: i64,
+}
+
+impl Rig {
+    async fn new() -> Rig {
+        let db = TestDb::new().await;
+        let t = tenant(&db, "isp-a").await;
+        let (engine, tx, rx) = Engine::new(db.app.clone(), EngineConfig::default());
+        let store = Store::new(db.app.clone()).with_sample_observer(tx);
+        Rig {
+            db,
+            t,
+            store,
+            engine,
+            rx,
+            seq: 0,
+            base: now_ms() - 3_600_000,
+        }
+    }
+
+    /// Time of step `i`.
+    fn at(&self, i: i64) -> i64 {
+        self.base + i * STEP
+    }
+
+    /// Stores one batch with `defs` and `points` (series, step, value) and lets the engine evaluate it.
+    async fn push(&mut self, defs: Vec<SeriesDef>, points: &[(u64, i64, f64)]) {
+        self.seq += 1;
+        let samples: Vec<Sample> = points
+            .iter()
+            .map(|&(series, i, value)| Sample {
+                series,
+                ts_ms: self.at(i),
+                value,
+            })
+            .collect();
+        let b = batch(self.seq, defs, &samples, Vec::new());
+        self.store
+            .store_batch(&self.t.agent, &b, &samples)
+            .await
+            .unwrap();
+        while let Ok(msg) = self.rx.try_recv() {
+            self.engine.process(msg).await.unwrap();
+        }
+    }
+
+    /// One value per step for series 0, starting at step `from`.
+    async fn series0(&mut self, defs: Vec<SeriesDef>, from: i64, values: &[f64]) {
+        let points: Vec<(u64, i64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (0, from + i as i64, *v))
+            .collect();
+        self.push(defs, &points).await;
+    }
+
+    async fn rule(&self, sql_values: &str) -> Uuid {
+        rule(&self.db, self.t.provider_id, sql_values).await
+    }
+
+    async fn device(&self, key: &str) -> Uuid {
+        sqlx::query_scalar("SELECT id FROM devices WHERE device_key = $1")
+            .bind(key)
+            .fetch_one(&self.db.admin)
+            .await
+            .unwrap()
+    }
+
+    async fn events(&self) -> Vec<Ev> {
+        events(&self.db).await
+    }
+}
+
+/// Inserts a rule: `sql_values` are `column = value` pairs after the mandatory ones.
+async fn rule(db: &TestDb, provider: Uuid, cols_vals: &str) -> Uuid {
+    let (cols, vals): (Vec<&str>, Vec<&str>) = cols_vals
+        .split(';')
+        .map(|kv| kv.split_once('=').unwrap())
+        .map(|(k, v)| (k.trim(), v.trim()))
+        .unzip();
+    let sql = format!(
+        "INSERT INTO alert_rules (provider_id, {}) VALUES ($1, {}) RETURNING id",
+        cols.join(", "),
+        vals.join(", ")
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(provider)
+        .fetch_one(&db.admin)
+        .await
+        .unwrap()
+}
+
+#[derive(Debug, Clone)]
+struct Ev {
+    alert_id: Uuid,
+    kind: String,
+    suppressed: Option<String>,
+    group_key: String,
+    facts: Value,
+    event_ts: i64,
+}
+
+type EvRow = (
+    Uuid,
+    String,
+    Option<String>,
+    String,
+    Value,
+    chrono::DateTime<chrono::Utc>,
+);
+
+async fn events(db: &TestDb) -> Vec<Ev> {
+    let rows: Vec<EvRow> =
+        sqlx::query_as(
+            "SELECT alert_id, kind, suppressed, group_key, facts, event_ts FROM alert_events ORDER BY id",
+        )
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(alert_id, kind, suppressed, group_key, facts, ts)| Ev {
+            alert_id,
+            kind,
+            suppressed,
+            group_key,
+            facts,
+            event_ts: ts.timestamp_millis(),
+        })
+        .collect()
+}
+
+fn kinds(evs: &[Ev]) -> Vec<(&str, Option<&str>)> {
+    evs.iter()
+        .map(|e| (e.kind.as_str(), e.suppressed.as_deref()))
+        .collect()
+}
+
+const CPU_HYSTERESIS: &str = "rule_key = 'cpu'; name = 'CPU alta'; metric = 'cpu.load_percent'; kind = 'threshold'; \
+     op = '>'; threshold = 90; recover_threshold = 80; for_secs = 60; flap_enabled = false";
+
+#[tokio::test]
+async fn for_delays_firing_and_hysteresis_delays_recovery() {
+    let mut rig = Rig::new().await;
+    rig.rule(CPU_HYSTERESIS).await;
+    let defs = vec![def(0, "router-1", "cpu.load_percent")];
+    // 95 for 50 s: not yet 60 s.
+    rig.series0(defs, 0, &[95.0; 6]).await;
+    assert!(rig.events().await.is_empty(), "fired before `for` elapsed");
+    rig.series0(vec![], 6, &[96.0]).await;
+    let evs = rig.events().await;
+    assert_eq!(kinds(&evs), vec![("firing", None)]);
+    assert_eq!(evs[0].event_ts, rig.at(6));
+    assert_eq!(evs[0].facts["value"], 96.0);
+    assert_eq!(evs[0].facts["threshold"], 90.0);
+    assert_eq!(evs[0].facts["for_secs"], 60);
+    assert_eq!(evs[0].facts["device_name"], "router-1");
+    assert_eq!(evs[0].facts["pop_name"], "Centro");
+    assert_eq!(evs[0].group_key, format!("alert:{}", evs[0].alert_id));
+    // Below 90 but above 80: still firing.
+    rig.series0(vec![], 7, &[85.0, 82.0, 81.0]).await;
+    assert_eq!(
+        rig.events().await.len(),
+        1,
+        "resolved inside the hysteresis band"
+    );
+    rig.series0(vec![], 10, &[79.0]).await;
+    let evs = rig.events().await;
+    assert_eq!(kinds(&evs), vec![("firing", None), ("resolved", None)]);
+    assert_eq!(evs[1].alert_id, evs[0].alert_id);
+    // It fires again on the same alert, counting occurrences.
+    rig.series0(vec![], 11, &[95.0; 8]).await;
+    let evs = rig.events().await;
+    assert_eq!(evs.len(), 3);
+    assert_eq!(evs[2].alert_id, evs[0].alert_id);
+    assert_eq!(evs[2].facts["occurrences"], 2);
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_missed_poll_does_not_resolve_an_alert() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'loss'; name = 'Perda'; metric = 'ping.loss_ratio'; kind = 'threshold'; op = '>='; \
+              threshold = 0.5; flap_enabled = false")
+        .await;
+    let defs = vec![def(0, "icmp:192.0.2.1", "ping.loss_ratio")];
+    rig.series0(defs, 0, &[0.0, 1.0]).await;
+    assert_eq!(kinds(&rig.events().await), vec![("firing", None)]);
+    // Polls that failed (NaN), then nothing at all for a long time, then the timer runs.
+    rig.series0(vec![], 2, &[f64::NAN, f64::NAN, f64::NAN])
+        .await;
+    rig.engine.tick(now_ms() + 3_600_000).await.unwrap();
+    assert_eq!(
+        rig.events().await.len(),
+        1,
+        "a missed poll resolved the alert"
+    );
+    let state: String = sqlx::query_scalar("SELECT state FROM alerts")
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+    assert_eq!(state, "firing");
+    // A real good value does.
+    rig.series0(vec![], 10, &[0.0]).await;
+    assert_eq!(
+        kinds(&rig.events().await),
+        vec![("firing", None), ("resolved", None)]
+    );
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_flapping_series_is_marked_and_held_not_notified_per_flap() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'cpu'; name = 'CPU'; metric = 'cpu.load_percent'; kind = 'threshold'; op = '>'; \
+              threshold = 90; flap_window = 5; flap_high = 50; flap_low = 25")
+        .await;
+    let defs = vec![def(0, "router-1", "cpu.load_percent")];
+    let flaps: Vec<f64> = (0..30)
+        .map(|i| if i % 2 == 0 { 95.0 } else { 50.0 })
+        .collect();
+    rig.series0(defs, 0, &flaps).await;
+    let evs = rig.events().await;
+    let transitions = evs
+        .iter()
+        .filter(|e| e.kind == "firing" || e.kind == "resolved")
+        .count();
+    assert_eq!(
+        transitions,
+        30,
+        "every transition is recorded: {:?}",
+        kinds(&evs)
+    );
+    let flapping: Vec<&Ev> = evs.iter().filter(|e| e.kind == "flapping").collect();
+    assert_eq!(flapping.len(), 1, "{:?}", kinds(&evs));
+    assert!(
+        flapping[0].suppressed.is_none(),
+        "the flapping event itself notifies"
+    );
+    let notified = evs.iter().filter(|e| e.suppressed.is_none()).count();
+    assert!(
+        notified <= 3,
+        "{notified} notifications for 30 flaps: {:?}",
+        kinds(&evs)
+    );
+    let after_flap = evs.iter().skip_while(|e| e.kind != "flapping").skip(1);
+    assert!(after_flap.clone().count() > 20);
+    assert!(
+        after_flap
+            .clone()
+            .all(|e| e.suppressed.as_deref() == Some("flapping"))
+    );
+    let marked: bool = sqlx::query_scalar("SELECT flapping FROM alerts")
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+    assert!(marked);
+    // It calms down: one flap_ended, and the mark goes.
+    rig.series0(vec![], 30, &[50.0; 12]).await;
+    let evs = rig.events().await;
+    let ended: Vec<&Ev> = evs.iter().filter(|e| e.kind == "flap_ended").collect();
+    assert_eq!(ended.len(), 1);
+    assert!(ended[0].suppressed.is_none());
+    let marked: bool = sqlx::query_scalar("SELECT flapping FROM alerts")
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+    assert!(!marked);
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn maintenance_and_silences_suppress_notifications_but_events_are_recorded() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'cpu'; name = 'CPU'; metric = 'cpu.load_percent'; kind = 'threshold'; op = '>'; \
+              threshold = 90; flap_enabled = false")
+        .await;
+    let p = rig.t.provider_id;
+    sqlx::query(
+        "INSERT INTO alert_maintenance (provider_id, scope, scope_id, starts_at, ends_at, reason) \
+         VALUES ($1, 'pop', $2, now() - interval '2 hours', now() + interval '1 hour', 'troca do switch')",
+    )
+    .bind(p)
+    .bind(rig.t.pop_id)
+    .execute(&rig.db.admin)
+    .await
+    .unwrap();
+    let defs = vec![def(0, "router-1", "cpu.load_percent")];
+    rig.series0(defs, 0, &[95.0, 50.0]).await;
+    assert_eq!(
+        kinds(&rig.events().await),
+        vec![
+            ("firing", Some("maintenance")),
+            ("resolved", Some("maintenance"))
+        ]
+    );
+    // The window is cancelled and a silence on the device takes over; the engine hears of it.
+    sqlx::query("DELETE FROM alert_maintenance")
+        .execute(&rig.db.admin)
+        .await
+        .unwrap();
+    let device = rig.device("router-1").await;
+    sqlx::query(
+        "INSERT INTO alert_silences (provider_id, device_id, starts_at, ends_at, reason) \
+         VALUES ($1, $2, now() - interval '2 hours', now() + interval '1 hour', 'conhecido')",
+    )
+    .bind(p)
+    .bind(device)
+    .execute(&rig.db.admin)
+    .await
+    .unwrap();
+    rig.engine.invalidate(p);
+    rig.series0(vec![], 2, &[95.0]).await;
+    assert_eq!(rig.events().await[2].suppressed.as_deref(), Some("silence"));
+    // Without either, it notifies.
+    sqlx::query("DELETE FROM alert_silences")
+        .execute(&rig.db.admin)
+        .await
+        .unwrap();
+    rig.engine.invalidate(p);
+    rig.series0(vec![], 3, &[50.0, 95.0]).await;
+    let evs = rig.events().await;
+    assert_eq!(kinds(&evs[3..]), vec![("resolved", None), ("firing", None)]);
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_pop_uplink_down_notifies_once_and_inhibits_the_devices_behind_it() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'ping-down'; name = 'Sem resposta'; metric = 'ping.up'; kind = 'threshold'; op = '<'; \
+              threshold = 1; severity = 'warning'; flap_enabled = false")
+        .await;
+    // The uplink's first batch creates its device; then its rule, same key, device scope, marked uplink.
+    let defs = vec![
+        def(0, "uplink", "ping.up"),
+        def(1, "cpe-1", "ping.up"),
+        def(2, "cpe-2", "ping.up"),
+        def(3, "cpe-3", "ping.up"),
+    ];
+    rig.push(defs, &[(0, 0, 1.0), (1, 0, 1.0), (2, 0, 1.0), (3, 0, 1.0)])
+        .await;
+    let uplink = rig.device("uplink").await;
+    let uplink_rule = rig
+        .rule(&format!(
+            "rule_key = 'ping-down'; name = 'Uplink do POP'; metric = 'ping.up'; kind = 'threshold'; op = '<'; \
+             threshold = 1; severity = 'critical'; flap_enabled = false; is_uplink = true; scope = 'device'; \
+             scope_id = '{uplink}'"
+        ))
+        .await;
+    rig.engine.invalidate(rig.t.provider_id);
+    // Everything goes down at once.
+    rig.push(
+        vec![],
+        &[(0, 1, 0.0), (1, 1, 0.0), (2, 1, 0.0), (3, 1, 0.0)],
+    )
+    .await;
+    let evs = rig.events().await;
+    assert_eq!(evs.len(), 4, "{:?}", kinds(&evs));
+    let notified: Vec<&Ev> = evs.iter().filter(|e| e.suppressed.is_none()).collect();
+    assert_eq!(notified.len(), 1, "{:?}", kinds(&evs));
+    let pop_alert = notified[0];
+    assert_eq!(pop_alert.facts["inhibited_count"], 3);
+    let rule_of: Uuid = sqlx::query_scalar("SELECT rule_id FROM alerts WHERE id = $1")
+        .bind(pop_alert.alert_id)
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+    assert_eq!(rule_of, uplink_rule);
+    for e in evs.iter().filter(|e| e.alert_id != pop_alert.alert_id) {
+        assert_eq!(e.suppressed.as_deref(), Some("inhibited"));
+        assert_eq!(e.group_key, format!("alert:{}", pop_alert.alert_id));
+    }
+    let inhibited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM alerts WHERE inhibited_by = $1 AND state = 'firing'",
+    )
+    .bind(pop_alert.alert_id)
+    .fetch_one(&rig.db.admin)
+    .await
+    .unwrap();
+    assert_eq!(inhibited, 3);
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_most_specific_rule_of_a_key_applies() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'cpu'; name = 'CPU (provedor)'; metric = 'cpu.load_percent'; kind = 'threshold'; \
+              op = '>'; threshold = 90; flap_enabled = false")
+        .await;
+    let defs = vec![
+        def(0, "busy", "cpu.load_percent"),
+        def(1, "normal", "cpu.load_percent"),
+    ];
+    rig.push(defs, &[(0, 0, 10.0), (1, 0, 10.0)]).await;
+    let busy = rig.device("busy").await;
+    let group: Uuid = sqlx::query_scalar(
+        "INSERT INTO device_groups (provider_id, name) VALUES ($1, 'Core') RETURNING id",
+    )
+    .bind(rig.t.provider_id)
+    .fetch_one(&rig.db.admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO device_group_members (provider_id, group_id, device_id) VALUES ($1, $2, $3)",
+    )
+    .bind(rig.t.provider_id)
+    .bind(group)
+    .bind(busy)
+    .execute(&rig.db.admin)
+    .await
+    .unwrap();
+    rig.rule(&format!(
+        "rule_key = 'cpu'; name = 'CPU (grupo)'; metric = 'cpu.load_percent'; kind = 'threshold'; op = '>'; \
+         threshold = 95; flap_enabled = false; scope = 'group'; scope_id = '{group}'"
+    ))
+    .await;
+    let device_rule = rig
+        .rule(&format!(
+            "rule_key = 'cpu'; name = 'CPU (roteador ocupado)'; metric = 'cpu.load_percent'; kind = 'threshold'; \
+             op = '>'; threshold = 98; severity = 'critical'; flap_enabled = false; scope = 'device'; \
+             scope_id = '{busy}'"
+        ))
+        .await;
+    rig.engine.invalidate(rig.t.provider_id);
+    rig.push(vec![], &[(0, 1, 96.0), (1, 1, 96.0)]).await;
+    let evs = rig.events().await;
+    assert_eq!(
+        evs.len(),
+        1,
+        "only `normal` passes its rule: {:?}",
+        kinds(&evs)
+    );
+    assert_eq!(evs[0].facts["device_name"], "normal");
+    rig.push(vec![], &[(0, 2, 99.0)]).await;
+    let row: (Uuid, String) =
+        sqlx::query_as("SELECT rule_id, severity FROM alerts WHERE device_id = $1")
+            .bind(busy)
+            .fetch_one(&rig.db.admin)
+            .await
+            .unwrap();
+    assert_eq!(row, (device_rule, "critical".to_owned()));
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_offline_device_fires_from_the_timer_and_recovers_with_a_sample() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'offline'; name = 'Offline'; metric = 'any'; kind = 'offline'; absence_secs = 60; \
+              severity = 'critical'")
+        .await;
+    let defs = vec![def(0, "olt-1", "if.oper_status")];
+    rig.series0(defs, 0, &[1.0]).await;
+    let now = now_ms();
+    rig.engine.tick(now).await.unwrap();
+    assert!(
+        rig.events().await.is_empty(),
+        "offline right after being created"
+    );
+    rig.engine.tick(now + 300_000).await.unwrap();
+    let evs = rig.events().await;
+    assert_eq!(kinds(&evs), vec![("firing", None)]);
+    assert_eq!(evs[0].facts["device_name"], "olt-1");
+    // A sample after the deadline brings it back.
+    let ts = now + 400_000;
+    rig.base = ts - 20 * STEP;
+    rig.series0(vec![], 20, &[1.0]).await;
+    assert_eq!(
+        kinds(&rig.events().await),
+        vec![("firing", None), ("resolved", None)]
+    );
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_engines_fed_the_same_samples_write_each_event_once() {
+    let db = TestDb::new().await;
+    let t = tenant(&db, "isp-a").await;
+    rule(
+        &db,
+        t.provider_id,
+        "rule_key = 'cpu'; name = 'CPU'; metric = 'cpu.load_percent'; kind = 'threshold'; \
+                              op = '>'; threshold = 90; flap_enabled = false",
+    )
+    .await;
+    rule(&db, t.provider_id, "rule_key = 'mem'; name = 'Mem'; metric = 'cpu.load_percent'; kind = 'threshold'; \
+                              op = '>'; threshold = 70; recover_threshold = 60; for_secs = 20; flap_enabled = false")
+        .await;
+    let pool_b = db.app_pool(4).await;
+    let (mut ea, tx_a, mut rx_a) = Engine::new(db.app.clone(), EngineConfig::default());
+    let (mut eb, tx_b, mut rx_b) = Engine::new(pool_b.clone(), EngineConfig::default());
+    let store_a = Store::new(db.app.clone()).with_sample_observer(tx_a);
+    let store_b = Store::new(pool_b).with_sample_observer(tx_b);
+    let base = now_ms() - 3_600_000;
+    let pattern = [95.0, 95.0, 95.0, 50.0, 50.0, 65.0, 95.0, 75.0, 40.0, 40.0];
+    let mut expected_transitions = 0;
+    for seq in 1..=20u64 {
+        let samples: Vec<Sample> = (0..4u64)
+            .map(|s| Sample {
+                series: s,
+                ts_ms: base + seq as i64 * STEP,
+                value: pattern[(seq as usize + s as usize) % pattern.len()],
+            })
+            .collect();
+        let defs = if seq <= 2 {
+            (0..4)
+                .map(|s| def(s, &format!("router-{s}"), "cpu.load_percent"))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let b = batch(seq, defs, &samples, Vec::new());
+        // The agent bounces between the two instances; each instance's engine sees every sample anyway.
+        let (store, rx) = if seq % 2 == 0 {
+            (&store_a, &mut rx_a)
+        } else {
+            (&store_b, &mut rx_b)
+        };
+        store.store_batch(&t.agent, &b, &samples).await.unwrap();
+        let msg = rx.try_recv().unwrap();
+        let (ra, rb) = tokio::join!(ea.process(msg.clone()), eb.process(msg));
+        ra.unwrap();
+        rb.unwrap();
+        expected_transitions = events(&db).await.len();
+    }
+    let evs = events(&db).await;
+    assert!(
+        evs.len() >= 10,
+        "the pattern makes transitions: {}",
+        evs.len()
+    );
+    let mut seen = HashMap::new();
+    for e in &evs {
+        *seen
+            .entry((e.alert_id, e.kind.clone(), e.event_ts))
+            .or_insert(0) += 1;
+    }
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "an event was written twice: {seen:?}"
+    );
+    // Each transition was computed by both engines: one wrote it, the other lost the race.
+    let (sa, sb) = (ea.stats(), eb.stats());
+    let written = sa.events.load(Ordering::Relaxed) + sb.events.load(Ordering::Relaxed);
+    let lost = sa.lost_races.load(Ordering::Relaxed) + sb.lost_races.load(Ordering::Relaxed);
+    assert_eq!(written as usize, expected_transitions);
+    assert_eq!(lost as usize, expected_transitions);
+    // Alternating firing/resolved per alert, never two firings in a row.
+    let mut last: HashMap<Uuid, String> = HashMap::new();
+    for e in &evs {
+        assert_ne!(last.get(&e.alert_id), Some(&e.kind), "{:?}", kinds(&evs));
+        last.insert(e.alert_id, e.kind.clone());
+    }
+    db.cleanup().await;
+}
+
+// ------------------------------------------------------------------------------------------------- the API
+
+struct TestAuth(HashMap<String, Caller>);
+
+impl Authenticator for TestAuth {
+    fn authenticate<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+        _ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
+        Box::pin(async move {
+            let token = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match token {
+                None => Ok(None),
+                Some(t) => self
+                    .0
+                    .get(t)
+                    .cloned()
+                    .map(Some)
+                    .ok_or(ApiError::Unauthenticated),
+            }
+        })
+    }
+}
+
+fn caller(provider: Uuid, perms: &[&str]) -> Caller {
+    Caller {
+        user_id: Some(Uuid::now_v7()),
+        api_key_id: None,
+        provider_id: Some(provider),
+        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
+        global_admin: false,
+        request_id: String::new(),
+        ip: None,
+    }
+}
+
+async fn call(
+    router: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .extension(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            [192, 0, 2, 9],
+            4000,
+        ))))
+        .body(if body.is_null() {
+            Body::empty()
+        } else {
+            Body::from(body.to_string())
+        })
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_routes_check_permissions_validate_input_and_audit_changes() {
+    let mut rig = Rig::new().await;
+    let p = rig.t.provider_id;
+    let other = tenant(&rig.db, "isp-b").await;
+    let mut tokens = HashMap::new();
+    tokens.insert(
+        "admin".to_owned(),
+        caller(p, &["alerts:read", "alerts:ack", "alerts:manage"]),
+    );
+    tokens.insert("noc".to_owned(), caller(p, &["alerts:read", "alerts:ack"]));
+    tokens.insert("viewer".to_owned(), caller(p, &["alerts:read"]));
+    tokens.insert(
+        "other".to_owned(),
+        caller(
+            other.provider_id,
+            &["alerts:read", "alerts:ack", "alerts:manage"],
+        ),
+    );
+    let mut config = ApiConfig::default();
+    config.rate_limit.enabled = false;
+    let router = api::router(AppState {
+        pool: rig.db.app.clone(),
+        auth: Arc::new(TestAuth(tokens)),
+        limiter: None,
+        config: Arc::new(config),
+        auth_service: None,
+        ca_fingerprint: None,
+    });
+    let good = serde_json::json!({
+        "rule_key": "cpu", "name": "CPU alta", "metric": "cpu.load_percent", "kind": "threshold",
+        "op": ">", "threshold": 90, "recover_threshold": 80, "flap_enabled": false
+    });
+    let (s, _) = call(
+        &router,
+        "POST",
+        "/api/v1/alert-rules",
+        "viewer",
+        good.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = call(&router, "POST", "/api/v1/alert-rules", "noc", good.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let mut bad = good.clone();
+    bad["op"] = Value::from("=~");
+    let (s, body) = call(&router, "POST", "/api/v1/alert-rules", "admin", bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("op"),
+        "{body}"
+    );
+    let mut bad = good.clone();
+    bad["scope"] = Value::from("device");
+    bad["scope_id"] = Value::from(Uuid::new_v4().to_string());
+    let (s, _) = call(&router, "POST", "/api/v1/alert-rules", "admin", bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, created) = call(
+        &router,
+        "POST",
+        "/api/v1/alert-rules",
+        "admin",
+        good.clone(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let rule_id = created["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(&router, "POST", "/api/v1/alert-rules", "admin", good).await;
+    assert_eq!(s, StatusCode::CONFLICT, "same key and scope twice");
+    let (s, patched) = call(
+        &router,
+        "PATCH",
+        &format!("/api/v1/alert-rules/{rule_id}"),
+        "admin",
+        serde_json::json!({"threshold": 95, "severity": "critical"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{patched}");
+    assert_eq!(patched["threshold"], 95.0);
+    let (s, _) = call(
+        &router,
+        "PATCH",
+        &format!("/api/v1/alert-rules/{rule_id}"),
+        "admin",
+        serde_json::json!({"nonsense": 1}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    // An alert fires through the engine.
+    rig.engine.invalidate(p);
+    rig.series0(vec![def(0, "router-1", "cpu.load_percent")], 0, &[99.0])
+        .await;
+    let (s, list) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts?severity=critical",
+        "viewer",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{list}");
+    let alert_id = items[0]["id"].as_str().unwrap().to_owned();
+    let (_, list) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts?severity=warning",
+        "viewer",
+        Value::Null,
+    )
+    .await;
+    assert!(list["items"].as_array().unwrap().is_empty());
+    let (s, _) = call(
+        &router,
+        "GET",
+        "/api/v1/alerts?state=bogus",
+        "viewer",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, list) = call(&router, "GET", "/api/v1/alerts", "other", Value::Null).await;
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "another provider sees the alert"
+    );
+
+    // Acknowledge: viewer no, other provider not found, NOC yes, twice conflicts.
+    let ack = format!("/api/v1/alerts/{alert_id}/ack");
+    assert_eq!(
+        call(&router, "POST", &ack, "viewer", Value::Null).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&router, "POST", &ack, "other", Value::Null).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, acked) = call(&router, "POST", &ack, "noc", Value::Null).await;
+    assert_eq!(s, StatusCode::OK, "{acked}");
+    assert!(acked["acknowledged_at"].is_string());
+    assert_eq!(
+        call(&router, "POST", &ack, "noc", Value::Null).await.0,
+        StatusCode::CONFLICT
+    );
+    let (s, resolved) = call(
+        &router,
+        "POST",
+        &format!("/api/v1/alerts/{alert_id}/resolve"),
+        "noc",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(resolved["state"], "resolved");
+    let (_, hist) = call(
+        &router,
+        "GET",
+        &format!("/api/v1/alert-history?alert_id={alert_id}&limit=2"),
+        "viewer",
+        Value::Null,
+    )
+    .await;
+    let kinds: Vec<&str> = hist["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["resolved", "acknowledged"], "newest first");
+    let cursor = hist["next_cursor"].as_str().unwrap();
+    let (_, rest) = call(
+        &router,
+        "GET",
+        &format!("/api/v1/alert-history?alert_id={alert_id}&limit=2&cursor={cursor}"),
+        "viewer",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(rest["items"][0]["kind"], "firing");
+
+    // Silences and maintenance windows.
+    let tomorrow = (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339();
+    let (s, _) = call(
+        &router,
+        "POST",
+        "/api/v1/silences",
+        "admin",
+        serde_json::json!({"ends_at": "2000-01-01T00:00:00Z", "reason": "x"}),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::BAD_REQUEST,
+        "a silence ending before it starts"
+    );
+    let (s, sil) = call(
+        &router,
+        "POST",
+        "/api/v1/silences",
+        "admin",
+        serde_json::json!({"ends_at": tomorrow, "reason": "manutenção do cliente"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{sil}");
+    let (s, mw) = call(
+        &router,
+        "POST",
+        "/api/v1/maintenance-windows",
+        "admin",
+        serde_json::json!({"scope": "pop", "scope_id": rig.t.pop_id, "ends_at": tomorrow,
+                           "reason": "troca de fibra"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{mw}");
+    let (s, _) = call(
+        &router,
+        "POST",
+        "/api/v1/maintenance-windows",
+        "other",
+        serde_json::json!({"scope": "pop", "scope_id": rig.t.pop_id, "ends_at": tomorrow,
+                           "reason": "not mine"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "another provider's POP");
+    let sil_id = sil["id"].as_str().unwrap();
+    assert_eq!(
+        call(
+            &router,
+            "DELETE",
+            &format!("/api/v1/silences/{sil_id}"),
+            "other",
+            Value::Null
+        )
+        .await
+        .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(
+            &router,
+            "DELETE",
+            &format!("/api/v1/silences/{sil_id}"),
+            "admin",
+            Value::Null
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
+    let audited: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_log WHERE provider_id = $1 AND action LIKE 'alert%' ORDER BY id",
+    )
+    .bind(p)
+    .fetch_all(&rig.db.admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        audited,
+        vec![
+            "alert_rules.create",
+            "alert_rules.update",
+            "alerts.ack",
+            "alerts.resolve",
+            "alert_silences.create",
+            "alert_maintenance.create",
+            "alert_silences.delete"
+        ]
+    );
+    rig.db.cleanup().await;
+}
