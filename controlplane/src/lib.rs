@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod ingest;
 pub mod registry;
+pub mod rollup;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

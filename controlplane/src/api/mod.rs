@@ -26,6 +26,7 @@ pub mod pops;
 pub mod providers;
 pub mod ratelimit;
 pub mod roles;
+pub mod series;
 pub mod users;
 pub mod validate;
 
@@ -70,6 +71,9 @@ pub struct ApiConfig {
     pub online_threshold_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Retention and graph sizes of the series routes: not an `[api]` key, copied from `[metrics]` at start.
+    #[serde(skip)]
+    pub metrics: crate::rollup::MetricsConfig,
 }
 
 impl Default for ApiConfig {
@@ -83,6 +87,7 @@ impl Default for ApiConfig {
             rate_limit: RateLimitConfig::default(),
             online_threshold_secs: 300,
             trust_forwarded_for: false,
+            metrics: crate::rollup::MetricsConfig::default(),
         }
     }
 }
@@ -320,6 +325,9 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/agents/enrollment-tokens", "agents:enroll"),
     route("GET", "/api/v1/agents/{id}", "agents:read"),
     route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
+    route("GET", "/api/v1/series", "metrics:read"),
+    route("GET", "/api/v1/series/{id}/points", "metrics:read"),
+    route("GET", "/api/v1/metrics/aggregate", "metrics:read"),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -417,6 +425,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create_enrollment_token))
         .routes(routes!(agents::get))
         .routes(routes!(agents::revoke))
+        .routes(routes!(series::list))
+        .routes(routes!(series::points))
+        .routes(routes!(series::aggregate))
 }
 
 /// The OpenAPI document of the API.
