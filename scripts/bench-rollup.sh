@@ -5,7 +5,8 @@
 # router, next to the same daily graph computed from the raw samples. See controlplane/examples/rollup_bench.rs.
 #
 # Usage: scripts/bench-rollup.sh [SERIES] [MINUTES]   (default 10000 x 1440)
-# Environment: BENCH_DIR (default /var/tmp/octoisp-bench-rollup), CARGO_TARGET_DIR.
+# Environment: BENCH_DIR (default /var/tmp/octoisp-bench-rollup), CARGO_TARGET_DIR, PROFILE (release, the
+# default, or dev: the figures are PostgreSQL's work either way, the client only sends statements and JSON).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -23,9 +24,11 @@ trap 'stop_private_pg "$DIR/pg"' EXIT
 psql "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -Xqc "create database octoisp"
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(default_target_dir)}"
-say "building the benchmark (release)"
-cargo build --release --locked -p octoisp-controlplane --example rollup_bench
-say "commit $(git rev-parse --short HEAD), $(nproc) cores"
-"$CARGO_TARGET_DIR/release/examples/rollup_bench" \
+PROFILE=${PROFILE:-release}
+say "building the benchmark ($PROFILE)"
+cargo build --profile "$PROFILE" --locked -p octoisp-controlplane --example rollup_bench
+OUT=$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")
+say "commit $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+"$CARGO_TARGET_DIR/$OUT/examples/rollup_bench" \
     "postgres://postgres@127.0.0.1:$PG_PORT/octoisp" "postgres://octoisp_app@127.0.0.1:$PG_PORT/octoisp" \
     "$SERIES" "$MINUTES"

@@ -109,7 +109,10 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(4)
         .connect(admin_url)
         .await?;
-    let app = PgPoolOptions::new().max_connections(4).connect(app_url).await?;
+    let app = PgPoolOptions::new()
+        .max_connections(4)
+        .connect(app_url)
+        .await?;
     db::migrate(&admin).await?;
     let (provider, pop, agent) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let seed = SEED
@@ -117,7 +120,9 @@ async fn main() -> anyhow::Result<()> {
         .replace("{pop}", &pop.to_string())
         .replace("{agent}", &agent.to_string())
         .replace("{series}", &series.to_string());
-    sqlx::raw_sql(sqlx::AssertSqlSafe(seed)).execute(&admin).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(seed))
+        .execute(&admin)
+        .await?;
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM series ORDER BY local_id")
         .fetch_all(&admin)
         .await?;
@@ -244,7 +249,11 @@ async fn main() -> anyhow::Result<()> {
         ca_fingerprint: None,
     });
     let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    for (label, days, points) in [("30 days", 30, 600), ("30 days", 30, 1000), ("1 year", 365, 600)] {
+    for (label, days, points) in [
+        ("30 days", 30, 600),
+        ("30 days", 30, 1000),
+        ("1 year", 365, 600),
+    ] {
         let uri = format!(
             "/api/v1/series/{one}/points?from={}&to={}&points={points}",
             iso(end - chrono::Duration::days(days)),
@@ -318,6 +327,9 @@ async fn main() -> anyhow::Result<()> {
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    println!("plan of the 1-year graph query as octoisp_app:\n{}", plan.join("\n"));
+    println!(
+        "plan of the 1-year graph query as octoisp_app:\n{}",
+        plan.join("\n")
+    );
     Ok(())
 }

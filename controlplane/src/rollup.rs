@@ -502,12 +502,11 @@ impl RollupJob {
                 .map_err(q("lock a bucket"))?;
             let rows = recompute(&mut tx, provider, level, bucket)
                 .await
-                .map_err(|err| {
-                    if db::sqlstate(&err).as_deref() == Some("23514") {
-                        // No partition for the row: created by someone else's cache, dropped since.
+                .inspect_err(|err| {
+                    if db::sqlstate(err).as_deref() == Some("23514") {
+                        // No partition for the row: our cache says it exists, retention dropped it since.
                         lock_set(&self.partitions).clear();
                     }
-                    err
                 })
                 .map_err(q("recompute a bucket"))?;
             stats.buckets += 1;

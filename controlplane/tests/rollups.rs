@@ -136,6 +136,19 @@ fn brute_force(
     out
 }
 
+/// A rollup row as selected: series, bucket, min, max, sum, count, last, last_ts, p95.
+type StoredRow = (
+    i64,
+    DateTime<Utc>,
+    f64,
+    f64,
+    f64,
+    i64,
+    f64,
+    DateTime<Utc>,
+    f64,
+);
+
 /// The rollup rows of `level` of provider `t`.
 async fn stored(db: &TestDb, t: &Tenant, level: Level) -> Rollup {
     let sql = format!(
@@ -143,17 +156,7 @@ async fn stored(db: &TestDb, t: &Tenant, level: Level) -> Rollup {
          WHERE provider_id = $1 ORDER BY 1, 2",
         level.table()
     );
-    let rows: Vec<(
-        i64,
-        DateTime<Utc>,
-        f64,
-        f64,
-        f64,
-        i64,
-        f64,
-        DateTime<Utc>,
-        f64,
-    )> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<StoredRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(t.provider_id)
         .fetch_all(&db.admin)
         .await
