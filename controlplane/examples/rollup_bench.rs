@@ -109,11 +109,12 @@ async fn main() -> anyhow::Result<()> {
         .max_connections(4)
         .connect(admin_url)
         .await?;
+    db::migrate(&admin).await?;
+    // After the migration, which creates the role.
     let app = PgPoolOptions::new()
         .max_connections(4)
         .connect(app_url)
         .await?;
-    db::migrate(&admin).await?;
     let (provider, pop, agent) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let seed = SEED
         .replace("{provider}", &provider.to_string())
