@@ -5,8 +5,9 @@
 //! retained and no more than `points` of them fall in the range, otherwise the finest rollup level
 //! ([`crate::rollup::choose_level`]) with at most `points` buckets in the range whose retention still covers
 //! `from`. Every query is an index range on `(series_id, bucket)` (or `(series_id, ts)`), so a one-year graph
-//! reads a few hundred rows. Rollups exist only for closed buckets (bucket end + `metrics.grace_secs`): the
-//! newest, still open bucket of a level is not in its answer yet.
+//! reads a few hundred rows. Rollups exist only for closed buckets (bucket end + `metrics.grace_secs`): at 1 h
+//! and coarser, the newest, still open bucket is computed on the fly from its 5-minute rows and marked
+//! `partial` (at 5 minutes the open bucket is simply not there yet).
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -140,6 +141,9 @@ pub struct Point {
     pub count: i64,
     /// 95th percentile (nearest rank): of the samples at raw and 5m, of the 5-minute averages above.
     pub p95: f64,
+    /// The bucket is still open: computed on the fly from the 5-minute rollups so far.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// The points of a series.
@@ -250,6 +254,7 @@ pub async fn points(
                     last: v,
                     count: 1,
                     p95: v,
+                    partial: false,
                 })
                 .collect();
             answer = Some((Resolution::Raw, items));
@@ -261,7 +266,7 @@ pub async fn points(
             let level = rollup::choose_level(cfg, g.from, g.to, g.now, g.points);
             (
                 Resolution::Rollup(level),
-                rollup_points(&mut tx, level, id, g.from, g.to).await?,
+                rollup_points(&mut tx, level, id, g.from, g.to, cfg.grace()).await?,
             )
         }
     };
@@ -275,25 +280,60 @@ pub async fn points(
     }))
 }
 
-/// The rollup rows of a series whose bucket intersects `[from, to)`: one index range on `(series_id, bucket)`.
+/// The rollup rows of a series whose bucket intersects `[from, to)`: one index range on `(series_id, bucket)`;
+/// then, at 1 h and coarser, the open bucket (if in the range) from its 5-minute rows, marked partial.
 pub async fn rollup_points(
     conn: &mut sqlx::PgConnection,
     level: Level,
     series_id: i64,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
+    grace: std::time::Duration,
 ) -> Result<Vec<Point>, sqlx::Error> {
     let sql = format!(
-        "SELECT bucket AS ts, min, max, sum / count AS avg, last, count, p95 FROM {} \
+        "SELECT bucket AS ts, min, max, sum / count AS avg, last, count, p95, false AS partial FROM {} \
          WHERE series_id = $1 AND bucket >= $2 AND bucket < $3 ORDER BY bucket",
         level.table()
     );
-    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let mut points: Vec<Point> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(series_id)
         .bind(level.bucket(from))
         .bind(to)
-        .fetch_all(conn)
-        .await
+        .fetch_all(&mut *conn)
+        .await?;
+    if let Some(open) = open_bucket(level, from, to, grace, points.last().map(|p| p.ts)) {
+        let partial: Option<Point> = sqlx::query_as(
+            "SELECT $2::timestamptz AS ts, min(min) AS min, max(max) AS max, sum(sum) / sum(count)::float8 AS avg, \
+                    (array_agg(last ORDER BY last_ts DESC, last DESC))[1] AS last, sum(count)::bigint AS count, \
+                    percentile_disc(0.95) WITHIN GROUP (ORDER BY sum / count) AS p95, true AS partial \
+             FROM rollup_5m WHERE series_id = $1 AND bucket >= $2 AND bucket < $3 HAVING count(*) > 0",
+        )
+        .bind(series_id)
+        .bind(open)
+        .bind(level.bucket_end(open).min(to))
+        .fetch_optional(&mut *conn)
+        .await?;
+        points.extend(partial);
+    }
+    Ok(points)
+}
+
+/// The bucket of `level` (1 h or coarser) still open at `now - grace`, when it intersects `[from, to)` and is
+/// not among the rows already read (whose last bucket is `last`).
+fn open_bucket(
+    level: Level,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    grace: std::time::Duration,
+    last: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    if level == Level::M5 {
+        return None;
+    }
+    let grace = chrono::Duration::from_std(grace).unwrap_or_default();
+    let open = level.bucket(Utc::now() - grace);
+    let fresh = open >= level.bucket(from) && open < to && last.is_none_or(|l| l < open);
+    fresh.then_some(open)
 }
 
 /// What an aggregate sums over.
@@ -336,6 +376,9 @@ pub struct AggregatePoint {
     pub value: f64,
     /// Series with data in the bucket.
     pub series: i64,
+    /// The bucket is still open: computed on the fly from the 5-minute rollups so far.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// An aggregate over many series.
@@ -455,16 +498,32 @@ pub async fn aggregate(
         Vec::new()
     } else {
         let sql = format!(
-            "SELECT bucket AS ts, sum(sum / count) AS value, count(*) AS series FROM {} \
+            "SELECT bucket AS ts, sum(sum / count) AS value, count(*) AS series, false AS partial FROM {} \
              WHERE series_id = ANY($1) AND bucket >= $2 AND bucket < $3 GROUP BY bucket ORDER BY bucket",
             level.table()
         );
-        sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let mut items: Vec<AggregatePoint> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(&ids)
             .bind(level.bucket(g.from))
             .bind(g.to)
             .fetch_all(&mut *tx)
-            .await?
+            .await?;
+        let last = items.last().map(|p| p.ts);
+        if let Some(open) = open_bucket(level, g.from, g.to, state.config.metrics.grace(), last) {
+            let partial: Option<AggregatePoint> = sqlx::query_as(
+                "SELECT $2::timestamptz AS ts, sum(s / c) AS value, count(*) AS series, true AS partial \
+                 FROM (SELECT series_id, sum(sum) AS s, sum(count)::float8 AS c FROM rollup_5m \
+                       WHERE series_id = ANY($1) AND bucket >= $2 AND bucket < $3 GROUP BY series_id) AS per \
+                 HAVING count(*) > 0",
+            )
+            .bind(&ids)
+            .bind(open)
+            .bind(level.bucket_end(open).min(g.to))
+            .fetch_optional(&mut *tx)
+            .await?;
+            items.extend(partial);
+        }
+        items
     };
     tx.commit().await?;
     Ok(axum::Json(Aggregate {
