@@ -27,6 +27,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// Logging.
     pub log: LogSection,
+    /// Metric rollups, retention per resolution, graph sizes.
+    pub metrics: crate::rollup::MetricsConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             api: crate::api::ApiConfig::default(),
             auth: AuthSection::default(),
             log: LogSection::default(),
+            metrics: crate::rollup::MetricsConfig::default(),
         }
     }
 }
@@ -321,6 +324,7 @@ impl Config {
             return bad("ingest.max_batch_bytes must be at least 65536");
         }
         self.api.validate().map_err(ConfigError::Invalid)?;
+        self.metrics.validate().map_err(ConfigError::Invalid)?;
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad(
                 "auth.jwt_secret must be at least 32 bytes (for example: head -c 32 /dev/urandom | base64)",

@@ -5,7 +5,8 @@
 //!
 //! Whatever its roles, an instance serves `/healthz`, `/readyz` and `/metrics` on `http.listen`; the `api` role
 //! also serves the live event WebSocket (`/api/v1/live`) and the web console at `/` ([`crate::console`]).
-//! - `workers`: background jobs (today: creating the next days' sample partitions ahead of time).
+//! - `workers`: background jobs: creating the next days' sample partitions ahead of time, metric rollups and
+//!   their retention ([`crate::rollup`]).
 //!
 //! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL (and
 //! the API's rate-limit counters in Redis).
@@ -125,6 +126,14 @@ pub async fn run(
     if roles.contains(&Role::Workers) {
         let (p, sd) = (pool.clone(), shutdown.clone());
         tracker.spawn(async move { partition_worker(p, sd).await });
+        let job = Arc::new(crate::rollup::RollupJob::new(
+            pool.clone(),
+            cfg.metrics.clone(),
+        ));
+        let (j, sd) = (job.clone(), shutdown.clone());
+        tracker.spawn(async move { j.run_retention(sd).await });
+        let sd = shutdown.clone();
+        tracker.spawn(async move { job.run(sd).await });
     }
     // Every instance serves /healthz, /readyz and /metrics; the REST API only with the `api` role.
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -197,7 +206,8 @@ async fn api_state(
         Arc::new(crate::auth::LogMailer),
     )
     .context("invalid [auth] configuration")?;
-    let api_cfg = cfg.api.clone();
+    let mut api_cfg = cfg.api.clone();
+    api_cfg.metrics = cfg.metrics.clone();
     let limiter = if api_cfg.rate_limit.enabled {
         let window = Duration::from_secs(api_cfg.rate_limit.window_secs);
         let connect = crate::api::ratelimit::RateLimiter::connect(

@@ -95,6 +95,8 @@ struct Objects {
     alert: Uuid,
     silence: Uuid,
     maintenance: Uuid,
+    /// A time series of `device` (ids are bigints), with one 5-minute rollup row 10 minutes ago.
+    series: i64,
 }
 
 impl Objects {
@@ -221,8 +223,32 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    let series: i64 = sqlx::query_scalar(
+        "INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, kind) \
+         VALUES ($1, $2, 1, $3, 'if.in_bps', 'gauge') RETURNING id",
+    )
+    .bind(t.provider_id)
+    .bind(t.agent.agent_id)
+    .bind(device)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    sqlx::query("SELECT octoisp_rollup_partitions('5m', ARRAY[now() - interval '10 minutes'])")
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO rollup_5m VALUES ($1, $2, octoisp_rollup_bucket('5m', now() - interval '10 minutes'), \
+         1, 1, 1, 1, 1, now() - interval '10 minutes', 1)",
+    )
+    .bind(t.provider_id)
+    .bind(series)
+    .execute(&db.admin)
+    .await
+    .unwrap();
     let (alert_rule, alert, silence, maintenance) = alert_objects(db, &t, device).await;
     Objects {
+        series,
         alert_rule,
         alert,
         silence,
@@ -416,6 +442,9 @@ fn assert_error(r: &Resp, status: StatusCode, code: &str) {
 
 /// The path of `route` with `objects`' ids in it.
 fn concrete(route: &api::RouteSpec, objects: &Objects) -> String {
+    if route.path.starts_with("/api/v1/series/") {
+        return route.path.replace("{id}", &objects.series.to_string());
+    }
     route
         .path
         .replace("{id}", &objects.id_for(route.path).to_string())
@@ -483,7 +512,14 @@ async fn another_providers_objects_are_404_or_403_and_never_listed() {
         .iter()
         .filter(|r| r.method == "GET" && !r.path.contains('{') && !r.permission.is_empty())
     {
-        let as_b = h.get("b-admin", route.path).await;
+        // Routes that need query parameters get them.
+        let uri = match route.path {
+            "/api/v1/metrics/aggregate" => {
+                format!("{}?metric=if.in_bps&scope=provider", route.path)
+            }
+            p => p.to_owned(),
+        };
+        let as_b = h.get("b-admin", &uri).await;
         if as_b.status == StatusCode::OK {
             for id in h.a.all_ids() {
                 assert!(
@@ -493,7 +529,7 @@ async fn another_providers_objects_are_404_or_403_and_never_listed() {
                     as_b.text
                 );
             }
-            let as_a = h.get("a-admin", route.path).await;
+            let as_a = h.get("a-admin", &uri).await;
             assert_eq!(as_a.status, StatusCode::OK);
             assert!(
                 as_a.body["items"].as_array().is_some_and(|i| !i.is_empty()),

@@ -29,6 +29,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod roles;
 pub mod summary;
+pub mod series;
 pub mod users;
 pub mod validate;
 
@@ -73,6 +74,9 @@ pub struct ApiConfig {
     pub online_threshold_secs: u64,
     /// Take the client address from `X-Forwarded-For` (only behind a proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// Retention and graph sizes of the series routes: not an `[api]` key, copied from `[metrics]` at start.
+    #[serde(skip)]
+    pub metrics: crate::rollup::MetricsConfig,
 }
 
 impl Default for ApiConfig {
@@ -86,6 +90,7 @@ impl Default for ApiConfig {
             rate_limit: RateLimitConfig::default(),
             online_threshold_secs: 300,
             trust_forwarded_for: false,
+            metrics: crate::rollup::MetricsConfig::default(),
         }
     }
 }
@@ -349,6 +354,9 @@ pub const ROUTES: &[RouteSpec] = &[
         "/api/v1/maintenance-windows/{id}",
         "alerts:manage",
     ),
+    route("GET", "/api/v1/series", "metrics:read"),
+    route("GET", "/api/v1/series/{id}/points", "metrics:read"),
+    route("GET", "/api/v1/metrics/aggregate", "metrics:read"),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -466,6 +474,9 @@ fn documented() -> OpenApiRouter<AppState> {
             alerts::create_maintenance
         ))
         .routes(routes!(alerts::delete_maintenance))
+        .routes(routes!(series::list))
+        .routes(routes!(series::points))
+        .routes(routes!(series::aggregate))
 }
 
 /// The OpenAPI document of the API.

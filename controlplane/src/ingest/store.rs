@@ -19,6 +19,8 @@
 //!      `COPY ... FROM STDIN (FORMAT binary)` (encoded here: [`encode_copy`]). The partition, not the parent: row
 //!      security on `samples` forbids COPY into it; each partition refuses rows of another provider by a CHECK
 //!      constraint (see `migrations/0003_ingest.sql`);
+//!    - one `rollup_pending` row per distinct 5-minute bucket of the samples (`rollup::mark_samples`), which the
+//!      rollup job consumes;
 //!    - records: events, TR-069 results, command results and drop reports `ON CONFLICT DO NOTHING` on their
 //!      agent-generated ids; inventory appended to `device_inventory_log` and applied to `devices` unless older
 //!      than what the device already shows;
@@ -289,6 +291,9 @@ impl Store {
                 .await?;
         }
 
+        crate::rollup::mark_samples(&mut tx, agent.provider_id, samples.iter().map(|s| s.ts_ms))
+            .await
+            .map_err(classify)?;
         records.insert(&mut tx, agent, &devices).await?;
 
         let inserted = sqlx::query(
