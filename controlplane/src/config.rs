@@ -27,6 +27,8 @@ pub struct Config {
     pub auth: AuthSection,
     /// Logging.
     pub log: LogSection,
+    /// Notifications of alerts (workers role) and the SMTP server (also for password-reset mail).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,7 @@ impl Default for Config {
             api: crate::api::ApiConfig::default(),
             auth: AuthSection::default(),
             log: LogSection::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -326,6 +329,7 @@ impl Config {
                 "auth.access_ttl_secs must be > 0 and auth.refresh_ttl_secs longer than it",
             );
         }
+        self.notify.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod ca;
 pub mod config;
 pub mod db;
 pub mod ingest;
+pub mod notify;
 pub mod registry;
 pub mod serve;
 pub mod telemetry;

@@ -4,7 +4,8 @@
 //! - `api`: the REST API under `/api/v1` ([`crate::api`]), with authentication (`[auth]`, Redis for throttling).
 //!
 //! Whatever its roles, an instance serves `/healthz`, `/readyz` and `/metrics` on `http.listen`.
-//! - `workers`: background jobs (today: creating the next days' sample partitions ahead of time).
+//! - `workers`: background jobs (creating the next days' sample partitions ahead of time; the notifier's
+//!   dispatcher and delivery worker, [`crate::notify`]).
 //!
 //! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL (and
 //! the API's rate-limit counters in Redis).
@@ -119,6 +120,10 @@ pub async fn run(
     if roles.contains(&Role::Workers) {
         let (p, sd) = (pool.clone(), shutdown.clone());
         tracker.spawn(async move { partition_worker(p, sd).await });
+        if cfg.notify.enabled {
+            crate::notify::spawn(pool.clone(), cfg.notify.clone(), &tracker, shutdown.clone())
+                .context("cannot start the notifier")?;
+        }
     }
     // Every instance serves /healthz, /readyz and /metrics; the REST API only with the `api` role.
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -179,7 +184,11 @@ async fn api_state(cfg: &Config, pool: PgPool) -> anyhow::Result<crate::api::App
         pool.clone(),
         redis,
         auth_cfg,
-        Arc::new(crate::auth::LogMailer),
+        match &cfg.notify.smtp {
+            Some(smtp) => Arc::new(crate::notify::SmtpMailer::new(smtp.clone()))
+                as Arc<dyn crate::auth::Mailer>,
+            None => Arc::new(crate::auth::LogMailer),
+        },
     )
     .context("invalid [auth] configuration")?;
     let api_cfg = cfg.api.clone();

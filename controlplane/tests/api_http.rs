@@ -91,6 +91,10 @@ struct Objects {
     user: Uuid,
     role: Uuid,
     api_key: Uuid,
+    channel: Uuid,
+    policy: Uuid,
+    dead_letter: Uuid,
+    push_subscription: Uuid,
 }
 
 impl Objects {
@@ -111,6 +115,12 @@ impl Objects {
             "users" => self.user,
             "roles" => self.role,
             "api-keys" => self.api_key,
+            "notifications" => match path.trim_start_matches("/api/v1/notifications/").split('/').next() {
+                Some("channels") => self.channel,
+                Some("policies") => self.policy,
+                _ => self.dead_letter,
+            },
+            "push" => self.push_subscription,
             other => panic!(
                 "the isolation test does not know resource `{other}`: add it to Objects::id_for"
             ),
@@ -128,6 +138,10 @@ impl Objects {
             self.user,
             self.role,
             self.api_key,
+            self.channel,
+            self.policy,
+            self.dead_letter,
+            self.push_subscription,
         ]
     }
 }
@@ -209,6 +223,7 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .await
     .unwrap();
     tx.commit().await.unwrap();
+    let (channel, policy, dead_letter, push_subscription) = notification_objects(db, t.provider_id, user).await;
     Objects {
         tenant: t,
         customer,
@@ -217,7 +232,50 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
         user,
         role,
         api_key: key.id,
+        channel,
+        policy,
+        dead_letter,
+        push_subscription,
     }
+}
+
+/// A notification channel, a policy, a dead letter and a push subscription of `user`.
+async fn notification_objects(db: &TestDb, provider: Uuid, user: Uuid) -> (Uuid, Uuid, Uuid, Uuid) {
+    let channel: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_channels (provider_id, name, kind, config, secret) \
+         VALUES ($1, 'Hook', 'webhook', '{\"url\": \"https://hooks.example.net/x\"}', 'whsec_x') RETURNING id",
+    )
+    .bind(provider)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let policy: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_policies (provider_id, name, channel_id) VALUES ($1, 'all', $2) RETURNING id",
+    )
+    .bind(provider)
+    .bind(channel)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let dead: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_deliveries (provider_id, channel_id, language, subject, body, status, attempts) \
+         VALUES ($1, $2, 'pt-BR', 'assunto', 'corpo', 'dead', 3) RETURNING id",
+    )
+    .bind(provider)
+    .bind(channel)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let sub: Uuid = sqlx::query_scalar(
+        "INSERT INTO push_subscriptions (provider_id, user_id, endpoint, p256dh, auth) \
+         VALUES ($1, $2, 'https://push.example.net/' || $2::text, 'B' || repeat('A', 86), repeat('A', 22)) RETURNING id",
+    )
+    .bind(provider)
+    .bind(user)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    (channel, policy, dead, sub)
 }
 
 struct Harness {

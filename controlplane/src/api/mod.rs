@@ -21,6 +21,7 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod groups;
+pub mod notifications;
 pub mod pagination;
 pub mod pops;
 pub mod providers;
@@ -320,6 +321,25 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/agents/enrollment-tokens", "agents:enroll"),
     route("GET", "/api/v1/agents/{id}", "agents:read"),
     route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
+    // Notifications (api/notifications.rs).
+    route("GET", "/api/v1/notifications/channels", "notifications:manage"),
+    route("POST", "/api/v1/notifications/channels", "notifications:manage"),
+    route("GET", "/api/v1/notifications/channels/{id}", "notifications:manage"),
+    route("PATCH", "/api/v1/notifications/channels/{id}", "notifications:manage"),
+    route("DELETE", "/api/v1/notifications/channels/{id}", "notifications:manage"),
+    route("POST", "/api/v1/notifications/channels/{id}/test", "notifications:manage"),
+    route("GET", "/api/v1/notifications/policies", "notifications:manage"),
+    route("POST", "/api/v1/notifications/policies", "notifications:manage"),
+    route("GET", "/api/v1/notifications/policies/{id}", "notifications:manage"),
+    route("PATCH", "/api/v1/notifications/policies/{id}", "notifications:manage"),
+    route("DELETE", "/api/v1/notifications/policies/{id}", "notifications:manage"),
+    route("GET", "/api/v1/notifications/deliveries", "alerts:read"),
+    route("GET", "/api/v1/notifications/dead-letters", "alerts:read"),
+    route("POST", "/api/v1/notifications/dead-letters/{id}/replay", "notifications:manage"),
+    route("GET", "/api/v1/push/vapid-public-key", ""),
+    route("POST", "/api/v1/push/subscriptions", ""),
+    route("DELETE", "/api/v1/push/subscriptions/{id}", ""),
+    route("PUT", "/api/v1/me/language", ""),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -417,6 +437,26 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create_enrollment_token))
         .routes(routes!(agents::get))
         .routes(routes!(agents::revoke))
+        .routes(routes!(notifications::list_channels, notifications::create_channel))
+        .routes(routes!(
+            notifications::get_channel,
+            notifications::update_channel,
+            notifications::delete_channel
+        ))
+        .routes(routes!(notifications::test_channel))
+        .routes(routes!(notifications::list_policies, notifications::create_policy))
+        .routes(routes!(
+            notifications::get_policy,
+            notifications::update_policy,
+            notifications::delete_policy
+        ))
+        .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(notifications::list_dead_letters))
+        .routes(routes!(notifications::replay))
+        .routes(routes!(notifications::vapid_public_key))
+        .routes(routes!(notifications::subscribe))
+        .routes(routes!(notifications::unsubscribe))
+        .routes(routes!(notifications::set_language))
 }
 
 /// The OpenAPI document of the API.
