@@ -168,7 +168,7 @@ $$;
 GRANT SELECT, INSERT, UPDATE, DELETE ON notification_channels, notification_policies TO octoisp_app;
 GRANT SELECT, INSERT ON notification_messages TO octoisp_app;
 GRANT SELECT, INSERT, UPDATE ON notification_deliveries TO octoisp_app;
-GRANT SELECT, INSERT, DELETE ON push_subscriptions TO octoisp_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON push_subscriptions TO octoisp_app;
 GRANT SELECT, INSERT ON push_vapid_keys TO octoisp_app;
 
 -- Providers with deliveries due (or whose sending lease expired), for the delivery workers.

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::TestDb;
 use support::fixtures::{Tenant, tenant};
-use support::standins::{HttpReceiver, SmtpServer, wait_until};
+use support::standins::{HttpReceiver, SmtpServer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;

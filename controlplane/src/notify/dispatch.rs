@@ -524,14 +524,15 @@ async fn build_deliveries(
         }
     }
     for ((channel, recipient, lang), subjects) in folded {
+        let count = subjects.len();
         let mut seen = BTreeSet::new();
         let subjects: Vec<String> = subjects
             .into_iter()
             .filter(|s| seen.insert(s.clone()))
             .collect();
         let lang = Language::from_code(lang);
-        let text = render::summary(&subjects, lang);
-        let payload = json!({"summary": true, "count": subjects.len(), "severity": "warning"});
+        let text = render::summary(count, &subjects, lang);
+        let payload = json!({"summary": true, "count": count, "severity": "warning"});
         out.push(None, channel, None, recipient, lang, &text, &payload);
     }
     if out.len() == 0 {

@@ -242,9 +242,9 @@ pub fn render(event: &EventText<'_>, lang: Language) -> Rendered {
     Rendered { subject, body }
 }
 
-/// The summary of messages a channel's rate limit folded: their count and the first few subjects.
-pub fn summary(subjects: &[String], lang: Language) -> Rendered {
-    let n = number(subjects.len() as f64, lang);
+/// The summary of the `count` messages a channel's rate limit folded, listing the first few distinct `subjects`.
+pub fn summary(count: usize, subjects: &[String], lang: Language) -> Rendered {
+    let n = number(count as f64, lang);
     let subject = match lang {
         Language::PtBr => format!("[RESUMO] {n} notificações agrupadas (limite de envio do canal)"),
         Language::En => format!("[SUMMARY] {n} notifications folded (channel rate limit)"),

@@ -183,7 +183,8 @@ fn parse_mail(raw: &str) -> (String, String) {
     for l in head.lines() {
         if l.starts_with(' ') || l.starts_with('\t') {
             if let Some(last) = headers.last_mut() {
-                last.push_str(l.trim_start_matches([' ', '\t']).trim_start());
+                // Unfolding removes the line break only (RFC 5322 section 2.2.3).
+                last.push_str(l);
                 continue;
             }
         }
