@@ -115,7 +115,11 @@ impl Objects {
             "users" => self.user,
             "roles" => self.role,
             "api-keys" => self.api_key,
-            "notifications" => match path.trim_start_matches("/api/v1/notifications/").split('/').next() {
+            "notifications" => match path
+                .trim_start_matches("/api/v1/notifications/")
+                .split('/')
+                .next()
+            {
                 Some("channels") => self.channel,
                 Some("policies") => self.policy,
                 _ => self.dead_letter,
@@ -223,7 +227,8 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let (channel, policy, dead_letter, push_subscription) = notification_objects(db, t.provider_id, user).await;
+    let (channel, policy, dead_letter, push_subscription) =
+        notification_objects(db, t.provider_id, user).await;
     Objects {
         tenant: t,
         customer,

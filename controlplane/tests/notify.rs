@@ -347,11 +347,19 @@ async fn email_reaches_each_recipient_in_their_language() {
             .clone()
     };
     let pt = to("noc@isp-a.test");
-    assert_eq!(pt.subject, "[CRÍTICO] OLT Centro: Tráfego alto", "{}", pt.raw);
+    assert_eq!(
+        pt.subject, "[CRÍTICO] OLT Centro: Tráfego alto",
+        "{}",
+        pt.raw
+    );
     assert!(pt.body.contains("Alerta disparado"), "{}", pt.body);
     assert!(pt.body.contains("rx_mbps = 1.234,5 Mbit/s"), "{}", pt.body);
     let en = to("ana@isp-a.test");
-    assert_eq!(en.subject, "[CRITICAL] OLT Centro: Tráfego alto", "{}", en.raw);
+    assert_eq!(
+        en.subject, "[CRITICAL] OLT Centro: Tráfego alto",
+        "{}",
+        en.raw
+    );
     assert!(en.body.contains("Alert firing"), "{}", en.body);
     assert!(en.body.contains("rx_mbps = 1,234.5 Mbit/s"), "{}", en.body);
 
@@ -361,7 +369,11 @@ async fn email_reaches_each_recipient_in_their_language() {
     let mails = smtp.wait_for(3).await;
     assert_eq!(mails.len(), 3, "{mails:?}");
     assert_eq!(mails[2].rcpt, ["ana@isp-a.test"]);
-    assert!(mails[2].subject.starts_with("[WARNING]"), "{}", mails[2].subject);
+    assert!(
+        mails[2].subject.starts_with("[WARNING]"),
+        "{}",
+        mails[2].subject
+    );
     n.stop().await;
     h.db.cleanup().await;
 }
@@ -477,7 +489,10 @@ async fn webhooks_are_signed_retried_dead_lettered_and_replayed() {
     wait_count(&h.db, SENT, h.a.provider_id, 1).await;
     let reqs = rx.requests();
     assert_eq!(reqs.len(), 3);
-    let ids: BTreeSet<String> = reqs.iter().map(|r| r.header("x-octoisp-delivery")).collect();
+    let ids: BTreeSet<String> = reqs
+        .iter()
+        .map(|r| r.header("x-octoisp-delivery"))
+        .collect();
     assert_eq!(ids.len(), 1, "retries of one delivery carry its id");
     for (i, r) in reqs.iter().enumerate() {
         assert_eq!(
@@ -487,7 +502,10 @@ async fn webhooks_are_signed_retried_dead_lettered_and_replayed() {
         );
         let body = r.json();
         assert_eq!(body["attempt"], i + 1);
-        assert_eq!(body["timestamp"].to_string(), r.header("x-octoisp-timestamp"));
+        assert_eq!(
+            body["timestamp"].to_string(),
+            r.header("x-octoisp-timestamp")
+        );
         assert_eq!(body["notification"]["severity"], "critical");
     }
     let attempts = scalar(
@@ -523,7 +541,12 @@ async fn webhooks_are_signed_retried_dead_lettered_and_replayed() {
     );
     let dead_id = items[0]["id"].as_str().unwrap().to_owned();
     let by_status = h
-        .call("GET", "/api/v1/notifications/deliveries?status=sent", "a", None)
+        .call(
+            "GET",
+            "/api/v1/notifications/deliveries?status=sent",
+            "a",
+            None,
+        )
         .await;
     assert_eq!(by_status.body["items"].as_array().unwrap().len(), 1);
     let other_b = h
@@ -576,11 +599,21 @@ async fn web_push_is_encrypted_for_the_subscription_and_signed_with_vapid() {
     let h = harness().await;
     let push = HttpReceiver::start(&[], 201).await;
     let lang = h
-        .call("PUT", "/api/v1/me/language", "a", Some(json!({"language": "en"})))
+        .call(
+            "PUT",
+            "/api/v1/me/language",
+            "a",
+            Some(json!({"language": "en"})),
+        )
         .await;
     assert_eq!(lang.status, StatusCode::OK, "{}", lang.text);
     let bad_lang = h
-        .call("PUT", "/api/v1/me/language", "a", Some(json!({"language": "fr"})))
+        .call(
+            "PUT",
+            "/api/v1/me/language",
+            "a",
+            Some(json!({"language": "fr"})),
+        )
         .await;
     assert_eq!(bad_lang.status, StatusCode::BAD_REQUEST);
 
@@ -609,12 +642,22 @@ async fn web_push_is_encrypted_for_the_subscription_and_signed_with_vapid() {
         )
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
-    let key = h.call("GET", "/api/v1/push/vapid-public-key", "a", None).await;
+    let key = h
+        .call("GET", "/api/v1/push/vapid-public-key", "a", None)
+        .await;
     assert_eq!(key.status, StatusCode::OK, "{}", key.text);
     let vapid_public = key.body["public_key"].as_str().unwrap().to_owned();
-    let again = h.call("GET", "/api/v1/push/vapid-public-key", "a", None).await;
-    assert_eq!(again.body["public_key"], vapid_public.as_str(), "the key is made once");
-    let other = h.call("GET", "/api/v1/push/vapid-public-key", "b", None).await;
+    let again = h
+        .call("GET", "/api/v1/push/vapid-public-key", "a", None)
+        .await;
+    assert_eq!(
+        again.body["public_key"],
+        vapid_public.as_str(),
+        "the key is made once"
+    );
+    let other = h
+        .call("GET", "/api/v1/push/vapid-public-key", "b", None)
+        .await;
     assert_ne!(other.body["public_key"], vapid_public.as_str());
 
     let (channel, _) = h
@@ -646,8 +689,7 @@ async fn web_push_is_encrypted_for_the_subscription_and_signed_with_vapid() {
         .expect("the VAPID JWT verifies with the provider's public key");
     let head: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
     assert_eq!(head["alg"], "ES256");
-    let claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     assert_eq!(claims["aud"], push.url());
     assert!(claims["exp"].as_i64().unwrap() > chrono::Utc::now().timestamp());
     assert!(claims["sub"].as_str().unwrap().starts_with("mailto:"));
@@ -692,11 +734,21 @@ async fn web_push_is_encrypted_for_the_subscription_and_signed_with_vapid() {
     // Unsubscribing: another provider cannot, the owner can.
     let sub_id = r.body["id"].as_str().unwrap();
     let by_b = h
-        .call("DELETE", &format!("/api/v1/push/subscriptions/{sub_id}"), "b", None)
+        .call(
+            "DELETE",
+            &format!("/api/v1/push/subscriptions/{sub_id}"),
+            "b",
+            None,
+        )
         .await;
     assert_eq!(by_b.status, StatusCode::NOT_FOUND);
     let by_owner = h
-        .call("DELETE", &format!("/api/v1/push/subscriptions/{sub_id}"), "a", None)
+        .call(
+            "DELETE",
+            &format!("/api/v1/push/subscriptions/{sub_id}"),
+            "a",
+            None,
+        )
         .await;
     assert_eq!(by_owner.status, StatusCode::NO_CONTENT, "{}", by_owner.text);
     n.stop().await;
@@ -752,13 +804,20 @@ async fn a_group_is_one_message_suppressed_rows_are_not_sent_and_storms_are_fold
     .await;
     wait_count(&h.db, SENT, h.a.provider_id, 1).await;
     let reqs = rx.requests();
-    assert_eq!(reqs.len(), 1, "one message for the group, none for the silenced rows");
+    assert_eq!(
+        reqs.len(),
+        1,
+        "one message for the group, none for the silenced rows"
+    );
     let body = reqs[0].json();
     assert_eq!(
         body["subject"],
         "[CRÍTICO] POP Centro: uplink down (+49 alertas dependentes)"
     );
-    assert_eq!(body["notification"]["event_ids"].as_array().unwrap().len(), 50);
+    assert_eq!(
+        body["notification"]["event_ids"].as_array().unwrap().len(),
+        50
+    );
     let suppressed = scalar(
         &h.db,
         "SELECT count(*) FROM notification_messages WHERE provider_id = $1 AND suppressed = 3 AND lead_event_id IS NULL",
@@ -828,7 +887,10 @@ async fn two_dispatchers_at_once_send_each_message_exactly_once() {
     two.stop().await;
     let reqs = rx.requests();
     assert_eq!(reqs.len(), 300, "each message sent exactly once");
-    let deliveries: BTreeSet<String> = reqs.iter().map(|r| r.header("x-octoisp-delivery")).collect();
+    let deliveries: BTreeSet<String> = reqs
+        .iter()
+        .map(|r| r.header("x-octoisp-delivery"))
+        .collect();
     assert_eq!(deliveries.len(), 300);
     let mut sent_events: Vec<i64> = reqs
         .iter()
@@ -881,15 +943,26 @@ async fn permissions_and_tenants_are_enforced_on_the_notification_routes() {
     for (method, uri) in [
         ("GET", format!("/api/v1/notifications/channels/{channel}")),
         ("PATCH", format!("/api/v1/notifications/channels/{channel}")),
-        ("DELETE", format!("/api/v1/notifications/channels/{channel}")),
-        ("POST", format!("/api/v1/notifications/channels/{channel}/test")),
+        (
+            "DELETE",
+            format!("/api/v1/notifications/channels/{channel}"),
+        ),
+        (
+            "POST",
+            format!("/api/v1/notifications/channels/{channel}/test"),
+        ),
         ("GET", format!("/api/v1/notifications/policies/{policy}")),
         ("PATCH", format!("/api/v1/notifications/policies/{policy}")),
         ("DELETE", format!("/api/v1/notifications/policies/{policy}")),
     ] {
         let body = (method == "PATCH").then(|| json!({}));
         let r = h.call(method, &uri, "b", body).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri} as B: {}", r.text);
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {uri} as B: {}",
+            r.text
+        );
     }
     for uri in [
         "/api/v1/notifications/channels",
@@ -936,10 +1009,20 @@ async fn permissions_and_tenants_are_enforced_on_the_notification_routes() {
         json!({"name": "x", "kind": "email", "config": {"to": ["a@b.test"], "bcc": []}}),
     ] {
         let r = h
-            .call("POST", "/api/v1/notifications/channels", "a", Some(body.clone()))
+            .call(
+                "POST",
+                "/api/v1/notifications/channels",
+                "a",
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
-        assert!(!r.body["error"]["message"].as_str().unwrap_or_default().is_empty());
+        assert!(
+            !r.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+        );
     }
     let r = h
         .call(
@@ -970,6 +1053,11 @@ async fn permissions_and_tenants_are_enforced_on_the_notification_routes() {
             Some(json!({"name": "q2", "channel_id": channel, "scope": "pop", "scope_id": h.b.pop_id})),
         )
         .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "another provider's POP: {}", r.text);
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "another provider's POP: {}",
+        r.text
+    );
     h.db.cleanup().await;
 }

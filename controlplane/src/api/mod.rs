@@ -322,20 +322,68 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/agents/{id}", "agents:read"),
     route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
     // Notifications (api/notifications.rs).
-    route("GET", "/api/v1/notifications/channels", "notifications:manage"),
-    route("POST", "/api/v1/notifications/channels", "notifications:manage"),
-    route("GET", "/api/v1/notifications/channels/{id}", "notifications:manage"),
-    route("PATCH", "/api/v1/notifications/channels/{id}", "notifications:manage"),
-    route("DELETE", "/api/v1/notifications/channels/{id}", "notifications:manage"),
-    route("POST", "/api/v1/notifications/channels/{id}/test", "notifications:manage"),
-    route("GET", "/api/v1/notifications/policies", "notifications:manage"),
-    route("POST", "/api/v1/notifications/policies", "notifications:manage"),
-    route("GET", "/api/v1/notifications/policies/{id}", "notifications:manage"),
-    route("PATCH", "/api/v1/notifications/policies/{id}", "notifications:manage"),
-    route("DELETE", "/api/v1/notifications/policies/{id}", "notifications:manage"),
+    route(
+        "GET",
+        "/api/v1/notifications/channels",
+        "notifications:manage",
+    ),
+    route(
+        "POST",
+        "/api/v1/notifications/channels",
+        "notifications:manage",
+    ),
+    route(
+        "GET",
+        "/api/v1/notifications/channels/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "PATCH",
+        "/api/v1/notifications/channels/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "DELETE",
+        "/api/v1/notifications/channels/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "POST",
+        "/api/v1/notifications/channels/{id}/test",
+        "notifications:manage",
+    ),
+    route(
+        "GET",
+        "/api/v1/notifications/policies",
+        "notifications:manage",
+    ),
+    route(
+        "POST",
+        "/api/v1/notifications/policies",
+        "notifications:manage",
+    ),
+    route(
+        "GET",
+        "/api/v1/notifications/policies/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "PATCH",
+        "/api/v1/notifications/policies/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "DELETE",
+        "/api/v1/notifications/policies/{id}",
+        "notifications:manage",
+    ),
     route("GET", "/api/v1/notifications/deliveries", "alerts:read"),
     route("GET", "/api/v1/notifications/dead-letters", "alerts:read"),
-    route("POST", "/api/v1/notifications/dead-letters/{id}/replay", "notifications:manage"),
+    route(
+        "POST",
+        "/api/v1/notifications/dead-letters/{id}/replay",
+        "notifications:manage",
+    ),
     route("GET", "/api/v1/push/vapid-public-key", ""),
     route("POST", "/api/v1/push/subscriptions", ""),
     route("DELETE", "/api/v1/push/subscriptions/{id}", ""),
@@ -437,14 +485,20 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create_enrollment_token))
         .routes(routes!(agents::get))
         .routes(routes!(agents::revoke))
-        .routes(routes!(notifications::list_channels, notifications::create_channel))
+        .routes(routes!(
+            notifications::list_channels,
+            notifications::create_channel
+        ))
         .routes(routes!(
             notifications::get_channel,
             notifications::update_channel,
             notifications::delete_channel
         ))
         .routes(routes!(notifications::test_channel))
-        .routes(routes!(notifications::list_policies, notifications::create_policy))
+        .routes(routes!(
+            notifications::list_policies,
+            notifications::create_policy
+        ))
         .routes(routes!(
             notifications::get_policy,
             notifications::update_policy,

@@ -223,7 +223,11 @@ fn check_config(kind: &str, config: &Value) -> Result<(), ApiError> {
         "telegram" => match obj.get("chat_id") {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => {}
             Some(Value::Number(n)) if n.is_i64() => {}
-            _ => return Err(bad("config.chat_id (a chat id or @channel name) is required")),
+            _ => {
+                return Err(bad(
+                    "config.chat_id (a chat id or @channel name) is required",
+                ));
+            }
         },
         "webhook" => match obj.get("url").and_then(Value::as_str) {
             Some(u) if http_url(u) => {}
@@ -516,9 +520,9 @@ pub async fn test_channel(
         .await?
         .ok_or(ApiError::NotFound)?;
     let recipients: Vec<(String, String)> = if channel.kind == "webpush" {
-        let user = caller
-            .user_id
-            .ok_or_else(|| bad("a push test goes to the caller's own subscriptions: sign in as a user"))?;
+        let user = caller.user_id.ok_or_else(|| {
+            bad("a push test goes to the caller's own subscriptions: sign in as a user")
+        })?;
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
             "SELECT s.id, u.language FROM push_subscriptions s JOIN users u \
              ON u.provider_id = s.provider_id AND u.id = s.user_id WHERE s.provider_id = $1 AND s.user_id = $2",
@@ -757,11 +761,12 @@ impl PolicyValues {
             return Err(bad(format!("no channel {}", self.channel_id)));
         }
         if let Some(u) = self.user_id {
-            let found: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND provider_id IS NOT NULL")
-                    .bind(u)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            let found: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM users WHERE id = $1 AND provider_id IS NOT NULL",
+            )
+            .bind(u)
+            .fetch_optional(&mut **tx)
+            .await?;
             if found.is_none() {
                 return Err(bad(format!("no user {u}")));
             }
@@ -799,10 +804,11 @@ impl PolicyValues {
         {
             return Err(bad("quiet_timezone is not a time zone name"));
         }
-        let ok: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
-            .bind(&self.quiet_timezone)
-            .fetch_one(&mut **tx)
-            .await?;
+        let ok: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+                .bind(&self.quiet_timezone)
+                .fetch_one(&mut **tx)
+                .await?;
         if !ok {
             return Err(bad(format!(
                 "quiet_timezone `{}` is not a known time zone",
@@ -968,11 +974,11 @@ pub async fn update_policy(
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let time = |field: &str, new: Option<Option<String>>, old: &Option<String>| {
-        match new.unwrap_or_else(|| old.clone()) {
-            Some(t) => quiet_time(field, &t).map(Some),
-            None => Ok(None),
-        }
+    let time = |field: &str, new: Option<Option<String>>, old: &Option<String>| match new
+        .unwrap_or_else(|| old.clone())
+    {
+        Some(t) => quiet_time(field, &t).map(Some),
+        None => Ok(None),
     };
     let scope = body.scope.clone().unwrap_or_else(|| before.scope.clone());
     if !["all", "pop", "group"].contains(&scope.as_str()) {
@@ -1151,7 +1157,8 @@ async fn delivery_page(
     if let Some(cursor) = &page.cursor {
         let (key, id) = decode_key_cursor(cursor)?;
         let micros: i64 = key.parse().map_err(|_| bad("invalid cursor"))?;
-        let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| bad("invalid cursor"))?;
+        let at =
+            DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(|| bad("invalid cursor"))?;
         qb.push(" AND (created_at, id) < (")
             .push_bind(at)
             .push(", ")

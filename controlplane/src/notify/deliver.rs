@@ -163,12 +163,14 @@ pub async fn deliver_provider(
                 if err.subscription_gone
                     && let Ok(sub) = Uuid::parse_str(&d.recipient)
                 {
-                    sqlx::query("DELETE FROM push_subscriptions WHERE provider_id = $1 AND id = $2")
-                        .bind(provider)
-                        .bind(sub)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(NotifyError::db("delete a gone push subscription"))?;
+                    sqlx::query(
+                        "DELETE FROM push_subscriptions WHERE provider_id = $1 AND id = $2",
+                    )
+                    .bind(provider)
+                    .bind(sub)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(NotifyError::db("delete a gone push subscription"))?;
                 }
                 let attempts = u32::try_from(d.attempts).unwrap_or(u32::MAX);
                 if err.permanent || attempts >= cfg.max_attempts {
@@ -235,7 +237,13 @@ mod tests {
         assert_eq!(backoff(1, 1000, 60_000, 0.0), Duration::from_millis(500));
         assert_eq!(backoff(1, 1000, 60_000, 1.0), Duration::from_millis(1000));
         assert_eq!(backoff(3, 1000, 60_000, 1.0), Duration::from_millis(4000));
-        assert_eq!(backoff(30, 1000, 60_000, 1.0), Duration::from_millis(60_000));
-        assert_eq!(backoff(u32::MAX, 1000, 60_000, 0.5), Duration::from_millis(45_000));
+        assert_eq!(
+            backoff(30, 1000, 60_000, 1.0),
+            Duration::from_millis(60_000)
+        );
+        assert_eq!(
+            backoff(u32::MAX, 1000, 60_000, 0.5),
+            Duration::from_millis(45_000)
+        );
     }
 }

@@ -121,10 +121,7 @@ pub async fn run(pool: PgPool, cfg: NotifyConfig, shutdown: CancellationToken) {
 }
 
 /// One round over every provider with undispatched events.
-pub async fn dispatch_all(
-    pool: &PgPool,
-    cfg: &NotifyConfig,
-) -> Result<WorkOutcome, NotifyError> {
+pub async fn dispatch_all(pool: &PgPool, cfg: &NotifyConfig) -> Result<WorkOutcome, NotifyError> {
     let providers: Vec<Uuid> =
         sqlx::query_scalar("SELECT p FROM octoisp_alert_event_providers() AS p")
             .fetch_all(pool)
@@ -147,9 +144,8 @@ fn merge(a: WorkOutcome, b: WorkOutcome) -> WorkOutcome {
     match (a, b) {
         (WorkOutcome::More, _) | (_, WorkOutcome::More) => WorkOutcome::More,
         (WorkOutcome::RetryIn(x), WorkOutcome::RetryIn(y)) => WorkOutcome::RetryIn(x.min(y)),
-        (WorkOutcome::RetryIn(x), WorkOutcome::Idle) | (WorkOutcome::Idle, WorkOutcome::RetryIn(x)) => {
-            WorkOutcome::RetryIn(x)
-        }
+        (WorkOutcome::RetryIn(x), WorkOutcome::Idle)
+        | (WorkOutcome::Idle, WorkOutcome::RetryIn(x)) => WorkOutcome::RetryIn(x),
         (WorkOutcome::Idle, WorkOutcome::Idle) => WorkOutcome::Idle,
     }
 }
@@ -395,19 +391,20 @@ async fn build_deliveries(
             device_groups.entry(d).or_default().insert(g);
         }
     }
-    let subscriptions: Vec<SubscriptionRow> = if policies.iter().any(|p| p.channel_kind == "webpush") {
-        sqlx::query_as(
-            "SELECT s.id, s.user_id, u.language FROM push_subscriptions s \
+    let subscriptions: Vec<SubscriptionRow> =
+        if policies.iter().any(|p| p.channel_kind == "webpush") {
+            sqlx::query_as(
+                "SELECT s.id, s.user_id, u.language FROM push_subscriptions s \
              JOIN users u ON u.provider_id = s.provider_id AND u.id = s.user_id \
              WHERE s.provider_id = $1 AND u.disabled_at IS NULL ORDER BY s.id",
-        )
-        .bind(provider)
-        .fetch_all(&mut **tx)
-        .await
-        .map_err(NotifyError::db("read push subscriptions"))?
-    } else {
-        Vec::new()
-    };
+            )
+            .bind(provider)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(NotifyError::db("read push subscriptions"))?
+        } else {
+            Vec::new()
+        };
     // Messages each channel sent in the last minute (the rate limit's window).
     let recent: Vec<(Uuid, i64)> = sqlx::query_as(
         "SELECT channel_id, count(DISTINCT coalesce(message_id, 0)) FROM notification_deliveries \
@@ -455,9 +452,7 @@ async fn build_deliveries(
             "event_ids": m.event_ids,
         });
         for p in &policies {
-            if !p.severities.iter().any(|s| *s == m.route_severity)
-                || !p.kinds.iter().any(|k| *k == lead.kind)
-            {
+            if !p.severities.contains(&m.route_severity) || !p.kinds.contains(&lead.kind) {
                 continue;
             }
             let in_scope = match p.scope.as_str() {
@@ -478,7 +473,9 @@ async fn build_deliveries(
             let channel_lang = Language::from_code(&p.channel_language);
             let targets: Vec<(String, Language)> = match p.channel_kind.as_str() {
                 "email" => match (p.user_id, &p.user_email) {
-                    (Some(_), Some(email)) => vec![(email.clone(), user_lang.unwrap_or(channel_lang))],
+                    (Some(_), Some(email)) => {
+                        vec![(email.clone(), user_lang.unwrap_or(channel_lang))]
+                    }
                     (Some(_), None) => Vec::new(),
                     (None, _) => email_targets(&p.channel_config)
                         .into_iter()

@@ -192,7 +192,9 @@ pub(crate) async fn wake_loop<F, Fut>(
                     Ok(()) => listener = Some(l),
                     Err(err) => tracing::warn!(channel, error = %err, "Cannot LISTEN; polling."),
                 },
-                Err(err) => tracing::warn!(channel, error = %err, "Cannot open a LISTEN connection; polling."),
+                Err(err) => {
+                    tracing::warn!(channel, error = %err, "Cannot open a LISTEN connection; polling.")
+                }
             }
         }
         let mut next = poll;
@@ -200,7 +202,9 @@ pub(crate) async fn wake_loop<F, Fut>(
             Ok(WorkOutcome::More) => next = Duration::ZERO,
             Ok(WorkOutcome::RetryIn(d)) => next = next.min(d),
             Ok(WorkOutcome::Idle) => {}
-            Err(err) => tracing::warn!(channel, error = %err, "Notification work failed; retrying."),
+            Err(err) => {
+                tracing::warn!(channel, error = %err, "Notification work failed; retrying.")
+            }
         }
         if next.is_zero() {
             if shutdown.is_cancelled() {

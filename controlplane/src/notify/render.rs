@@ -129,7 +129,10 @@ fn fact_number(facts: &Value, key: &str) -> Option<f64> {
 }
 
 fn fact_text<'a>(facts: &'a Value, key: &str) -> Option<&'a str> {
-    facts.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+    facts
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }
 
 /// `metric = 1.234,5 Mbit/s (limite > 1.000)` in the recipient's language, when the facts carry a value.
@@ -317,7 +320,8 @@ mod tests {
             "[CRÍTICO] POP Centro: uplink down (+4.999 alertas dependentes)"
         );
         assert!(
-            pt.body.contains("rx_bps = 1.234,5 Mbit/s (limite > 1.000 Mbit/s)"),
+            pt.body
+                .contains("rx_bps = 1.234,5 Mbit/s (limite > 1.000 Mbit/s)"),
             "{}",
             pt.body
         );
@@ -326,7 +330,11 @@ mod tests {
             en.subject,
             "[CRITICAL] POP Centro: uplink down (+4,999 dependent alerts)"
         );
-        assert!(en.body.starts_with("Alert firing (CRITICAL)"), "{}", en.body);
+        assert!(
+            en.body.starts_with("Alert firing (CRITICAL)"),
+            "{}",
+            en.body
+        );
         let resolved = render(
             &EventText {
                 kind: "resolved",

@@ -162,7 +162,9 @@ impl Sender {
                 }
             }
             None => self.smtp.clone().ok_or_else(|| {
-                SendError::permanent("no SMTP server configured ([notify.smtp] or the channel's smtp)")
+                SendError::permanent(
+                    "no SMTP server configured ([notify.smtp] or the channel's smtp)",
+                )
             })?,
         };
         let to: Vec<String> = if d.recipient.is_empty() {
@@ -244,7 +246,9 @@ impl Sender {
 
     async fn webpush(&self, d: &Claimed, vapid: Option<&VapidKey>) -> Result<(), SendError> {
         let (Some(endpoint), Some(p256dh), Some(auth)) = (&d.endpoint, &d.p256dh, &d.auth) else {
-            return Err(SendError::permanent("the push subscription no longer exists"));
+            return Err(SendError::permanent(
+                "the push subscription no longer exists",
+            ));
         };
         let vapid = vapid.ok_or_else(|| SendError::transient("no VAPID key"))?;
         let mut body = d.body.clone();
@@ -265,7 +269,11 @@ impl Sender {
         let encrypted = webpush::encrypt(&message, p256dh, auth)
             .map_err(|e| SendError::permanent(e.to_string()))?;
         let authorization = vapid
-            .authorization(endpoint, &self.vapid_subject, chrono::Utc::now().timestamp())
+            .authorization(
+                endpoint,
+                &self.vapid_subject,
+                chrono::Utc::now().timestamp(),
+            )
             .map_err(|e| SendError::permanent(e.to_string()))?;
         let urgency = match d.payload.get("severity").and_then(Value::as_str) {
             Some("critical") => "high",

@@ -81,7 +81,8 @@ impl VapidKey {
     ) -> Result<String, PushError> {
         let aud = origin(endpoint).ok_or(PushError::BadEndpoint)?;
         let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ES256"}"#);
-        let claims = serde_json::json!({"aud": aud, "exp": now_unix + JWT_TTL_SECS, "sub": subject});
+        let claims =
+            serde_json::json!({"aud": aud, "exp": now_unix + JWT_TTL_SECS, "sub": subject});
         let claims = URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes());
         let signing_input = format!("{header}.{claims}");
         let sig = self
@@ -181,7 +182,7 @@ pub fn encrypt(plaintext: &[u8], p256dh: &str, auth: &str) -> Result<Vec<u8>, Pu
     let as_public = as_public.as_ref().to_vec();
     let ecdh_secret: Vec<u8> = agreement::agree_ephemeral(
         ephemeral,
-        &UnparsedPublicKey::new(&ECDH_P256, &ua_public),
+        UnparsedPublicKey::new(&ECDH_P256, &ua_public),
         PushError::BadSubscription("p256dh is not a point of P-256"),
         |secret| Ok(secret.to_vec()),
     )?;

@@ -156,12 +156,12 @@ fn decode_words(s: &str) -> String {
             let tb = t.as_bytes();
             let mut i = 0;
             while i < tb.len() {
-                if tb[i] == b'=' && i + 2 < tb.len() {
-                    if let Ok(v) = u8::from_str_radix(&t[i + 1..i + 3], 16) {
-                        b.push(v);
-                        i += 3;
-                        continue;
-                    }
+                if tb[i] == b'='
+                    && let Some(Ok(v)) = t.get(i + 1..i + 3).map(|h| u8::from_str_radix(h, 16))
+                {
+                    b.push(v);
+                    i += 3;
+                    continue;
                 }
                 b.push(tb[i]);
                 i += 1;
@@ -181,12 +181,12 @@ fn parse_mail(raw: &str) -> (String, String) {
     // Unfold headers.
     let mut headers: Vec<String> = Vec::new();
     for l in head.lines() {
-        if l.starts_with(' ') || l.starts_with('\t') {
-            if let Some(last) = headers.last_mut() {
-                // Unfolding removes the line break only (RFC 5322 section 2.2.3).
-                last.push_str(l);
-                continue;
-            }
+        // Unfolding removes the line break only (RFC 5322 section 2.2.3).
+        if (l.starts_with(' ') || l.starts_with('\t'))
+            && let Some(last) = headers.last_mut()
+        {
+            last.push_str(l);
+            continue;
         }
         headers.push(l.to_owned());
     }
@@ -221,6 +221,8 @@ pub struct Captured {
     pub headers: HeaderMap,
     /// Body.
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Captured {
@@ -274,6 +276,7 @@ impl HttpReceiver {
                         uri,
                         headers,
                         body,
+                        at: std::time::Instant::now(),
                     });
                     let status = {
                         let mut b = bh.lock().unwrap();
