@@ -142,19 +142,12 @@ pub async fn deliver_provider(
         .await;
 
     let mut next_retry: Option<Duration> = None;
+    let mut sent: Vec<Uuid> = Vec::new();
     let mut tx = db::tenant_tx(pool, provider).await?;
     for (d, result) in results {
         match result {
             Ok(()) => {
-                sqlx::query(
-                    "UPDATE notification_deliveries SET status = 'sent', sent_at = now(), claimed_until = NULL, \
-                     last_error = NULL WHERE provider_id = $1 AND id = $2 AND status = 'sending'",
-                )
-                .bind(provider)
-                .bind(d.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(NotifyError::db("record a sent delivery"))?;
+                sent.push(d.id);
                 metrics::counter!("octoisp_notify_deliveries_total", "kind" => d.kind.clone(), "outcome" => "sent")
                     .increment(1);
                 tracing::debug!(delivery = %d.id, channel = %d.channel_id, kind = %d.kind, "Notification sent.");
@@ -215,6 +208,17 @@ pub async fn deliver_provider(
                 }
             }
         }
+    }
+    if !sent.is_empty() {
+        sqlx::query(
+            "UPDATE notification_deliveries SET status = 'sent', sent_at = now(), claimed_until = NULL, \
+             last_error = NULL WHERE provider_id = $1 AND id = ANY($2) AND status = 'sending'",
+        )
+        .bind(provider)
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await
+        .map_err(NotifyError::db("record sent deliveries"))?;
     }
     tx.commit()
         .await

@@ -308,6 +308,11 @@ impl HttpReceiver {
         self.requests.lock().unwrap().clone()
     }
 
+    /// How many requests arrived so far.
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
     /// Changes the default answer.
     pub fn answer(&self, status: u16) {
         self.behaviour.lock().unwrap().default = status;
