@@ -440,6 +440,23 @@ async fn telegram_gets_the_message_and_the_bot_token_is_never_shown() {
         "{text}"
     );
     wait_count(&h.db, SENT, h.a.provider_id, 1).await;
+    // A test send from the API goes out the same way.
+    let test = h
+        .call(
+            "POST",
+            &format!("/api/v1/notifications/channels/{channel}/test"),
+            "a",
+            None,
+        )
+        .await;
+    assert_eq!(test.status, StatusCode::ACCEPTED, "{}", test.text);
+    let reqs = tg.wait_for(2).await;
+    let text = reqs[1].json()["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(text.starts_with("[TESTE]"), "{text}");
+    wait_count(&h.db, SENT, h.a.provider_id, 2).await;
     // Neither token is in the audit log.
     let leaked: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE coalesce(before::text, '') || coalesce(after::text, '') LIKE '%token_value%'",
