@@ -29,6 +29,8 @@ pub struct Config {
     pub log: LogSection,
     /// Metric rollups, retention per resolution, graph sizes.
     pub metrics: crate::rollup::MetricsConfig,
+    /// Notifications of alerts (workers role) and the SMTP server (also for password-reset mail).
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Default for Config {
@@ -42,6 +44,7 @@ impl Default for Config {
             auth: AuthSection::default(),
             log: LogSection::default(),
             metrics: crate::rollup::MetricsConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -336,6 +339,7 @@ impl Config {
                 "auth.access_ttl_secs must be > 0 and auth.refresh_ttl_secs longer than it",
             );
         }
+        self.notify.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod console;
 pub mod db;
 pub mod ingest;
+pub mod notify;
 pub mod registry;
 pub mod rollup;
 pub mod serve;

@@ -6,7 +6,7 @@
 //! Whatever its roles, an instance serves `/healthz`, `/readyz` and `/metrics` on `http.listen`; the `api` role
 //! also serves the live event WebSocket (`/api/v1/live`) and the web console at `/` ([`crate::console`]).
 //! - `workers`: background jobs: creating the next days' sample partitions ahead of time, metric rollups and
-//!   their retention ([`crate::rollup`]).
+//!   their retention ([`crate::rollup`]), the notifier's dispatcher and delivery worker ([`crate::notify`]).
 //!
 //! Every instance, whatever its roles, keeps no state another instance needs: it all lives in PostgreSQL (and
 //! the API's rate-limit counters in Redis).
@@ -134,6 +134,10 @@ pub async fn run(
         tracker.spawn(async move { j.run_retention(sd).await });
         let sd = shutdown.clone();
         tracker.spawn(async move { job.run(sd).await });
+        if cfg.notify.enabled {
+            crate::notify::spawn(pool.clone(), cfg.notify.clone(), &tracker, shutdown.clone())
+                .context("cannot start the notifier")?;
+        }
     }
     // Every instance serves /healthz, /readyz and /metrics; the REST API only with the `api` role.
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -203,7 +207,11 @@ async fn api_state(
         pool.clone(),
         redis,
         auth_cfg,
-        Arc::new(crate::auth::LogMailer),
+        match &cfg.notify.smtp {
+            Some(smtp) => Arc::new(crate::notify::SmtpMailer::new(smtp.clone()))
+                as Arc<dyn crate::auth::Mailer>,
+            None => Arc::new(crate::auth::LogMailer),
+        },
     )
     .context("invalid [auth] configuration")?;
     let mut api_cfg = cfg.api.clone();

@@ -97,6 +97,10 @@ struct Objects {
     maintenance: Uuid,
     /// A time series of `device` (ids are bigints), with one 5-minute rollup row 10 minutes ago.
     series: i64,
+    channel: Uuid,
+    policy: Uuid,
+    dead_letter: Uuid,
+    push_subscription: Uuid,
 }
 
 impl Objects {
@@ -121,6 +125,16 @@ impl Objects {
             "alerts" => self.alert,
             "silences" => self.silence,
             "maintenance-windows" => self.maintenance,
+            "notifications" => match path
+                .trim_start_matches("/api/v1/notifications/")
+                .split('/')
+                .next()
+            {
+                Some("channels") => self.channel,
+                Some("policies") => self.policy,
+                _ => self.dead_letter,
+            },
+            "push" => self.push_subscription,
             other => panic!(
                 "the isolation test does not know resource `{other}`: add it to Objects::id_for"
             ),
@@ -142,6 +156,10 @@ impl Objects {
             self.alert,
             self.silence,
             self.maintenance,
+            self.channel,
+            self.policy,
+            self.dead_letter,
+            self.push_subscription,
         ]
     }
 }
@@ -247,6 +265,8 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .await
     .unwrap();
     let (alert_rule, alert, silence, maintenance) = alert_objects(db, &t, device).await;
+    let (channel, policy, dead_letter, push_subscription) =
+        notification_objects(db, t.provider_id, user).await;
     Objects {
         series,
         alert_rule,
@@ -260,6 +280,10 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
         user,
         role,
         api_key: key.id,
+        channel,
+        policy,
+        dead_letter,
+        push_subscription,
     }
 }
 
@@ -316,6 +340,45 @@ async fn alert_objects(db: &TestDb, t: &Tenant, device: Uuid) -> (Uuid, Uuid, Uu
     .await
     .unwrap();
     (rule, alert, silence, maintenance)
+}
+
+/// A notification channel, a policy, a dead letter and a push subscription of `user`.
+async fn notification_objects(db: &TestDb, provider: Uuid, user: Uuid) -> (Uuid, Uuid, Uuid, Uuid) {
+    let channel: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_channels (provider_id, name, kind, config, secret) \
+         VALUES ($1, 'Hook', 'webhook', '{\"url\": \"https://hooks.example.net/x\"}', 'whsec_x') RETURNING id",
+    )
+    .bind(provider)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let policy: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_policies (provider_id, name, channel_id) VALUES ($1, 'all', $2) RETURNING id",
+    )
+    .bind(provider)
+    .bind(channel)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let dead: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_deliveries (provider_id, channel_id, language, subject, body, status, attempts) \
+         VALUES ($1, $2, 'pt-BR', 'assunto', 'corpo', 'dead', 3) RETURNING id",
+    )
+    .bind(provider)
+    .bind(channel)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let sub: Uuid = sqlx::query_scalar(
+        "INSERT INTO push_subscriptions (provider_id, user_id, endpoint, p256dh, auth) \
+         VALUES ($1, $2, 'https://push.example.net/' || $2::text, 'B' || repeat('A', 86), repeat('A', 22)) RETURNING id",
+    )
+    .bind(provider)
+    .bind(user)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    (channel, policy, dead, sub)
 }
 
 struct Harness {

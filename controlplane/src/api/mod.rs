@@ -23,6 +23,7 @@ pub mod extract;
 pub mod gateway;
 pub mod groups;
 pub mod live;
+pub mod notifications;
 pub mod pagination;
 pub mod pops;
 pub mod providers;
@@ -357,6 +358,73 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/series", "metrics:read"),
     route("GET", "/api/v1/series/{id}/points", "metrics:read"),
     route("GET", "/api/v1/metrics/aggregate", "metrics:read"),
+    // Notifications (api/notifications.rs).
+    route(
+        "GET",
+        "/api/v1/notifications/channels",
+        "notifications:manage",
+    ),
+    route(
+        "POST",
+        "/api/v1/notifications/channels",
+        "notifications:manage",
+    ),
+    route(
+        "GET",
+        "/api/v1/notifications/channels/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "PATCH",
+        "/api/v1/notifications/channels/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "DELETE",
+        "/api/v1/notifications/channels/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "POST",
+        "/api/v1/notifications/channels/{id}/test",
+        "notifications:manage",
+    ),
+    route(
+        "GET",
+        "/api/v1/notifications/policies",
+        "notifications:manage",
+    ),
+    route(
+        "POST",
+        "/api/v1/notifications/policies",
+        "notifications:manage",
+    ),
+    route(
+        "GET",
+        "/api/v1/notifications/policies/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "PATCH",
+        "/api/v1/notifications/policies/{id}",
+        "notifications:manage",
+    ),
+    route(
+        "DELETE",
+        "/api/v1/notifications/policies/{id}",
+        "notifications:manage",
+    ),
+    route("GET", "/api/v1/notifications/deliveries", "alerts:read"),
+    route("GET", "/api/v1/notifications/dead-letters", "alerts:read"),
+    route(
+        "POST",
+        "/api/v1/notifications/dead-letters/{id}/replay",
+        "notifications:manage",
+    ),
+    route("GET", "/api/v1/push/vapid-public-key", ""),
+    route("POST", "/api/v1/push/subscriptions", ""),
+    route("DELETE", "/api/v1/push/subscriptions/{id}", ""),
+    route("PUT", "/api/v1/me/language", ""),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -477,6 +545,32 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(series::list))
         .routes(routes!(series::points))
         .routes(routes!(series::aggregate))
+        .routes(routes!(
+            notifications::list_channels,
+            notifications::create_channel
+        ))
+        .routes(routes!(
+            notifications::get_channel,
+            notifications::update_channel,
+            notifications::delete_channel
+        ))
+        .routes(routes!(notifications::test_channel))
+        .routes(routes!(
+            notifications::list_policies,
+            notifications::create_policy
+        ))
+        .routes(routes!(
+            notifications::get_policy,
+            notifications::update_policy,
+            notifications::delete_policy
+        ))
+        .routes(routes!(notifications::list_deliveries))
+        .routes(routes!(notifications::list_dead_letters))
+        .routes(routes!(notifications::replay))
+        .routes(routes!(notifications::vapid_public_key))
+        .routes(routes!(notifications::subscribe))
+        .routes(routes!(notifications::unsubscribe))
+        .routes(routes!(notifications::set_language))
 }
 
 /// The OpenAPI document of the API.
