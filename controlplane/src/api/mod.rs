@@ -29,8 +29,8 @@ pub mod pops;
 pub mod providers;
 pub mod ratelimit;
 pub mod roles;
-pub mod summary;
 pub mod series;
+pub mod summary;
 pub mod users;
 pub mod validate;
 
