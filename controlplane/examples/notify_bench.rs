@@ -148,6 +148,8 @@ async fn main() {
         poll_interval_ms: 1000,
         delivery_batch: 200,
         max_concurrent_sends: 32,
+        // The receiver listens on loopback.
+        allow_private_targets: true,
         ..NotifyConfig::default()
     };
     let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());

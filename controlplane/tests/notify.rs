@@ -202,6 +202,8 @@ fn config(smtp: Option<&SmtpServer>, telegram: Option<&HttpReceiver>) -> NotifyC
             from: "OctoISP <noc@octoisp.test>".into(),
             timeout_secs: 5,
         }),
+        // The stand-ins listen on loopback.
+        allow_private_targets: true,
         ..NotifyConfig::default()
     }
 }
@@ -610,6 +612,62 @@ fn hkdf(salt: &[u8], ikm: &[u8], info: &[u8], len: usize) -> Vec<u8> {
     m.push(1);
     let okm = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, prk.as_ref()), &m);
     okm.as_ref()[..len].to_vec()
+}
+
+#[tokio::test]
+async fn tenant_destinations_cannot_reach_internal_addresses() {
+    let h = harness().await;
+    let rx = HttpReceiver::start(&[], 200).await;
+    // An address literal and a name that resolves to loopback: both would reach the receiver if allowed.
+    let port = rx.url().rsplit(':').next().unwrap().to_owned();
+    for url in [
+        format!("{}/hook", rx.url()),
+        format!("http://localhost:{port}/hook"),
+    ] {
+        let (channel, _) = h
+            .channel(
+                "a",
+                json!({"name": format!("Hook {url}"), "kind": "webhook", "config": {"url": url}}),
+            )
+            .await;
+        h.policy(
+            "a",
+            json!({"name": format!("all {url}"), "channel_id": channel}),
+        )
+        .await;
+    }
+    let cfg = NotifyConfig {
+        allow_private_targets: false,
+        ..config(None, None)
+    };
+    let n = Notifier::start(h.db.app.clone(), cfg);
+    insert_events(&h.db, h.a.provider_id, &[ev("critical")]).await;
+    wait_count(
+        &h.db,
+        "SELECT count(*) FROM notification_deliveries WHERE provider_id = $1 AND status = 'dead'",
+        h.a.provider_id,
+        2,
+    )
+    .await;
+    n.stop().await;
+    assert!(
+        rx.requests().is_empty(),
+        "nothing reached the internal address"
+    );
+    let dead = h
+        .call("GET", "/api/v1/notifications/dead-letters", "a", None)
+        .await;
+    let errors: Vec<String> = dead.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["last_error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(errors.len(), 2, "{}", dead.text);
+    assert!(
+        errors.iter().all(|e| e.contains("public address")),
+        "the reason is given: {errors:?}"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@
 
 pub mod deliver;
 pub mod dispatch;
+pub mod egress;
 pub mod render;
 pub mod send;
 pub mod smtp;
@@ -70,6 +71,10 @@ pub struct NotifyConfig {
     pub vapid_subject: String,
     /// The SMTP server of notifications and password-reset mail (channels may override it).
     pub smtp: Option<SmtpConfig>,
+    /// Let tenant-chosen destinations (webhook URLs, push endpoints, a channel's SMTP host) reach loopback,
+    /// private, link-local and other non-public addresses. Off: a tenant cannot make the control plane call
+    /// services on its own network (see `notify::egress`).
+    pub allow_private_targets: bool,
 }
 
 impl Default for NotifyConfig {
@@ -88,6 +93,7 @@ impl Default for NotifyConfig {
             telegram_api_url: "https://api.telegram.org".into(),
             vapid_subject: "mailto:noc@octoisp.invalid".into(),
             smtp: None,
+            allow_private_targets: false,
         }
     }
 }

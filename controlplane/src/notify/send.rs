@@ -106,6 +106,22 @@ pub struct SmtpOverride {
     pub from: String,
 }
 
+/// A request error with its causes (a refused name says why), never the URL (it may hold a token).
+fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Sends deliveries. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Sender {
@@ -113,16 +129,21 @@ pub struct Sender {
     smtp: Option<SmtpConfig>,
     telegram_api_url: String,
     vapid_subject: String,
+    allow_private: bool,
 }
 
 impl Sender {
     /// A sender with `cfg`'s SMTP server, Telegram URL and timeouts.
     pub fn new(cfg: &NotifyConfig) -> Result<Sender, NotifyError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.send_timeout_secs))
             .connect_timeout(Duration::from_secs(cfg.send_timeout_secs.min(10)))
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("octoisp-notify/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("octoisp-notify/", env!("CARGO_PKG_VERSION")));
+        if !cfg.allow_private_targets {
+            builder = builder.dns_resolver(super::egress::PublicOnly);
+        }
+        let http = builder
             .build()
             .map_err(|e| NotifyError::Http(e.without_url().to_string()))?;
         Ok(Sender {
@@ -130,6 +151,7 @@ impl Sender {
             smtp: cfg.smtp.clone(),
             telegram_api_url: cfg.telegram_api_url.trim_end_matches('/').to_owned(),
             vapid_subject: cfg.vapid_subject.clone(),
+            allow_private: cfg.allow_private_targets,
         })
     }
 
@@ -151,6 +173,11 @@ impl Sender {
             Some(v) => {
                 let o: SmtpOverride = serde_json::from_value(v.clone())
                     .map_err(|e| SendError::permanent(format!("channel smtp settings: {e}")))?;
+                if !self.allow_private {
+                    super::egress::check_host(&o.host, o.port.unwrap_or(587))
+                        .await
+                        .map_err(SendError::permanent)?;
+                }
                 SmtpConfig {
                     host: o.host,
                     port: o.port.unwrap_or(587),
@@ -204,7 +231,7 @@ impl Sender {
             .json(&body)
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("Telegram: {}", e.without_url())))?;
+            .map_err(|e| SendError::transient(format!("Telegram: {}", describe(e))))?;
         check_status("Telegram", resp).await
     }
 
@@ -214,6 +241,9 @@ impl Sender {
             .get("url")
             .and_then(Value::as_str)
             .ok_or_else(|| SendError::permanent("the channel has no url"))?;
+        if !self.allow_private {
+            super::egress::check_url(url).map_err(SendError::permanent)?;
+        }
         let secret = d
             .secret
             .as_deref()
@@ -240,7 +270,7 @@ impl Sender {
             .body(bytes)
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("webhook: {}", e.without_url())))?;
+            .map_err(|e| SendError::transient(format!("webhook: {}", describe(e))))?;
         check_status("webhook", resp).await
     }
 
@@ -250,6 +280,9 @@ impl Sender {
                 "the push subscription no longer exists",
             ));
         };
+        if !self.allow_private {
+            super::egress::check_url(endpoint).map_err(SendError::permanent)?;
+        }
         let vapid = vapid.ok_or_else(|| SendError::transient("no VAPID key"))?;
         let mut body = d.body.clone();
         let message = loop {
@@ -291,7 +324,7 @@ impl Sender {
             .body(encrypted)
             .send()
             .await
-            .map_err(|e| SendError::transient(format!("push service: {}", e.without_url())))?;
+            .map_err(|e| SendError::transient(format!("push service: {}", describe(e))))?;
         let status = resp.status();
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Err(SendError {
