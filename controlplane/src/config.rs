@@ -31,6 +31,8 @@ pub struct Config {
     pub metrics: crate::rollup::MetricsConfig,
     /// Notifications of alerts (workers role) and the SMTP server (also for password-reset mail).
     pub notify: crate::notify::NotifyConfig,
+    /// The alert engine (ingest role).
+    pub alerts: AlertsSection,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             log: LogSection::default(),
             metrics: crate::rollup::MetricsConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
+            alerts: AlertsSection::default(),
         }
     }
 }
@@ -328,6 +331,15 @@ impl Config {
         }
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
+        if !(1..=4096).contains(&self.alerts.channel_capacity) {
+            return bad("alerts.channel_capacity must be between 1 and 4096 (stored batches)");
+        }
+        if !(100..=60_000).contains(&self.alerts.tick_ms) {
+            return bad("alerts.tick_ms must be between 100 and 60000");
+        }
+        if !(1..=3600).contains(&self.alerts.refresh_secs) {
+            return bad("alerts.refresh_secs must be between 1 and 3600");
+        }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return bad(
                 "auth.jwt_secret must be at least 32 bytes (for example: head -c 32 /dev/urandom | base64)",
@@ -352,6 +364,45 @@ impl Config {
     }
 }
 
+/// The `[alerts]` section: the alert engine that evaluates what an `ingest` instance stores (docs/ALERTS.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Evaluate alert rules on this instance's ingest. Off: samples are stored and no rule is evaluated here.
+    pub enabled: bool,
+    /// Stored batches queued for the engine; when the queue is full, ingest waits (acks slow down, nothing is
+    /// skipped).
+    pub channel_capacity: usize,
+    /// Period of the absence/offline timer, milliseconds.
+    pub tick_ms: u64,
+    /// A provider's rules and series metadata are reloaded at least this often, seconds, even without a change
+    /// notification.
+    pub refresh_secs: u64,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        let engine = crate::alerts::EngineConfig::default();
+        Self {
+            enabled: true,
+            channel_capacity: engine.channel_capacity,
+            tick_ms: engine.tick.as_millis() as u64,
+            refresh_secs: engine.refresh.as_secs(),
+        }
+    }
+}
+
+impl AlertsSection {
+    /// The engine's settings.
+    pub fn engine_config(&self) -> crate::alerts::EngineConfig {
+        crate::alerts::EngineConfig {
+            channel_capacity: self.channel_capacity,
+            tick: std::time::Duration::from_millis(self.tick_ms),
+            refresh: std::time::Duration::from_secs(self.refresh_secs),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +421,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn the_alert_engine_is_configured_from_its_section() {
+        let cfg = Config::from_toml(
+            "cp.toml",
+            "[alerts]\nchannel_capacity = 8\ntick_ms = 500\nrefresh_secs = 30\n",
+            Vec::new(),
+        )
+        .unwrap();
+        let engine = cfg.alerts.engine_config();
+        assert_eq!(engine.channel_capacity, 8);
+        assert_eq!(engine.tick, std::time::Duration::from_millis(500));
+        assert_eq!(engine.refresh, std::time::Duration::from_secs(30));
+        for (toml, key) in [
+            (
+                "[alerts]\nchannel_capacity = 0\n",
+                "alerts.channel_capacity",
+            ),
+            ("[alerts]\ntick_ms = 5\n", "alerts.tick_ms"),
+            ("[alerts]\nrefresh_secs = 0\n", "alerts.refresh_secs"),
+            ("[alerts]\ntick = 5\n", "tick"),
+        ] {
+            let err = Config::from_toml("cp.toml", toml, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml:?}: {err}");
+        }
     }
 
     #[test]

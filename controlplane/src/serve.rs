@@ -108,11 +108,18 @@ pub async fn run(
             ..IngestConfig::default()
         };
         // The alert engine evaluates what this instance stores, as it is stored (docs/ALERTS.md).
-        let (engine, samples_tx, samples_rx) =
-            crate::alerts::Engine::new(pool.clone(), crate::alerts::EngineConfig::default());
-        let sd = shutdown.clone();
-        tracker.spawn(async move { engine.run(samples_rx, sd).await });
-        let store = Arc::new(Store::new(pool.clone()).with_sample_observer(samples_tx));
+        let store = if cfg.alerts.enabled {
+            let (engine, samples_tx, samples_rx) =
+                crate::alerts::Engine::new(pool.clone(), cfg.alerts.engine_config());
+            let sd = shutdown.clone();
+            tracker.spawn(async move { engine.run(samples_rx, sd).await });
+            Arc::new(Store::new(pool.clone()).with_sample_observer(samples_tx))
+        } else {
+            tracing::warn!(
+                "alerts.enabled = false: this instance stores samples without evaluating alert rules."
+            );
+            Arc::new(Store::new(pool.clone()))
+        };
         let (server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
             .context("cannot start the QUIC ingest")?;
         tracing::info!(%addr, "Ingest listening (QUIC).");
