@@ -38,9 +38,8 @@
 -- 5 minutes with min/max/sum/count/last and a percentile), and the coarser levels hierarchical continuous
 -- aggregates over it; with the same column names the API would not change. Until then this is plain PostgreSQL.
 
--- Raw samples of one provider over a time range (the 5-minute job reads all series of a provider at once).
--- Entries of a provider are appended in time order, so the index grows at its right edge.
-CREATE INDEX samples_provider_ts ON samples (provider_id, ts);
+-- The 5-minute job reads a provider's raw samples through `samples_series_ts (series_id, ts)`, one range per
+-- series of the provider: no second index on `samples`, whose every index insert slows the ingest COPY.
 
 -- The levels, as text everywhere: '5m', '1h', '1d', '7d', '30d'.
 CREATE FUNCTION octoisp_rollup_level_ok(p_level text) RETURNS boolean

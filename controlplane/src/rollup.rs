@@ -646,6 +646,11 @@ pub async fn mark_samples(
 }
 
 /// Recomputes one bucket of `level` for every series of `provider` with one statement; returns the rows written.
+///
+/// The 5-minute level reads the raw samples through their one index, `(series_id, ts)`: one range per series of
+/// the provider (an `= ANY` over the provider's series ids), rather than through an index of its own on
+/// `(provider_id, ts)`, which would cost every ingest COPY a second index insert per row (about 30-45 % more
+/// insert time, measured).
 async fn recompute(
     conn: &mut PgConnection,
     provider: Uuid,
@@ -662,7 +667,8 @@ async fn recompute(
                     (array_agg(value ORDER BY ts DESC, value DESC))[1], max(ts), \
                     percentile_disc(0.95) WITHIN GROUP (ORDER BY value) \
              FROM samples \
-             WHERE provider_id = $1 AND ts >= $2 AND ts < $3 AND value <> 'NaN'::float8 \
+             WHERE series_id = ANY (ARRAY(SELECT id FROM series WHERE provider_id = $1)) \
+               AND provider_id = $1 AND ts >= $2 AND ts < $3 AND value <> 'NaN'::float8 \
              GROUP BY series_id{UPSERT}"
         ),
         // Coarser levels: from the 5-minute rows, as p95 is defined over the 5-minute averages.
