@@ -508,6 +508,50 @@ async fn an_offline_device_fires_from_the_timer_and_recovers_with_a_sample() {
 }
 
 #[tokio::test]
+async fn the_timer_records_when_each_device_last_sent_a_sample() {
+    let mut rig = Rig::new().await;
+    let defs = vec![def(0, "cpe-9", "ping.rtt_avg_ms")];
+    // A first sample makes the engine load the device (as of now); the console and other instances read
+    // `devices.last_seen`, which only inventory used to move.
+    rig.base = now_ms() - 10 * STEP;
+    rig.series0(defs, 0, &[12.0]).await;
+    let device = rig.device("cpe-9").await;
+    sqlx::query("UPDATE devices SET last_seen = now() - interval '1 day' WHERE id = $1")
+        .bind(device)
+        .execute(&rig.db.admin)
+        .await
+        .unwrap();
+    // Samples later than the engine's start: the next flush writes the newest one.
+    let newest = now_ms() + 2_000;
+    rig.base = newest - 3 * STEP;
+    rig.series0(vec![], 0, &[13.0, 14.0, 15.0, 16.0]).await;
+    let last_seen = || async {
+        let t: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT last_seen FROM devices WHERE id = $1")
+                .bind(device)
+                .fetch_one(&rig.db.admin)
+                .await
+                .unwrap();
+        t.timestamp_millis()
+    };
+    let before = last_seen().await;
+    assert!(
+        before < newest - 3_600_000,
+        "nothing written before the flush"
+    );
+    rig.engine
+        .tick(now_ms() + octoisp_controlplane::alerts::LAST_SEEN_FLUSH_MS)
+        .await
+        .unwrap();
+    assert_eq!(
+        last_seen().await,
+        newest,
+        "the newest sample's time is written"
+    );
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
 async fn two_engines_fed_the_same_samples_write_each_event_once() {
     let db = TestDb::new().await;
     let t = tenant(&db, "isp-a").await;

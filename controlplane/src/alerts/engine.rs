@@ -121,6 +121,8 @@ struct DeviceEntry {
     pop: Uuid,
     name: Arc<str>,
     last_seen_ms: i64,
+    /// The `devices.last_seen` this engine last wrote or read (the flush writes only what moved past it).
+    flushed_ms: i64,
     generation: u64,
     states: Vec<(usize, TargetState)>,
 }
@@ -140,6 +142,9 @@ pub(crate) struct ProviderState {
     pub(crate) uplinks: HashMap<Uuid, Uuid>,
 }
 
+/// How often the timer writes the devices' last sample time to `devices.last_seen`, milliseconds.
+pub const LAST_SEEN_FLUSH_MS: i64 = 30_000;
+
 /// The alert engine of one control plane instance.
 pub struct Engine {
     pool: PgPool,
@@ -147,6 +152,8 @@ pub struct Engine {
     providers: HashMap<Uuid, ProviderState>,
     stale: Arc<Mutex<HashSet<Uuid>>>,
     started_ms: i64,
+    /// When `devices.last_seen` was last written (timer clock, milliseconds).
+    flushed_at_ms: i64,
     stats: Arc<EngineStats>,
 }
 
@@ -174,6 +181,7 @@ impl Engine {
             providers: HashMap::new(),
             stale: Arc::new(Mutex::new(HashSet::new())),
             started_ms: Utc::now().timestamp_millis(),
+            flushed_at_ms: Utc::now().timestamp_millis(),
             stats: Arc::new(EngineStats::default()),
         };
         (engine, tx, rx)
@@ -321,7 +329,62 @@ impl Engine {
                 first_err.get_or_insert(err);
             }
         }
+        if now_ms - self.flushed_at_ms >= LAST_SEEN_FLUSH_MS {
+            self.flushed_at_ms = now_ms;
+            let loaded: Vec<Uuid> = self.providers.keys().copied().collect();
+            for provider in loaded {
+                if let Err(err) = self.flush_last_seen(provider).await {
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
         first_err.map_or(Ok(()), Err)
+    }
+
+    /// Writes `devices.last_seen` of the provider's devices that sent samples since the last flush, in one
+    /// statement: the console's online/offline counts and other instances' offline checks read it. Off the
+    /// ingest path, and at most once per [`LAST_SEEN_FLUSH_MS`] per device.
+    async fn flush_last_seen(&mut self, provider: Uuid) -> Result<(), EngineError> {
+        let Some(state) = self.providers.get(&provider) else {
+            return Ok(());
+        };
+        let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = state
+            .devices
+            .iter()
+            .filter(|(_, d)| d.last_seen_ms > d.flushed_ms)
+            .filter_map(|(id, d)| Some((*id, DateTime::from_timestamp_millis(d.last_seen_ms)?)))
+            .unzip();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let err = |source| EngineError::Db {
+            op: "write devices' last_seen",
+            provider,
+            source,
+        };
+        let mut tx = db::tenant_tx(&self.pool, provider)
+            .await
+            .map_err(|e| err(sqlx::Error::Protocol(e.to_string())))?;
+        sqlx::query(
+            "UPDATE devices d SET last_seen = u.t \
+             FROM unnest($2::uuid[], $3::timestamptz[]) AS u(id, t) \
+             WHERE d.provider_id = $1 AND d.id = u.id AND d.last_seen < u.t",
+        )
+        .bind(provider)
+        .bind(&ids)
+        .bind(&times)
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        if let Some(state) = self.providers.get_mut(&provider) {
+            for (id, t) in ids.iter().zip(&times) {
+                if let Some(d) = state.devices.get_mut(id) {
+                    d.flushed_ms = d.flushed_ms.max(t.timestamp_millis());
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn tick_provider(&mut self, provider: Uuid, now_ms: i64) -> Result<(), EngineError> {
@@ -443,6 +506,7 @@ impl Engine {
                     _ => 0,
                 };
                 device.last_seen_ms = db_seen;
+                device.flushed_ms = device.flushed_ms.max(db_seen);
                 if db_seen + after > ts {
                     if let Some((_, s)) = device
                         .states
@@ -550,6 +614,7 @@ impl Engine {
                     pop,
                     name: name.into(),
                     last_seen_ms: seen,
+                    flushed_ms: seen,
                     generation: u64::MAX,
                     states: Vec::new(),
                 });
@@ -613,10 +678,12 @@ impl Engine {
                     m
                 }
             };
+            let seen = last_seen.timestamp_millis().max(self.started_ms);
             state.devices.entry(device).or_insert_with(|| DeviceEntry {
                 pop,
                 name: name.into(),
-                last_seen_ms: last_seen.timestamp_millis().max(self.started_ms),
+                last_seen_ms: seen,
+                flushed_ms: seen,
                 generation: u64::MAX,
                 states: Vec::new(),
             });

@@ -14,4 +14,6 @@ pub mod engine;
 pub mod eval;
 pub mod rules;
 
-pub use engine::{Engine, EngineConfig, EngineError, EngineStats, SampleSender};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineStats, LAST_SEEN_FLUSH_MS, SampleSender,
+};
