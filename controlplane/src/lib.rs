@@ -11,6 +11,7 @@ pub mod console;
 pub mod db;
 pub mod ingest;
 pub mod notify;
+pub mod queue;
 pub mod registry;
 pub mod rollup;
 pub mod serve;
