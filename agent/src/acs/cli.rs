@@ -178,7 +178,8 @@ pub async fn run(cmd: AcsCommand, cfg: &Config) -> anyhow::Result<()> {
             let id = store.enqueue(&device, &kind, now_ms())?;
             println!("Queued task {id} ({}) for {device}.", kind.name());
             if now {
-                if row.conn_req_url.is_empty() {
+                let udp = super::session::udp_address(&store, &device)?;
+                if row.conn_req_url.is_empty() && udp.is_empty() {
                     anyhow::bail!(
                         "{device} reported no ConnectionRequestURL; the task runs at its next Inform"
                     );
@@ -189,17 +190,21 @@ pub async fn run(cmd: AcsCommand, cfg: &Config) -> anyhow::Result<()> {
                         .clone()
                         .zip(cfg.acs.connection_request_password.clone())
                 });
-                let status = connreq::send(
+                let status = connreq::request(
                     &row.conn_req_url,
+                    &row.ip,
+                    &udp,
                     creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
                     Duration::from_secs(10),
                 )
                 .await
                 .with_context(|| "Connection Request failed; the task runs at the next Inform")?;
-                println!(
-                    "Connection Request to {} answered {status}.",
-                    row.conn_req_url
-                );
+                let to = if row.conn_req_url.is_empty() {
+                    &udp
+                } else {
+                    &row.conn_req_url
+                };
+                println!("Connection Request to {to}: {status}.");
             }
         }
         AcsCommand::Tasks { device } => {

@@ -45,6 +45,11 @@ pub struct AcsSection {
     pub normalize_file: Option<PathBuf>,
     /// Directory of firmware images served at `/firmware/NAME` (each with `NAME.sha256`); unset: none.
     pub firmware_dir: Option<PathBuf>,
+    /// PEM certificate chain of the CWMP listener; with `tls_key`, the listener speaks HTTPS only (and CPEs may
+    /// then authenticate with Basic as well as Digest). Unset: plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for AcsSection {
@@ -67,6 +72,8 @@ impl Default for AcsSection {
             templates_dir: None,
             normalize_file: None,
             firmware_dir: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -82,6 +89,9 @@ impl AcsSection {
         }
         if self.max_body_kib == 0 || self.max_body_kib > 64 * 1024 {
             return Err("acs.max_body_kib must be 1..=65536".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("acs.tls_cert and acs.tls_key must be set together".into());
         }
         if self.session_timeout_s == 0 || self.task_max_attempts == 0 {
             return Err("acs.session_timeout_s and acs.task_max_attempts must be > 0".into());

@@ -4,6 +4,9 @@
 //! Per request: the body is read up to `max_body` (413 beyond), decompressed when `Content-Encoding` is gzip or
 //! deflate (bounded by the same limit), and handed to [`Acs::handle`]. Connections beyond `max_connections` get
 //! `503 Retry-After` and are closed at once, so overload costs a write, not a queue.
+//!
+//! With `acs.tls_cert`/`acs.tls_key` the listener speaks HTTPS only (TLS 1.2 and 1.3, the handshake bounded like
+//! the headers); the requests of a TLS connection are marked so that Basic authentication is accepted on them.
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -35,6 +38,8 @@ const GRACE: Duration = Duration::from_secs(5);
 struct Conn {
     id: u64,
     peer: SocketAddr,
+    /// The connection is HTTPS (Basic authentication is accepted only then).
+    tls: bool,
     session: Mutex<Option<Arc<SessionHandle>>>,
 }
 
@@ -103,38 +108,28 @@ pub async fn serve(
         let conn = Arc::new(Conn {
             id: next_id.fetch_add(1, Ordering::Relaxed),
             peer,
+            tls: acs.opts.tls.is_some(),
             session: Mutex::new(None),
         });
         let (acs, sd) = (acs.clone(), shutdown.clone());
         tracker.spawn(async move {
             let _permit = permit;
-            let svc = {
-                let (acs, conn) = (acs.clone(), conn.clone());
-                hyper::service::service_fn(move |req| {
-                    let (acs, conn) = (acs.clone(), conn.clone());
-                    async move { Ok::<_, Infallible>(handle_http(&acs, &conn, req).await) }
-                })
-            };
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true);
-            let served = builder.serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(served);
-            tokio::select! {
-                r = served.as_mut() => {
-                    if let Err(err) = r {
-                        tracing::debug!(peer = %conn.peer, error = %err, "CWMP connection ended with an error.");
+            match acs.opts.tls.clone() {
+                None => serve_connection(stream, &acs, &conn, &sd).await,
+                Some(tls) => {
+                    // The handshake gets the same bound as a request's headers; a client that is not speaking
+                    // TLS (plain HTTP to an HTTPS port) fails it and only its own connection closes.
+                    match tokio::time::timeout(HEADER_TIMEOUT, tls.0.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, &acs, &conn, &sd).await,
+                        Ok(Err(err)) => {
+                            acs.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(peer = %conn.peer, error = %err, "CWMP TLS handshake failed.");
+                        }
+                        Err(_) => {
+                            tracing::debug!(peer = %conn.peer, "CWMP TLS handshake timed out.");
+                        }
                     }
                 }
-                _ = sd.cancelled() => {
-                    served.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(GRACE, served.as_mut()).await;
-                }
-            }
-            if let Some(s) = conn.session() {
-                acs.connection_closed(conn.id, &s);
             }
         });
     }
@@ -143,6 +138,41 @@ pub async fn serve(
         tracing::warn!("Some CWMP connections did not close within the grace period.");
     }
     Ok(())
+}
+
+/// Serves one HTTP/1.1 connection (plain or TLS) until it ends or shutdown, then closes its session.
+async fn serve_connection<S>(stream: S, acs: &Arc<Acs>, conn: &Arc<Conn>, sd: &CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = {
+        let (acs, conn) = (acs.clone(), conn.clone());
+        hyper::service::service_fn(move |req| {
+            let (acs, conn) = (acs.clone(), conn.clone());
+            async move { Ok::<_, Infallible>(handle_http(&acs, &conn, req).await) }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
+    let served = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => {
+            if let Err(err) = r {
+                tracing::debug!(peer = %conn.peer, error = %err, "CWMP connection ended with an error.");
+            }
+        }
+        _ = sd.cancelled() => {
+            served.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(GRACE, served.as_mut()).await;
+        }
+    }
+    if let Some(s) = conn.session() {
+        acs.connection_closed(conn.id, &s);
+    }
 }
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
@@ -203,7 +233,7 @@ async fn handle_http(
     let request = Request {
         conn: conn.id,
         peer: conn.peer.ip(),
-        tls: false,
+        tls: conn.tls,
         current: conn.session(),
         cookie,
         authorization: headers

@@ -77,6 +77,26 @@ pub struct AcsOptions {
     pub rules: Rules,
     /// Firmware images served to CPEs.
     pub firmware: Option<FirmwareDir>,
+    /// HTTPS on the CWMP listener (`acs.tls_cert`/`acs.tls_key`); `None`: plain HTTP.
+    pub tls: Option<TlsServer>,
+}
+
+/// The CWMP listener's TLS acceptor.
+#[derive(Clone)]
+pub struct TlsServer(pub tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for TlsServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsServer")
+    }
+}
+
+impl TlsServer {
+    /// An acceptor from a certificate chain and key in PEM files.
+    pub fn from_pem(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsServer, String> {
+        let cfg = crate::tls::pem_server_config(cert, key)?;
+        Ok(TlsServer(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+    }
 }
 
 impl Default for AcsOptions {
@@ -101,6 +121,7 @@ fn unreachable_defaults() -> AcsOptions {
         templates: Vec::new(),
         rules: Rules::builtin(),
         firmware: None,
+        tls: None,
     }
 }
 
@@ -146,6 +167,13 @@ impl AcsOptions {
             templates,
             rules,
             firmware: s.firmware_dir.as_ref().map(FirmwareDir::new),
+            tls: match (&s.tls_cert, &s.tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    TlsServer::from_pem(cert, key)
+                        .map_err(|e| format!("acs.tls_cert/tls_key: {e}"))?,
+                ),
+                _ => None,
+            },
         })
     }
 }
@@ -831,26 +859,39 @@ impl Acs {
         self.upstream(records).await;
     }
 
-    /// Sends a Connection Request to a device (its reported URL, its own or the POP's credentials), so that it
-    /// opens a session now and runs its queued tasks.
+    /// Sends a Connection Request to a device (its reported URL, or over UDP per TR-111 when it is behind NAT;
+    /// its own or the POP's credentials), so that it opens a session now and runs its queued tasks. Returns the
+    /// CPE's HTTP status, or 202 when the request went over UDP (which has no answer).
     pub async fn request_connection(&self, device: &str) -> Result<u16, String> {
         let dev = device.to_owned();
-        let (row, creds) = self
-            .blocking(move |s| Ok((s.device(&dev)?, s.conn_req_credentials(&dev)?)))
+        let (row, creds, udp) = self
+            .blocking(move |s| {
+                Ok((
+                    s.device(&dev)?,
+                    s.conn_req_credentials(&dev)?,
+                    udp_address(&s, &dev)?,
+                ))
+            })
             .await
             .map_err(|e| e.to_string())?;
         let row = row.ok_or_else(|| format!("no device {device:?}"))?;
-        if row.conn_req_url.is_empty() {
+        if row.conn_req_url.is_empty() && udp.is_empty() {
             return Err(format!("{device} reported no ConnectionRequestURL"));
         }
         let creds = creds.or_else(|| self.opts.conn_req_credentials.clone());
-        super::connreq::send(
+        let delivered = super::connreq::request(
             &row.conn_req_url,
+            &row.ip,
+            &udp,
             creds.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
             Duration::from_secs(10),
         )
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        Ok(match delivered {
+            super::connreq::Delivered::Http(status) => status,
+            super::connreq::Delivered::Udp(_) => 202,
+        })
     }
 
     /// One step of a firmware campaign: judges the devices started so far (`started`: device → its Download task)
@@ -977,4 +1018,19 @@ fn is_cpe_answer(body: &Body) -> bool {
             | Body::ScheduleInformResponse
             | Body::Fault(_)
     )
+}
+
+/// The `UDPConnectionRequestAddress` a device reported (TR-098 or TR-181), or empty.
+pub fn udp_address(store: &AcsStore, device: &str) -> Result<String, super::store::StoreError> {
+    for root in ["InternetGatewayDevice", "Device"] {
+        let name = format!("{root}.ManagementServer.UDPConnectionRequestAddress");
+        if let Some(p) = store
+            .params(device, &name)?
+            .into_iter()
+            .find(|p| p.name == name && !p.value.is_empty())
+        {
+            return Ok(p.value);
+        }
+    }
+    Ok(String::new())
 }
