@@ -69,7 +69,9 @@ struct Central {
 /// sent one.
 pub fn applied_version(state_dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(state_dir.join(FILE_NAME)).ok()?;
-    serde_json::from_str::<Persisted>(&text).ok().map(|p| p.version)
+    serde_json::from_str::<Persisted>(&text)
+        .ok()
+        .map(|p| p.version)
 }
 
 /// Merges the central document `doc` over the local configuration and validates the result. The error names
@@ -156,7 +158,10 @@ impl Runtime {
         let (effective, version) = match read_persisted(&local.state_dir) {
             Ok(Some(p)) => match merge(&local, &p.config) {
                 Ok(cfg) => {
-                    tracing::info!(version = p.version, "Applying the central configuration persisted before.");
+                    tracing::info!(
+                        version = p.version,
+                        "Applying the central configuration persisted before."
+                    );
                     (cfg, p.version)
                 }
                 Err(err) => {
@@ -263,8 +268,10 @@ impl Runtime {
 
     /// Stops the monitors that are not in `m` (or changed) and starts the new ones.
     fn apply_monitors(&self, applied: &mut Applied, m: &MonitorsSection) {
-        let mut wanted: Vec<(String, Box<dyn FnOnce(&Self, &mut Applied, CancellationToken)>)> =
-            Vec::new();
+        let mut wanted: Vec<(
+            String,
+            Box<dyn FnOnce(&Self, &mut Applied, CancellationToken)>,
+        )> = Vec::new();
         for p in &m.ping {
             for &target in &p.targets {
                 let key = format!(
@@ -408,7 +415,10 @@ async fn stop(svc: Service, what: &str) {
         .await
         .is_err()
     {
-        tracing::warn!(service = what, "Old service tasks did not stop within the grace period.");
+        tracing::warn!(
+            service = what,
+            "Old service tasks did not stop within the grace period."
+        );
     }
 }
 

@@ -363,7 +363,9 @@ impl Config {
             }
         }
         if self.commands.max_concurrent == 0 || self.commands.max_queued == 0 {
-            return bad("commands.max_concurrent and commands.max_queued must be at least 1".into());
+            return bad(
+                "commands.max_concurrent and commands.max_queued must be at least 1".into(),
+            );
         }
         self.snmp.validate().map_err(ConfigError::Invalid)?;
         if let Err(m) = self.acs.validate() {

@@ -57,7 +57,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     )
     .await?;
     if runtime.version() > 0 {
-        tracing::info!(version = runtime.version(), "Central configuration in force.");
+        tracing::info!(
+            version = runtime.version(),
+            "Central configuration in force."
+        );
     }
     let executor = commands::Executor::start(
         &cfg.commands,

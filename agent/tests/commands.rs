@@ -98,7 +98,10 @@ async fn refused_commands_say_why_and_leave_a_result() {
     let seen = send(&p.cp, &unknown).await;
     assert_eq!(seen.state(), "rejected");
     assert!(
-        seen.frames[0]["error"].as_str().unwrap().contains("reboot-the-pop"),
+        seen.frames[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("reboot-the-pop"),
         "{:?}",
         seen.frames
     );
@@ -132,7 +135,10 @@ async fn refused_commands_say_why_and_leave_a_result() {
     let r = up.of(sweep.id);
     assert_eq!(r[0].status, CommandStatus::Failed);
     assert!(
-        r[0].error.as_deref().unwrap().contains("outside the ranges allowed"),
+        r[0].error
+            .as_deref()
+            .unwrap()
+            .contains("outside the ranges allowed"),
         "{:?}",
         r[0].error
     );
@@ -212,7 +218,10 @@ async fn an_interrupted_reboot_is_reported_failed_and_never_rerun() {
     // Delivered again after the restart: not run.
     let p = pair().await;
     agent.serve(p.agent.clone());
-    let mut again = command("tr069.reboot", json!({"device_key": "cwmp:00259E-HG8245H-1"}));
+    let mut again = command(
+        "tr069.reboot",
+        json!({"device_key": "cwmp:00259E-HG8245H-1"}),
+    );
     again.id = id;
     let seen = send(&p.cp, &again).await;
     assert_eq!(seen.state(), "duplicate");
@@ -242,13 +251,17 @@ async fn busy_agent_queues_then_refuses() {
     let first = command("noop", json!({"sleep_ms": 4000}));
     let second = command("noop", json!({}));
     let third = command("noop", json!({}));
-    let (a, b, c) = tokio::join!(send(&p.cp, &first), async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        send(&p.cp, &second).await
-    }, async {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        send(&p.cp, &third).await
-    });
+    let (a, b, c) = tokio::join!(
+        send(&p.cp, &first),
+        async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            send(&p.cp, &second).await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            send(&p.cp, &third).await
+        }
+    );
     assert_eq!(a.state(), "started");
     // The second waited for the slot, then ran; the third found the queue full.
     assert_eq!(b.state(), "started");

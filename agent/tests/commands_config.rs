@@ -45,7 +45,10 @@ async fn central_configuration_changes_monitors_without_a_restart() {
     let mut up = Upstream::default();
 
     // Version 1: ping 127.0.0.1.
-    let v1 = command("config.update", json!({"version": 1, "config": ping_doc(&["127.0.0.1"])}));
+    let v1 = command(
+        "config.update",
+        json!({"version": 1, "config": ping_doc(&["127.0.0.1"])}),
+    );
     let seen = send(&p.cp, &v1).await;
     assert_eq!(seen.state(), "started");
     wait_for_samples(&mut up, &agent, "icmp:127.0.0.1").await;
@@ -57,7 +60,10 @@ async fn central_configuration_changes_monitors_without_a_restart() {
     );
 
     // Version 2: 127.0.0.2 instead. The new target starts producing samples, the removed one stops.
-    let v2 = command("config.update", json!({"version": 2, "config": ping_doc(&["127.0.0.2"])}));
+    let v2 = command(
+        "config.update",
+        json!({"version": 2, "config": ping_doc(&["127.0.0.2"])}),
+    );
     let seen = send(&p.cp, &v2).await;
     assert_eq!(seen.state(), "started");
     wait_for_samples(&mut up, &agent, "icmp:127.0.0.2").await;
@@ -67,8 +73,15 @@ async fn central_configuration_changes_monitors_without_a_restart() {
     let (old_before, new_before) = (up.count("icmp:127.0.0.1"), up.count("icmp:127.0.0.2"));
     tokio::time::sleep(Duration::from_millis(2000)).await;
     up.drain(&agent.outbox);
-    assert_eq!(up.count("icmp:127.0.0.1"), old_before, "the removed target is still pinged");
-    assert!(up.count("icmp:127.0.0.2") > new_before, "the new target stopped");
+    assert_eq!(
+        up.count("icmp:127.0.0.1"),
+        old_before,
+        "the removed target is still pinged"
+    );
+    assert!(
+        up.count("icmp:127.0.0.2") > new_before,
+        "the new target stopped"
+    );
     let keys = agent.runtime.monitor_keys().await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].contains("127.0.0.2"), "{keys:?}");
@@ -88,13 +101,19 @@ async fn central_configuration_changes_monitors_without_a_restart() {
     let seen = send(&p.cp, &unknown_key).await;
     assert_eq!(seen.state(), "rejected");
     let error = seen.frames[0]["error"].as_str().unwrap();
-    assert!(error.contains("config.monitors.ping[0]") && error.contains("colour"), "{error}");
+    assert!(
+        error.contains("config.monitors.ping[0]") && error.contains("colour"),
+        "{error}"
+    );
     assert_eq!(agent.runtime.version(), 2);
     assert_eq!(agent.runtime.monitor_keys().await, keys);
     assert_eq!(octoisp_agent::central::applied_version(dir.path()), Some(2));
 
     // An older version is skipped.
-    let old = command("config.update", json!({"version": 1, "config": ping_doc(&["127.0.0.1"])}));
+    let old = command(
+        "config.update",
+        json!({"version": 1, "config": ping_doc(&["127.0.0.1"])}),
+    );
     send(&p.cp, &old).await;
     up.drain(&agent.outbox);
     let r = up.of(old.id);
@@ -121,7 +140,10 @@ async fn central_configuration_changes_monitors_without_a_restart() {
     let before = up.count("icmp:127.0.0.2");
     let start = Instant::now();
     while up.count("icmp:127.0.0.2") == before {
-        assert!(start.elapsed() < Duration::from_secs(60), "no samples after the restart");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no samples after the restart"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
         up.drain(&agent.outbox);
     }

@@ -334,7 +334,9 @@ impl Args {
         if let Some(t) = self.timeout_secs()
             && !(1..=MAX_TIMEOUT_SECS).contains(&t)
         {
-            return Err(format!("timeout_secs: must be 1..={MAX_TIMEOUT_SECS}, not {t}"));
+            return Err(format!(
+                "timeout_secs: must be 1..={MAX_TIMEOUT_SECS}, not {t}"
+            ));
         }
         match self {
             Args::Noop(a) => range("sleep_ms", a.sleep_ms, 0, MAX_NOOP_SLEEP_MS),
@@ -363,8 +365,7 @@ impl Args {
                 }
                 let mut total: u64 = 0;
                 for (i, c) in a.cidrs.iter().enumerate() {
-                    let (_, size) =
-                        parse_cidr(c).map_err(|e| format!("cidrs[{i}]: {e}"))?;
+                    let (_, size) = parse_cidr(c).map_err(|e| format!("cidrs[{i}]: {e}"))?;
                     total = total.saturating_add(size);
                 }
                 if total > MAX_SWEEP_HOSTS {

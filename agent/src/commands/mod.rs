@@ -124,7 +124,10 @@ impl Executor {
         let now = now_ms();
         let failed = ledger::recover(&outbox, now).await?;
         if !failed.is_empty() {
-            tracing::warn!(count = failed.len(), "Commands interrupted by the last stop were reported failed.");
+            tracing::warn!(
+                count = failed.len(),
+                "Commands interrupted by the last stop were reported failed."
+            );
         }
         let ob = outbox.clone();
         match tokio::task::spawn_blocking(move || ledger::prune(&ob, now)).await {
@@ -147,7 +150,9 @@ impl Executor {
     /// Removes ledger entries older than the retention (the daemon calls it hourly).
     pub async fn prune(&self) {
         let ob = self.inner.outbox.clone();
-        if let Ok(Err(err)) = tokio::task::spawn_blocking(move || ledger::prune(&ob, now_ms())).await {
+        if let Ok(Err(err)) =
+            tokio::task::spawn_blocking(move || ledger::prune(&ob, now_ms())).await
+        {
             tracing::warn!(error = %err, "Cannot prune the command ledger.");
         }
     }
@@ -179,11 +184,14 @@ pub async fn serve_stream(exec: &Executor, mut send: SendStream, mut recv: RecvS
         max_frame_bytes: MAX_COMMAND_FRAME,
         max_decompressed_bytes: MAX_COMMAND_FRAME * 4,
     };
-    let cmd = match tokio::time::timeout(READ_TIMEOUT, wire::read_frame(&mut recv, &limits)).await
-    {
+    let cmd = match tokio::time::timeout(READ_TIMEOUT, wire::read_frame(&mut recv, &limits)).await {
         Ok(Ok(Message::Command(cmd))) => cmd,
         Ok(Ok(other)) => {
-            return reset(&mut send, &mut recv, format!("expected a Command, got {}", kind(&other)));
+            return reset(
+                &mut send,
+                &mut recv,
+                format!("expected a Command, got {}", kind(&other)),
+            );
         }
         Ok(Err(err)) => return reset(&mut send, &mut recv, err.to_string()),
         Err(_) => return reset(&mut send, &mut recv, "no Command within 30 s".into()),
@@ -264,7 +272,8 @@ impl Executor {
         let name: String = cmd.name.chars().take(MAX_NAME_LOGGED).collect();
         // At most once: the ledger entry is committed before anything else happens to this id.
         let (ob, id, n) = (inner.outbox.clone(), cmd.id, name.clone());
-        let claimed = tokio::task::spawn_blocking(move || ledger::claim(&ob, id, &n, now_ms())).await;
+        let claimed =
+            tokio::task::spawn_blocking(move || ledger::claim(&ob, id, &n, now_ms())).await;
         match claimed {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => {
@@ -288,11 +297,27 @@ impl Executor {
                     CommandError::Unknown(n) => format!("unknown command {n:?}"),
                     CommandError::BadArgs(m) => format!("invalid arguments: {m}"),
                 };
-                return self.refuse(&mut frames, &name, "rejected", CommandStatus::Rejected, error).await;
+                return self
+                    .refuse(
+                        &mut frames,
+                        &name,
+                        "rejected",
+                        CommandStatus::Rejected,
+                        error,
+                    )
+                    .await;
             }
             (None, Ok(_)) => {
                 let error = format!("unknown command {name:?}");
-                return self.refuse(&mut frames, &name, "rejected", CommandStatus::Rejected, error).await;
+                return self
+                    .refuse(
+                        &mut frames,
+                        &name,
+                        "rejected",
+                        CommandStatus::Rejected,
+                        error,
+                    )
+                    .await;
             }
         };
         let (spec, args) = args;
@@ -301,12 +326,29 @@ impl Executor {
             && let Err(e) = rt.check(&a.config)
         {
             let error = format!("invalid arguments: {e}");
-            return self.refuse(&mut frames, &name, "rejected", CommandStatus::Rejected, error).await;
+            return self
+                .refuse(
+                    &mut frames,
+                    &name,
+                    "rejected",
+                    CommandStatus::Rejected,
+                    error,
+                )
+                .await;
         }
         // Bounded local queue, then a running slot.
         let Ok(queued) = inner.queued.clone().try_acquire_owned() else {
-            let error = "busy: too many commands waiting on this agent (commands.max_queued)".to_string();
-            return self.refuse(&mut frames, &name, "rejected", CommandStatus::Rejected, error).await;
+            let error =
+                "busy: too many commands waiting on this agent (commands.max_queued)".to_string();
+            return self
+                .refuse(
+                    &mut frames,
+                    &name,
+                    "rejected",
+                    CommandStatus::Rejected,
+                    error,
+                )
+                .await;
         };
         if now_ms() > cmd.deadline_ms {
             return self.expire(&mut frames, &name).await;
@@ -323,7 +365,9 @@ impl Executor {
         let Some(_slot) = slot else {
             if inner.shutdown.is_cancelled() {
                 let error = "the agent shut down before the command could start".to_string();
-                return self.refuse(&mut frames, &name, "rejected", CommandStatus::Failed, error).await;
+                return self
+                    .refuse(&mut frames, &name, "rejected", CommandStatus::Failed, error)
+                    .await;
             }
             return self.expire(&mut frames, &name).await;
         };
@@ -387,7 +431,14 @@ impl Executor {
         tracing::info!(command = %frames.id, name = %name, "Command deadline passed before it started.");
         frames.write(r#"{"state":"expired"}"#.into()).await;
         let error = "the deadline passed before the command could start".to_string();
-        self.finish(frames.id, name, CommandStatus::Expired, "{}".into(), Some(error)).await;
+        self.finish(
+            frames.id,
+            name,
+            CommandStatus::Expired,
+            "{}".into(),
+            Some(error),
+        )
+        .await;
         Served::Expired
     }
 
@@ -402,7 +453,8 @@ impl Executor {
         tracing::info!(command = %frames.id, name = %name, error = %error, "Command refused.");
         let frame = serde_json::json!({"state": state, "error": error}).to_string();
         frames.write(frame).await;
-        self.finish(frames.id, name, status, "{}".into(), Some(error.clone())).await;
+        self.finish(frames.id, name, status, "{}".into(), Some(error.clone()))
+            .await;
         Served::Rejected(error)
     }
 

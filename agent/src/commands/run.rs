@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octoisp_shared::commands::{
-    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SweepArgs, TraceProto,
-    TracerouteArgs,
+    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SweepArgs, TraceProto, TracerouteArgs,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -71,9 +70,9 @@ fn scan_allowed(ctx: &Ctx, targets: &[Cidr]) -> Result<(), String> {
         .as_ref()
         .map(|r| r.allowlist())
         .unwrap_or_default();
-    allow.check(targets).map_err(|e| {
-        format!("{e} (scan.allowed of the agent's configuration)")
-    })
+    allow
+        .check(targets)
+        .map_err(|e| format!("{e} (scan.allowed of the agent's configuration)"))
 }
 
 async fn run_ping(ctx: &Ctx, a: PingArgs) -> Result<Value, String> {
@@ -227,7 +226,10 @@ async fn run_sweep(ctx: &Ctx, a: SweepArgs) -> Result<Value, String> {
 const PORT_STEP: usize = 1024;
 
 async fn run_portscan(ctx: &Ctx, a: PortscanArgs) -> Result<Value, String> {
-    scan_allowed(ctx, &[Cidr::new(a.host, if a.host.is_ipv4() { 32 } else { 128 })])?;
+    scan_allowed(
+        ctx,
+        &[Cidr::new(a.host, if a.host.is_ipv4() { 32 } else { 128 })],
+    )?;
     let ports: Vec<u16> = if a.ports.is_empty() {
         if a.udp {
             crate::diag::target::TOP_UDP.to_vec()
@@ -304,7 +306,9 @@ async fn run_http(a: HttpArgs) -> Result<Value, String> {
         max_body: 1 << 20,
         ..Default::default()
     };
-    let chain = http::check(&a.url, &opts).await.map_err(|e| e.to_string())?;
+    let chain = http::check(&a.url, &opts)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(json!({ "url": a.url, "responses": chain }))
 }
 

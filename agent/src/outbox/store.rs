@@ -188,7 +188,9 @@ impl Store {
     /// Stores `value` under `key` only when `key` is absent (one autocommitted statement); `true` when stored.
     pub(crate) fn claim_state(&self, key: &str, value: &str) -> Result<bool, OutboxError> {
         self.conn
-            .prepare_cached("INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING")
+            .prepare_cached(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )
             .and_then(|mut stmt| stmt.execute([key, value]))
             .map(|n| n == 1)
             .sql(&self.path, "claiming a state key")
@@ -203,7 +205,9 @@ impl Store {
         let upper = format!("{prefix}\u{10FFFF}");
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT key, value FROM state WHERE key >= ?1 AND key < ?2 ORDER BY key")
+            .prepare_cached(
+                "SELECT key, value FROM state WHERE key >= ?1 AND key < ?2 ORDER BY key",
+            )
             .sql(&self.path, "listing state")?;
         let rows = stmt
             .query_map([prefix, upper.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))

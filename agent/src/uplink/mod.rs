@@ -125,7 +125,15 @@ pub async fn run_with_commands(
             }
         };
         let attempt_started = Instant::now();
-        let end = session::run(&cfg, &identity, &outbox, commands.as_ref(), &shutdown, started).await;
+        let end = session::run(
+            &cfg,
+            &identity,
+            &outbox,
+            commands.as_ref(),
+            &shutdown,
+            started,
+        )
+        .await;
         metrics::gauge!("octoisp_agent_uplink_connected").set(0.0);
         metrics::gauge!("octoisp_agent_uplink_batches_in_flight").set(0.0);
         let delay = match end {

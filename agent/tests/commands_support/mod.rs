@@ -36,8 +36,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub async fn pair() -> Pair {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
     let cert_der = rustls_pki_types::CertificateDer::from(cert.cert.der().to_vec());
-    let key = rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
-        .expect("key");
+    let key =
+        rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
     let mut server_tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("tls13")
@@ -151,7 +151,8 @@ impl Agent {
     /// Serves command streams of `conn` in the background (what the uplink does).
     pub fn serve(&self, conn: quinn::Connection) {
         let exec = self.exec.clone();
-        self.tracker.spawn(async move { exec.accept_streams(conn).await });
+        self.tracker
+            .spawn(async move { exec.accept_streams(conn).await });
     }
 
     /// Stops every task and releases the outbox file.
