@@ -118,6 +118,9 @@ struct Service {
     section: String,
 }
 
+/// Starts one monitor task with its stop token.
+type Starter = Box<dyn FnOnce(&Runtime, &mut Applied, CancellationToken)>;
+
 struct Applied {
     effective: Config,
     monitors: HashMap<String, CancellationToken>,
@@ -268,10 +271,7 @@ impl Runtime {
 
     /// Stops the monitors that are not in `m` (or changed) and starts the new ones.
     fn apply_monitors(&self, applied: &mut Applied, m: &MonitorsSection) {
-        let mut wanted: Vec<(
-            String,
-            Box<dyn FnOnce(&Self, &mut Applied, CancellationToken)>,
-        )> = Vec::new();
+        let mut wanted: Vec<(String, Starter)> = Vec::new();
         for p in &m.ping {
             for &target in &p.targets {
                 let key = format!(
