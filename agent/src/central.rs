@@ -216,6 +216,11 @@ impl Runtime {
             .clone()
     }
 
+    /// The SNMP section in force (devices and credentials), for `snmp.*` commands.
+    pub async fn snmp_section(&self) -> crate::snmp::config::SnmpSection {
+        self.applied.lock().await.effective.snmp.clone()
+    }
+
     /// Names of the running monitor tasks (`ping/<name>/<target>/...`), for tests and diagnostics.
     pub async fn monitor_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.applied.lock().await.monitors.keys().cloned().collect();

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octoisp_shared::commands::{
-    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SweepArgs, TraceProto, TracerouteArgs,
+    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SnmpGetArgs, SnmpTarget,
+    SnmpWalkArgs, SweepArgs, TraceProto, TracerouteArgs,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -51,15 +52,16 @@ pub(super) async fn run(ctx: &Ctx, args: Args) -> Result<Value, String> {
                 .ok_or("this agent has no runtime to apply configuration to")?;
             rt.apply(a.version, &a.config).await
         }
-        Args::SnmpGet(_)
-        | Args::SnmpWalk(_)
-        | Args::SnmpDiscover(_)
+        Args::SnmpGet(a) => run_snmp_get(ctx, a).await,
+        Args::SnmpWalk(a) => run_snmp_walk(ctx, a).await,
+        Args::SnmpDiscover(_)
         | Args::Tr069GetParams(_)
         | Args::Tr069SetParams(_)
         | Args::Tr069Reboot(_)
         | Args::Tr069FactoryReset(_)
         | Args::Tr069Download(_) => Err(
-            "not supported by this agent version yet (SNMP and TR-069 commands come in a later release)".into(),
+            "not supported by this agent version yet (snmp.discover and TR-069 commands come in a later release)"
+                .into(),
         ),
     }
 }
@@ -310,6 +312,91 @@ async fn run_http(a: HttpArgs) -> Result<Value, String> {
         .await
         .map_err(|e| e.to_string())?;
     Ok(json!({ "url": a.url, "responses": chain }))
+}
+
+/// A session with the device of an `snmp.*` command: a named credential of the SNMP configuration in force, or
+/// a v2c community (default `public`); timeouts and retries from the SNMP configuration.
+async fn snmp_session(ctx: &Ctx, dev: &SnmpTarget) -> Result<crate::snmp::Session, String> {
+    use crate::snmp::{Credentials, Engine, EngineConfig, Session, Version};
+    let section = match &ctx.runtime {
+        Some(rt) => rt.snmp_section().await,
+        None => crate::snmp::config::SnmpSection::default(),
+    };
+    let addr = crate::snmp::config::parse_address(&dev.address, 161)
+        .map_err(|e| format!("device.address: {e}"))?;
+    let target = match &dev.credential {
+        Some(name) => {
+            let creds = section
+                .credentials()
+                .map_err(|e| format!("snmp credentials: {e}"))?;
+            let (_, version, c) =
+                creds
+                    .into_iter()
+                    .find(|(n, _, _)| n == name)
+                    .ok_or_else(|| {
+                        format!(
+                            "device.credential: no SNMP credential named {name:?} on this agent"
+                        )
+                    })?;
+            section.target(addr, version, c)
+        }
+        None => {
+            let community = dev.community.as_deref().unwrap_or("public");
+            section.target(
+                addr,
+                Version::V2c,
+                Credentials::Community(community.as_bytes().to_vec()),
+            )
+        }
+    };
+    let engine = Engine::new(&EngineConfig::default())
+        .map_err(|e| format!("cannot open the SNMP sockets: {e}"))?;
+    Ok(Session::new(engine, target))
+}
+
+fn varbind_json(vb: &crate::snmp::VarBind) -> Value {
+    json!({ "oid": vb.oid.to_string(), "value": vb.value.to_string() })
+}
+
+async fn run_snmp_get(ctx: &Ctx, a: SnmpGetArgs) -> Result<Value, String> {
+    let mut oids = Vec::with_capacity(a.oids.len());
+    for (i, o) in a.oids.iter().enumerate() {
+        oids.push(
+            o.parse::<crate::snmp::Oid>()
+                .map_err(|e| format!("oids[{i}]: {e}"))?,
+        );
+    }
+    let session = snmp_session(ctx, &a.device).await?;
+    let got = session.get(&oids).await.map_err(|e| e.to_string())?;
+    let rows: Vec<Value> = got.iter().map(varbind_json).collect();
+    Ok(json!({ "device": a.device.address, "varbinds": rows }))
+}
+
+/// Rows per `snmp.walk` progress frame.
+const WALK_CHUNK: usize = 500;
+
+async fn run_snmp_walk(ctx: &Ctx, a: SnmpWalkArgs) -> Result<Value, String> {
+    let root = a
+        .oid
+        .parse::<crate::snmp::Oid>()
+        .map_err(|e| format!("oid: {e}"))?;
+    let session = snmp_session(ctx, &a.device).await?;
+    let got = session.walk(&root).await.map_err(|e| e.to_string())?;
+    let truncated = got.len() > a.max_rows;
+    let rows: Vec<Value> = got.iter().take(a.max_rows).map(varbind_json).collect();
+    for (n, chunk) in rows.chunks(WALK_CHUNK).enumerate() {
+        ctx.progress.send(json!({
+            "offset": n * WALK_CHUNK,
+            "rows": chunk,
+        }));
+    }
+    Ok(json!({
+        "device": a.device.address,
+        "oid": a.oid,
+        "count": rows.len(),
+        "truncated": truncated,
+        "rows": rows,
+    }))
 }
 
 fn percent(done: usize, total: usize) -> f64 {
