@@ -352,6 +352,14 @@ impl Args {
             Args::Mtr(a) => {
                 range("cycles", u64::from(a.cycles), 1, u64::from(MAX_MTR_CYCLES))?;
                 range("interval_ms", a.interval_ms, 100, 60_000)?;
+                // The tracer cannot be stopped mid-run: the whole run must fit the longest timeout.
+                let run_ms = u64::from(a.cycles) * a.interval_ms;
+                if run_ms > u64::from(MAX_TIMEOUT_SECS) * 1000 {
+                    return Err(format!(
+                        "cycles: {} cycles of interval_ms {} last longer than {MAX_TIMEOUT_SECS} s",
+                        a.cycles, a.interval_ms
+                    ));
+                }
                 range("max_ttl", u64::from(a.max_ttl), 1, 64)
             }
             Args::Traceroute(a) => {
@@ -960,6 +968,11 @@ mod tests {
         assert!(m.starts_with("cidrs:"), "{m}");
         let m = bad("sweep", r#"{"cidrs":["10.0.0.0/33"]}"#);
         assert!(m.starts_with("cidrs[0]"), "{m}");
+        let m = bad(
+            "mtr",
+            r#"{"target":"127.0.0.1","cycles":1000,"interval_ms":60000}"#,
+        );
+        assert!(m.starts_with("cycles:"), "{m}");
         let m = bad("noop", r#"{"timeout_secs":0}"#);
         assert!(m.starts_with("timeout_secs"), "{m}");
         let m = bad("config.update", r#"{"version":2,"config":{"uplink":{}}}"#);
