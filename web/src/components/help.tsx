@@ -7,10 +7,11 @@ export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDeta
 
 /** Tour steps per page: the data-tour target and its text. */
 const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
-  dashboard: [['counts', 'tour.dashboard.1'], ['agents', 'tour.dashboard.2'], ['live', 'tour.dashboard.3'], ['prefs', 'tour.dashboard.4']],
+  dashboard: [['counts', 'tour.dashboard.1'], ['agents', 'tour.dashboard.2'], ['live', 'tour.dashboard.3'], ['prefs', 'tour.dashboard.4'], ['bandwidth', 'tour.dashboard.5']],
   devices: [['search', 'tour.devices.1'], ['filters', 'tour.devices.2'], ['results', 'tour.devices.3']],
   pops: [['pops', 'tour.pops.1'], ['enroll', 'tour.pops.2']],
   agents: [['agents', 'tour.agents.1']],
+  deviceDetail: [['range', 'tour.deviceDetail.1'], ['graphs', 'tour.deviceDetail.2']],
 };
 const GENERIC: [string, MessageKey][] = [['main', 'tour.generic.1'], ['help', 'tour.generic.2']];
 

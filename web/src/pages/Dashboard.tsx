@@ -1,10 +1,13 @@
 // The dashboard: counts (devices online/offline, POPs, agents), agents with their last contact, alerts and live
 // events, and the latest audit entries for those who may read them. Refetched on every live event.
+import { lazy, Suspense } from 'react';
 import { useI18n } from '../i18n';
 import { query } from '../api/client';
 import type { Agent, AuditEntry, Page, Pop, Summary } from '../api/types';
 import { settings, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, NotAvailable, Pill, Stat } from '../components/ui';
+
+const Bandwidth = lazy(() => import('./Bandwidth'));
 
 export default function Dashboard() {
   const i18n = useI18n();
@@ -48,6 +51,9 @@ export default function Dashboard() {
             </Card>
           )}
         </div>
+      )}
+      {can('metrics:read') && s && (
+        <Suspense fallback={null}><Bandwidth pops={pops.data?.items ?? []} /></Suspense>
       )}
       <div className="grid two">
         {agents.data && (
