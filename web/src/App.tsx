@@ -18,6 +18,7 @@ const Users = lazy(() => import('./pages/Users'));
 const Roles = lazy(() => import('./pages/Roles'));
 const Audit = lazy(() => import('./pages/Audit'));
 const Upcoming = lazy(() => import('./pages/Upcoming'));
+const Alerts = lazy(() => import('./pages/Alerts'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -38,7 +39,7 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
     case '/users': return { node: <Users />, help: 'users', title: 'nav.users' };
     case '/roles': return { node: <Roles />, help: 'roles', title: 'nav.roles' };
     case '/audit': return { node: <Audit />, help: 'audit', title: 'nav.audit' };
-    case '/alerts': return { node: <Upcoming path="/alerts" title="nav.alerts" />, help: 'alerts', title: 'nav.alerts' };
+    case '/alerts': return { node: <Alerts />, help: 'alerts', title: 'nav.alerts' };
     case '/notifications': return { node: <Upcoming path="/notification-channels" title="nav.notifications" />, help: 'notifications', title: 'nav.notifications' };
     default: return { node: <Dashboard />, help: 'dashboard', title: 'nav.dashboard' };
   }
