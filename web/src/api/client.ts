@@ -207,7 +207,7 @@ export class ApiClient {
  */
 export function fieldErrors(message: string): { fields: string[]; text: string } {
   message = message.replace(/^Failed to deserialize the JSON body into the target type: /, '');
-  const m = message.match(/^([a-z_][a-z0-9_]*(?:, [a-z_][a-z0-9_]*)*): (.+)$/s);
+  const m = message.match(/^([a-z_][a-z0-9_.]*(?:, [a-z_][a-z0-9_.]*)*):? (.+)$/s);
   if (!m) return { fields: [], text: message };
   return { fields: m[1].split(', '), text: m[2] };
 }

@@ -11,6 +11,7 @@ const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
   devices: [['search', 'tour.devices.1'], ['filters', 'tour.devices.2'], ['results', 'tour.devices.3']],
   pops: [['pops', 'tour.pops.1'], ['enroll', 'tour.pops.2']],
   agents: [['agents', 'tour.agents.1']],
+  notifications: [['push', 'tour.notifications.1'], ['channel-new', 'tour.notifications.2'], ['channels', 'tour.notifications.3']],
   alerts: [['alert-tabs', 'tour.alerts.1'], ['alert-filters', 'tour.alerts.2'], ['alert-list', 'tour.alerts.3']],
   deviceDetail: [['range', 'tour.deviceDetail.1'], ['graphs', 'tour.deviceDetail.2']],
 };

@@ -34,7 +34,7 @@ describe('i18n tables', () => {
       'conn.offline', 'devices.oui', 'devices.firmware', 'pops.agents', 'agents.hostname', 'dash.onlineShare',
       // Units and abbreviations written the same way in both languages.
       'graph.preset.1h', 'graph.preset.6h', 'graph.preset.24h', 'graph.cpu', 'graph.interface', 'graph.res.5m', 'silences.hours',
-      'rules.scope.pop']);
+      'rules.scope.pop', 'notif.kind.webhook', 'notif.err.time']);
     const same = Object.keys(ptBR).filter((k) => ptBR[k as keyof typeof ptBR] === en[k as keyof typeof en]);
     expect(same.filter((k) => !allowed.has(k))).toEqual([]);
   });

@@ -69,7 +69,9 @@ describe('rule editor', () => {
     expect(fieldErrors('threshold: required for threshold and rate rules')).toEqual({ fields: ['threshold'], text: 'required for threshold and rate rules' });
     expect(fieldErrors('low, high: required for optical rules, low < high').fields).toEqual(['low', 'high']);
     expect(fieldErrors('Failed to deserialize the JSON body into the target type: for_secs: invalid type').fields).toEqual(['for_secs']);
-    expect(fieldErrors('the range may span at most 7320 days').fields).toEqual([]);
+    expect(fieldErrors('`from` must be before `to`').fields).toEqual([]);
+    expect(fieldErrors('scope_id is required when scope is pop or group')).toEqual({ fields: ['scope_id'], text: 'is required when scope is pop or group' });
+    expect(fieldErrors('config.to: 1 to 10 addresses').fields).toEqual(['config.to']);
   });
 
   it('has a translation for every value the pages show', () => {
