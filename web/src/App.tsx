@@ -19,6 +19,7 @@ const Roles = lazy(() => import('./pages/Roles'));
 const Audit = lazy(() => import('./pages/Audit'));
 const Alerts = lazy(() => import('./pages/Alerts'));
 const Notifications = lazy(() => import('./pages/Notifications'));
+const Diagnostics = lazy(() => import('./pages/Diagnostics'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -40,6 +41,7 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
     case '/roles': return { node: <Roles />, help: 'roles', title: 'nav.roles' };
     case '/audit': return { node: <Audit />, help: 'audit', title: 'nav.audit' };
     case '/alerts': return { node: <Alerts />, help: 'alerts', title: 'nav.alerts' };
+    case '/diagnostics': return { node: <Diagnostics />, help: 'diagnostics', title: 'nav.diagnostics' };
     case '/notifications': return { node: <Notifications />, help: 'notifications', title: 'nav.notifications' };
     default: return { node: <Dashboard />, help: 'dashboard', title: 'nav.dashboard' };
   }
