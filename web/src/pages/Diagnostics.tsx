@@ -227,7 +227,10 @@ export default function Diagnostics() {
       start(r.data.id, r.data.status);
       history.reload();
     } catch (e) {
-      if (e instanceof ApiError && e.status === 404 && e.code !== 'not_found_pop') setMissing(true);
+      // A 404 is either a POP gone or no commands API on this server: a list never answers 404, so ask it.
+      if (e instanceof ApiError && e.status === 404) {
+        client.get('/commands' + query({ limit: 1 })).catch((l: unknown) => { if (l instanceof ApiError && l.status === 404) setMissing(true); });
+      }
       fail(e instanceof ApiError ? e.message : String(e));
     }
   };
