@@ -470,7 +470,8 @@ try {
     const alert = psql(dbName, "SELECT id FROM alerts WHERE target = 'Cliente Ana'");
     const r = await fetch(`${base}/api/v1/alerts/${alert}/resolve`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' }, body: '{}' });
     assert(r.status === 403, 'viewer resolve: ' + r.status);
-    const rr = await fetch(`${base}/api/v1/alert-rules`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' }, body: '{}' });
+    const rr = await fetch(`${base}/api/v1/alert-rules`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' },
+      body: JSON.stringify({ rule_key: 'viewer-rule', name: 'Viewer rule', metric: 'cpu.load_percent', kind: 'threshold', op: '>', threshold: 1 }) });
     assert(rr.status === 403, 'viewer rule create: ' + rr.status);
     await vctx.close();
   });

@@ -473,4 +473,5 @@ export const en: Record<MessageKey, string> = {
   'tour.diagnostics.1': "Choose the POP the test starts from, and the tool.",
   'tour.diagnostics.2': "Fill in the target; errors show beside the field.",
   'tour.diagnostics.3': "Run it: the result updates live.",
+  'common.exportCsv': "Export CSV",
 };

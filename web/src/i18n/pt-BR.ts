@@ -472,6 +472,7 @@ export const ptBR = {
   'tour.diagnostics.1': "Escolha o POP de onde o teste parte e a ferramenta.",
   'tour.diagnostics.2': "Preencha o destino; erros aparecem ao lado do campo.",
   'tour.diagnostics.3': "Execute: o resultado se atualiza ao vivo.",
+  'common.exportCsv': "Exportar CSV",
 } as const;
 
 export type MessageKey = keyof typeof ptBR;

@@ -7,6 +7,7 @@ import { query } from '../api/client';
 import type { Alert, AlertEvent, AlertRule, MaintenanceWindow, Page, Pop, Severity, Silence } from '../api/types';
 import { client, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, NotAvailable, Pill } from '../components/ui';
+import { CsvButton } from '../components/CsvButton';
 import { apiFieldErrors, DeleteButton, Field, invalid, localInput } from '../components/forms';
 import { alertActions, draftFromRule, emptyDraft, fieldsOf, KINDS, MISSING, OPS, ruleBody, SCOPES, SEVERITIES, type RuleDraft } from '../lib/alerts';
 
@@ -66,6 +67,9 @@ function Active({ onSilence }: { onSilence(a: Alert): void }) {
             {SEVERITIES.map((s) => <option key={s} value={s}>{t(('alerts.sev.' + s) as MessageKey)}</option>)}
           </select>
         </label>
+        <span className="spacer" />
+        {list.data && <CsvButton name="alerts" header={[t('alerts.severity'), t('alerts.rule'), t('alerts.target'), t('alerts.since'), t('alerts.occurrences'), t('alerts.flapping'), t('alerts.acked')]}
+          rows={() => list.data!.items.map((a) => [t(('alerts.sev.' + a.severity) as MessageKey), a.rule_name, a.target, i18n.dateTime(a.started_at), a.occurrences, a.flapping ? t('common.yes') : t('common.no'), a.acknowledged_at ? i18n.dateTime(a.acknowledged_at) : ''])} />}
       </div>
       {error && <p className="notice notice-bad" role="alert">{error}</p>}
       {list.loading && !list.data && <Loading />}
@@ -125,6 +129,10 @@ function History() {
       {list.error && !list.data && <ErrorView error={list.error} onRetry={list.reload} />}
       {list.data && (
         <div className="table-wrap">
+          <div className="row"><span className="spacer" />
+            <CsvButton name="alert-history" header={[t('alerts.when'), t('alerts.event'), t('alerts.severity'), t('alerts.rule'), t('alerts.target'), t('alerts.suppressed')]}
+              rows={() => list.data!.items.map((e) => [i18n.dateTime(e.event_ts ?? e.created_at), t(('alerts.kind.' + e.kind) as MessageKey), t(('alerts.sev.' + e.severity) as MessageKey), e.rule_name, e.target, e.suppressed ?? ''])} />
+          </div>
           <table>
             <thead><tr><th scope="col">{t('alerts.when')}</th><th scope="col">{t('alerts.event')}</th><th scope="col">{t('alerts.severity')}</th>
               <th scope="col">{t('alerts.rule')}</th><th scope="col">{t('alerts.target')}</th><th scope="col">{t('alerts.suppressed')}</th></tr></thead>

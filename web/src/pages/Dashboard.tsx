@@ -12,7 +12,7 @@ const Bandwidth = lazy(() => import('./Bandwidth'));
 export default function Dashboard() {
   const i18n = useI18n();
   const { t } = i18n;
-  const { can, events } = useApp();
+  const { can, events, me } = useApp();
   const summary = useGet<Summary>('/summary');
   const agents = useGet<Page<Agent>>(can('agents:read') ? '/agents' + query({ limit: 100 }) : null);
   const pops = useGet<Page<Pop>>(can('pops:read') ? '/pops' + query({ limit: 500 }) : null);
@@ -52,7 +52,7 @@ export default function Dashboard() {
           )}
         </div>
       )}
-      {can('metrics:read') && s && (
+      {can('metrics:read') && me?.provider_id && s && (
         <Suspense fallback={null}><Bandwidth pops={pops.data?.items ?? []} /></Suspense>
       )}
       <div className="grid two">
