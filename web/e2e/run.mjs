@@ -143,7 +143,8 @@ function seedMetricsAndAlerts() {
   const shape = (i, base, amp, t) => `${base} + ${amp} * sin(extract(epoch from ${t}) / 3600.0 + ${i})`;
   ids.forEach((id, i) => {
     const [base, amp] = [[50e6, 10e6], [10e6, 2e6], [30, 10]][i];
-    psql(dbName, `INSERT INTO samples (provider_id, series_id, ts, value)
+    // The sample partitions check the writer's tenant (app.provider_id), as the ingest sets it.
+    psql(dbName, `SET app.provider_id = '${provider}'; INSERT INTO samples (provider_id, series_id, ts, value)
       SELECT '${provider}', ${id}, t, ${shape(i, base, amp, 't')}
       FROM generate_series(date_trunc('minute', now()) - interval '119 minutes', date_trunc('minute', now()), interval '1 minute') AS t`);
     psql(dbName, `INSERT INTO rollup_1h (provider_id, series_id, bucket, min, max, sum, count, last, last_ts, p95)
@@ -335,7 +336,9 @@ try {
   await step('the dashboard shows the provider bandwidth and each POP', async () => {
     await page.getByRole('link', { name: 'Dashboard' }).click();
     await page.getByTestId('dash-bandwidth').waitFor();
-    await page.waitForFunction(() => Number(document.querySelector('[data-testid="bandwidth-chart"]')?.dataset.points) > 100);
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="bandwidth-chart"]')?.dataset.points) > 100)
+      .catch(async (e) => { throw new Error(e.message + '\ncard: ' + (await text('dash-bandwidth')) + '\npoints: ' + (await page.getByTestId('bandwidth-chart').getAttribute('data-points').catch(() => 'none'))); });
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="pop-bandwidth"]').length === 2);
     const rows = await page.getByTestId('pop-bandwidth').allInnerTexts();
     assert(rows.length === 2 && rows[0].includes('POP Centro') && /Mbit\/s/.test(rows[0]), 'POP bandwidth: ' + rows);
   });
@@ -545,8 +548,9 @@ try {
     await page.getByTestId('login-form').waitFor();
     assert(await page.evaluate(() => localStorage.getItem('octoisp.refresh') === null), 'refresh token forgotten');
   });
-} catch {
-  // Reported by step(); fall through to cleanup.
+} catch (err) {
+  // A failed step was reported by step(); anything else (the browser did not start...) is reported here.
+  if (!failures.length) { failed++; console.log(`  FAIL outside a step: ${err?.stack ?? err}`); }
 } finally {
   await cleanup();
 }

@@ -1,7 +1,7 @@
 // Alerts: the active alerts (acknowledge, resolve, silence), the history, silences, maintenance windows and the
 // rule editor. Buttons follow the user's permissions (alerts:ack, alerts:manage); the lists refetch on every
 // live event, so an alert fired or acknowledged elsewhere shows up without a reload.
-import { useMemo, useState, type ReactNode } from 'react';
+import { useEffect, useMemo, useState, type ReactNode } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 import { query } from '../api/client';
 import type { Alert, AlertEvent, AlertRule, MaintenanceWindow, Page, Pop, Severity, Silence } from '../api/types';
@@ -32,7 +32,9 @@ function usePops(): Map<string, string> {
 
 function PopSelect({ id, value, onChange, pops, any, error }: { id: string; value: string; onChange(v: string): void; pops: Map<string, string>; any?: boolean; error?: string | null }) {
   const { t } = useI18n();
-  if (pops.size === 0) return <input id={id} value={value} onChange={(e) => onChange(e.target.value)} placeholder="uuid" {...invalid(id, error)} />;
+  const { can } = useApp();
+  // Without pops:read the POP is typed as its id; with it, chosen by name (the list may still be loading).
+  if (!can('pops:read')) return <input id={id} value={value} onChange={(e) => onChange(e.target.value)} placeholder="uuid" {...invalid(id, error)} />;
   return (
     <select id={id} value={value} onChange={(e) => onChange(e.target.value)} {...invalid(id, error)}>
       <option value="">{any ? t('alerts.any') : t('alerts.choose')}</option>
@@ -483,6 +485,12 @@ export default function Alerts() {
   const { t } = useI18n();
   const [tab, setTabState] = useState<Tab>(currentTab);
   const [seed, setSeed] = useState<SilenceSeed | null>(null);
+  // Back/forward (or a link) to another tab of this page.
+  useEffect(() => {
+    const f = () => setTabState(currentTab());
+    window.addEventListener('popstate', f);
+    return () => window.removeEventListener('popstate', f);
+  }, []);
   const setTab = (x: Tab) => {
     setTabState(x);
     const u = new URL(window.location.href);

@@ -34,13 +34,13 @@ export default function Bandwidth({ pops }: { pops: Pop[] }) {
     if (Date.now() - last.current.at < REFRESH_MS && last.current.pops === popKey) return;
     last.current = { at: Date.now(), pops: popKey };
     const to = Date.now(), from = to - RANGE_MS;
-    const agg = (metric: string, scope: string, id?: string, points = 288) => client.get<Aggregate>('/metrics/aggregate' + query({
+    const agg = (metric: string, scope: string, id?: string, points = 300) => client.get<Aggregate>('/metrics/aggregate' + query({
       metric, scope, id, points, from: new Date(scope === 'pop' ? to - 3_600_000 : from).toISOString(), to: new Date(to).toISOString(),
     })).then((r) => r.data);
     const popList = pops.slice(0, 50);
     Promise.all([
       agg('if.in_bps', 'provider'), agg('if.out_bps', 'provider'),
-      Promise.all(popList.map((p) => Promise.all([agg('if.in_bps', 'pop', p.id, 12), agg('if.out_bps', 'pop', p.id, 12)]))),
+      Promise.all(popList.map((p) => Promise.all([agg('if.in_bps', 'pop', p.id, 15), agg('if.out_bps', 'pop', p.id, 15)]))),
     ]).then(([inA, outA, perPop]) => {
       const rows = popList.map((pop, i) => ({ pop, in: lastValue(perPop[i][0]), out: lastValue(perPop[i][1]) }))
         .sort((a, b) => b.in + b.out - (a.in + a.out)).slice(0, MAX_POPS);
