@@ -5,7 +5,7 @@ import { useEffect, useMemo, useState, type ReactNode } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 import { query } from '../api/client';
 import type { Alert, AlertEvent, AlertRule, MaintenanceWindow, Page, Pop, Severity, Silence } from '../api/types';
-import { client, useApp, useGet } from '../state';
+import { client, Link, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, NotAvailable, Pill } from '../components/ui';
 import { CsvButton } from '../components/CsvButton';
 import { apiFieldErrors, DeleteButton, Field, invalid, localInput } from '../components/forms';
@@ -91,7 +91,7 @@ function Active({ onSilence }: { onSilence(a: Alert): void }) {
                   <tr key={a.id} data-testid="alert-row" data-alert={a.id}>
                     <td><SeverityPill severity={a.severity} /></td>
                     <td>{a.rule_name}</td>
-                    <td>{a.device_id ? <a href={'/devices/' + a.device_id}>{a.target}</a> : a.target} {a.pop_id && <span className="muted small">{pops.get(a.pop_id) ?? ''}</span>}</td>
+                    <td>{a.device_id ? <Link to={'/devices/' + a.device_id}>{a.target}</Link> : a.target} {a.pop_id && <span className="muted small">{pops.get(a.pop_id) ?? ''}</span>}</td>
                     <td title={i18n.dateTime(a.started_at)}>{i18n.relative(a.started_at)}</td>
                     <td>{i18n.number(a.occurrences)}</td>
                     <td>
