@@ -421,6 +421,7 @@ try {
     await page.getByTestId('diag-run').click();
     if (status === 404) await page.getByTestId('not-available').first().waitFor();
     else await page.getByTestId('diag-result').getByTestId('run-status').waitFor();
+    await page.screenshot({ path: join(artifacts, 'diagnostics-desktop-light.png'), fullPage: true });
   });
 
   await step('accessibility of the new pages: device graphs, alerts, notifications', async () => {

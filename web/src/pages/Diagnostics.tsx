@@ -220,9 +220,9 @@ export default function Diagnostics() {
   const submit = async () => {
     setTouched(true);
     if (!built.args || !popId) return;
+    setRunTool(tool);
     try {
       const r = await client.post<{ id: string; status: string }>('/commands', { name: tool, args: built.args, pop_id: popId });
-      setRunTool(tool);
       setTouched(false);
       start(r.data.id, r.data.status);
       history.reload();
@@ -297,7 +297,7 @@ export default function Diagnostics() {
           <button className="btn btn-primary" onClick={submit} disabled={!popId || (run.id !== null && !isTerminal(run.status))} data-testid="diag-run" data-tour="diag-run">{t('diag.run')}</button>
         </Card>
       )}
-      {(run.id || run.error) && (
+      {(run.id || run.error) && !missing && (
         <Card title={<>{toolName(runTool)} <StatusPill status={run.status} /></>} testid="diag-result" tour="diag-result">
           {run.agentState && run.agentState !== 'started' && <p className="notice">{t('diag.agentState', { state: run.agentState })}</p>}
           {run.error && <p className="notice notice-bad" role="alert" data-testid="run-error">{run.error}</p>}
