@@ -6,6 +6,9 @@
 // - the dashboard of a signed-in user (refresh token already stored): time from navigation start until the
 //   device count is on screen (the "first meaningful paint" of the issue), which includes the token refresh and
 //   the /me and /summary round trips.
+// - a device's one-year traffic graph (1-day rollups, 365 points per line, in and out): time from the arrival of
+//   the last points answer (its responseEnd) until the chart is drawn and a frame painted (JSON parsing, React
+//   state and render, SVG layout) — the "< 300 ms after the data arrives" of the issue.
 // And the size of the JavaScript the first page loads, raw and gzipped.
 //
 // Environment: as run.mjs, plus RUNS (default 10).
@@ -65,6 +68,20 @@ try {
   const pop = psql(dbName, `SELECT id FROM pops WHERE provider_id = '${provider}'`);
   psql(dbName, `INSERT INTO devices (provider_id, pop_id, device_key, last_seen)
     SELECT '${provider}', '${pop}', 'dev-' || g, now() - (g % 3) * interval '1 day' FROM generate_series(1, 10000) g`);
+  // One device with a year of daily traffic rollups (in and out).
+  const agent = psql(dbName, `INSERT INTO agents (id, provider_id, pop_id, hostname, version, cert_fingerprint, last_seen)
+    VALUES (gen_random_uuid(), '${provider}', '${pop}', 'bench-agent', '0.1.0', '${'c'.repeat(64)}', now()) RETURNING id`);
+  const device = psql(dbName, `SELECT id FROM devices WHERE device_key = 'dev-1'`);
+  const series = psql(dbName, `INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, labels, kind) VALUES
+    ('${provider}', '${agent}', 1, '${device}', 'if.in_bps', '{"ifName": "uplink"}', 'gauge'),
+    ('${provider}', '${agent}', 2, '${device}', 'if.out_bps', '{"ifName": "uplink"}', 'gauge') RETURNING id`).split('\n');
+  psql(dbName, "SELECT count(*) FROM octoisp_rollup_partitions('1d', ARRAY[now() - interval '400 days', now()])");
+  for (const [i, id] of series.entries()) {
+    psql(dbName, `INSERT INTO rollup_1d (provider_id, series_id, bucket, min, max, sum, count, last, last_ts, p95)
+      SELECT '${provider}', ${id}, b, v * 0.3, v * 1.6, v * 288, 288, v, b + interval '23 hours', v * 1.4
+      FROM (SELECT b, ${i ? 2e8 : 9e8} * (1 + 0.3 * sin(extract(epoch from b) / 604800.0)) AS v
+            FROM generate_series(date_trunc('day', now()) - interval '365 days', date_trunc('day', now()) - interval '1 day', interval '1 day') AS b) x`);
+  }
   server = spawn(cpBin, ['serve', '--roles', 'api'], { env, stdio: ['ignore', openSync(join(work, 'cp.log'), 'a'), 'inherit'] });
   for (let i = 0; i < 150; i++) { try { if ((await fetch(base + '/readyz')).ok) break; } catch { /* not yet */ } await new Promise((r) => setTimeout(r, 200)); }
 
@@ -101,6 +118,30 @@ try {
     refresh = await p2.evaluate(() => localStorage.getItem('octoisp.refresh'));
     await ctx2.close();
   }
+  // The one-year graph: data arrival → drawn.
+  const yearRender = [];
+  for (let i = 0; i < RUNS; i++) {
+    const ctx = await browser.newContext({ serviceWorkers: 'block', viewport: { width: 1366, height: 900 } });
+    await ctx.addInitScript((rt) => {
+      if (!sessionStorage.getItem('seeded')) { localStorage.setItem('octoisp.refresh', rt); sessionStorage.setItem('seeded', '1'); }
+      new MutationObserver(() => {
+        const el = document.querySelector('[data-testid="graph-traffic"] [data-testid="chart"]');
+        if (!window.__drawnAt && el && Number(el.getAttribute('data-points')) >= 700) requestAnimationFrame(() => { window.__drawnAt = performance.now(); });
+      }).observe(document, { subtree: true, childList: true, attributes: true, attributeFilter: ['data-points'] });
+    }, refresh);
+    const p3 = await ctx.newPage();
+    await p3.goto(`${base}/devices/${device}?range=1y`);
+    await p3.waitForFunction(() => window.__drawnAt, null, { timeout: 30000 });
+    const r = await p3.evaluate(() => {
+      const ends = performance.getEntriesByType('resource').filter((e) => e.name.includes('/points')).map((e) => e.responseEnd);
+      const res = document.querySelector('[data-testid="graph-traffic"] [data-testid="graph-resolution"]')?.textContent ?? '';
+      return { drawn: window.__drawnAt, arrived: Math.max(...ends), res };
+    });
+    if (i === 0) console.log(`one-year graph: ${r.res}`);
+    yearRender.push(r.drawn - r.arrived);
+    refresh = await p3.evaluate(() => localStorage.getItem('octoisp.refresh'));
+    await ctx.close();
+  }
   // The API part of the dashboard's wait, from node (no browser): one token refresh, then /summary.
   const tRefresh = [], tSummary = [];
   for (let i = 0; i < RUNS; i++) {
@@ -117,6 +158,7 @@ try {
   console.log(`initial JS+CSS (${initial.join(', ')}): ${(raw / 1024).toFixed(1)} KiB raw, ${(gz / 1024).toFixed(1)} KiB gzip -9; all JS chunks gzip: ${(allJs / 1024).toFixed(1)} KiB`);
   console.log(`login page, cold (n=${RUNS}): FCP median ${f(median(fcp))} ms, p90 ${f(p90(fcp))} ms; load event median ${f(median(loadEv))} ms`);
   console.log(`dashboard with 10,000 devices, cold, signed in (n=${RUNS}): counts on screen median ${f(median(dash))} ms, p90 ${f(p90(dash))} ms`);
+  console.log(`one-year traffic graph (2 × 365 daily points), last answer → drawn and painted (n=${RUNS}): median ${f(median(yearRender))} ms, p90 ${f(p90(yearRender))} ms, max ${f(Math.max(...yearRender))} ms`);
 } finally {
   try { await browser?.close(); } catch { /* ignore */ }
   if (server) { server.kill('SIGTERM'); await new Promise((r) => server.once('exit', r)); }

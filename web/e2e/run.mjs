@@ -5,7 +5,10 @@
 // (Debian's /usr/bin/chromium through playwright-core): log in, real counts on the dashboard, English, device
 // search and detail, a live event (an alert_events row + pg_notify, as the alert engine does, after a new
 // device) refreshing the dashboard without reload, the server stopped (stale banner over the last data) and
-// started again (live again). Screenshots go to web/e2e/artifacts/.
+// started again (live again); the device graphs over seeded samples and rollups (resolution follows the range,
+// drag-to-zoom), the provider's bandwidth, alerts (acknowledge, rule editor with inline errors, silence,
+// maintenance window), a notification channel, and a Viewer who sees no action buttons and gets 403 from the API.
+// Screenshots go to web/e2e/artifacts/.
 //
 // Environment: OCTOISP_TEST_PG (admin URL, required), OCTOISP_TEST_REDIS (default redis://127.0.0.1:6379),
 // OCTOISP_CP_BIN (default $CARGO_TARGET_DIR/debug/octoisp-controlplane), CHROMIUM (default /usr/bin/chromium).
@@ -118,8 +121,64 @@ async function cleanup() {
 }
 
 const EMAIL = 'noc@e2e.example';
+const VIEWER = 'viewer@e2e.example';
 const PASSWORD = 'e2e-' + randomBytes(9).toString('hex');
-let provider, pops;
+let provider, pops, anaId;
+
+// Series of 'Cliente Ana' (cpe-1): traffic of interface pon0 and CPU. Raw samples every minute over the last
+// two hours (a 1 h graph is drawn from them), hourly rollups over the last 30 days (a 30-day graph uses them),
+// and 5-minute rollups over the last day (the dashboard's provider and POP bandwidth). A firing alert of a rule
+// 'CPU high' on the device, for the alert steps.
+function seedMetricsAndAlerts() {
+  anaId = psql(dbName, "SELECT id FROM devices WHERE device_key = 'cpe-1'");
+  const agent = psql(dbName, `SELECT id FROM agents WHERE pop_id = '${pops[0]}'`);
+  const ids = psql(dbName, `INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, labels, kind) VALUES
+    ('${provider}', '${agent}', 1, '${anaId}', 'if.in_bps', '{"ifName": "pon0"}', 'gauge'),
+    ('${provider}', '${agent}', 2, '${anaId}', 'if.out_bps', '{"ifName": "pon0"}', 'gauge'),
+    ('${provider}', '${agent}', 3, '${anaId}', 'cpu.load_percent', '{}', 'gauge') RETURNING id`).split('\n');
+  psql(dbName, "SELECT count(*) FROM octoisp_sample_partitions(ARRAY[(now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date - 1])");
+  psql(dbName, "SELECT count(*) FROM octoisp_rollup_partitions('1h', ARRAY(SELECT generate_series(now() - interval '32 days', now(), interval '1 day')))");
+  psql(dbName, "SELECT count(*) FROM octoisp_rollup_partitions('5m', ARRAY(SELECT generate_series(now() - interval '2 days', now(), interval '1 day')))");
+  // in: 40-60 Mbit/s, out: 8-12 Mbit/s, CPU: 20-40 %.
+  const shape = (i, base, amp, t) => `${base} + ${amp} * sin(extract(epoch from ${t}) / 3600.0 + ${i})`;
+  ids.forEach((id, i) => {
+    const [base, amp] = [[50e6, 10e6], [10e6, 2e6], [30, 10]][i];
+    // The sample partitions check the writer's tenant (app.provider_id), as the ingest sets it.
+    psql(dbName, `SET app.provider_id = '${provider}'; INSERT INTO samples (provider_id, series_id, ts, value)
+      SELECT '${provider}', ${id}, t, ${shape(i, base, amp, 't')}
+      FROM generate_series(date_trunc('minute', now()) - interval '119 minutes', date_trunc('minute', now()), interval '1 minute') AS t`);
+    psql(dbName, `INSERT INTO rollup_1h (provider_id, series_id, bucket, min, max, sum, count, last, last_ts, p95)
+      SELECT '${provider}', ${id}, b, v * 0.8, v * 1.2, v * 60, 60, v, b + interval '59 minutes', v * 1.1
+      FROM (SELECT b, ${shape(i, base, amp, 'b')} AS v FROM generate_series(date_trunc('hour', now()) - interval '30 days', date_trunc('hour', now()) - interval '1 hour', interval '1 hour') AS b) x`);
+    psql(dbName, `INSERT INTO rollup_5m (provider_id, series_id, bucket, min, max, sum, count, last, last_ts, p95)
+      SELECT '${provider}', ${id}, b, v * 0.9, v * 1.1, v * 5, 5, v, b + interval '4 minutes', v * 1.05
+      FROM (SELECT b, ${shape(i, base, amp, 'b')} AS v FROM generate_series(octoisp_rollup_bucket('5m', now()) - interval '1 day', octoisp_rollup_bucket('5m', now()), interval '5 minutes') AS b) x`);
+  });
+  const rule = psql(dbName, `INSERT INTO alert_rules (provider_id, rule_key, name, metric, kind, op, threshold)
+    VALUES ('${provider}', 'cpu', 'CPU high', 'cpu.load_percent', 'threshold', '>', 90) RETURNING id`);
+  psql(dbName, `INSERT INTO alerts (provider_id, rule_id, target_key, target, device_id, pop_id, series_id, state, severity, value, occurrences, started_at, changed_ts)
+    VALUES ('${provider}', '${rule}', 'series:${ids[2]}', 'Cliente Ana', '${anaId}', '${pops[0]}', ${ids[2]}, 'firing', 'critical', 97.5, 3, now() - interval '20 minutes', now())`);
+}
+
+/** Serious or critical axe-core violations on the current page, light and dark. */
+async function axeViolations(page, label) {
+  const found = [];
+  for (const theme of ['light', 'dark']) {
+    await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+    if (!(await page.evaluate(() => 'axe' in window))) await page.addScriptTag({ path: axePath });
+    const violations = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`));
+    for (const v of violations) found.push(`${label} ${theme}: ${v}`);
+  }
+  await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+  return found;
+}
+
+/** Client-side navigation (no reload), as a click on a link does. */
+async function go(page, path) {
+  await page.evaluate((p) => { window.history.pushState(null, '', p); window.dispatchEvent(new PopStateEvent('popstate')); }, path);
+}
 
 try {
   mkdirSync(artifacts, { recursive: true });
@@ -144,6 +203,9 @@ try {
     psql(dbName, `INSERT INTO agents (id, provider_id, pop_id, hostname, version, cert_fingerprint, last_seen) VALUES
       (gen_random_uuid(), '${provider}', '${pops[0]}', 'agente-centro', '0.1.0', '${'a'.repeat(64)}', now() - interval '5 minutes'),
       (gen_random_uuid(), '${provider}', '${pops[1]}', 'agente-norte', '0.1.0', '${'b'.repeat(64)}', now() - interval '1 hour')`);
+    seedMetricsAndAlerts();
+    execFileSync(cpBin, ['user', 'create', '--provider', 'e2e', '--email', VIEWER, '--name', 'Viewer E2E', '--role', 'Viewer'],
+      { env: { ...env, OCTOISP_USER_PASSWORD: PASSWORD }, encoding: 'utf8' });
     startServer();
     await waitReady();
   });
@@ -242,6 +304,182 @@ try {
     await page.getByTestId('live-status').and(page.locator('[data-status="live"]')).waitFor();
   });
 
+  await step('device graphs: seeded samples drawn, the resolution follows the range, drag-to-zoom', async () => {
+    await go(page, `/devices/${anaId}?range=1h`);
+    const traffic = page.getByTestId('graph-traffic');
+    await traffic.waitFor();
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="graph-traffic"] [data-testid="chart"]')?.dataset.points) > 0);
+    // 1 h: raw samples (two series × ~60 minutes).
+    const raw = Number(await traffic.getByTestId('chart').getAttribute('data-points'));
+    assert(raw >= 100 && raw <= 124, 'raw points over 1 h: ' + raw);
+    assert((await traffic.getByTestId('graph-resolution').innerText()).includes('raw samples'), 'raw resolution shown');
+    assert((await traffic.locator('svg path').count()) >= 2, 'in and out lines drawn');
+    assert((await page.getByTestId('graph-cpu').count()) === 1, 'CPU graph');
+    // 30 days: hourly rollups, with min/max bands.
+    await page.getByTestId('range-30d').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="graph-traffic"] [data-testid="graph-resolution"]')?.textContent?.includes('1 hour'));
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="graph-traffic"] [data-testid="chart"]')?.dataset.points) > 1000);
+    assert(page.url().includes('range=30d'), 'range in the URL: ' + page.url());
+    assert((await traffic.innerText()).includes('95th percentile'), 'bands explained');
+    await page.screenshot({ path: join(artifacts, 'device-graphs-desktop-light.png'), fullPage: true });
+    // Drag across the middle of the chart: a custom range, shown, and in the URL.
+    const box = await traffic.locator('svg').boundingBox();
+    await page.mouse.move(box.x + box.width * 0.45, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2, { steps: 5 });
+    await page.mouse.up();
+    await page.getByTestId('range-shown').waitFor();
+    assert(/range=\d+-\d+/.test(page.url()), 'zoomed range in the URL: ' + page.url());
+    await page.waitForFunction(() => { const n = Number(document.querySelector('[data-testid="graph-traffic"] [data-testid="chart"]')?.dataset.points); return n > 0 && n < 600; });
+  });
+
+  await step('the dashboard shows the provider bandwidth and each POP', async () => {
+    await page.getByRole('link', { name: 'Dashboard' }).click();
+    await page.getByTestId('dash-bandwidth').waitFor();
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="bandwidth-chart"]')?.dataset.points) > 100)
+      .catch(async (e) => { throw new Error(e.message + '\ncard: ' + (await text('dash-bandwidth')) + '\npoints: ' + (await page.getByTestId('bandwidth-chart').getAttribute('data-points').catch(() => 'none'))); });
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="pop-bandwidth"]').length === 2);
+    const rows = await page.getByTestId('pop-bandwidth').allInnerTexts();
+    assert(rows.length === 2 && rows[0].includes('POP Centro') && /Mbit\/s/.test(rows[0]), 'POP bandwidth: ' + rows);
+  });
+
+  await step('an alert is acknowledged and shows as acknowledged', async () => {
+    await page.getByRole('link', { name: 'Alerts' }).click();
+    const row = page.getByTestId('alert-row').filter({ hasText: 'CPU high' });
+    await row.waitFor();
+    assert((await row.innerText()).includes('Cliente Ana') && (await row.innerText()).includes('critical'), 'alert row: ' + (await row.innerText()));
+    await row.getByTestId('alert-ack').click();
+    await row.getByTestId('alert-acked').waitFor();
+    assert((await row.getByTestId('alert-ack').count()) === 0, 'no second acknowledge');
+    await page.getByTestId('tab-history').click();
+    await page.getByTestId('history-row').filter({ hasText: 'acknowledged' }).first().waitFor();
+  });
+
+  await step('a rule is created, with inline errors first', async () => {
+    await page.getByTestId('tab-rules').click();
+    await page.getByTestId('rule-new').click();
+    await page.getByLabel('Name', { exact: true }).fill('Perda alta');
+    await page.getByLabel('Key (overrides rules with the same key)').fill('Perda Alta');
+    await page.getByLabel('Metric').fill('ping.loss_ratio');
+    await page.getByTestId('rule-save').click();
+    await page.getByTestId('err-rule-rule_key').waitFor();
+    await page.getByTestId('err-rule-threshold').waitFor();
+    await page.getByLabel('Key (overrides rules with the same key)').fill('perda-alta');
+    await page.getByLabel('Fire threshold').fill('0,05');
+    await page.getByTestId('rule-save').click();
+    const row = page.getByTestId('rule-row').filter({ hasText: 'Perda alta' });
+    await row.waitFor();
+    assert((await row.innerText()).includes('ping.loss_ratio > 0.05'), 'rule row: ' + (await row.innerText()));
+    assert(psql(dbName, "SELECT threshold FROM alert_rules WHERE rule_key = 'perda-alta'") === '0.05', 'stored threshold');
+  });
+
+  await step('a silence and a maintenance window are created', async () => {
+    await page.getByTestId('tab-silences').click();
+    await page.getByLabel('Reason').fill('Troca de ONU agendada');
+    await page.getByTestId('silence-create').click();
+    await page.getByTestId('silence-row').filter({ hasText: 'Troca de ONU agendada' }).waitFor();
+    await page.getByTestId('tab-maintenance').click();
+    await page.getByLabel('Which').selectOption({ label: 'POP Norte' });
+    await page.getByLabel('Reason').fill('Janela de fibra');
+    await page.getByTestId('maint-create').click();
+    const row = page.getByTestId('maint-row').filter({ hasText: 'Janela de fibra' });
+    await row.waitFor();
+    assert((await row.innerText()).includes('POP Norte'), 'maintenance row: ' + (await row.innerText()));
+  });
+
+  await step('a notification channel is created and tested', async () => {
+    await page.getByRole('link', { name: 'Notifications' }).click();
+    await page.getByTestId('push-card').waitFor();
+    await page.getByTestId('channel-new').click();
+    await page.getByLabel('Name', { exact: true }).fill('NOC e-mail');
+    await page.getByLabel('Recipients (comma separated)').fill('noc@provedor.example, not an address');
+    await page.getByTestId('channel-save').click();
+    await page.getByTestId('err-ch-to').waitFor();
+    await page.getByLabel('Recipients (comma separated)').fill('noc@provedor.example, plantao@provedor.example');
+    await page.getByTestId('channel-save').click();
+    const row = page.getByTestId('channel-row').filter({ hasText: 'NOC e-mail' });
+    await row.waitFor();
+    assert((await row.innerText()).includes('plantao@provedor.example'), 'channel row: ' + (await row.innerText()));
+    await row.getByTestId('channel-test').click();
+    await row.getByText('Test message queued').waitFor();
+  });
+
+  await step('diagnostics: the form checks its fields; the page follows whether the commands API exists', async () => {
+    const status = (await fetch(base + '/api/v1/commands')).status;
+    await page.getByRole('link', { name: 'Diagnostics' }).click();
+    await page.getByTestId('diag-form').waitFor();
+    await page.getByLabel('Target (IP)').fill('not-an-ip');
+    await page.getByTestId('diag-run').click();
+    await page.getByTestId('err-diag-target').waitFor();
+    await page.getByTestId('diag-tool').selectOption('portscan');
+    await page.getByLabel('Host').fill('100.64.0.1');
+    await page.getByLabel('Ports').fill('22, 99999');
+    await page.getByTestId('diag-run').click();
+    await page.getByTestId('err-diag-ports').waitFor();
+    // Without the commands API (404), running says so; with it, the run is queued.
+    await page.getByLabel('Ports').fill('22, 80');
+    await page.getByTestId('diag-run').click();
+    if (status === 404) await page.getByTestId('not-available').first().waitFor();
+    else await page.getByTestId('diag-result').getByTestId('run-status').waitFor();
+    await page.screenshot({ path: join(artifacts, 'diagnostics-desktop-light.png'), fullPage: true });
+  });
+
+  await step('accessibility of the new pages: device graphs, alerts, notifications', async () => {
+    const found = [];
+    for (const [path, ready] of [[`/devices/${anaId}?range=24h`, 'graph-traffic'], ['/alerts?tab=active', 'alert-row'], ['/alerts?tab=rules', 'rule-row'], ['/notifications', 'channel-row']]) {
+      await go(page, path);
+      await page.getByTestId(ready).first().waitFor();
+      found.push(...(await axeViolations(page, path)));
+    }
+    await page.screenshot({ path: join(artifacts, 'notifications-desktop-light.png'), fullPage: true });
+    await go(page, '/alerts?tab=active');
+    await page.getByTestId('alert-row').first().waitFor();
+    for (const theme of ['light', 'dark']) {
+      await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+      await page.screenshot({ path: join(artifacts, `alerts-desktop-${theme}.png`), fullPage: true });
+    }
+    await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+    await page.getByRole('link', { name: 'Dashboard' }).click();
+    await page.getByTestId('count-devices').waitFor();
+  });
+
+  await step('a Viewer sees alerts and graphs but no action buttons, and the API refuses the action', async () => {
+    const vctx = await browser.newContext({ viewport: { width: 1366, height: 900 }, locale: 'en-US', serviceWorkers: 'block' });
+    const v = await vctx.newPage();
+    v.setDefaultTimeout(15000);
+    await v.goto(base + '/alerts');
+    await v.getByLabel('E-mail').fill(VIEWER);
+    await v.getByLabel('Senha').fill(PASSWORD);
+    await v.getByRole('button', { name: 'Entrar' }).click();
+    const row = v.getByTestId('alert-row').filter({ hasText: 'CPU high' });
+    await row.waitFor();
+    assert((await v.getByTestId('alert-ack').count()) === 0 && (await v.getByTestId('alert-resolve').count()) === 0
+      && (await v.getByTestId('alert-silence').count()) === 0, 'viewer sees alert action buttons');
+    await v.getByTestId('tab-rules').click();
+    await v.getByTestId('rule-row').first().waitFor();
+    assert((await v.getByTestId('rule-new').count()) === 0 && (await v.getByTestId('rule-edit').count()) === 0
+      && (await v.getByTestId('rule-delete').count()) === 0, 'viewer sees rule edit buttons');
+    await v.getByTestId('tab-silences').click();
+    await v.getByTestId('silence-row').first().waitFor();
+    assert((await v.getByTestId('silence-form').count()) === 0 && (await v.getByTestId('silence-delete').count()) === 0, 'viewer sees silence buttons');
+    await v.getByRole('link', { name: /Notifica/ }).click();
+    await v.getByTestId('push-card').waitFor();
+    assert((await v.getByTestId('channel-new').count()) === 0, 'viewer sees channel editing');
+    await go(v, `/devices/${anaId}?range=1h`);
+    await v.waitForFunction(() => Number(document.querySelector('[data-testid="graph-traffic"] [data-testid="chart"]')?.dataset.points) > 0);
+    // The server refuses anyway.
+    const login = await (await fetch(base + '/api/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: VIEWER, password: PASSWORD }) })).json();
+    const alert = psql(dbName, "SELECT id FROM alerts WHERE target = 'Cliente Ana'");
+    const r = await fetch(`${base}/api/v1/alerts/${alert}/resolve`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' }, body: '{}' });
+    assert(r.status === 403, 'viewer resolve: ' + r.status);
+    const rr = await fetch(`${base}/api/v1/alert-rules`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' },
+      body: JSON.stringify({ rule_key: 'viewer-rule', name: 'Viewer rule', metric: 'cpu.load_percent', kind: 'threshold', op: '>', threshold: 1 }) });
+    assert(rr.status === 403, 'viewer rule create: ' + rr.status);
+    await vctx.close();
+  });
+
   await step('accessibility: no serious or critical axe-core violation on the main pages, light and dark', async () => {
     const found = [];
     for (const [path, ready] of [['/', 'count-devices'], ['/devices', 'device-row'], ['/pops', 'pop-card'], ['/agents', 'agent-row'], ['/audit', 'audit-row']]) {
@@ -311,8 +549,9 @@ try {
     await page.getByTestId('login-form').waitFor();
     assert(await page.evaluate(() => localStorage.getItem('octoisp.refresh') === null), 'refresh token forgotten');
   });
-} catch {
-  // Reported by step(); fall through to cleanup.
+} catch (err) {
+  // A failed step was reported by step(); anything else (the browser did not start...) is reported here.
+  if (!failures.length) { failed++; console.log(`  FAIL outside a step: ${err?.stack ?? err}`); }
 } finally {
   await cleanup();
 }

@@ -17,7 +17,9 @@ const DeviceDetail = lazy(() => import('./pages/DeviceDetail'));
 const Users = lazy(() => import('./pages/Users'));
 const Roles = lazy(() => import('./pages/Roles'));
 const Audit = lazy(() => import('./pages/Audit'));
-const Upcoming = lazy(() => import('./pages/Upcoming'));
+const Alerts = lazy(() => import('./pages/Alerts'));
+const Notifications = lazy(() => import('./pages/Notifications'));
+const Diagnostics = lazy(() => import('./pages/Diagnostics'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -38,8 +40,9 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
     case '/users': return { node: <Users />, help: 'users', title: 'nav.users' };
     case '/roles': return { node: <Roles />, help: 'roles', title: 'nav.roles' };
     case '/audit': return { node: <Audit />, help: 'audit', title: 'nav.audit' };
-    case '/alerts': return { node: <Upcoming path="/alerts" title="nav.alerts" />, help: 'alerts', title: 'nav.alerts' };
-    case '/notifications': return { node: <Upcoming path="/notification-channels" title="nav.notifications" />, help: 'notifications', title: 'nav.notifications' };
+    case '/alerts': return { node: <Alerts />, help: 'alerts', title: 'nav.alerts' };
+    case '/diagnostics': return { node: <Diagnostics />, help: 'diagnostics', title: 'nav.diagnostics' };
+    case '/notifications': return { node: <Notifications />, help: 'notifications', title: 'nav.notifications' };
     default: return { node: <Dashboard />, help: 'dashboard', title: 'nav.dashboard' };
   }
 }

@@ -8,11 +8,11 @@ const me = (permissions: string[], global_admin = false): Me =>
 describe('navigation by permission', () => {
   it('shows a viewer only what it may read', () => {
     const paths = visibleNav(me(['devices:read', 'pops:read'])).map((n) => n.path);
-    expect(paths).toEqual(['/', '/pops', '/devices']);
+    expect(paths).toEqual(['/', '/pops', '/devices', '/notifications']);
   });
   it('shows an admin the admin pages', () => {
     const paths = visibleNav(me(['users:read', 'roles:read', 'audit:read', 'agents:read'])).map((n) => n.path);
-    expect(paths).toEqual(['/', '/agents', '/users', '/roles', '/audit']);
+    expect(paths).toEqual(['/', '/agents', '/notifications', '/users', '/roles', '/audit']);
   });
   it('shows a Global Admin everything and nobody signed out anything', () => {
     expect(visibleNav(me([], true)).length).toBeGreaterThan(8);

@@ -5,14 +5,18 @@ import type { Me } from './api/types';
 
 export interface NavEntry { path: string; label: MessageKey; permission: string | null; help: HelpPage; icon: string }
 
-/** The navigation; `permission` decides whether the entry shows (null: everyone signed in). */
+/**
+ * The navigation; `permission` decides whether the entry shows (null: everyone signed in). Notifications is for
+ * everyone: any user may subscribe a browser to push; channels and policies inside need notifications:manage.
+ */
 export const NAV: NavEntry[] = [
   { path: '/', label: 'nav.dashboard', permission: null, help: 'dashboard', icon: '◉' },
   { path: '/pops', label: 'nav.pops', permission: 'pops:read', help: 'pops', icon: '⌂' },
   { path: '/agents', label: 'nav.agents', permission: 'agents:read', help: 'agents', icon: '⚙' },
   { path: '/devices', label: 'nav.devices', permission: 'devices:read', help: 'devices', icon: '▤' },
+  { path: '/diagnostics', label: 'nav.diagnostics', permission: 'diagnostics:run', help: 'diagnostics', icon: '⌁' },
   { path: '/alerts', label: 'nav.alerts', permission: 'alerts:read', help: 'alerts', icon: '⚠' },
-  { path: '/notifications', label: 'nav.notifications', permission: 'notifications:read', help: 'notifications', icon: '✉' },
+  { path: '/notifications', label: 'nav.notifications', permission: null, help: 'notifications', icon: '✉' },
   { path: '/users', label: 'nav.users', permission: 'users:read', help: 'users', icon: '☺' },
   { path: '/roles', label: 'nav.roles', permission: 'roles:read', help: 'roles', icon: '⚑' },
   { path: '/audit', label: 'nav.audit', permission: 'audit:read', help: 'audit', icon: '☰' },

@@ -18,6 +18,8 @@ interface AppState {
   events: LiveEntry[];
   can(permission: string): boolean;
   signOut(): Promise<void>;
+  /** Follows a command's live events (progress frames and status changes); returns the unsubscribe. */
+  watchCommand(id: string, onEvent: (event: Record<string, unknown>) => void): () => void;
 }
 
 const Ctx = createContext<AppState | null>(null);
@@ -35,6 +37,7 @@ export function AppProvider({ children }: { children: ReactNode }) {
   const [tick, setTick] = useState(0);
   const [events, setEvents] = useState<LiveEntry[]>([]);
   const socket = useRef<LiveSocket | null>(null);
+  const commandListeners = useRef(new Map<string, Set<(e: Record<string, unknown>) => void>>());
 
   const setMe = useCallback((m: Me | null) => {
     setMeState(m);
@@ -55,6 +58,13 @@ export function AppProvider({ children }: { children: ReactNode }) {
   useEffect(() => {
     if (!me) return;
     const onMessage = (m: LiveMessage) => {
+      // Command progress goes to the page following it only (an MTR sends a frame per cycle: no global refetch).
+      if (m.type === 'event' && m.channel === 'command') {
+        const id = String(m.event?.command_id ?? '');
+        commandListeners.current.get(id)?.forEach((f) => f(m.event ?? {}));
+        return;
+      }
+      if (m.type === 'resync') commandListeners.current.forEach((set) => set.forEach((f) => f({ resync: true })));
       if (m.type === 'event') {
         setEvents((ev) => [{ at: new Date().toISOString(), channel: m.channel ?? 'live', event: m.event ?? null }, ...ev].slice(0, 20));
       }
@@ -69,6 +79,7 @@ export function AppProvider({ children }: { children: ReactNode }) {
     };
     const s = new LiveSocket(client, onMessage, onStatus);
     socket.current = s;
+    for (const id of commandListeners.current.keys()) s.watch(id);
     const online = () => s.kick();
     window.addEventListener('online', online);
     return () => { window.removeEventListener('online', online); s.close(); socket.current = null; };
@@ -90,7 +101,18 @@ export function AppProvider({ children }: { children: ReactNode }) {
     navigate('/');
   }, [setMe]);
 
-  return <Ctx.Provider value={{ me, setMe, connectivity, live, tick, events, can, signOut }}>{children}</Ctx.Provider>;
+  const watchCommand = useCallback((id: string, onEvent: (e: Record<string, unknown>) => void) => {
+    const map = commandListeners.current;
+    if (!map.has(id)) { map.set(id, new Set()); socket.current?.watch(id); }
+    map.get(id)!.add(onEvent);
+    return () => {
+      const set = map.get(id);
+      set?.delete(onEvent);
+      if (set && set.size === 0) { map.delete(id); socket.current?.unwatch(id); }
+    };
+  }, []);
+
+  return <Ctx.Provider value={{ me, setMe, connectivity, live, tick, events, can, signOut, watchCommand }}>{children}</Ctx.Provider>;
 }
 
 export function useApp(): AppState {

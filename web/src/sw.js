@@ -5,7 +5,10 @@
 // - API GETs (/api/v1/..., except the live socket): network first; each successful answer is kept as "the last
 //   data seen". When the network fails, the cached answer is returned with `x-octoisp-stale: <ISO time it was
 //   fetched>` so that the console shows it marked stale; with nothing cached, a 503 `offline` error.
+//   Graph data (series points, aggregates) is not kept: its URLs carry the time range, so they never repeat.
 // - The page may ask to forget the data (logout): {type: 'clear-data'}.
+// - Web Push: a push message from the control plane ({title, body, tag, data: {severity}}) is shown as a
+//   notification; clicking it focuses an open console on the alerts page (or opens one).
 /* eslint-disable no-restricted-globals */
 const SHELL = __SHELL__;
 const VERSION = __VERSION__;
@@ -79,11 +82,44 @@ self.addEventListener('fetch', (event) => {
   const url = new URL(request.url);
   if (url.origin !== self.location.origin) return;
   if (url.pathname === '/api/v1/live') return;
-  if (url.pathname.startsWith('/api/')) {
+  if (/^\/api\/v1\/(series\/\d+\/points|metrics\/aggregate)$/.test(url.pathname)) {
+    event.respondWith(fetch(request).catch(() => offline()));
+  } else if (url.pathname.startsWith('/api/')) {
     event.respondWith(apiGet(request));
   } else if (request.mode === 'navigate') {
     event.respondWith(navigation(request));
   } else {
     event.respondWith(shell(request));
   }
+});
+
+self.addEventListener('push', (event) => {
+  let msg = {};
+  try { msg = event.data ? event.data.json() : {}; } catch { msg = { body: event.data ? event.data.text() : '' }; }
+  const title = typeof msg.title === 'string' && msg.title ? msg.title.slice(0, 200) : 'OctoISP';
+  const options = {
+    body: typeof msg.body === 'string' ? msg.body.slice(0, 1000) : '',
+    tag: typeof msg.tag === 'string' ? msg.tag : undefined,
+    icon: '/icons/icon-192.png',
+    badge: '/icons/icon-192.png',
+    data: { url: '/alerts' },
+    requireInteraction: msg.data && msg.data.severity === 'critical',
+  };
+  event.waitUntil(self.registration.showNotification(title, options));
+});
+
+self.addEventListener('notificationclick', (event) => {
+  event.notification.close();
+  const target = (event.notification.data && event.notification.data.url) || '/';
+  event.waitUntil((async () => {
+    const all = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
+    for (const c of all) {
+      if (new URL(c.url).origin === self.location.origin) {
+        await c.focus();
+        if ('navigate' in c) await c.navigate(target);
+        return;
+      }
+    }
+    await self.clients.openWindow(target);
+  })());
 });

@@ -198,6 +198,18 @@ export class ApiClient {
   get<T>(path: string) { return this.request<T>('GET', path); }
   post<T>(path: string, body?: unknown) { return this.request<T>('POST', path, body ?? {}); }
   patch<T>(path: string, body: unknown) { return this.request<T>('PATCH', path, body); }
+  del(path: string) { return this.request<void>('DELETE', path); }
+}
+
+/**
+ * The field a validation error names: the API's 400/422 messages start with `field: ` (or `a, b: ` for a rule
+ * over two fields). Returns the field names and the rest of the message; no field: `fields` is empty.
+ */
+export function fieldErrors(message: string): { fields: string[]; text: string } {
+  message = message.replace(/^Failed to deserialize the JSON body into the target type: /, '');
+  const m = message.match(/^([a-z_][a-z0-9_.]*(?:, [a-z_][a-z0-9_.]*)*):? (.+)$/s);
+  if (!m) return { fields: [], text: message };
+  return { fields: m[1].split(', '), text: m[2] };
 }
 
 /** `?a=1&b=x` from the defined, non-empty values. */

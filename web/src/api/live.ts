@@ -3,7 +3,7 @@
 import type { ApiClient } from './client';
 
 export type LiveStatus = 'connecting' | 'live' | 'offline';
-export interface LiveMessage { type: 'event' | 'resync'; channel?: 'alerts' | 'live'; event?: Record<string, unknown> | null }
+export interface LiveMessage { type: 'event' | 'resync'; channel?: 'alerts' | 'live' | 'command'; event?: Record<string, unknown> | null }
 
 export class LiveSocket {
   private ws: WebSocket | null = null;
@@ -11,6 +11,8 @@ export class LiveSocket {
   private attempt = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
   private offToken: () => void;
+  /** Commands whose progress this socket asked for (asked again after every reconnect). */
+  private watched = new Set<string>();
 
   constructor(
     private readonly client: ApiClient,
@@ -35,6 +37,21 @@ export class LiveSocket {
     if (this.timer) clearTimeout(this.timer);
     this.attempt = 0;
     this.connect();
+  }
+
+  /** Asks for a command's progress and status events (`channel: "command"`). */
+  watch(commandId: string) {
+    this.watched.add(commandId);
+    this.sendJson({ type: 'watch', command_id: commandId });
+  }
+
+  unwatch(commandId: string) {
+    if (this.watched.delete(commandId)) this.sendJson({ type: 'unwatch', command_id: commandId });
+  }
+
+  private ready = false;
+  private sendJson(m: unknown) {
+    if (this.ready && this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
   }
 
   close() {
@@ -62,6 +79,8 @@ export class LiveSocket {
       try { m = JSON.parse(String(e.data)); } catch { return; }
       if (m.type === 'ready') {
         this.attempt = 0;
+        this.ready = true;
+        for (const id of this.watched) ws.send(JSON.stringify({ type: 'watch', command_id: id }));
         this.onStatus('live');
         // Whatever happened while disconnected is unknown: refetch.
         this.onMessage({ type: 'resync' });
@@ -71,6 +90,7 @@ export class LiveSocket {
     };
     ws.onclose = async (e) => {
       this.ws = null;
+      this.ready = false;
       if (this.stopped) return;
       this.onStatus('offline');
       if (e.code === 4401) {

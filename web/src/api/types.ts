@@ -27,3 +27,31 @@ export interface AuditEntry {
   action: string; target_type: string; target_id: string | null; ip: string | null; request_id: string | null;
 }
 export interface EnrollmentToken { token_id: string; secret: string; token: string | null; expires_at: string }
+
+export type Severity = 'info' | 'warning' | 'critical';
+export interface Alert {
+  id: string; rule_id: string; rule_name: string; target: string; device_id: string | null; pop_id: string | null;
+  series_id: number | null; state: 'firing' | 'resolved'; severity: Severity; value: number | null; occurrences: number;
+  flapping: boolean; inhibited_by: string | null; acknowledged_by: string | null; acknowledged_at: string | null;
+  started_at: string; resolved_at: string | null; manual: boolean;
+}
+export interface AlertEvent {
+  id: number; alert_id: string; rule_id: string | null; kind: string; severity: Severity; device_id: string | null;
+  pop_id: string | null; suppressed: string | null; rule_name: string; target: string; facts: Record<string, unknown>;
+  event_ts: string | null; created_at: string;
+}
+export interface AlertRule {
+  id: string; rule_key: string; name: string; scope: string; scope_id: string | null; metric: string; kind: string;
+  op: string | null; threshold: number | null; recover_threshold: number | null; low: number | null; high: number | null;
+  hysteresis: number; absence_secs: number | null; severity: Severity; for_secs: number; recover_for_secs: number;
+  missing_data: string; flap_enabled: boolean; flap_window: number; flap_high: number; flap_low: number;
+  is_uplink: boolean; enabled: boolean; created_at: string; updated_at: string;
+}
+export interface Silence {
+  id: string; rule_id: string | null; device_id: string | null; pop_id: string | null; starts_at: string; ends_at: string;
+  created_by: string | null; reason: string; created_at: string;
+}
+export interface MaintenanceWindow {
+  id: string; scope: string; scope_id: string | null; starts_at: string; ends_at: string; created_by: string | null;
+  reason: string; created_at: string;
+}

@@ -3,14 +3,18 @@
 import { useEffect, useLayoutEffect, useState } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 
-export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDetail' | 'users' | 'roles' | 'audit' | 'alerts' | 'notifications';
+export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDetail' | 'users' | 'roles' | 'audit' | 'alerts' | 'notifications' | 'diagnostics';
 
 /** Tour steps per page: the data-tour target and its text. */
 const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
-  dashboard: [['counts', 'tour.dashboard.1'], ['agents', 'tour.dashboard.2'], ['live', 'tour.dashboard.3'], ['prefs', 'tour.dashboard.4']],
+  dashboard: [['counts', 'tour.dashboard.1'], ['agents', 'tour.dashboard.2'], ['live', 'tour.dashboard.3'], ['prefs', 'tour.dashboard.4'], ['bandwidth', 'tour.dashboard.5']],
   devices: [['search', 'tour.devices.1'], ['filters', 'tour.devices.2'], ['results', 'tour.devices.3']],
   pops: [['pops', 'tour.pops.1'], ['enroll', 'tour.pops.2']],
   agents: [['agents', 'tour.agents.1']],
+  notifications: [['push', 'tour.notifications.1'], ['channel-new', 'tour.notifications.2'], ['channels', 'tour.notifications.3']],
+  diagnostics: [['diag-where', 'tour.diagnostics.1'], ['diag-fields', 'tour.diagnostics.2'], ['diag-run', 'tour.diagnostics.3']],
+  alerts: [['alert-tabs', 'tour.alerts.1'], ['alert-filters', 'tour.alerts.2'], ['alert-list', 'tour.alerts.3']],
+  deviceDetail: [['range', 'tour.deviceDetail.1'], ['graphs', 'tour.deviceDetail.2']],
 };
 const GENERIC: [string, MessageKey][] = [['main', 'tour.generic.1'], ['help', 'tour.generic.2']];
 

@@ -1,15 +1,18 @@
 // The dashboard: counts (devices online/offline, POPs, agents), agents with their last contact, alerts and live
 // events, and the latest audit entries for those who may read them. Refetched on every live event.
+import { lazy, Suspense } from 'react';
 import { useI18n } from '../i18n';
 import { query } from '../api/client';
 import type { Agent, AuditEntry, Page, Pop, Summary } from '../api/types';
 import { settings, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, NotAvailable, Pill, Stat } from '../components/ui';
 
+const Bandwidth = lazy(() => import('./Bandwidth'));
+
 export default function Dashboard() {
   const i18n = useI18n();
   const { t } = i18n;
-  const { can, events } = useApp();
+  const { can, events, me } = useApp();
   const summary = useGet<Summary>('/summary');
   const agents = useGet<Page<Agent>>(can('agents:read') ? '/agents' + query({ limit: 100 }) : null);
   const pops = useGet<Page<Pop>>(can('pops:read') ? '/pops' + query({ limit: 500 }) : null);
@@ -48,6 +51,9 @@ export default function Dashboard() {
             </Card>
           )}
         </div>
+      )}
+      {can('metrics:read') && me?.provider_id && s && (
+        <Suspense fallback={null}><Bandwidth pops={pops.data?.items ?? []} /></Suspense>
       )}
       <div className="grid two">
         {agents.data && (

@@ -2,6 +2,7 @@ import { useI18n } from '../i18n';
 import type { Device, Pop } from '../api/types';
 import { Link, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, Pill } from '../components/ui';
+import DeviceGraphs from './DeviceGraphs';
 
 export default function DeviceDetail({ id }: { id: string }) {
   const i18n = useI18n();
@@ -36,6 +37,7 @@ export default function DeviceDetail({ id }: { id: string }) {
               <dt>{t('devices.lastSeen')}</dt><dd>{i18n.dateTime(d.last_seen)} ({i18n.relative(d.last_seen)})</dd>
             </dl>
           </Card>
+          {can('metrics:read') && <DeviceGraphs deviceId={d.id} />}
         </>
       )}
     </div>

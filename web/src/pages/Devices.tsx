@@ -5,6 +5,7 @@ import { useI18n } from '../i18n';
 import { ApiError, query } from '../api/client';
 import type { Device, Page, Pop } from '../api/types';
 import { client, navigate, useApp, useGet } from '../state';
+import { CsvButton } from '../components/CsvButton';
 import { Card, ErrorView, Loading, Pill } from '../components/ui';
 
 interface Filters { q: string; ip: string; vendor: string; status: '' | 'online' | 'offline'; pop: string; tag: string }
@@ -91,7 +92,12 @@ export default function Devices() {
       {loading && !items && <Loading />}
       {items && (
         <Card tour="results">
-          <p className="muted small" data-testid="device-count">{t('devices.count', { count: i18n.number(items.length) })}</p>
+          <div className="row">
+            <p className="muted small" data-testid="device-count">{t('devices.count', { count: i18n.number(items.length) })}</p>
+            <span className="spacer" />
+            <CsvButton name="devices" header={[t('devices.name'), t('devices.key'), t('devices.serial'), t('devices.vendor'), t('devices.model'), t('devices.mgmtIp'), t('devices.pop'), t('devices.status'), t('devices.lastSeen')]}
+              rows={() => items.map((d) => [d.name, d.device_key, d.serial_number, d.vendor, d.model, d.mgmt_ip, popName.get(d.pop_id) ?? d.pop_id, d.online ? t('devices.online') : t('devices.offline'), i18n.dateTime(d.last_seen)])} />
+          </div>
           <div className="table-wrap">
             <table>
               <thead><tr>
