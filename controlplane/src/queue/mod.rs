@@ -284,11 +284,7 @@ impl QueueConfig {
         if self.backoff_max < self.backoff_base {
             anyhow::bail!("queue.backoff_max: must not be below queue.backoff_base");
         }
-        if self
-            .tenant_rate
-            .iter()
-            .any(|r| !r.is_finite() || *r < 0.0)
-        {
+        if self.tenant_rate.iter().any(|r| !r.is_finite() || *r < 0.0) {
             anyhow::bail!("queue.tenant_rate: expected finite rates >= 0 (0: no limit)");
         }
         if self.dedup_window < Duration::from_millis(1) {
@@ -324,7 +320,8 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T> {
 }
 
 fn uuid(s: &str, what: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(s).map_err(|_| anyhow::anyhow!("queue: Redis returned a malformed {what}: {s:?}"))
+    Uuid::parse_str(s)
+        .map_err(|_| anyhow::anyhow!("queue: Redis returned a malformed {what}: {s:?}"))
 }
 
 fn tier(s: &str) -> anyhow::Result<Tier> {
@@ -484,6 +481,26 @@ impl Queue {
             .await
             .context("queue: complete")?;
         Ok(n == 1)
+    }
+
+    /// [`Queue::complete`] for many jobs in one round trip and one atomic step per [`ENQUEUE_CHUNK`] jobs;
+    /// answers in the order given.
+    pub async fn complete_many(&self, jobs: &[(Uuid, Option<u32>)]) -> anyhow::Result<Vec<bool>> {
+        let mut done = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+            let mut inv = self.scripts.complete_many.prepare_invoke();
+            inv.arg(&self.cfg.prefix).arg(ms(self.cfg.dedup_window));
+            for (id, attempt) in chunk {
+                inv.arg(id.to_string())
+                    .arg(attempt.map(|a| a.to_string()).unwrap_or_default());
+            }
+            let flags: Vec<i64> = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .context("queue: complete_many")?;
+            done.extend(flags.into_iter().map(|f| f == 1));
+        }
+        Ok(done)
     }
 
     /// Schedules a retry with backoff, or dead-letters the job when its attempts are exhausted.
@@ -692,7 +709,10 @@ impl Queue {
             .await
             .context("queue: stats")?;
         if flat.len() < 22 {
-            anyhow::bail!("queue: Redis returned {} stats fields, expected 22 or more", flat.len());
+            anyhow::bail!(
+                "queue: Redis returned {} stats fields, expected 22 or more",
+                flat.len()
+            );
         }
         let count = |s: &str| -> anyhow::Result<u64> { Ok(num::<i64>(s, "count")?.max(0) as u64) };
         let mut stats = QueueStats::default();
@@ -737,7 +757,10 @@ impl Queue {
             .await
             .context("queue: tenant_stats")?;
         let [ready, leased, delayed, dead, oldest] = v[..] else {
-            anyhow::bail!("queue: Redis returned {} tenant stats fields, expected 5", v.len());
+            anyhow::bail!(
+                "queue: Redis returned {} tenant stats fields, expected 5",
+                v.len()
+            );
         };
         let c = |x: i64| x.max(0) as u64;
         Ok(TenantStats {
@@ -747,5 +770,68 @@ impl Queue {
             dead: c(dead),
             oldest_ready_age_ms: c(oldest),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_full_jitter_under_a_doubling_ceiling_capped_at_the_maximum() {
+        let cfg = QueueConfig {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..QueueConfig::default()
+        };
+        for (attempt, ceiling) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            let draws: Vec<u64> = (0..2000).map(|_| backoff_ms(&cfg, attempt)).collect();
+            assert!(draws.iter().all(|d| *d <= ceiling), "attempt {attempt}");
+            // Full jitter: spread over the whole range, not bunched at the ceiling.
+            assert!(draws.iter().any(|d| *d < ceiling / 4), "attempt {attempt}");
+            assert!(
+                draws.iter().any(|d| *d > ceiling * 3 / 4),
+                "attempt {attempt}"
+            );
+        }
+        let zero = QueueConfig {
+            backoff_base: Duration::ZERO,
+            ..QueueConfig::default()
+        };
+        assert_eq!(backoff_ms(&zero, 3), 0);
+    }
+
+    #[test]
+    fn default_settings_are_valid_and_bad_ones_name_their_key() {
+        QueueConfig::default()
+            .validate()
+            .expect("defaults are valid");
+        let bad = QueueConfig {
+            tenant_rate: [1.0, f64::NAN, 1.0],
+            ..QueueConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("queue.tenant_rate")
+        );
+        let bad = QueueConfig {
+            backoff_max: Duration::from_millis(1),
+            ..QueueConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("queue.backoff_max")
+        );
     }
 }

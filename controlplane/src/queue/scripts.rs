@@ -218,6 +218,25 @@ redis.call('HINCRBY', N, 'completed', 1)
 return 1
 ";
 
+/// ARGV: prefix, dedup ms, then pairs of id, attempt ('' = any). Returns 1 or 0 per pair.
+const COMPLETE_MANY: &str = r"
+local out = {}
+for i = 3, #ARGV - 1, 2 do
+  local id, att = ARGV[i], ARGV[i + 1]
+  local v = redis.call('HMGET', jk(id), 's', 'p', 't', 'a')
+  if not v[1] or (att ~= '' and (v[1] ~= 'l' or v[4] ~= att)) then
+    out[#out + 1] = 0
+  else
+    leave(id, v[1], v[2], v[3])
+    redis.call('DEL', jk(id))
+    redis.call('SET', donek(id), '1', 'PX', ARGV[2])
+    redis.call('HINCRBY', N, 'completed', 1)
+    out[#out + 1] = 1
+  end
+end
+return out
+";
+
 /// ARGV: prefix, id, attempt, error, delay ms, max attempts. Returns {0} stale, {1, now} dead, {2, until} delayed.
 const RETRY: &str = r"
 local id = ARGV[2]
@@ -422,6 +441,7 @@ pub(crate) struct Scripts {
     pub reserve: Script,
     pub extend: Script,
     pub complete: Script,
+    pub complete_many: Script,
     pub retry: Script,
     pub defer: Script,
     pub wake: Script,
@@ -447,6 +467,7 @@ impl Scripts {
             reserve: script(RESERVE),
             extend: script(EXTEND),
             complete: script(COMPLETE),
+            complete_many: script(COMPLETE_MANY),
             retry: script(RETRY),
             defer: script(DEFER),
             wake: script(WAKE),
