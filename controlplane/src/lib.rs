@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod backup;
+pub mod commands;
 pub mod ca;
 pub mod config;
 pub mod console;

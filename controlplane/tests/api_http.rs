@@ -430,6 +430,7 @@ async fn harness_with(config: ApiConfig) -> Harness {
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     };
     Harness {
         router: api::router(state),
@@ -1211,6 +1212,7 @@ async fn login_harness() -> LoginHarness {
         config: Arc::new(config),
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     };
     let h = Harness {
         router: api::router(state),
