@@ -419,7 +419,10 @@ impl QueueSection {
     /// Checks the values; the message names the key.
     pub fn validate(&self) -> Result<(), String> {
         if redis::Client::open(self.redis_url.as_str()).is_err() {
-            return Err(format!("queue.redis_url `{}` is not a Redis URL", self.redis_url));
+            return Err(format!(
+                "queue.redis_url `{}` is not a Redis URL",
+                self.redis_url
+            ));
         }
         if self.prefix.is_empty() {
             return Err("queue.prefix must not be empty".into());
@@ -434,7 +437,9 @@ impl QueueSection {
             return Err("queue.max_attempts must be > 0".into());
         }
         if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
-            return Err("queue.backoff_base_ms must be > 0 and at most queue.backoff_max_ms".into());
+            return Err(
+                "queue.backoff_base_ms must be > 0 and at most queue.backoff_max_ms".into(),
+            );
         }
         if self.tenant_concurrency.contains(&0) {
             return Err("queue.tenant_concurrency must all be > 0".into());
@@ -566,12 +571,24 @@ mod tests {
         assert_eq!(q.tier_weights, [8, 2, 1]);
         assert_eq!(cfg.commands.dispatch_concurrency, 16);
         for (toml, key) in [
-            ("[queue]\nvisibility_timeout_secs = 0\n", "queue.visibility_timeout_secs"),
+            (
+                "[queue]\nvisibility_timeout_secs = 0\n",
+                "queue.visibility_timeout_secs",
+            ),
             ("[queue]\ntier_weights = [1, 0, 1]\n", "queue.tier_weights"),
             ("[queue]\nredis_url = \"nope\"\n", "queue.redis_url"),
-            ("[queue]\ntenant_rate = [1.0, -1.0, 1.0]\n", "queue.tenant_rate"),
-            ("[commands]\ndispatch_concurrency = 0\n", "commands.dispatch_concurrency"),
-            ("[commands]\ndefault_deadline_secs = 0\n", "commands.default_deadline_secs"),
+            (
+                "[queue]\ntenant_rate = [1.0, -1.0, 1.0]\n",
+                "queue.tenant_rate",
+            ),
+            (
+                "[commands]\ndispatch_concurrency = 0\n",
+                "commands.dispatch_concurrency",
+            ),
+            (
+                "[commands]\ndefault_deadline_secs = 0\n",
+                "commands.default_deadline_secs",
+            ),
             ("[commands]\nconcurrency = 1\n", "concurrency"),
         ] {
             let err = Config::from_toml("cp.toml", toml, Vec::new())

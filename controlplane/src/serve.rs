@@ -310,7 +310,9 @@ async fn commands_state(cfg: &Config, pool: PgPool) -> Option<crate::commands::C
             None
         }
         Err(_) => {
-            tracing::error!("The command queue's Redis (queue.redis_url) timed out: this instance runs WITHOUT commands.");
+            tracing::error!(
+                "The command queue's Redis (queue.redis_url) timed out: this instance runs WITHOUT commands."
+            );
             None
         }
     }

@@ -47,7 +47,11 @@ impl Authenticator for TestAuth {
                 .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self.0.get(token).cloned().ok_or(ApiError::Unauthenticated)?;
+            let mut caller = self
+                .0
+                .get(token)
+                .cloned()
+                .ok_or(ApiError::Unauthenticated)?;
             caller.request_id = ctx.request_id.clone();
             caller.ip = ctx.ip;
             Ok(Some(caller))
@@ -111,15 +115,32 @@ async fn harness() -> Harness {
     let technician = role_permissions(&db, "Technician").await;
     let viewer = role_permissions(&db, "Viewer").await;
     let admin = role_permissions(&db, "Provider Admin").await;
-    let as_strs = |v: &Vec<String>| v.iter().map(String::as_str).collect::<Vec<_>>();
+    fn as_strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
     let mut tokens = HashMap::new();
-    tokens.insert("a-admin".to_owned(), caller(Some(a.provider_id), &as_strs(&admin)));
-    tokens.insert("b-admin".to_owned(), caller(Some(b.provider_id), &as_strs(&admin)));
-    tokens.insert("a-tech".to_owned(), caller(Some(a.provider_id), &as_strs(&technician)));
+    tokens.insert(
+        "a-admin".to_owned(),
+        caller(Some(a.provider_id), &as_strs(&admin)),
+    );
+    tokens.insert(
+        "b-admin".to_owned(),
+        caller(Some(b.provider_id), &as_strs(&admin)),
+    );
+    tokens.insert(
+        "a-tech".to_owned(),
+        caller(Some(a.provider_id), &as_strs(&technician)),
+    );
     let mut granted = technician.clone();
     granted.push("tr069:reboot".into());
-    tokens.insert("a-tech-reboot".to_owned(), caller(Some(a.provider_id), &as_strs(&granted)));
-    tokens.insert("a-viewer".to_owned(), caller(Some(a.provider_id), &as_strs(&viewer)));
+    tokens.insert(
+        "a-tech-reboot".to_owned(),
+        caller(Some(a.provider_id), &as_strs(&granted)),
+    );
+    tokens.insert(
+        "a-viewer".to_owned(),
+        caller(Some(a.provider_id), &as_strs(&viewer)),
+    );
     tokens.insert("global".to_owned(), caller(None, &[]));
     let prefix = format!("octoisp-test-cmd-{:016x}", rand::random::<u64>());
     let queue = queue_with(&prefix, |_| {}).await;
@@ -162,7 +183,14 @@ struct Resp {
 }
 
 impl Harness {
-    async fn send(&self, method: &str, uri: &str, token: &str, body: Option<Value>, key: Option<&str>) -> Resp {
+    async fn send(
+        &self,
+        method: &str,
+        uri: &str,
+        token: &str,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Resp {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
@@ -178,7 +206,9 @@ impl Harness {
             .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 77], 40000))));
         let resp = self.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+            .await
+            .unwrap();
         let text = String::from_utf8_lossy(&bytes).into_owned();
         Resp {
             status,
@@ -216,7 +246,11 @@ impl Harness {
             .await
             .unwrap_or_default();
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(keys).query_async(&mut r).await.unwrap_or(());
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut r)
+                .await
+                .unwrap_or(());
         }
         self.db.cleanup().await;
     }
@@ -245,7 +279,10 @@ async fn roles_decide_who_may_run_what() {
     let r = h.post("a-viewer", "/api/v1/commands", mtr.clone()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert!(r.text.contains("diagnostics:run"), "{}", r.text);
-    assert_eq!(h.get("a-viewer", "/api/v1/commands").await.status, StatusCode::OK);
+    assert_eq!(
+        h.get("a-viewer", "/api/v1/commands").await.status,
+        StatusCode::OK
+    );
     // A Technician runs diagnostics, but rebooting a CPE needs an explicit grant.
     let r = h.post("a-tech", "/api/v1/commands", mtr.clone()).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
@@ -270,16 +307,39 @@ async fn bad_input_is_422_naming_the_field_and_nothing_is_queued() {
     let pop = h.a.pop_id;
     for (body, field) in [
         (json!({"name": "reboot-everything", "pop_id": pop}), "name"),
-        (json!({"name": "ping", "args": [1, 2], "pop_id": pop}), "args"),
+        (
+            json!({"name": "ping", "args": [1, 2], "pop_id": pop}),
+            "args",
+        ),
         (json!({"name": "ping", "args": {}}), "pop_id"),
-        (json!({"name": "ping", "args": {}, "pop_id": pop, "device_id": Uuid::now_v7()}), "pop_id"),
-        (json!({"name": "ping", "args": {}, "pop_id": pop, "deadline_secs": 0}), "deadline_secs"),
-        (json!({"name": "ping", "args": {}, "pop_id": Uuid::now_v7()}), "pop_id"),
-        (json!({"name": "ping", "args": {}, "device_id": Uuid::now_v7()}), "device_id"),
-        (json!({"name": "ping", "args": {}, "group_id": Uuid::now_v7()}), "group_id"),
+        (
+            json!({"name": "ping", "args": {}, "pop_id": pop, "device_id": Uuid::now_v7()}),
+            "pop_id",
+        ),
+        (
+            json!({"name": "ping", "args": {}, "pop_id": pop, "deadline_secs": 0}),
+            "deadline_secs",
+        ),
+        (
+            json!({"name": "ping", "args": {}, "pop_id": Uuid::now_v7()}),
+            "pop_id",
+        ),
+        (
+            json!({"name": "ping", "args": {}, "device_id": Uuid::now_v7()}),
+            "device_id",
+        ),
+        (
+            json!({"name": "ping", "args": {}, "group_id": Uuid::now_v7()}),
+            "group_id",
+        ),
     ] {
         let r = h.post("a-admin", "/api/v1/commands", body.clone()).await;
-        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", r.text);
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
         let msg = r.body["error"]["message"].as_str().unwrap_or_default();
         assert!(msg.starts_with(field), "{body}: {msg}");
     }
@@ -289,40 +349,84 @@ async fn bad_input_is_422_naming_the_field_and_nothing_is_queued() {
         .execute(&h.db.admin)
         .await
         .unwrap();
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": pop})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": pop}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert!(r.text.contains("no enrolled agent"), "{}", r.text);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM commands").fetch_one(&h.db.admin).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM commands")
+        .fetch_one(&h.db.admin)
+        .await
+        .unwrap();
     assert_eq!(rows, 0);
-    assert_eq!(h.cmds.queue.tenant_stats(h.a.provider_id).await.unwrap().ready, 0);
+    assert_eq!(
+        h.cmds
+            .queue
+            .tenant_stats(h.a.provider_id)
+            .await
+            .unwrap()
+            .ready,
+        0
+    );
     h.cleanup().await;
 }
 
 #[tokio::test]
 async fn another_provider_cannot_read_or_cancel_and_lists_stay_apart() {
     let h = harness().await;
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let id = r.body["id"].as_str().unwrap().to_owned();
     for (method, uri) in [
         ("GET", format!("/api/v1/commands/{id}")),
         ("GET", format!("/api/v1/commands/{id}/progress")),
         ("POST", format!("/api/v1/commands/{id}/cancel")),
-        ("POST", format!("/api/v1/commands/dead-letters/{id}/requeue")),
+        (
+            "POST",
+            format!("/api/v1/commands/dead-letters/{id}/requeue"),
+        ),
         ("DELETE", format!("/api/v1/commands/dead-letters/{id}")),
     ] {
         let r = h.send(method, &uri, "b-admin", None, None).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}: {}", r.text);
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {uri}: {}",
+            r.text
+        );
     }
     // B cannot target A's POP either: it does not exist for B.
-    let r = h.post("b-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id})).await;
+    let r = h
+        .post(
+            "b-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let list = h.get("b-admin", "/api/v1/commands").await;
     assert_eq!(list.status, StatusCode::OK);
     assert!(!list.text.contains(&id), "{}", list.text);
-    let list = h.get("a-admin", "/api/v1/commands?status=queued&name=ping").await;
+    let list = h
+        .get("a-admin", "/api/v1/commands?status=queued&name=ping")
+        .await;
     assert_eq!(list.body["items"][0]["id"], json!(id), "{}", list.text);
-    assert_eq!(h.get("a-admin", "/api/v1/commands?status=bogus").await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        h.get("a-admin", "/api/v1/commands?status=bogus")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
     let r = h.get("a-admin", &format!("/api/v1/commands/{id}")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "queued");
@@ -335,20 +439,63 @@ async fn another_provider_cannot_read_or_cancel_and_lists_stay_apart() {
 async fn the_same_idempotency_key_gives_the_same_command() {
     let h = harness().await;
     let body = json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id});
-    let first = h.send("POST", "/api/v1/commands", "a-admin", Some(body.clone()), Some("run-42")).await;
+    let first = h
+        .send(
+            "POST",
+            "/api/v1/commands",
+            "a-admin",
+            Some(body.clone()),
+            Some("run-42"),
+        )
+        .await;
     assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
-    let again = h.send("POST", "/api/v1/commands", "a-admin", Some(body.clone()), Some("run-42")).await;
+    let again = h
+        .send(
+            "POST",
+            "/api/v1/commands",
+            "a-admin",
+            Some(body.clone()),
+            Some("run-42"),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.text);
     assert_eq!(again.body["id"], first.body["id"]);
     // Another provider's identical key is its own.
     let b_body = json!({"name": "ping", "pop_id": h.b.pop_id});
-    let b = h.send("POST", "/api/v1/commands", "b-admin", Some(b_body), Some("run-42")).await;
+    let b = h
+        .send(
+            "POST",
+            "/api/v1/commands",
+            "b-admin",
+            Some(b_body),
+            Some("run-42"),
+        )
+        .await;
     assert_eq!(b.status, StatusCode::ACCEPTED, "{}", b.text);
     assert_ne!(b.body["id"], first.body["id"]);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM commands").fetch_one(&h.db.admin).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM commands")
+        .fetch_one(&h.db.admin)
+        .await
+        .unwrap();
     assert_eq!(rows, 2);
-    assert_eq!(h.cmds.queue.tenant_stats(h.a.provider_id).await.unwrap().ready, 1);
-    let r = h.send("POST", "/api/v1/commands", "a-admin", Some(body), Some("bad key with spaces")).await;
+    assert_eq!(
+        h.cmds
+            .queue
+            .tenant_stats(h.a.provider_id)
+            .await
+            .unwrap()
+            .ready,
+        1
+    );
+    let r = h
+        .send(
+            "POST",
+            "/api/v1/commands",
+            "a-admin",
+            Some(body),
+            Some("bad key with spaces"),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     h.cleanup().await;
 }
@@ -358,7 +505,15 @@ async fn a_fan_out_creates_one_command_per_device_with_its_identity() {
     let h = harness().await;
     let mut devices = Vec::new();
     for i in 0..5 {
-        devices.push(add_device(&h.db, &h.a, &format!("cpe-{i}"), &format!("192.0.2.{}", 10 + i)).await);
+        devices.push(
+            add_device(
+                &h.db,
+                &h.a,
+                &format!("cpe-{i}"),
+                &format!("192.0.2.{}", 10 + i),
+            )
+            .await,
+        );
     }
     let group: Uuid = sqlx::query_scalar(
         "INSERT INTO device_groups (provider_id, name) VALUES ($1, 'OLT 1') RETURNING id",
@@ -376,29 +531,71 @@ async fn a_fan_out_creates_one_command_per_device_with_its_identity() {
             .await
             .unwrap();
     }
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "group_id": group})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "group_id": group}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["count"], 3);
     let batch = r.body["batch_id"].as_str().unwrap().to_owned();
-    let b = h.get("a-admin", &format!("/api/v1/command-batches/{batch}")).await;
+    let b = h
+        .get("a-admin", &format!("/api/v1/command-batches/{batch}"))
+        .await;
     assert_eq!(b.status, StatusCode::OK, "{}", b.text);
     assert_eq!(b.body["counts"]["queued"], 3, "{}", b.text);
-    assert_eq!(h.get("b-admin", &format!("/api/v1/command-batches/{batch}")).await.status, StatusCode::NOT_FOUND);
-    let list = h.get("a-admin", &format!("/api/v1/commands?batch_id={batch}")).await;
+    assert_eq!(
+        h.get("b-admin", &format!("/api/v1/command-batches/{batch}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let list = h
+        .get("a-admin", &format!("/api/v1/commands?batch_id={batch}"))
+        .await;
     let items = list.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
-    let mut ips: Vec<&str> = items.iter().map(|i| i["args"]["mgmt_ip"].as_str().unwrap()).collect();
+    let mut ips: Vec<&str> = items
+        .iter()
+        .map(|i| i["args"]["mgmt_ip"].as_str().unwrap())
+        .collect();
     ips.sort_unstable();
     assert_eq!(ips, ["192.0.2.10", "192.0.2.11", "192.0.2.12"]);
-    assert!(items.iter().all(|i| i["args"]["device_key"].as_str().unwrap().starts_with("cpe-")));
+    assert!(items.iter().all(|i| {
+        i["args"]["device_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("cpe-")
+    }));
     // The whole POP.
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id, "all_devices": true}))
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id, "all_devices": true}),
+        )
         .await;
     assert_eq!(r.body["count"], 5, "{}", r.text);
     assert_eq!(h.audit_count("commands.create_batch", &batch).await, 1);
-    assert_eq!(h.cmds.queue.tenant_stats(h.a.provider_id).await.unwrap().ready, 8);
+    assert_eq!(
+        h.cmds
+            .queue
+            .tenant_stats(h.a.provider_id)
+            .await
+            .unwrap()
+            .ready,
+        8
+    );
     // A single device: its identity goes into the arguments.
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "device_id": devices[4]})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "device_id": devices[4]}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     assert_eq!(r.body["args"]["mgmt_ip"], "192.0.2.14");
     assert_eq!(r.body["device_id"], json!(devices[4]));
@@ -408,18 +605,50 @@ async fn a_fan_out_creates_one_command_per_device_with_its_identity() {
 #[tokio::test]
 async fn cancel_stops_a_queued_command_once_and_is_audited() {
     let h = harness().await;
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id}),
+        )
+        .await;
     let id = r.body["id"].as_str().unwrap().to_owned();
     // A Viewer may not cancel.
-    let r = h.post("a-viewer", &format!("/api/v1/commands/{id}/cancel"), json!({})).await;
+    let r = h
+        .post(
+            "a-viewer",
+            &format!("/api/v1/commands/{id}/cancel"),
+            json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    let r = h.post("a-admin", &format!("/api/v1/commands/{id}/cancel"), json!({})).await;
+    let r = h
+        .post(
+            "a-admin",
+            &format!("/api/v1/commands/{id}/cancel"),
+            json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["status"], "cancelled");
-    let r = h.post("a-admin", &format!("/api/v1/commands/{id}/cancel"), json!({})).await;
+    let r = h
+        .post(
+            "a-admin",
+            &format!("/api/v1/commands/{id}/cancel"),
+            json!({}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(h.audit_count("commands.cancel", &id).await, 1);
-    assert_eq!(h.cmds.queue.tenant_stats(h.a.provider_id).await.unwrap().ready, 0);
+    assert_eq!(
+        h.cmds
+            .queue
+            .tenant_stats(h.a.provider_id)
+            .await
+            .unwrap()
+            .ready,
+        0
+    );
     // A cancelled command cannot be moved back, even by the owner role.
     let err = sqlx::query("UPDATE commands SET status = 'running' WHERE id = $1::uuid")
         .bind(&id)
@@ -433,7 +662,13 @@ async fn cancel_stops_a_queued_command_once_and_is_audited() {
 #[tokio::test]
 async fn a_stored_result_finishes_the_command_and_completes_its_job() {
     let h = harness().await;
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id}),
+        )
+        .await;
     let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
     let leases = h.cmds.queue.reserve("test-worker", 10).await.unwrap();
     assert_eq!(leases.len(), 1);
@@ -465,24 +700,49 @@ async fn a_stored_result_finishes_the_command_and_completes_its_job() {
 #[tokio::test]
 async fn commands_lost_with_redis_are_put_back_by_the_reconciler() {
     let h = harness().await;
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id}),
+        )
+        .await;
     let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
     // Redis loses everything of this queue (a restart without persistence).
     h.cmds.queue.cancel(h.a.provider_id, id).await.unwrap();
-    assert_eq!(h.cmds.queue.tenant_stats(h.a.provider_id).await.unwrap().ready, 0);
+    assert_eq!(
+        h.cmds
+            .queue
+            .tenant_stats(h.a.provider_id)
+            .await
+            .unwrap()
+            .ready,
+        0
+    );
     // The reconciler only re-offers commands older than a minute: age the row.
     sqlx::query("UPDATE commands SET created_at = now() - interval '2 minutes' WHERE id = $1")
         .bind(id)
         .execute(&h.db.admin)
         .await
         .unwrap();
-    let n = octoisp_controlplane::commands::dispatch::reconcile_once(&h.cmds).await.unwrap();
+    let n = octoisp_controlplane::commands::dispatch::reconcile_once(&h.cmds)
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     let leases = h.cmds.queue.reserve("test-worker", 10).await.unwrap();
     assert_eq!(leases.iter().map(|l| l.id).collect::<Vec<_>>(), vec![id]);
     // Running it again does not duplicate the job.
-    octoisp_controlplane::commands::dispatch::reconcile_once(&h.cmds).await.unwrap();
-    assert!(h.cmds.queue.reserve("test-worker", 10).await.unwrap().is_empty());
+    octoisp_controlplane::commands::dispatch::reconcile_once(&h.cmds)
+        .await
+        .unwrap();
+    assert!(
+        h.cmds
+            .queue
+            .reserve("test-worker", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     h.cleanup().await;
 }
 
@@ -510,17 +770,39 @@ async fn a_small_tenants_command_is_leased_ahead_of_a_large_tenants_flood() {
         .await
         .unwrap();
         let jobs: Vec<(Uuid, Uuid)> = chunk.iter().map(|id| (*id, h.b.agent.agent_id)).collect();
-        h.cmds.enqueue_stored(h.b.provider_id, Tier::Large, &jobs).await;
+        h.cmds
+            .enqueue_stored(h.b.provider_id, Tier::Large, &jobs)
+            .await;
     }
-    assert_eq!(h.cmds.queue.tenant_stats(h.b.provider_id).await.unwrap().ready, total as u64);
+    assert_eq!(
+        h.cmds
+            .queue
+            .tenant_stats(h.b.provider_id)
+            .await
+            .unwrap()
+            .ready,
+        total as u64
+    );
     // Workers are busy with the flood...
     let mut leased_before = 0;
     for _ in 0..5 {
-        leased_before += h.cmds.queue.reserve("flood-worker", 50).await.unwrap().len();
+        leased_before += h
+            .cmds
+            .queue
+            .reserve("flood-worker", 50)
+            .await
+            .unwrap()
+            .len();
     }
     assert!(leased_before > 0);
     // ...when the small tenant's command arrives: it is among the very next leases, not behind 100,000.
-    let r = h.post("a-admin", "/api/v1/commands", json!({"name": "ping", "pop_id": h.a.pop_id})).await;
+    let r = h
+        .post(
+            "a-admin",
+            "/api/v1/commands",
+            json!({"name": "ping", "pop_id": h.a.pop_id}),
+        )
+        .await;
     let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
     let mut position = None;
     let mut seen = 0;
@@ -536,6 +818,9 @@ async fn a_small_tenants_command_is_leased_ahead_of_a_large_tenants_flood() {
         }
     }
     let position = position.expect("the small tenant's command was never leased");
-    assert!(position <= 16, "leased as number {position} after the flood");
+    assert!(
+        position <= 16,
+        "leased as number {position} after the flood"
+    );
     h.cleanup().await;
 }

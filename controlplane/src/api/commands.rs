@@ -131,10 +131,9 @@ pub struct BatchCreated {
 }
 
 fn commands_of(state: &AppState) -> Result<&Commands, ApiError> {
-    state
-        .commands
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("the command queue is not configured on this instance".into()))
+    state.commands.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("the command queue is not configured on this instance".into())
+    })
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -158,13 +157,16 @@ async fn pop_agent(
     pop: Uuid,
     field: &str,
 ) -> Result<Uuid, ApiError> {
-    let exists: Option<Uuid> = sqlx::query_scalar("SELECT id FROM pops WHERE provider_id = $1 AND id = $2")
-        .bind(provider)
-        .bind(pop)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM pops WHERE provider_id = $1 AND id = $2")
+            .bind(provider)
+            .bind(pop)
+            .fetch_optional(&mut *tx)
+            .await?;
     if exists.is_none() {
-        return Err(ApiError::Unprocessable(format!("{field}: no such POP {pop}")));
+        return Err(ApiError::Unprocessable(format!(
+            "{field}: no such POP {pop}"
+        )));
     }
     sqlx::query_scalar(
         "SELECT id FROM agents WHERE provider_id = $1 AND pop_id = $2 AND revoked_at IS NULL \
@@ -174,7 +176,11 @@ async fn pop_agent(
     .bind(pop)
     .fetch_optional(&mut *tx)
     .await?
-    .ok_or_else(|| ApiError::Unprocessable(format!("{field}: POP {pop} has no enrolled agent to run commands")))
+    .ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "{field}: POP {pop} has no enrolled agent to run commands"
+        ))
+    })
 }
 
 /// Creates a command (202 `CommandView`) or a fan-out batch (202 `BatchCreated`); with an `Idempotency-Key`
@@ -201,7 +207,9 @@ pub async fn create(
     let key = idempotency_key(&headers)?;
     let args_text = body.args.to_string();
     if args_text.len() > 60_000 {
-        return Err(ApiError::Unprocessable("args: larger than 60000 bytes".into()));
+        return Err(ApiError::Unprocessable(
+            "args: larger than 60000 bytes".into(),
+        ));
     }
     octoisp_shared::commands::validate(&body.name, &args_text)
         .map_err(|e| ApiError::Unprocessable(format!("args: {e}")))?;
@@ -214,28 +222,42 @@ pub async fn create(
     }
     let deadline = Utc::now() + chrono::Duration::seconds(deadline_secs as i64);
     let fan_out = body.group_id.is_some() || body.all_devices;
-    let targets = [body.pop_id.is_some() && !body.all_devices, body.device_id.is_some(), body.group_id.is_some(),
-        body.all_devices]
+    let targets = [
+        body.pop_id.is_some() && !body.all_devices,
+        body.device_id.is_some(),
+        body.group_id.is_some(),
+        body.all_devices,
+    ]
     .iter()
     .filter(|t| **t)
     .count();
     if targets != 1 || (body.all_devices && body.pop_id.is_none()) {
         return Err(ApiError::Unprocessable(
-            "pop_id: give exactly one of pop_id, device_id, group_id, or pop_id with all_devices".into(),
+            "pop_id: give exactly one of pop_id, device_id, group_id, or pop_id with all_devices"
+                .into(),
         ));
     }
 
     let mut tx = caller.tx(&state.pool, None).await?;
     // Same key, same answer.
-    if let Some(key) = &key {
-        if let Some(existing) = existing_for_key(&mut tx, provider, key, fan_out).await? {
-            tx.commit().await?;
-            return Ok((StatusCode::OK, axum::Json(existing)));
-        }
+    if let Some(key) = &key
+        && let Some(existing) = existing_for_key(&mut tx, provider, key, fan_out).await?
+    {
+        tx.commit().await?;
+        return Ok((StatusCode::OK, axum::Json(existing)));
     }
     let tier = provider_tier(&mut tx, provider).await?;
     if fan_out {
-        let (batch, jobs) = create_batch(&mut tx, &caller, provider, &body, deadline, key.as_deref(), cmds).await?;
+        let (batch, jobs) = create_batch(
+            &mut tx,
+            &caller,
+            provider,
+            &body,
+            deadline,
+            key.as_deref(),
+            cmds,
+        )
+        .await?;
         match tx.commit().await {
             Ok(()) => {}
             Err(err) if crate::db::is_unique_violation(&err) => {
@@ -245,7 +267,10 @@ pub async fn create(
         }
         cmds.enqueue_stored(provider, tier, &jobs).await;
         metrics::counter!("octoisp_commands_created_total").increment(jobs.len() as u64);
-        return Ok((StatusCode::ACCEPTED, axum::Json(serde_json::to_value(batch).unwrap_or_default())));
+        return Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(serde_json::to_value(batch).unwrap_or_default()),
+        ));
     }
 
     let mut args = body.args.clone();
@@ -259,14 +284,25 @@ pub async fn create(
             .bind(device)
             .fetch_optional(&mut *tx)
             .await?;
-            let (pop, device_key, mgmt_ip) =
-                row.ok_or_else(|| ApiError::Unprocessable(format!("device_id: no such device {device}")))?;
+            let (pop, device_key, mgmt_ip) = row.ok_or_else(|| {
+                ApiError::Unprocessable(format!("device_id: no such device {device}"))
+            })?;
             add_identity(&mut args, &device_key, mgmt_ip.as_deref());
             (pop, Some(device))
         }
         _ => unreachable_target()?,
     };
-    let agent = pop_agent(&mut tx, provider, pop, if device.is_some() { "device_id" } else { "pop_id" }).await?;
+    let agent = pop_agent(
+        &mut tx,
+        provider,
+        pop,
+        if device.is_some() {
+            "device_id"
+        } else {
+            "pop_id"
+        },
+    )
+    .await?;
     let id = Uuid::now_v7();
     let inserted: Result<CommandView, sqlx::Error> = sqlx::query_as(
         "INSERT INTO commands (id, provider_id, pop_id, agent_id, device_id, name, args, created_by_user, \
@@ -298,12 +334,23 @@ pub async fn create(
         }
         Err(err) => return Err(err.into()),
     };
-    audit::record(&mut tx, &caller, "commands.create", "command", Some(&id.to_string()), None, to_json(&view))
-        .await?;
+    audit::record(
+        &mut tx,
+        &caller,
+        "commands.create",
+        "command",
+        Some(&id.to_string()),
+        None,
+        to_json(&view),
+    )
+    .await?;
     tx.commit().await?;
     cmds.enqueue_stored(provider, tier, &[(id, agent)]).await;
     metrics::counter!("octoisp_commands_created_total").increment(1);
-    Ok((StatusCode::ACCEPTED, axum::Json(serde_json::to_value(&view).unwrap_or_default())))
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::to_value(&view).unwrap_or_default()),
+    ))
 }
 
 fn unreachable_target() -> Result<(Uuid, Option<Uuid>), ApiError> {
@@ -335,15 +382,24 @@ async fn existing_for_key(
         .fetch_optional(&mut *tx)
         .await?;
         let Some(batch) = batch else { return Ok(None) };
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM commands WHERE provider_id = $1 AND batch_id = $2")
-            .bind(provider)
-            .bind(batch)
-            .fetch_one(&mut *tx)
-            .await?;
-        return Ok(serde_json::to_value(BatchCreated { batch_id: batch, count }).ok());
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM commands WHERE provider_id = $1 AND batch_id = $2",
+        )
+        .bind(provider)
+        .bind(batch)
+        .fetch_one(&mut *tx)
+        .await?;
+        return Ok(serde_json::to_value(BatchCreated {
+            batch_id: batch,
+            count,
+        })
+        .ok());
     }
     let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
-    qb.push(" AND provider_id = ").push_bind(provider).push(" AND idempotency_key = ").push_bind(key);
+    qb.push(" AND provider_id = ")
+        .push_bind(provider)
+        .push(" AND idempotency_key = ")
+        .push_bind(key);
     let row: Option<CommandView> = qb.build_query_as().fetch_optional(&mut *tx).await?;
     Ok(row.and_then(|r| serde_json::to_value(r).ok()))
 }
@@ -355,7 +411,8 @@ async fn replay_key(
     key: Option<&str>,
     fan_out: bool,
 ) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
-    let key = key.ok_or_else(|| ApiError::Conflict("a command with the same unique key exists".into()))?;
+    let key =
+        key.ok_or_else(|| ApiError::Conflict("a command with the same unique key exists".into()))?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let existing = existing_for_key(&mut tx, provider, key, fan_out).await?;
     tx.commit().await?;
@@ -382,7 +439,9 @@ async fn create_batch(
                 .fetch_optional(&mut **tx)
                 .await?;
         if exists.is_none() {
-            return Err(ApiError::Unprocessable(format!("group_id: no such group {group}")));
+            return Err(ApiError::Unprocessable(format!(
+                "group_id: no such group {group}"
+            )));
         }
         sqlx::query_as(
             "SELECT d.id, d.pop_id, d.device_key, host(d.mgmt_ip) FROM device_group_members m \
@@ -571,7 +630,11 @@ pub async fn list(
     Ok(axum::Json(page))
 }
 
-async fn fetch_command(state: &AppState, caller: &Caller, id: Uuid) -> Result<CommandView, ApiError> {
+async fn fetch_command(
+    state: &AppState,
+    caller: &Caller,
+    id: Uuid,
+) -> Result<CommandView, ApiError> {
     crate::api::pagination::fetch_one(&state.pool, caller, COLUMNS, "", id).await
 }
 
@@ -649,7 +712,9 @@ pub async fn progress(
     caller.require(READ)?;
     let limit = q.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit {limit} is not between 1 and 1000")));
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is not between 1 and 1000"
+        )));
     }
     let command = fetch_command(&state, &caller, id).await?;
     let mut tx = caller.tx(&state.pool, None).await?;
@@ -684,7 +749,8 @@ pub async fn cancel(
 ) -> Result<axum::Json<CommandView>, ApiError> {
     caller.require(READ)?;
     let before = fetch_command(&state, &caller, id).await?;
-    let permission = octoisp_shared::commands::spec_of(&before.name).map_or(MANAGE, |s| s.permission);
+    let permission =
+        octoisp_shared::commands::spec_of(&before.name).map_or(MANAGE, |s| s.permission);
     caller.require(permission)?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let moved = crate::commands::set_status(
@@ -696,20 +762,30 @@ pub async fn cancel(
     )
     .await?;
     if !moved {
-        return Err(ApiError::Conflict(format!("the command is already {}", before.status)));
+        return Err(ApiError::Conflict(format!(
+            "the command is already {}",
+            before.status
+        )));
     }
     let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
     qb.push(" AND id = ").push_bind(id);
     let after: CommandView = qb.build_query_as().fetch_one(&mut *tx).await?;
-    audit::record(&mut tx, &caller, "commands.cancel", "command", Some(&id.to_string()), to_json(&before),
-        to_json(&after))
+    audit::record(
+        &mut tx,
+        &caller,
+        "commands.cancel",
+        "command",
+        Some(&id.to_string()),
+        to_json(&before),
+        to_json(&after),
+    )
     .await?;
     tx.commit().await?;
-    if let Some(cmds) = &state.commands {
-        if let Err(err) = cmds.queue.cancel(before.provider_id, id).await {
-            // The row is cancelled: a later delivery finds it final and completes the job without running it.
-            tracing::warn!(command = %id, error = %err, "Cannot remove the cancelled command from the queue.");
-        }
+    if let Some(cmds) = &state.commands
+        && let Err(err) = cmds.queue.cancel(before.provider_id, id).await
+    {
+        // The row is cancelled: a later delivery finds it final and completes the job without running it.
+        tracing::warn!(command = %id, error = %err, "Cannot remove the cancelled command from the queue.");
     }
     Ok(axum::Json(after))
 }
@@ -749,11 +825,12 @@ pub async fn batch(
 ) -> Result<axum::Json<BatchView>, ApiError> {
     caller.require(READ)?;
     let mut tx = caller.tx(&state.pool, None).await?;
-    let row: Option<(Uuid, String, i32, DateTime<Utc>)> =
-        sqlx::query_as("SELECT provider_id, name, total, created_at FROM command_batches WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let row: Option<(Uuid, String, i32, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT provider_id, name, total, created_at FROM command_batches WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let (provider, name, total, created_at) = row.ok_or(ApiError::NotFound)?;
     let counts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT status, count(*) FROM commands WHERE provider_id = $1 AND batch_id = $2 GROUP BY status",
@@ -811,7 +888,9 @@ pub async fn dead_letters(
     let cmds = commands_of(&state)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit {limit} is not between 1 and 500")));
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is not between 1 and 500"
+        )));
     }
     let dead = cmds
         .queue
@@ -874,8 +953,15 @@ pub async fn requeue_dead(
     let mut qb = QueryBuilder::<Postgres>::new(COLUMNS);
     qb.push(" AND id = ").push_bind(id);
     let after: CommandView = qb.build_query_as().fetch_one(&mut *tx).await?;
-    audit::record(&mut tx, &caller, "commands.requeue", "command", Some(&id.to_string()), to_json(&before),
-        to_json(&after))
+    audit::record(
+        &mut tx,
+        &caller,
+        "commands.requeue",
+        "command",
+        Some(&id.to_string()),
+        to_json(&before),
+        to_json(&after),
+    )
     .await?;
     tx.commit().await?;
     Ok(axum::Json(after))
@@ -903,8 +989,15 @@ pub async fn discard_dead(
         return Err(ApiError::NotFound);
     }
     let mut tx = caller.tx(&state.pool, None).await?;
-    audit::record(&mut tx, &caller, "commands.discard_dead", "command", Some(&id.to_string()), to_json(&before),
-        None)
+    audit::record(
+        &mut tx,
+        &caller,
+        "commands.discard_dead",
+        "command",
+        Some(&id.to_string()),
+        to_json(&before),
+        None,
+    )
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
@@ -925,14 +1018,18 @@ pub async fn queues(
     match caller.provider_id {
         Some(p) => {
             let t = cmds.queue.tenant_stats(p).await.map_err(unavailable)?;
-            Ok(axum::Json(serde_json::json!({ "scope": "tenant", "provider_id": p, "tenant": {
-                "ready": t.ready, "leased": t.leased, "delayed": t.delayed, "dead": t.dead,
-                "oldest_ready_age_ms": t.oldest_ready_age_ms,
-            }})))
+            Ok(axum::Json(
+                serde_json::json!({ "scope": "tenant", "provider_id": p, "tenant": {
+                    "ready": t.ready, "leased": t.leased, "delayed": t.delayed, "dead": t.dead,
+                    "oldest_ready_age_ms": t.oldest_ready_age_ms,
+                }}),
+            ))
         }
         None => {
             let s = cmds.queue.stats().await.map_err(unavailable)?;
-            Ok(axum::Json(serde_json::json!({ "scope": "global", "queue": s })))
+            Ok(axum::Json(
+                serde_json::json!({ "scope": "global", "queue": s }),
+            ))
         }
     }
 }

@@ -153,7 +153,11 @@ async fn listen(
             }
         };
         if let Err(err) = listener
-            .listen_all([ALERT_CHANNEL, LIVE_CHANNEL, crate::commands::COMMAND_CHANNEL])
+            .listen_all([
+                ALERT_CHANNEL,
+                LIVE_CHANNEL,
+                crate::commands::COMMAND_CHANNEL,
+            ])
             .await
         {
             tracing::warn!(error = %err, "Live events: LISTEN failed; retrying.");

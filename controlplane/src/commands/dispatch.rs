@@ -103,7 +103,12 @@ pub async fn dispatch(cmds: &Commands, lease: Lease) {
     let holder = match cmds.links.holder(agent_id).await {
         Ok(h) => h,
         Err(err) => {
-            stream::retry(cmds, &job, &format!("cannot look up the agent's connection: {err}")).await;
+            stream::retry(
+                cmds,
+                &job,
+                &format!("cannot look up the agent's connection: {err}"),
+            )
+            .await;
             return;
         }
     };
@@ -165,7 +170,9 @@ async fn offline(cmds: &Commands, job: JobRef) {
         expire(cmds, &job, &row).await;
         return;
     }
-    if let Err(err) = stream::update_status(cmds, job.provider_id, job.id, "waiting_agent", None).await {
+    if let Err(err) =
+        stream::update_status(cmds, job.provider_id, job.id, "waiting_agent", None).await
+    {
         tracing::warn!(command = %job.id, error = %err, "Cannot mark the command waiting.");
     }
     // Until the deadline; the agent's Hello wakes it earlier.
@@ -179,26 +186,34 @@ async fn offline(cmds: &Commands, job: JobRef) {
 async fn expire(cmds: &Commands, job: &JobRef, row: &CommandRow) {
     let agent: Option<(String, Option<DateTime<Utc>>)> = async {
         let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await.ok()?;
-        let a = sqlx::query_as("SELECT hostname, last_seen FROM agents WHERE provider_id = $1 AND id = $2")
-            .bind(job.provider_id)
-            .bind(row.agent_id)
-            .fetch_optional(&mut *tx)
-            .await
-            .ok()?;
+        let a = sqlx::query_as(
+            "SELECT hostname, last_seen FROM agents WHERE provider_id = $1 AND id = $2",
+        )
+        .bind(job.provider_id)
+        .bind(row.agent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .ok()?;
         let _ = tx.commit().await;
         a
     }
     .await;
     let (name, since) = match agent {
-        Some((name, Some(seen))) => (name, seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Some((name, Some(seen))) => (
+            name,
+            seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
         Some((name, None)) => (name, "it enrolled (never connected)".to_owned()),
         None => (row.agent_id.to_string(), "unknown".to_owned()),
     };
     let why = format!(
         "agent {name} offline since {since}; deadline {} passed",
-        row.deadline.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        row.deadline
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
-    if let Err(err) = stream::update_status(cmds, job.provider_id, job.id, "expired", Some(&why)).await {
+    if let Err(err) =
+        stream::update_status(cmds, job.provider_id, job.id, "expired", Some(&why)).await
+    {
         tracing::warn!(command = %job.id, error = %err, "Cannot mark the command expired.");
         return;
     }
@@ -208,7 +223,12 @@ async fn expire(cmds: &Commands, job: &JobRef, row: &CommandRow) {
 
 /// Called by ingest when an agent's Hello was accepted: registers the connection and wakes its waiting
 /// commands in creation order.
-pub async fn agent_connected(cmds: &Commands, provider_id: Uuid, agent_id: Uuid, conn: quinn::Connection) {
+pub async fn agent_connected(
+    cmds: &Commands,
+    provider_id: Uuid,
+    agent_id: Uuid,
+    conn: quinn::Connection,
+) {
     if let Err(err) = cmds.links.register(agent_id, conn).await {
         tracing::warn!(agent = %agent_id, error = %err, "Cannot register the agent's connection in Redis.");
     }
@@ -231,12 +251,18 @@ pub async fn agent_connected(cmds: &Commands, provider_id: Uuid, agent_id: Uuid,
             // UUIDv7: id order is creation order.
             ids.sort_unstable();
             match cmds.queue.wake(&ids).await {
-                Ok(n) => tracing::info!(agent = %agent_id, woken = n, "Agent back: waiting commands woken."),
-                Err(err) => tracing::warn!(agent = %agent_id, error = %err, "Cannot wake the agent's commands."),
+                Ok(n) => {
+                    tracing::info!(agent = %agent_id, woken = n, "Agent back: waiting commands woken.")
+                }
+                Err(err) => {
+                    tracing::warn!(agent = %agent_id, error = %err, "Cannot wake the agent's commands.")
+                }
             }
         }
         Ok(_) => {}
-        Err(err) => tracing::warn!(agent = %agent_id, error = %err, "Cannot read the agent's waiting commands."),
+        Err(err) => {
+            tracing::warn!(agent = %agent_id, error = %err, "Cannot read the agent's waiting commands.")
+        }
     }
 }
 
@@ -318,7 +344,9 @@ pub async fn reconcile_loop(cmds: Commands, shutdown: CancellationToken) {
             return;
         }
         match reconcile_once(&cmds).await {
-            Ok(n) if n > 0 => tracing::debug!(commands = n, "Unfinished commands re-offered to the queue."),
+            Ok(n) if n > 0 => {
+                tracing::debug!(commands = n, "Unfinished commands re-offered to the queue.")
+            }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "Command reconciliation failed."),
         }
@@ -338,14 +366,17 @@ pub async fn maintain_loop(cmds: Commands, shutdown: CancellationToken) {
         match cmds.queue.maintain().await {
             Ok((reclaimed, promoted)) => {
                 if reclaimed > 0 {
-                    tracing::info!(reclaimed, "Command leases reclaimed (a worker stopped extending them).");
+                    tracing::info!(
+                        reclaimed,
+                        "Command leases reclaimed (a worker stopped extending them)."
+                    );
                 }
                 let _ = promoted;
             }
             Err(err) => tracing::debug!(error = %err, "Queue maintenance failed."),
         }
         n += 1;
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             publish_gauges(&cmds).await;
         }
     }
@@ -364,7 +395,8 @@ async fn publish_gauges(cmds: &Commands) {
             .set(t.oldest_ready_age_ms as f64 / 1000.0);
         metrics::gauge!("octoisp_queue_leased", "tier" => name).set(t.leased as f64);
         metrics::gauge!("octoisp_queue_delayed", "tier" => name).set(t.delayed as f64);
-        metrics::gauge!("octoisp_queue_tenants_active", "tier" => name).set(t.tenants_active as f64);
+        metrics::gauge!("octoisp_queue_tenants_active", "tier" => name)
+            .set(t.tenants_active as f64);
     }
     metrics::gauge!("octoisp_queue_dead").set(stats.dead as f64);
     metrics::gauge!("octoisp_queue_workers").set(stats.workers.len() as f64);

@@ -40,7 +40,11 @@ return 0";
 impl AgentLinks {
     /// Links of a new instance (a fresh random instance id) on `redis_url`; `ttl` is how long a registration
     /// lives without a heartbeat.
-    pub async fn connect(redis_url: &str, prefix: &str, ttl: Duration) -> anyhow::Result<AgentLinks> {
+    pub async fn connect(
+        redis_url: &str,
+        prefix: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<AgentLinks> {
         let client = redis::Client::open(redis_url)?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(5)));

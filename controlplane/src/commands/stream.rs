@@ -125,7 +125,10 @@ fn parse_state(payload: &str) -> Option<AgentState> {
     }
 }
 
-async fn read_message(recv: &mut quinn::RecvStream, limits: &Limits) -> Result<Option<Message>, String> {
+async fn read_message(
+    recv: &mut quinn::RecvStream,
+    limits: &Limits,
+) -> Result<Option<Message>, String> {
     let mut head = [0u8; HEADER_LEN];
     match recv.read_exact(&mut head).await {
         Ok(()) => {}
@@ -176,7 +179,8 @@ async fn flush(cmds: &Commands, job: &JobRef, buf: &mut Vec<(u32, serde_json::Va
     }
     .await;
     match res {
-        Ok(()) => metrics::counter!("octoisp_command_progress_frames_total").increment(frames.len() as u64),
+        Ok(()) => metrics::counter!("octoisp_command_progress_frames_total")
+            .increment(frames.len() as u64),
         Err(err) => {
             tracing::warn!(command = %job.id, error = %err, "Cannot store command progress; frames dropped.")
         }
@@ -191,7 +195,12 @@ pub enum StreamEnd {
 }
 
 /// Runs `row` on `conn` for the lease `job`, keeping the lease alive while the stream is open.
-pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: CommandRow) -> StreamEnd {
+pub async fn run(
+    cmds: &Commands,
+    conn: quinn::Connection,
+    job: JobRef,
+    row: CommandRow,
+) -> StreamEnd {
     let spec_timeout = octoisp_shared::commands::spec_of(&row.name)
         .map(|s| Duration::from_secs(u64::from(s.default_timeout_secs)))
         .unwrap_or(Duration::from_secs(600));
@@ -214,7 +223,12 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
         }
         .await;
         if let Err(err) = res {
-            return retry(cmds, &job, &format!("cannot mark the command dispatched: {err}")).await;
+            return retry(
+                cmds,
+                &job,
+                &format!("cannot mark the command dispatched: {err}"),
+            )
+            .await;
         }
     }
     // Keep the lease while the stream is open.
@@ -228,7 +242,9 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
                 match queue.extend(job.id, job.attempt).await {
                     Ok(true) => {}
                     Ok(false) => return,
-                    Err(err) => tracing::debug!(command = %job.id, error = %err, "Cannot extend the lease."),
+                    Err(err) => {
+                        tracing::debug!(command = %job.id, error = %err, "Cannot extend the lease.")
+                    }
                 }
             }
         })
@@ -243,7 +259,14 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
     });
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
-        Err(err) => return retry(cmds, &job, &format!("cannot open a stream to the agent: {err}")).await,
+        Err(err) => {
+            return retry(
+                cmds,
+                &job,
+                &format!("cannot open a stream to the agent: {err}"),
+            )
+            .await;
+        }
     };
     let bytes = match frame::encode(&msg, Compression::None) {
         Ok(b) => b,
@@ -260,7 +283,8 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
         max_frame_bytes: MAX_PROGRESS_FRAME,
         max_decompressed_bytes: MAX_PROGRESS_FRAME * 4,
     };
-    let until_deadline = Duration::from_millis((row.deadline.timestamp_millis() - now_ms()).max(0) as u64);
+    let until_deadline =
+        Duration::from_millis((row.deadline.timestamp_millis() - now_ms()).max(0) as u64);
     let give_up = Instant::now() + until_deadline + spec_timeout + STREAM_GRACE;
     let mut state: Option<AgentState> = None;
     let mut buf: Vec<(u32, serde_json::Value)> = Vec::new();
@@ -283,7 +307,12 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
             Err(_) => {
                 flush(cmds, &job, &mut buf).await;
                 let _ = recv.stop(quinn::VarInt::from_u32(2));
-                return defer_for_result(cmds, &job, "the agent's stream outlived the command's timeout").await;
+                return defer_for_result(
+                    cmds,
+                    &job,
+                    "the agent's stream outlived the command's timeout",
+                )
+                .await;
             }
             Ok(Ok(None)) => break,
             Ok(Ok(Some(m))) => m,
@@ -317,7 +346,9 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
             };
             match &s {
                 AgentState::Started => {
-                    if let Err(err) = update_status(cmds, job.provider_id, job.id, "running", None).await {
+                    if let Err(err) =
+                        update_status(cmds, job.provider_id, job.id, "running", None).await
+                    {
                         tracing::warn!(command = %job.id, error = %err, "Cannot mark the command running.");
                     }
                 }
@@ -334,14 +365,16 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
                 }
                 AgentState::Rejected(reason) => {
                     let why = format!("rejected by the agent: {}", truncate(reason, 1000));
-                    let _ = update_status(cmds, job.provider_id, job.id, "rejected", Some(&why)).await;
+                    let _ =
+                        update_status(cmds, job.provider_id, job.id, "rejected", Some(&why)).await;
                 }
             }
             state = Some(s);
             continue;
         }
-        let payload = serde_json::from_str(&payload_json)
-            .unwrap_or_else(|_| serde_json::Value::String(truncate(&payload_json, 60_000).to_owned()));
+        let payload = serde_json::from_str(&payload_json).unwrap_or_else(|_| {
+            serde_json::Value::String(truncate(&payload_json, 60_000).to_owned())
+        });
         buf.push((seq, payload));
         if buf.len() >= PROGRESS_BATCH || last_flush.elapsed() >= PROGRESS_FLUSH {
             flush(cmds, &job, &mut buf).await;
@@ -350,7 +383,14 @@ pub async fn run(cmds: &Commands, conn: quinn::Connection, job: JobRef, row: Com
     }
     flush(cmds, &job, &mut buf).await;
     match state {
-        None => retry(cmds, &job, "the agent closed the command stream without a state").await,
+        None => {
+            retry(
+                cmds,
+                &job,
+                "the agent closed the command stream without a state",
+            )
+            .await
+        }
         Some(_) => settle_if_final(cmds, &job).await,
     }
 }
@@ -417,8 +457,14 @@ mod tests {
 
     #[test]
     fn state_frames_are_read_or_ignored() {
-        assert_eq!(parse_state(r#"{"state":"started"}"#), Some(AgentState::Started));
-        assert_eq!(parse_state(r#"{"state":"duplicate"}"#), Some(AgentState::Duplicate));
+        assert_eq!(
+            parse_state(r#"{"state":"started"}"#),
+            Some(AgentState::Started)
+        );
+        assert_eq!(
+            parse_state(r#"{"state":"duplicate"}"#),
+            Some(AgentState::Duplicate)
+        );
         assert_eq!(
             parse_state(r#"{"state":"rejected","error":"no such target"}"#),
             Some(AgentState::Rejected("no such target".into()))
