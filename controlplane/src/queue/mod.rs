@@ -11,11 +11,19 @@
 //! `complete`, `retry` or `extend` for an older attempt is refused. A job id is accepted once: enqueueing an id
 //! the queue knows (ready, delayed, leased, dead, or completed within the dedup window) does nothing.
 //!
-//! THIS FILE IS THE CONTRACT between the queue and its callers; the bodies are being written.
+//! The key layout, the scheduling algorithm and the Redis settings the queue needs are in `docs/QUEUES.md`; the
+//! scripts themselves are in [`scripts`].
 
+mod scripts;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use uuid::Uuid;
+
+use self::scripts::Scripts;
 
 /// A tenant's tier (`providers.tier`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -212,109 +220,532 @@ pub struct TenantStats {
     pub oldest_ready_age_ms: u64,
 }
 
+/// Largest payload `enqueue` accepts, bytes; a larger one fails the whole batch before anything is written.
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// Most leases one `reserve` call hands out (a larger `max` is capped).
+pub const MAX_RESERVE: usize = 1000;
+
+/// Jobs written per script call by `enqueue` (a larger batch is split, in order).
+const ENQUEUE_CHUNK: usize = 500;
+
+/// Expired leases or due delayed jobs moved per script call by `maintain` (it loops until done).
+const MAINTAIN_CHUNK: usize = 1000;
+
+/// Tenants of a tier that `reserve` looks at per slot before calling the tier blocked, and that `stats` reads
+/// for the oldest ready job.
+const TENANT_SCAN: usize = 1024;
+
+/// How long a command to Redis may take before it fails (enqueue batches and reserve are the longest).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Default for QueueConfig {
+    /// Production defaults:
+    /// - `prefix` `octoisp:queue`;
+    /// - `tier_weights` 1, 2, 4 (small, medium, large): when all tiers have work a large-tier tenant pool gets
+    ///   four slots for each small-tier one, and every tier with work gets slots in every round;
+    /// - `visibility_timeout` 60 s (workers extend leases of longer commands);
+    /// - `max_attempts` 5, `backoff_base` 1 s, `backoff_max` 5 min (retries after about 0-1, 0-2, 0-4, 0-8 s);
+    /// - `tenant_concurrency` 20, 100, 500 leased jobs per tenant;
+    /// - `tenant_rate` 10, 50, 200 jobs started per second per tenant (a large provider's 50,000 ONT reboots
+    ///   take about four minutes instead of hitting its network at once);
+    /// - `dedup_window` 24 h.
+    fn default() -> QueueConfig {
+        QueueConfig {
+            prefix: "octoisp:queue".to_owned(),
+            tier_weights: [1, 2, 4],
+            visibility_timeout: Duration::from_secs(60),
+            max_attempts: 5,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            tenant_concurrency: [20, 100, 500],
+            tenant_rate: [10.0, 50.0, 200.0],
+            dedup_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks the settings; the error names the field and what was expected. A `tenant_concurrency` of 0 or a
+    /// `tenant_rate` of 0 means no limit.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.prefix.is_empty() || self.prefix.chars().any(|c| c.is_whitespace()) {
+            anyhow::bail!("queue.prefix: expected a non-empty key prefix without spaces");
+        }
+        if self.tier_weights.contains(&0) {
+            anyhow::bail!("queue.tier_weights: every weight must be at least 1");
+        }
+        if self.visibility_timeout < Duration::from_millis(10) {
+            anyhow::bail!("queue.visibility_timeout: expected at least 10 ms");
+        }
+        if self.max_attempts == 0 {
+            anyhow::bail!("queue.max_attempts: expected at least 1");
+        }
+        if self.backoff_max < self.backoff_base {
+            anyhow::bail!("queue.backoff_max: must not be below queue.backoff_base");
+        }
+        if self
+            .tenant_rate
+            .iter()
+            .any(|r| !r.is_finite() || *r < 0.0)
+        {
+            anyhow::bail!("queue.tenant_rate: expected finite rates >= 0 (0: no limit)");
+        }
+        if self.dedup_window < Duration::from_millis(1) {
+            anyhow::bail!("queue.dedup_window: expected at least 1 ms");
+        }
+        Ok(())
+    }
+}
+
 /// A handle on the queue; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    _conn: redis::aio::ConnectionManager,
-    _cfg: QueueConfig,
+    conn: ConnectionManager,
+    cfg: QueueConfig,
+    scripts: Arc<Scripts>,
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Queue")
-            .field("prefix", &self._cfg.prefix)
-            .finish()
+            .field("prefix", &self.cfg.prefix)
+            .finish_non_exhaustive()
     }
 }
 
-#[allow(unused_variables, clippy::unused_async)]
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn num<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T> {
+    s.parse()
+        .map_err(|_| anyhow::anyhow!("queue: Redis returned a malformed {what}: {s:?}"))
+}
+
+fn uuid(s: &str, what: &str) -> anyhow::Result<Uuid> {
+    Uuid::parse_str(s).map_err(|_| anyhow::anyhow!("queue: Redis returned a malformed {what}: {s:?}"))
+}
+
+fn tier(s: &str) -> anyhow::Result<Tier> {
+    let i: usize = num(s, "tier")?;
+    Tier::ALL
+        .get(i)
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("queue: Redis returned an unknown tier {i}"))
+}
+
+/// The retry delay before attempt `attempt + 1`: full jitter over `min(max, base * 2^(attempt-1))`.
+fn backoff_ms(cfg: &QueueConfig, attempt: u32) -> u64 {
+    let base = ms(cfg.backoff_base);
+    let cap = ms(cfg.backoff_max);
+    let exp = attempt.saturating_sub(1).min(40);
+    let ceiling = base.saturating_mul(1u64 << exp).min(cap);
+    if ceiling == 0 {
+        0
+    } else {
+        rand::random_range(0..=ceiling)
+    }
+}
+
 impl Queue {
     /// Connects (the connection manager reconnects on its own after a Redis restart).
     pub async fn connect(redis_url: &str, cfg: QueueConfig) -> anyhow::Result<Queue> {
-        anyhow::bail!("queue: not written yet")
+        cfg.validate()?;
+        let client = redis::Client::open(redis_url)
+            .with_context(|| format!("queue: invalid Redis URL {redis_url:?}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_max_delay(Duration::from_secs(2))
+            .set_number_of_retries(6);
+        let conn = ConnectionManager::new_with_config(client, config)
+            .await
+            .context("queue: connecting to Redis")?;
+        Ok(Queue {
+            conn,
+            cfg,
+            scripts: Arc::new(Scripts::new()),
+        })
+    }
+
+    /// The settings this queue runs with.
+    pub fn config(&self) -> &QueueConfig {
+        &self.cfg
     }
 
     /// Enqueues jobs in order (FIFO per tenant); returns how many were new (known ids are ignored).
+    ///
+    /// A payload over [`MAX_PAYLOAD_BYTES`] fails the whole call before anything is written. Batches are
+    /// written [`ENQUEUE_CHUNK`] jobs per atomic step; an error midway leaves the earlier steps enqueued, and
+    /// calling again with the same jobs is safe (known ids are skipped).
     pub async fn enqueue(&self, jobs: &[NewJob]) -> anyhow::Result<usize> {
-        anyhow::bail!("queue: not written yet")
+        if let Some(big) = jobs.iter().find(|j| j.payload.len() > MAX_PAYLOAD_BYTES) {
+            anyhow::bail!(
+                "queue: job {} has a {} byte payload, over the {MAX_PAYLOAD_BYTES} byte limit",
+                big.id,
+                big.payload.len()
+            );
+        }
+        let mut accepted = 0usize;
+        for chunk in jobs.chunks(ENQUEUE_CHUNK) {
+            let mut inv = self.scripts.enqueue.prepare_invoke();
+            inv.arg(&self.cfg.prefix);
+            for j in chunk {
+                inv.arg(j.id.to_string())
+                    .arg(j.provider_id.to_string())
+                    .arg(j.tier.index())
+                    .arg(&j.payload)
+                    .arg(j.not_before_ms.map(|t| t.to_string()).unwrap_or_default());
+            }
+            let n: usize = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .context("queue: enqueue")?;
+            accepted += n;
+        }
+        Ok(accepted)
     }
 
     /// Leases up to `max` ready jobs, fairly between tiers and tenants, within each tenant's concurrency and
     /// rate limits; records `worker` as alive.
+    ///
+    /// Slots go to the tiers with work by smooth weighted round robin on `tier_weights` (its state is kept in
+    /// Redis, so the shares hold over many small calls and across instances), and within a tier to its tenants
+    /// in round robin. `max` is capped at [`MAX_RESERVE`]; `max == 0` only records the worker.
     pub async fn reserve(&self, worker: &str, max: usize) -> anyhow::Result<Vec<Lease>> {
-        anyhow::bail!("queue: not written yet")
+        let c = &self.cfg;
+        let mut inv = self.scripts.reserve.prepare_invoke();
+        inv.arg(&c.prefix)
+            .arg(worker)
+            .arg(max.min(MAX_RESERVE))
+            .arg(ms(c.visibility_timeout));
+        for w in c.tier_weights {
+            inv.arg(w);
+        }
+        for n in c.tenant_concurrency {
+            inv.arg(n);
+        }
+        for r in c.tenant_rate {
+            inv.arg(r.to_string());
+        }
+        inv.arg(TENANT_SCAN);
+        let flat: Vec<String> = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: reserve")?;
+        flat.chunks_exact(7)
+            .map(|f| {
+                Ok(Lease {
+                    id: uuid(&f[0], "job id")?,
+                    provider_id: uuid(&f[1], "tenant id")?,
+                    tier: tier(&f[2])?,
+                    payload: f[3].clone(),
+                    attempt: num(&f[4], "attempt")?,
+                    ready_ms: num(&f[5], "ready time")?,
+                    leased_ms: num(&f[6], "lease time")?,
+                })
+            })
+            .collect()
     }
 
     /// Extends a lease by the visibility timeout; `false` when the lease is not this attempt's any more.
     pub async fn extend(&self, id: Uuid, attempt: u32) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .extend
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(id.to_string())
+            .arg(attempt)
+            .arg(ms(self.cfg.visibility_timeout))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: extend")?;
+        Ok(n == 1)
     }
 
     /// Completes a leased job (`attempt: None` accepts any attempt: the result came from the agent);
     /// `false` when it was not leased (already completed, cancelled, or a stale attempt).
+    ///
+    /// With `attempt: None` the job is completed in whatever state it is (also ready again after a reclaim, or
+    /// delayed for a retry): the agent's result proves the command ran, and delivering it again would run it a
+    /// second time. Its id is then refused by `enqueue` for `dedup_window`.
     pub async fn complete(&self, id: Uuid, attempt: Option<u32>) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .complete
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(id.to_string())
+            .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
+            .arg(ms(self.cfg.dedup_window))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: complete")?;
+        Ok(n == 1)
     }
 
     /// Schedules a retry with backoff, or dead-letters the job when its attempts are exhausted.
     pub async fn retry(&self, id: Uuid, attempt: u32, error: &str) -> anyhow::Result<RetryOutcome> {
-        anyhow::bail!("queue: not written yet")
+        let (code, at): (i64, i64) = self
+            .scripts
+            .retry
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(id.to_string())
+            .arg(attempt)
+            .arg(error)
+            .arg(backoff_ms(&self.cfg, attempt))
+            .arg(self.cfg.max_attempts)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: retry")?;
+        Ok(match code {
+            1 => RetryOutcome::DeadLettered,
+            2 => RetryOutcome::Delayed { until_ms: at },
+            _ => RetryOutcome::Stale,
+        })
     }
 
     /// Puts a leased job back in the delayed set until `until_ms` without counting an attempt (its agent is
     /// offline); `false` when the lease is stale.
     pub async fn defer(&self, id: Uuid, attempt: u32, until_ms: i64) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .defer
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(id.to_string())
+            .arg(attempt)
+            .arg(until_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: defer")?;
+        Ok(n == 1)
     }
 
     /// Makes deferred or delayed jobs ready now, in their original order (an agent came back).
+    ///
+    /// "Original order" is the enqueue order: a woken job takes its old place in its tenant's queue, ahead of
+    /// jobs enqueued after it. Ids that are not delayed are skipped.
     pub async fn wake(&self, ids: &[Uuid]) -> anyhow::Result<usize> {
-        anyhow::bail!("queue: not written yet")
+        let mut woken = 0;
+        for chunk in ids.chunks(ENQUEUE_CHUNK) {
+            let mut inv = self.scripts.wake.prepare_invoke();
+            inv.arg(&self.cfg.prefix);
+            for id in chunk {
+                inv.arg(id.to_string());
+            }
+            let n: usize = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .context("queue: wake")?;
+            woken += n;
+        }
+        Ok(woken)
     }
 
     /// Dead-letters a leased job at once (a permanent failure).
     pub async fn dead_letter(&self, id: Uuid, attempt: u32, error: &str) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .dead_letter
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(id.to_string())
+            .arg(attempt)
+            .arg(error)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: dead_letter")?;
+        Ok(n == 1)
     }
 
     /// Removes a job wherever it is (ready, delayed, leased, dead); `false` when unknown.
+    ///
+    /// A job of another tenant counts as unknown. The id is then refused by `enqueue` for `dedup_window`. A
+    /// leased job's worker finds out at its next `extend` or `complete` (both answer `false`).
     pub async fn cancel(&self, provider_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .cancel
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(provider_id.to_string())
+            .arg(id.to_string())
+            .arg(ms(self.cfg.dedup_window))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: cancel")?;
+        Ok(n == 1)
     }
 
     /// Reclaims expired leases and promotes due delayed jobs; returns (reclaimed, promoted). Safe to run from
     /// every instance at once.
+    ///
+    /// A reclaimed job goes back to its tenant's queue at its original place (enqueue order) with its attempt
+    /// raised; one whose last attempt expired is dead-lettered instead (a job that keeps killing its workers).
     pub async fn maintain(&self) -> anyhow::Result<(usize, usize)> {
-        anyhow::bail!("queue: not written yet")
+        let (mut reclaimed, mut promoted) = (0, 0);
+        loop {
+            let (r, p): (usize, usize) = self
+                .scripts
+                .maintain
+                .prepare_invoke()
+                .arg(&self.cfg.prefix)
+                .arg(MAINTAIN_CHUNK)
+                .arg(self.cfg.max_attempts)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .context("queue: maintain")?;
+            reclaimed += r;
+            promoted += p;
+            if r < MAINTAIN_CHUNK && p < MAINTAIN_CHUNK {
+                return Ok((reclaimed, promoted));
+            }
+        }
     }
 
     /// A tenant's dead letters, oldest first, after `after`.
+    ///
+    /// `limit` is capped at [`MAX_RESERVE`]; an `after` that is no longer in the queue (requeued or discarded
+    /// meanwhile) gives an empty page.
     pub async fn dead_letters(
         &self,
         provider_id: Uuid,
         limit: usize,
         after: Option<Uuid>,
     ) -> anyhow::Result<Vec<DeadLetter>> {
-        anyhow::bail!("queue: not written yet")
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let flat: Vec<String> = self
+            .scripts
+            .dead_letters
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(provider_id.to_string())
+            .arg(limit.min(MAX_RESERVE))
+            .arg(after.map(|a| a.to_string()).unwrap_or_default())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: dead_letters")?;
+        flat.chunks_exact(5)
+            .map(|f| {
+                Ok(DeadLetter {
+                    id: uuid(&f[0], "job id")?,
+                    payload: f[1].clone(),
+                    attempts: num(&f[2], "attempt")?,
+                    error: f[3].clone(),
+                    failed_ms: num(&f[4], "failure time")?,
+                })
+            })
+            .collect()
     }
 
     /// Puts a dead letter back in the ready queue with a fresh attempt count.
+    ///
+    /// It goes to the back of its tenant's queue, like a new job.
     pub async fn requeue_dead(&self, provider_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .requeue_dead
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(provider_id.to_string())
+            .arg(id.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: requeue_dead")?;
+        Ok(n == 1)
     }
 
     /// Deletes a dead letter.
     pub async fn discard_dead(&self, provider_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
-        anyhow::bail!("queue: not written yet")
+        let n: i64 = self
+            .scripts
+            .discard_dead
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(provider_id.to_string())
+            .arg(id.to_string())
+            .arg(ms(self.cfg.dedup_window))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: discard_dead")?;
+        Ok(n == 1)
     }
 
     /// The whole queue's counts.
+    ///
+    /// The oldest ready age of a tier looks at the heads of its first [`TENANT_SCAN`] tenants in round-robin
+    /// order.
     pub async fn stats(&self) -> anyhow::Result<QueueStats> {
-        anyhow::bail!("queue: not written yet")
+        let flat: Vec<String> = self
+            .scripts
+            .stats
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(TENANT_SCAN)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: stats")?;
+        if flat.len() < 22 {
+            anyhow::bail!("queue: Redis returned {} stats fields, expected 22 or more", flat.len());
+        }
+        let count = |s: &str| -> anyhow::Result<u64> { Ok(num::<i64>(s, "count")?.max(0) as u64) };
+        let mut stats = QueueStats::default();
+        for (k, t) in stats.tiers.iter_mut().enumerate() {
+            let f = &flat[k * 5..k * 5 + 5];
+            *t = TierStats {
+                ready: count(&f[0])?,
+                leased: count(&f[1])?,
+                delayed: count(&f[2])?,
+                tenants_active: count(&f[3])?,
+                oldest_ready_age_ms: count(&f[4])?,
+            };
+        }
+        let n = &flat[15..22];
+        stats.dead = count(&n[0])?;
+        stats.counters = QueueCounters {
+            enqueued: count(&n[1])?,
+            leased: count(&n[2])?,
+            completed: count(&n[3])?,
+            retried: count(&n[4])?,
+            dead_lettered: count(&n[5])?,
+            reclaimed: count(&n[6])?,
+        };
+        for w in flat[22..].chunks_exact(2) {
+            stats.workers.push(WorkerInfo {
+                name: w[0].clone(),
+                last_seen_ms: num(&w[1], "worker time")?,
+            });
+        }
+        Ok(stats)
     }
 
     /// One tenant's counts.
     pub async fn tenant_stats(&self, provider_id: Uuid) -> anyhow::Result<TenantStats> {
-        anyhow::bail!("queue: not written yet")
+        let v: Vec<i64> = self
+            .scripts
+            .tenant_stats
+            .prepare_invoke()
+            .arg(&self.cfg.prefix)
+            .arg(provider_id.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .context("queue: tenant_stats")?;
+        let [ready, leased, delayed, dead, oldest] = v[..] else {
+            anyhow::bail!("queue: Redis returned {} tenant stats fields, expected 5", v.len());
+        };
+        let c = |x: i64| x.max(0) as u64;
+        Ok(TenantStats {
+            ready: c(ready),
+            leased: c(leased),
+            delayed: c(delayed),
+            dead: c(dead),
+            oldest_ready_age_ms: c(oldest),
+        })
     }
 }
