@@ -32,6 +32,10 @@ pub struct Config {
     pub snmp: crate::snmp::config::SnmpSection,
     /// The local TR-069 ACS (off until `acs.listen` is set).
     pub acs: crate::acs::AcsSection,
+    /// Ranges remote scans may reach.
+    pub scan: ScanSection,
+    /// Remote commands from the control plane.
+    pub commands: crate::commands::CommandsSection,
 }
 
 impl Default for Config {
@@ -45,6 +49,8 @@ impl Default for Config {
             monitors: MonitorsSection::default(),
             snmp: crate::snmp::config::SnmpSection::default(),
             acs: crate::acs::AcsSection::default(),
+            scan: ScanSection::default(),
+            commands: crate::commands::CommandsSection::default(),
         }
     }
 }
@@ -253,6 +259,15 @@ pub struct GeneratorMonitor {
     pub total: u64,
 }
 
+/// Ranges that remote commands (`sweep`, `portscan`) may scan from this POP. Local CLI scans are not limited
+/// by it (the technician at the console decides). Empty: no remote scan is allowed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScanSection {
+    /// CIDRs (`198.51.100.0/24`, `2001:db8::/32`) or single addresses.
+    pub allowed: Vec<String>,
+}
+
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -299,7 +314,8 @@ impl Config {
         Ok(cfg)
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the values that serde cannot (ranges, consistency); the error names the key.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.outbox.max_mb == 0 {
             return bad("outbox.max_mb must be at least 1".into());
@@ -340,6 +356,16 @@ impl Config {
                     m.name
                 ));
             }
+        }
+        for (i, r) in self.scan.allowed.iter().enumerate() {
+            if let Err(e) = r.parse::<crate::diag::target::Cidr>() {
+                return bad(format!("scan.allowed[{i}]: {e}"));
+            }
+        }
+        if self.commands.max_concurrent == 0 || self.commands.max_queued == 0 {
+            return bad(
+                "commands.max_concurrent and commands.max_queued must be at least 1".into(),
+            );
         }
         self.snmp.validate().map_err(ConfigError::Invalid)?;
         if let Err(m) = self.acs.validate() {

@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::outbox::{Outbox, OutboxConfig, Synchronous};
-use crate::{identity, monitors, telemetry, uplink};
+use crate::{central, commands, identity, telemetry, uplink};
 
 /// How long shutdown waits for tasks before giving up on them.
 pub const GRACE: Duration = Duration::from_secs(10);
@@ -48,9 +48,41 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             }
         });
     }
-    monitors::spawn_all(&cfg.monitors, &outbox, &tracker, &shutdown);
-    crate::snmp::service::spawn_all(&cfg.snmp, &outbox, &tracker, &shutdown)?;
-    crate::acs::start_in_daemon(&cfg, &outbox, &tracker, &shutdown).await?;
+    // Monitors, SNMP and the ACS, from the local file merged with the persisted central configuration.
+    let runtime = central::Runtime::start(
+        cfg.clone(),
+        outbox.clone(),
+        tracker.clone(),
+        shutdown.clone(),
+    )
+    .await?;
+    if runtime.version() > 0 {
+        tracing::info!(
+            version = runtime.version(),
+            "Central configuration in force."
+        );
+    }
+    let executor = commands::Executor::start(
+        &cfg.commands,
+        outbox.clone(),
+        Some(runtime.clone()),
+        tracker.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("cannot start the command executor")?;
+    {
+        let (exec, sd) = (executor.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = sd.cancelled() => return,
+                    _ = hourly.tick() => exec.prune().await,
+                }
+            }
+        });
+    }
 
     let id_dir = cfg.identity_dir();
     match identity::Identity::load(&id_dir) {
@@ -70,7 +102,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             };
             let (ob, sd) = (outbox.clone(), shutdown.clone());
             tracker.spawn(async move {
-                if let Err(err) = uplink::run(ucfg, ob, sd).await {
+                if let Err(err) = uplink::run_with_commands(ucfg, ob, Some(executor), sd).await {
                     tracing::error!(error = %err, "Uplink stopped.");
                 }
             });

@@ -1,6 +1,8 @@
 //! The OctoISP agent as a library: the binary `octoisp-agent` is a thin CLI over these modules.
 
 pub mod acs;
+pub mod central;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod diag;

@@ -146,6 +146,10 @@ async fn dispatch(command: Command, mut cfg: Config) -> anyhow::Result<ExitCode>
                 s.samples_dropped_total, s.records_refused_total
             );
             println!("dead letters: {}", s.dead_letters);
+            match octoisp_agent::central::applied_version(&cfg.state_dir) {
+                Some(v) => println!("central configuration: version {v} applied"),
+                None => println!("central configuration: none received (local file only)"),
+            }
         }
         Command::Snmp(args) => return octoisp_agent::snmp::cli::run(args, &cfg).await,
         Command::Diag(cmd) => return diag::cli::run(cmd).await,

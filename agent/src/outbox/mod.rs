@@ -26,7 +26,7 @@
 //! | `chunks` | append (or part of a large one) | `id` (AUTOINCREMENT: commit order, never reused), `kind` (0 samples: postcard [`octoisp_shared::SampleBlock`]; 1 records, 2 the waiting drop report: postcard `Vec<Record>`), `created_ms`, `n_samples`, `n_records`, `bytes`, `data` |
 //! | `batches` | formed, unacknowledged batch | `seq`, `created_ms`, `settled_below`, `n_samples`, `n_records`, `frame` (the encoded `Message::Batch` frame, sent as is) |
 //! | `batch_series` | definition carried by a batch | `seq` → `batches` (cascade), `series_id` → `series` |
-//! | `state` | producer state | `key`, `value`: written in the transaction of an append ([`Outbox::append_samples_with_state`]) |
+//! | `state` | producer state | `key`, `value`: written in the transaction of an append ([`Outbox::append_samples_with_state`], [`Outbox::append_records_with_state`]) or alone ([`Outbox::claim_state`]); the command ledger keeps `cmd/<id>` entries here (`crate::commands::ledger`) |
 //! | `dead_letters` | chunk or batch given up on | `origin` (`chunk`/`batch`), `origin_id`, `reason`, counts, the original `data` |
 //!
 //! # Invariants
@@ -328,6 +328,44 @@ impl Outbox {
     /// The committed producer state stored under `key` by [`Outbox::append_samples_with_state`].
     pub fn state(&self, key: &str) -> Result<Option<String>, OutboxError> {
         self.shared.store().state(key)
+    }
+
+    /// Like [`Outbox::append_records`], and stores `value` under `key` in the same transaction (the command
+    /// ledger writes a command's result and its `finished` entry together). When the records are refused at the
+    /// hard ceiling, the state is not written either.
+    pub async fn append_records_with_state(
+        &self,
+        records: Vec<Record>,
+        key: &str,
+        value: &str,
+    ) -> Result<(), OutboxError> {
+        let Some((mut req, rx)) = self.record_request(&records)? else {
+            return Ok(());
+        };
+        req.state = Some((key.to_owned(), value.to_owned()));
+        self.sender()?.send(req).await.map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
+    }
+
+    /// Stores `value` under `key` only when `key` holds nothing yet, committed before it returns; `true` when it
+    /// was stored, `false` when the key already existed (the at-most-once check of the command ledger). Blocking.
+    pub fn claim_state(&self, key: &str, value: &str) -> Result<bool, OutboxError> {
+        self.shared.store().claim_state(key, value)
+    }
+
+    /// Stores `value` under `key`, replacing what was there, committed before it returns. Blocking.
+    pub fn put_state(&self, key: &str, value: &str) -> Result<(), OutboxError> {
+        self.shared.store().put_state(key, value)
+    }
+
+    /// Every state entry whose key starts with `prefix`, in key order. Blocking.
+    pub fn states_with_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, OutboxError> {
+        self.shared.store().states_with_prefix(prefix)
+    }
+
+    /// Deletes the state entries `keys` in one transaction. Blocking.
+    pub fn delete_states(&self, keys: &[String]) -> Result<(), OutboxError> {
+        self.shared.store().delete_states(keys)
     }
 
     /// [`Outbox::append_samples`] for threads outside an async runtime (panics inside one, like

@@ -185,6 +185,59 @@ impl Store {
             .sql(&self.path, "reading producer state")
     }
 
+    /// Stores `value` under `key` only when `key` is absent (one autocommitted statement); `true` when stored.
+    pub(crate) fn claim_state(&self, key: &str, value: &str) -> Result<bool, OutboxError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+            )
+            .and_then(|mut stmt| stmt.execute([key, value]))
+            .map(|n| n == 1)
+            .sql(&self.path, "claiming a state key")
+    }
+
+    /// Every state entry whose key starts with `prefix`, in key order.
+    pub(crate) fn states_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, OutboxError> {
+        // Keys are compared as text: the range [prefix, prefix + U+10FFFF) holds exactly the keys with the prefix.
+        let upper = format!("{prefix}\u{10FFFF}");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, value FROM state WHERE key >= ?1 AND key < ?2 ORDER BY key",
+            )
+            .sql(&self.path, "listing state")?;
+        let rows = stmt
+            .query_map([prefix, upper.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .sql(&self.path, "listing state")?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .sql(&self.path, "listing state")
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub(crate) fn put_state(&self, key: &str, value: &str) -> Result<(), OutboxError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute([key, value]))
+            .map(|_| ())
+            .sql(&self.path, "writing state")
+    }
+
+    /// Deletes the state entries `keys`.
+    pub(crate) fn delete_states(&mut self, keys: &[String]) -> Result<(), OutboxError> {
+        let (tx, path) = self.begin()?;
+        for key in keys {
+            tx.prepare_cached("DELETE FROM state WHERE key = ?1")
+                .and_then(|mut stmt| stmt.execute([key]))
+                .sql(path, "deleting state")?;
+        }
+        tx.commit().sql(path, "deleting state")
+    }
+
     /// The dead letters, oldest first: `(origin, origin_id, reason)`.
     pub(crate) fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
         let mut stmt = self

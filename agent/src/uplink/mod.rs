@@ -6,7 +6,8 @@
 //!                                     ▼
 //!                 session: pending batches first, then new ones (next_batch), each on its own stream,
 //!                          at most min(Welcome.max_in_flight, UplinkConfig.max_in_flight) at once;
-//!                          heartbeats with the outbox stats on the control stream
+//!                          heartbeats with the outbox stats on the control stream;
+//!                          command streams opened by the control plane go to `crate::commands::Executor`
 //!                 ◀── lost / rejected: back off (0.5 s → 30 s, jittered; a rejection waits the maximum)
 //! ```
 //!
@@ -82,6 +83,17 @@ pub async fn run(
     outbox: Outbox,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    run_with_commands(cfg, outbox, None, shutdown).await
+}
+
+/// [`run`], and serves the command streams the control plane opens with `commands` (without it, such
+/// streams are never accepted).
+pub async fn run_with_commands(
+    cfg: UplinkConfig,
+    outbox: Outbox,
+    commands: Option<crate::commands::Executor>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     if cfg.max_in_flight == 0 {
         anyhow::bail!("uplink max_in_flight must be at least 1");
     }
@@ -113,7 +125,15 @@ pub async fn run(
             }
         };
         let attempt_started = Instant::now();
-        let end = session::run(&cfg, &identity, &outbox, &shutdown, started).await;
+        let end = session::run(
+            &cfg,
+            &identity,
+            &outbox,
+            commands.as_ref(),
+            &shutdown,
+            started,
+        )
+        .await;
         metrics::gauge!("octoisp_agent_uplink_connected").set(0.0);
         metrics::gauge!("octoisp_agent_uplink_batches_in_flight").set(0.0);
         let delay = match end {

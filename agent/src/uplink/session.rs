@@ -63,6 +63,7 @@ pub(super) async fn run(
     cfg: &UplinkConfig,
     identity: &Identity,
     outbox: &Outbox,
+    commands: Option<&crate::commands::Executor>,
     shutdown: &CancellationToken,
     process_started: Instant,
 ) -> SessionEnd {
@@ -86,6 +87,11 @@ pub(super) async fn run(
                 version = welcome.version, window, server = %cfg.server, "Uplink connected."
             );
             metrics::gauge!("octoisp_agent_uplink_connected").set(1.0);
+            // Command streams: served until the connection closes (below), each command to its end.
+            if let Some(exec) = commands.cloned() {
+                let c = conn.clone();
+                tokio::spawn(async move { exec.accept_streams(c).await });
+            }
             let pipeline = Pipeline::new(
                 conn.clone(),
                 outbox.clone(),

@@ -1,0 +1,493 @@
+//! Remote commands: the control plane opens a bidirectional QUIC stream on the agent's connection, writes one
+//! `Message::Command` and finishes its side; the agent answers `Message::CommandProgress` frames on the same
+//! stream and finishes it when the command is over. The durable answer is the `Record::CommandResult` written to
+//! the outbox *before* the stream is finished. See `docs/COMMANDS-AGENT.md` for the contract and every command's
+//! progress and output.
+//!
+//! ```text
+//! serve_stream ── read one frame (bounded, 30 s) ── bad frame / not a Command ──▶ reset this stream only
+//!      │
+//!      ├─ ledger claim `cmd/<id>` (committed) ── already there ──▶ {"state":"duplicate"}, nothing run
+//!      ├─ unknown name / bad args ──▶ {"state":"rejected","error":..} + Rejected result
+//!      ├─ more than `max_queued` waiting for a slot ──▶ {"state":"rejected","error":"busy: .."} + Rejected result
+//!      ├─ wait for one of `max_concurrent` slots; deadline passed ──▶ {"state":"expired"} + Expired result
+//!      └─ {"state":"started"}, progress frames (seq 1..), result + ledger `finished` in one transaction, finish
+//! ```
+//!
+//! Every command runs under a timeout (the catalogue's `default_timeout_secs`, or the `timeout_secs` argument)
+//! and is cancelled at agent shutdown (it is then reported `Failed`, or, when the process dies first, failed by
+//! [`ledger::recover`] at the next start: never re-run).
+
+pub mod ledger;
+pub mod progress;
+mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use octoisp_shared::commands::{Args, CommandError};
+use octoisp_shared::{Command, CommandProgress, CommandResult, CommandStatus, Message, Record};
+use quinn::{RecvStream, SendStream, VarInt};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::central::Runtime;
+use crate::outbox::Outbox;
+use crate::uplink::wire;
+
+pub use progress::Progress;
+
+/// How long the control plane has to send the `Command` frame after opening the stream.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long queued progress may take to reach the stream once the command is over.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest command frame accepted (arguments of `config.update` included).
+const MAX_COMMAND_FRAME: usize = 1 << 20;
+/// Stream reset code: the frame on the stream was malformed, too large, or not a `Command`.
+pub const RESET_BAD_FRAME: u32 = 1;
+/// Stream reset code: the agent could not record the command (its outbox failed); nothing ran, deliver it again.
+pub const RESET_NOT_ACCEPTED: u32 = 2;
+/// Longest name kept in the ledger and logs for an unknown command.
+const MAX_NAME_LOGGED: usize = 64;
+
+/// `[commands]` of the agent's config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsSection {
+    /// Commands running at once (default 16).
+    pub max_concurrent: usize,
+    /// Commands waiting for a running slot (default 256); beyond it a command is rejected with `busy`.
+    pub max_queued: usize,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        CommandsSection {
+            max_concurrent: 16,
+            max_queued: 256,
+        }
+    }
+}
+
+/// Runs the commands of every stream. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    outbox: Outbox,
+    runtime: Option<Arc<Runtime>>,
+    slots: Arc<Semaphore>,
+    queued: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("free_slots", &self.inner.slots.available_permits())
+            .finish()
+    }
+}
+
+/// What happened to one command delivery (returned by [`serve_stream`], for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// The command ran; its result is in the outbox.
+    Ran(CommandStatus),
+    /// The id was already in the ledger: not run again.
+    Duplicate,
+    /// Deadline passed before it could start.
+    Expired,
+    /// Unknown command, bad arguments, or busy.
+    Rejected(String),
+    /// The stream was reset (bad frame) or broke before a command was read.
+    BadStream(String),
+}
+
+impl Executor {
+    /// An executor writing results to `outbox`. `runtime` applies `config.update` and provides the scan
+    /// allowlist (without it, `config.update` fails and every scan is refused). First reports the commands
+    /// interrupted by the previous run as failed ([`ledger::recover`]) and prunes old ledger entries. Command
+    /// streams are served on `tracker` (so that shutdown waits for their results to be stored).
+    pub async fn start(
+        cfg: &CommandsSection,
+        outbox: Outbox,
+        runtime: Option<Arc<Runtime>>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Result<Executor, crate::outbox::OutboxError> {
+        let now = now_ms();
+        let failed = ledger::recover(&outbox, now).await?;
+        if !failed.is_empty() {
+            tracing::warn!(
+                count = failed.len(),
+                "Commands interrupted by the last stop were reported failed."
+            );
+        }
+        let ob = outbox.clone();
+        match tokio::task::spawn_blocking(move || ledger::prune(&ob, now)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(pruned = n, "Old command ledger entries removed."),
+            Ok(Err(err)) => tracing::warn!(error = %err, "Cannot prune the command ledger."),
+            _ => {}
+        }
+        Ok(Executor {
+            inner: Arc::new(Inner {
+                outbox,
+                runtime,
+                slots: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+                queued: Arc::new(Semaphore::new(cfg.max_queued.max(1))),
+                shutdown,
+                tracker,
+            }),
+        })
+    }
+
+    /// Removes ledger entries older than the retention (the daemon calls it hourly).
+    pub async fn prune(&self) {
+        let ob = self.inner.outbox.clone();
+        if let Ok(Err(err)) =
+            tokio::task::spawn_blocking(move || ledger::prune(&ob, now_ms())).await
+        {
+            tracing::warn!(error = %err, "Cannot prune the command ledger.");
+        }
+    }
+
+    /// Accepts command streams on `conn` until it closes or shutdown, serving each in its own task. A command
+    /// outlives the connection it came on: its result goes to the outbox all the same.
+    pub async fn accept_streams(&self, conn: quinn::Connection) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.inner.shutdown.cancelled() => return,
+                a = conn.accept_bi() => a,
+            };
+            let Ok((send, recv)) = accepted else {
+                return;
+            };
+            let exec = self.clone();
+            self.inner.tracker.spawn(async move {
+                let served = serve_stream(&exec, send, recv).await;
+                tracing::debug!(?served, "Command stream done.");
+            });
+        }
+    }
+}
+
+/// Serves one command stream: reads the `Command`, answers progress frames, writes the result to the outbox,
+/// then finishes the stream. A malformed or oversize frame resets this stream only.
+pub async fn serve_stream(exec: &Executor, mut send: SendStream, mut recv: RecvStream) -> Served {
+    let limits = octoisp_shared::Limits {
+        max_frame_bytes: MAX_COMMAND_FRAME,
+        max_decompressed_bytes: MAX_COMMAND_FRAME * 4,
+    };
+    let cmd = match tokio::time::timeout(READ_TIMEOUT, wire::read_frame(&mut recv, &limits)).await {
+        Ok(Ok(Message::Command(cmd))) => cmd,
+        Ok(Ok(other)) => {
+            return reset(
+                &mut send,
+                &mut recv,
+                format!("expected a Command, got {}", kind(&other)),
+            );
+        }
+        Ok(Err(err)) => return reset(&mut send, &mut recv, err.to_string()),
+        Err(_) => return reset(&mut send, &mut recv, "no Command within 30 s".into()),
+    };
+    // The control plane finished its side; nothing more is read.
+    let _ = recv.stop(VarInt::from_u32(0));
+    let served = exec.handle(cmd, &mut send).await;
+    if let Served::BadStream(why) = &served {
+        // Nothing was recorded for this delivery: reset, so the control plane delivers it again.
+        tracing::warn!(reason = %why, "Command not accepted; resetting its stream.");
+        let _ = send.reset(VarInt::from_u32(RESET_NOT_ACCEPTED));
+    } else {
+        let _ = send.finish();
+    }
+    served
+}
+
+fn reset(send: &mut SendStream, recv: &mut RecvStream, why: String) -> Served {
+    tracing::warn!(reason = %why, "Bad command stream; resetting it.");
+    let _ = send.reset(VarInt::from_u32(RESET_BAD_FRAME));
+    let _ = recv.stop(VarInt::from_u32(RESET_BAD_FRAME));
+    Served::BadStream(why)
+}
+
+fn kind(m: &Message) -> &'static str {
+    match m {
+        Message::Hello(_) => "Hello",
+        Message::Welcome(_) => "Welcome",
+        Message::Reject(_) => "Reject",
+        Message::Enroll(_) => "Enroll",
+        Message::Enrolled(_) => "Enrolled",
+        Message::Batch(_) => "Batch",
+        Message::Ack(_) => "Ack",
+        Message::Nack(_) => "Nack",
+        Message::Heartbeat(_) => "Heartbeat",
+        Message::Command(_) => "Command",
+        Message::CommandProgress(_) => "CommandProgress",
+    }
+}
+
+/// Writes progress frames to one stream, seq from 0.
+struct Frames<'a> {
+    send: &'a mut SendStream,
+    id: uuid::Uuid,
+    seq: u32,
+    broken: bool,
+}
+
+impl Frames<'_> {
+    async fn write(&mut self, payload_json: String) {
+        if self.broken {
+            return;
+        }
+        let msg = Message::CommandProgress(CommandProgress {
+            command_id: self.id,
+            seq: self.seq,
+            payload_json,
+        });
+        self.seq += 1;
+        if let Err(err) = wire::write_message(self.send, &msg).await {
+            // The stream is gone (control plane restarted, connection lost): the command goes on, its result
+            // reaches the outbox all the same.
+            tracing::debug!(command = %self.id, error = %err, "Progress stream broken.");
+            self.broken = true;
+        }
+    }
+}
+
+impl Executor {
+    async fn handle(&self, cmd: Command, send: &mut SendStream) -> Served {
+        let inner = &self.inner;
+        let mut frames = Frames {
+            send,
+            id: cmd.id,
+            seq: 0,
+            broken: false,
+        };
+        let name: String = cmd.name.chars().take(MAX_NAME_LOGGED).collect();
+        // At most once: the ledger entry is committed before anything else happens to this id.
+        let (ob, id, n) = (inner.outbox.clone(), cmd.id, name.clone());
+        let claimed =
+            tokio::task::spawn_blocking(move || ledger::claim(&ob, id, &n, now_ms())).await;
+        match claimed {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::info!(command = %cmd.id, name = %name, "Duplicate delivery; not run again.");
+                frames.write(r#"{"state":"duplicate"}"#.into()).await;
+                return Served::Duplicate;
+            }
+            Ok(Err(err)) => {
+                // Without a ledger entry the command cannot be run safely; the stream ends with no state frame
+                // and the control plane delivers it again later.
+                tracing::error!(command = %cmd.id, error = %err, "Cannot record the command in the ledger.");
+                return Served::BadStream(format!("ledger: {err}"));
+            }
+            Err(err) => return Served::BadStream(format!("ledger task: {err}")),
+        }
+        let spec = octoisp_shared::commands::spec_of(&cmd.name);
+        let args = match (spec, Args::parse(&cmd.name, &cmd.args_json)) {
+            (Some(spec), Ok(args)) => (spec, args),
+            (_, Err(err)) => {
+                let error = match err {
+                    CommandError::Unknown(n) => format!("unknown command {n:?}"),
+                    CommandError::BadArgs(m) => format!("invalid arguments: {m}"),
+                };
+                return self
+                    .refuse(
+                        &mut frames,
+                        &name,
+                        "rejected",
+                        CommandStatus::Rejected,
+                        error,
+                    )
+                    .await;
+            }
+            (None, Ok(_)) => {
+                let error = format!("unknown command {name:?}");
+                return self
+                    .refuse(
+                        &mut frames,
+                        &name,
+                        "rejected",
+                        CommandStatus::Rejected,
+                        error,
+                    )
+                    .await;
+            }
+        };
+        let (spec, args) = args;
+        // A configuration document that would not apply is refused before it starts, like bad arguments.
+        if let (Args::ConfigUpdate(a), Some(rt)) = (&args, &inner.runtime)
+            && let Err(e) = rt.check(&a.config)
+        {
+            let error = format!("invalid arguments: {e}");
+            return self
+                .refuse(
+                    &mut frames,
+                    &name,
+                    "rejected",
+                    CommandStatus::Rejected,
+                    error,
+                )
+                .await;
+        }
+        // Bounded local queue, then a running slot.
+        let Ok(queued) = inner.queued.clone().try_acquire_owned() else {
+            let error =
+                "busy: too many commands waiting on this agent (commands.max_queued)".to_string();
+            return self
+                .refuse(
+                    &mut frames,
+                    &name,
+                    "rejected",
+                    CommandStatus::Rejected,
+                    error,
+                )
+                .await;
+        };
+        if now_ms() > cmd.deadline_ms {
+            return self.expire(&mut frames, &name).await;
+        }
+        let wait = Duration::from_millis(
+            u64::try_from(cmd.deadline_ms.saturating_sub(now_ms())).unwrap_or(0),
+        )
+        .min(Duration::from_secs(7 * 24 * 3600));
+        let slot = tokio::select! {
+            _ = inner.shutdown.cancelled() => None,
+            s = tokio::time::timeout(wait, inner.slots.clone().acquire_owned()) => s.ok().and_then(Result::ok),
+        };
+        drop(queued);
+        let Some(_slot) = slot else {
+            if inner.shutdown.is_cancelled() {
+                let error = "the agent shut down before the command could start".to_string();
+                return self
+                    .refuse(&mut frames, &name, "rejected", CommandStatus::Failed, error)
+                    .await;
+            }
+            return self.expire(&mut frames, &name).await;
+        };
+        if now_ms() > cmd.deadline_ms {
+            return self.expire(&mut frames, &name).await;
+        }
+
+        frames.write(r#"{"state":"started"}"#.into()).await;
+        tracing::info!(command = %cmd.id, name = %name, "Command started.");
+        let timeout = Duration::from_secs(u64::from(
+            args.timeout_secs().unwrap_or(spec.default_timeout_secs),
+        ));
+        let progress = Progress::new();
+        let cancel = inner.shutdown.child_token();
+        let ctx = run::Ctx {
+            runtime: inner.runtime.clone(),
+            progress: progress.clone(),
+            cancel: cancel.clone(),
+        };
+        let work = async {
+            let out = tokio::select! {
+                r = tokio::time::timeout(timeout, run::run(&ctx, args)) => match r {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("timed out after {} s", timeout.as_secs())),
+                },
+                _ = inner.shutdown.cancelled() => Err("cancelled: the agent is shutting down".into()),
+            };
+            cancel.cancel();
+            progress.close();
+            out
+        };
+        let pump = async {
+            while let Some(p) = progress.next().await {
+                frames.write(p).await;
+            }
+        };
+        // Progress flows while the command runs; once it is over, what is queued gets FLUSH_TIMEOUT to reach
+        // the stream (a stalled stream must not hold the result back).
+        tokio::pin!(work);
+        tokio::pin!(pump);
+        let mut pumped = false;
+        let outcome = loop {
+            tokio::select! {
+                o = &mut work => break o,
+                _ = &mut pump, if !pumped => pumped = true,
+            }
+        };
+        if !pumped {
+            let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut pump).await;
+        }
+        let (status, output, error) = match outcome {
+            Ok(v) => (CommandStatus::Succeeded, v.to_string(), None),
+            Err(e) => (CommandStatus::Failed, "{}".to_string(), Some(e)),
+        };
+        tracing::info!(command = %cmd.id, name = %name, ?status, "Command finished.");
+        self.finish(cmd.id, &name, status, output, error).await;
+        Served::Ran(status)
+    }
+
+    async fn expire(&self, frames: &mut Frames<'_>, name: &str) -> Served {
+        tracing::info!(command = %frames.id, name = %name, "Command deadline passed before it started.");
+        frames.write(r#"{"state":"expired"}"#.into()).await;
+        let error = "the deadline passed before the command could start".to_string();
+        self.finish(
+            frames.id,
+            name,
+            CommandStatus::Expired,
+            "{}".into(),
+            Some(error),
+        )
+        .await;
+        Served::Expired
+    }
+
+    async fn refuse(
+        &self,
+        frames: &mut Frames<'_>,
+        name: &str,
+        state: &str,
+        status: CommandStatus,
+        error: String,
+    ) -> Served {
+        tracing::info!(command = %frames.id, name = %name, error = %error, "Command refused.");
+        let frame = serde_json::json!({"state": state, "error": error}).to_string();
+        frames.write(frame).await;
+        self.finish(frames.id, name, status, "{}".into(), Some(error.clone()))
+            .await;
+        Served::Rejected(error)
+    }
+
+    /// Writes the result and the ledger's `finished` entry in one outbox transaction.
+    async fn finish(
+        &self,
+        id: uuid::Uuid,
+        name: &str,
+        status: CommandStatus,
+        output_json: String,
+        error: Option<String>,
+    ) {
+        let now = now_ms();
+        let record = Record::CommandResult(CommandResult {
+            command_id: id,
+            ts_ms: now,
+            status,
+            output_json,
+            error,
+        });
+        if let Err(err) = self
+            .inner
+            .outbox
+            .append_records_with_state(vec![record], &ledger::key(id), &ledger::finished(name, now))
+            .await
+        {
+            // The ledger still says `started`: the next start reports it failed (never re-runs it).
+            tracing::error!(command = %id, error = %err, "Cannot store a command result.");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    crate::monitors::ping::now_ms()
+}
