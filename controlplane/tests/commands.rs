@@ -234,6 +234,26 @@ impl Harness {
             .unwrap()
     }
 
+    async fn forget_redis(&self) {
+        let mut r = redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query_async(&mut r)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut r)
+                .await
+                .expect("DEL");
+        }
+    }
+
     async fn cleanup(self) {
         let mut r = redis::Client::open(redis_url())
             .unwrap()
@@ -244,13 +264,13 @@ impl Harness {
             .arg(format!("{}*", self.prefix))
             .query_async(&mut r)
             .await
-            .unwrap_or_default();
+            .expect("KEYS");
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL")
+            let _: i64 = redis::cmd("DEL")
                 .arg(keys)
                 .query_async(&mut r)
                 .await
-                .unwrap_or(());
+                .expect("DEL");
         }
         self.db.cleanup().await;
     }
@@ -274,7 +294,7 @@ async fn roles_decide_who_may_run_what() {
     let h = harness().await;
     let pop = h.a.pop_id;
     let mtr = json!({"name": "mtr", "args": {"target": "127.0.0.1"}, "pop_id": pop});
-    let reboot = json!({"name": "tr069.reboot", "args": {}, "pop_id": pop});
+    let reboot = json!({"name": "tr069.reboot", "args": {"device_key": "cpe-1"}, "pop_id": pop});
     // A Viewer reads but cannot create.
     let r = h.post("a-viewer", "/api/v1/commands", mtr.clone()).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
@@ -305,23 +325,33 @@ async fn roles_decide_who_may_run_what() {
 async fn bad_input_is_422_naming_the_field_and_nothing_is_queued() {
     let h = harness().await;
     let pop = h.a.pop_id;
+    let ok = json!({"targets": ["127.0.0.1"]});
     for (body, field) in [
         (json!({"name": "reboot-everything", "pop_id": pop}), "name"),
         (
             json!({"name": "ping", "args": [1, 2], "pop_id": pop}),
             "args",
         ),
-        (json!({"name": "ping", "args": {}}), "pop_id"),
+        (json!({"name": "ping", "args": {}, "pop_id": pop}), "args"),
         (
-            json!({"name": "ping", "args": {}, "pop_id": pop, "device_id": Uuid::now_v7()}),
+            json!({"name": "ping", "args": {"targets": ["x"]}, "pop_id": pop}),
+            "args",
+        ),
+        (
+            json!({"name": "tr069.reboot", "args": {"device_key": ""}, "pop_id": pop}),
+            "args",
+        ),
+        (json!({"name": "ping", "args": ok}), "pop_id"),
+        (
+            json!({"name": "ping", "args": ok, "pop_id": pop, "device_id": Uuid::now_v7()}),
             "pop_id",
         ),
         (
-            json!({"name": "ping", "args": {}, "pop_id": pop, "deadline_secs": 0}),
+            json!({"name": "ping", "args": ok, "pop_id": pop, "deadline_secs": 0}),
             "deadline_secs",
         ),
         (
-            json!({"name": "ping", "args": {}, "pop_id": Uuid::now_v7()}),
+            json!({"name": "ping", "args": ok, "pop_id": Uuid::now_v7()}),
             "pop_id",
         ),
         (
@@ -353,7 +383,7 @@ async fn bad_input_is_422_naming_the_field_and_nothing_is_queued() {
         .post(
             "a-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": pop}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": pop}),
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
@@ -382,7 +412,7 @@ async fn another_provider_cannot_read_or_cancel_and_lists_stay_apart() {
         .post(
             "a-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": h.a.pop_id}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id}),
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
@@ -410,7 +440,7 @@ async fn another_provider_cannot_read_or_cancel_and_lists_stay_apart() {
         .post(
             "b-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": h.a.pop_id}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id}),
         )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
@@ -461,7 +491,7 @@ async fn the_same_idempotency_key_gives_the_same_command() {
     assert_eq!(again.status, StatusCode::OK, "{}", again.text);
     assert_eq!(again.body["id"], first.body["id"]);
     // Another provider's identical key is its own.
-    let b_body = json!({"name": "ping", "pop_id": h.b.pop_id});
+    let b_body = json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.b.pop_id});
     let b = h
         .send(
             "POST",
@@ -559,16 +589,11 @@ async fn a_fan_out_creates_one_command_per_device_with_its_identity() {
     assert_eq!(items.len(), 3);
     let mut ips: Vec<&str> = items
         .iter()
-        .map(|i| i["args"]["mgmt_ip"].as_str().unwrap())
+        .map(|i| i["args"]["targets"][0].as_str().unwrap())
         .collect();
     ips.sort_unstable();
     assert_eq!(ips, ["192.0.2.10", "192.0.2.11", "192.0.2.12"]);
-    assert!(items.iter().all(|i| {
-        i["args"]["device_key"]
-            .as_str()
-            .unwrap()
-            .starts_with("cpe-")
-    }));
+    assert!(items.iter().all(|i| i["device_id"].is_string()));
     // The whole POP.
     let r = h
         .post(
@@ -597,7 +622,7 @@ async fn a_fan_out_creates_one_command_per_device_with_its_identity() {
         )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-    assert_eq!(r.body["args"]["mgmt_ip"], "192.0.2.14");
+    assert_eq!(r.body["args"]["targets"], json!(["192.0.2.14"]));
     assert_eq!(r.body["device_id"], json!(devices[4]));
     h.cleanup().await;
 }
@@ -609,7 +634,7 @@ async fn cancel_stops_a_queued_command_once_and_is_audited() {
         .post(
             "a-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": h.a.pop_id}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id}),
         )
         .await;
     let id = r.body["id"].as_str().unwrap().to_owned();
@@ -666,7 +691,7 @@ async fn a_stored_result_finishes_the_command_and_completes_its_job() {
         .post(
             "a-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": h.a.pop_id}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id}),
         )
         .await;
     let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
@@ -704,12 +729,12 @@ async fn commands_lost_with_redis_are_put_back_by_the_reconciler() {
         .post(
             "a-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": h.a.pop_id}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id}),
         )
         .await;
     let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();
-    // Redis loses everything of this queue (a restart without persistence).
-    h.cmds.queue.cancel(h.a.provider_id, id).await.unwrap();
+    // Redis loses everything of this queue (a restart without persistence): every key under the test's prefix.
+    h.forget_redis().await;
     assert_eq!(
         h.cmds
             .queue
@@ -800,7 +825,7 @@ async fn a_small_tenants_command_is_leased_ahead_of_a_large_tenants_flood() {
         .post(
             "a-admin",
             "/api/v1/commands",
-            json!({"name": "ping", "pop_id": h.a.pop_id}),
+            json!({"name": "ping", "args": {"targets": ["127.0.0.1"]}, "pop_id": h.a.pop_id}),
         )
         .await;
     let id: Uuid = r.body["id"].as_str().unwrap().parse().unwrap();

@@ -30,7 +30,9 @@ fn cfg() -> QueueConfig {
 }
 
 async fn queue(cfg: QueueConfig) -> Queue {
-    Queue::connect(&redis_url(), cfg).await.expect("connect to the test Redis")
+    Queue::connect(&redis_url(), cfg)
+        .await
+        .expect("connect to the test Redis")
 }
 
 /// Deletes every key of the queue's prefix.
@@ -99,7 +101,10 @@ async fn jobs_of_a_tenant_come_out_in_enqueue_order() {
     let ids: Vec<Uuid> = got.iter().map(|l| l.id).collect();
     let want: Vec<Uuid> = jobs.iter().map(|j| j.id).collect();
     assert_eq!(ids, want);
-    assert!(got.iter().all(|l| l.attempt == 1 && l.provider_id == tenant));
+    assert!(
+        got.iter()
+            .all(|l| l.attempt == 1 && l.provider_id == tenant)
+    );
     assert_eq!(got[3].payload, "job 3");
     assert!(q.reserve("w1", 5).await.unwrap().is_empty());
     cleanup(&q).await;
@@ -120,7 +125,10 @@ async fn tenants_of_a_tier_are_served_round_robin() {
     seen.sort();
     let mut all = tenants.to_vec();
     all.sort();
-    assert_eq!(seen, all, "the first three slots go to three different tenants");
+    assert_eq!(
+        seen, all,
+        "the first three slots go to three different tenants"
+    );
 
     let more = q.reserve("w", 27).await.unwrap();
     let mut per: HashMap<Uuid, usize> = HashMap::new();
@@ -222,7 +230,11 @@ async fn a_small_tenant_is_not_delayed_by_a_large_tenant_flooding_100k_jobs() {
             break;
         }
     }
-    assert_eq!(found, [true, true], "small tenants' jobs leased within 2 reserve calls");
+    assert_eq!(
+        found,
+        [true, true],
+        "small tenants' jobs leased within 2 reserve calls"
+    );
     cleanup(&q).await;
 }
 
@@ -241,7 +253,11 @@ async fn a_tenant_never_holds_more_leases_than_its_concurrency_limit() {
     let got = q.reserve("w", 10).await.unwrap();
     let of_a: Vec<_> = got.iter().filter(|l| l.provider_id == a).collect();
     assert_eq!(of_a.len(), 3);
-    assert_eq!(got.len(), 5, "tenant b is not held back by tenant a's limit");
+    assert_eq!(
+        got.len(),
+        5,
+        "tenant b is not held back by tenant a's limit"
+    );
     assert!(q.reserve("w", 10).await.unwrap().is_empty());
     assert_eq!(q.tenant_stats(a).await.unwrap().leased, 3);
     // A finished job frees a slot.
@@ -287,7 +303,10 @@ async fn a_tenant_starts_no_more_jobs_than_its_rate_allows() {
         (total as f64) <= allowed,
         "{total} jobs started in {elapsed:.2} s at 2/s"
     );
-    assert!(total >= 4, "the bucket refills: {total} jobs in {elapsed:.2} s");
+    assert!(
+        total >= 4,
+        "the bucket refills: {total} jobs in {elapsed:.2} s"
+    );
     cleanup(&q).await;
 }
 
@@ -503,14 +522,22 @@ async fn deferred_jobs_wake_in_their_original_order_without_an_attempt() {
     let far = now_ms() + 3_600_000;
     assert!(q.defer(jobs[0].id, 1, far).await.unwrap());
     assert!(q.defer(jobs[1].id, 1, far).await.unwrap());
-    assert!(!q.defer(jobs[1].id, 1, far).await.unwrap(), "no longer leased");
+    assert!(
+        !q.defer(jobs[1].id, 1, far).await.unwrap(),
+        "no longer leased"
+    );
     assert!(q.complete(leases[2].id, Some(1)).await.unwrap());
     let later = job(tenant, Tier::Small, "cmd 3");
     q.enqueue(std::slice::from_ref(&later)).await.unwrap();
     assert_eq!(q.maintain().await.unwrap(), (0, 0), "not due yet");
     assert_eq!(q.tenant_stats(tenant).await.unwrap().delayed, 2);
     // The agent is back: woken in reverse order, served in the original order, ahead of the later job.
-    assert_eq!(q.wake(&[jobs[1].id, jobs[0].id, Uuid::new_v4()]).await.unwrap(), 2);
+    assert_eq!(
+        q.wake(&[jobs[1].id, jobs[0].id, Uuid::new_v4()])
+            .await
+            .unwrap(),
+        2
+    );
     let out = q.reserve("w", 3).await.unwrap();
     let ids: Vec<Uuid> = out.iter().map(|l| l.id).collect();
     assert_eq!(ids, vec![jobs[0].id, jobs[1].id, later.id]);
@@ -548,9 +575,17 @@ async fn a_known_id_is_enqueued_once_even_after_completion() {
     assert_eq!(q.enqueue(std::slice::from_ref(&j)).await.unwrap(), 0);
     let l = q.reserve("w", 5).await.unwrap();
     assert_eq!(l.len(), 1);
-    assert_eq!(q.enqueue(std::slice::from_ref(&j)).await.unwrap(), 0, "while leased");
+    assert_eq!(
+        q.enqueue(std::slice::from_ref(&j)).await.unwrap(),
+        0,
+        "while leased"
+    );
     assert!(q.complete(j.id, Some(1)).await.unwrap());
-    assert_eq!(q.enqueue(std::slice::from_ref(&j)).await.unwrap(), 0, "after completion");
+    assert_eq!(
+        q.enqueue(std::slice::from_ref(&j)).await.unwrap(),
+        0,
+        "after completion"
+    );
     assert!(q.reserve("w", 5).await.unwrap().is_empty());
     let s = q.stats().await.unwrap();
     assert_eq!((s.counters.enqueued, s.counters.completed), (1, 1));
@@ -594,7 +629,12 @@ async fn odd_payloads_and_unknown_ids_are_handled_without_errors() {
     assert_eq!(q.wake(&[unknown]).await.unwrap(), 0);
     assert_eq!(q.enqueue(&[]).await.unwrap(), 0);
     assert!(q.reserve("w", 0).await.unwrap().is_empty());
-    assert!(q.dead_letters(tenant, 10, Some(unknown)).await.unwrap().is_empty());
+    assert!(
+        q.dead_letters(tenant, 10, Some(unknown))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A leased job's wrong attempt numbers are refused, not errors.
     assert!(!q.complete(got[0].id, Some(0)).await.unwrap());
     assert!(!q.complete(got[0].id, Some(u32::MAX)).await.unwrap());
@@ -648,7 +688,14 @@ impl PrivateRedis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -729,7 +776,10 @@ async fn nothing_is_lost_when_redis_is_killed_and_restarted() {
     );
     assert_eq!(after.dead, 1);
     assert_eq!(after.counters, before.counters);
-    assert_eq!(q.dead_letters(tenant, 10, None).await.unwrap()[0].id, leased[2].id);
+    assert_eq!(
+        q.dead_letters(tenant, 10, None).await.unwrap()[0].id,
+        leased[2].id
+    );
     // Leases survive: the old workers can still complete; the rest comes out in order.
     assert!(q.complete(leased[0].id, Some(1)).await.unwrap());
     let rest = q.reserve("w", 10).await.unwrap();

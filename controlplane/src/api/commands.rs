@@ -211,8 +211,6 @@ pub async fn create(
             "args: larger than 60000 bytes".into(),
         ));
     }
-    octoisp_shared::commands::validate(&body.name, &args_text)
-        .map_err(|e| ApiError::Unprocessable(format!("args: {e}")))?;
     let deadline_secs = body.deadline_secs.unwrap_or(cmds.cfg.default_deadline_secs);
     if deadline_secs == 0 || deadline_secs > cmds.cfg.max_deadline_secs {
         return Err(ApiError::Unprocessable(format!(
@@ -235,6 +233,15 @@ pub async fn create(
         return Err(ApiError::Unprocessable(
             "pop_id: give exactly one of pop_id, device_id, group_id, or pop_id with all_devices"
                 .into(),
+        ));
+    }
+
+    // A device target fills in the device's identity first; the arguments are checked once complete.
+    if body.pop_id.is_some() && !body.all_devices {
+        check_args(&body.name, &body.args)?;
+    } else if !body.args.is_object() {
+        return Err(ApiError::Unprocessable(
+            "args: arguments must be a JSON object".into(),
         ));
     }
 
@@ -287,7 +294,8 @@ pub async fn create(
             let (pop, device_key, mgmt_ip) = row.ok_or_else(|| {
                 ApiError::Unprocessable(format!("device_id: no such device {device}"))
             })?;
-            add_identity(&mut args, &device_key, mgmt_ip.as_deref());
+            add_identity(&body.name, &mut args, &device_key, mgmt_ip.as_deref());
+            check_args(&body.name, &args)?;
             (pop, Some(device))
         }
         _ => unreachable_target()?,
@@ -357,13 +365,36 @@ fn unreachable_target() -> Result<(Uuid, Option<Uuid>), ApiError> {
     Err(ApiError::Unprocessable("pop_id: no target".into()))
 }
 
-/// Adds the device's identity to the arguments, unless the caller set them.
-fn add_identity(args: &mut serde_json::Value, device_key: &str, mgmt_ip: Option<&str>) {
-    if let Some(obj) = args.as_object_mut() {
+/// Checks arguments against the catalogue; 422 naming `args`.
+fn check_args(name: &str, args: &serde_json::Value) -> Result<(), ApiError> {
+    octoisp_shared::commands::validate(name, &args.to_string())
+        .map(|_| ())
+        .map_err(|e| ApiError::Unprocessable(format!("args: {e}")))
+}
+
+/// Fills the device's identity into the argument the command takes it in (TR-069 commands: `device_key`; ping:
+/// `targets`; MTR and traceroute: `target`; port scan: `host`), unless the caller set it.
+fn add_identity(name: &str, args: &mut serde_json::Value, device_key: &str, mgmt_ip: Option<&str>) {
+    let Some(obj) = args.as_object_mut() else {
+        return;
+    };
+    if name.starts_with("tr069.") {
         obj.entry("device_key").or_insert_with(|| device_key.into());
-        if let Some(ip) = mgmt_ip {
-            obj.entry("mgmt_ip").or_insert_with(|| ip.into());
+        return;
+    }
+    let Some(ip) = mgmt_ip else { return };
+    match name {
+        "ping" => {
+            obj.entry("targets")
+                .or_insert_with(|| serde_json::json!([ip]));
         }
+        "mtr" | "traceroute" => {
+            obj.entry("target").or_insert_with(|| ip.into());
+        }
+        "portscan" => {
+            obj.entry("host").or_insert_with(|| ip.into());
+        }
+        _ => {}
     }
 }
 
@@ -504,7 +535,9 @@ async fn create_batch(
             let id = Uuid::now_v7();
             let agent = agents.get(pop).copied().unwrap_or_default();
             let mut a = body.args.clone();
-            add_identity(&mut a, device_key, mgmt_ip.as_deref());
+            add_identity(&body.name, &mut a, device_key, mgmt_ip.as_deref());
+            check_args(&body.name, &a)
+                .map_err(|e| ApiError::Unprocessable(format!("{e} (device {device_key})")))?;
             ids.push(id);
             pops.push(*pop);
             agent_ids.push(agent);
@@ -1041,12 +1074,19 @@ mod tests {
     #[test]
     fn identity_is_added_without_overriding_the_caller() {
         let mut a = serde_json::json!({"count": 3});
-        add_identity(&mut a, "cpe-1", Some("192.0.2.10"));
-        assert_eq!(a["device_key"], "cpe-1");
-        assert_eq!(a["mgmt_ip"], "192.0.2.10");
-        let mut b = serde_json::json!({"mgmt_ip": "198.51.100.1"});
-        add_identity(&mut b, "cpe-1", None);
-        assert_eq!(b["mgmt_ip"], "198.51.100.1");
+        add_identity("ping", &mut a, "cpe-1", Some("192.0.2.10"));
+        assert_eq!(
+            a,
+            serde_json::json!({"count": 3, "targets": ["192.0.2.10"]})
+        );
+        let mut b = serde_json::json!({"target": "198.51.100.1"});
+        add_identity("mtr", &mut b, "cpe-1", Some("192.0.2.10"));
+        assert_eq!(b["target"], "198.51.100.1");
+        let mut c = serde_json::json!({});
+        add_identity("tr069.reboot", &mut c, "cpe-1", Some("192.0.2.10"));
+        assert_eq!(c, serde_json::json!({"device_key": "cpe-1"}));
+        assert!(check_args("tr069.reboot", &c).is_ok());
+        assert!(check_args("tr069.reboot", &serde_json::json!({})).is_err());
     }
 
     #[test]

@@ -284,11 +284,7 @@ impl QueueConfig {
         if self.backoff_max < self.backoff_base {
             anyhow::bail!("queue.backoff_max: must not be below queue.backoff_base");
         }
-        if self
-            .tenant_rate
-            .iter()
-            .any(|r| !r.is_finite() || *r < 0.0)
-        {
+        if self.tenant_rate.iter().any(|r| !r.is_finite() || *r < 0.0) {
             anyhow::bail!("queue.tenant_rate: expected finite rates >= 0 (0: no limit)");
         }
         if self.dedup_window < Duration::from_millis(1) {
@@ -324,7 +320,8 @@ fn num<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T> {
 }
 
 fn uuid(s: &str, what: &str) -> anyhow::Result<Uuid> {
-    Uuid::parse_str(s).map_err(|_| anyhow::anyhow!("queue: Redis returned a malformed {what}: {s:?}"))
+    Uuid::parse_str(s)
+        .map_err(|_| anyhow::anyhow!("queue: Redis returned a malformed {what}: {s:?}"))
 }
 
 fn tier(s: &str) -> anyhow::Result<Tier> {
@@ -692,7 +689,10 @@ impl Queue {
             .await
             .context("queue: stats")?;
         if flat.len() < 22 {
-            anyhow::bail!("queue: Redis returned {} stats fields, expected 22 or more", flat.len());
+            anyhow::bail!(
+                "queue: Redis returned {} stats fields, expected 22 or more",
+                flat.len()
+            );
         }
         let count = |s: &str| -> anyhow::Result<u64> { Ok(num::<i64>(s, "count")?.max(0) as u64) };
         let mut stats = QueueStats::default();
@@ -737,7 +737,10 @@ impl Queue {
             .await
             .context("queue: tenant_stats")?;
         let [ready, leased, delayed, dead, oldest] = v[..] else {
-            anyhow::bail!("queue: Redis returned {} tenant stats fields, expected 5", v.len());
+            anyhow::bail!(
+                "queue: Redis returned {} tenant stats fields, expected 5",
+                v.len()
+            );
         };
         let c = |x: i64| x.max(0) as u64;
         Ok(TenantStats {
