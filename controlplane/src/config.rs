@@ -599,6 +599,14 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_example_is_valid() {
+        let text = include_str!("../../packaging/deb/controlplane/controlplane.toml");
+        let cfg = Config::from_toml("controlplane.toml", text, Vec::new()).unwrap();
+        assert_eq!(cfg.queue.prefix, "octoisp:q");
+        assert_eq!(cfg.commands.dispatch_concurrency, 256);
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(
             redact("postgres://app:s3cret@db:5432/x"),
