@@ -174,6 +174,7 @@ async fn serve(url: &str, listen: SocketAddr, token: &str) -> anyhow::Result<()>
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("serving on {listen}");

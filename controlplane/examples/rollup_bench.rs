@@ -249,6 +249,7 @@ async fn main() -> anyhow::Result<()> {
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     });
     let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for (label, days, points) in [

@@ -33,6 +33,10 @@ pub struct Config {
     pub notify: crate::notify::NotifyConfig,
     /// The alert engine (ingest role).
     pub alerts: AlertsSection,
+    /// The command queue in Redis (docs/COMMANDS.md).
+    pub queue: QueueSection,
+    /// Command dispatch (workers role) and delivery to agents (ingest role).
+    pub commands: crate::commands::CommandsConfig,
 }
 
 impl Default for Config {
@@ -48,6 +52,8 @@ impl Default for Config {
             metrics: crate::rollup::MetricsConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             alerts: AlertsSection::default(),
+            queue: QueueSection::default(),
+            commands: crate::commands::CommandsConfig::default(),
         }
     }
 }
@@ -352,6 +358,8 @@ impl Config {
             );
         }
         self.notify.validate().map_err(ConfigError::Invalid)?;
+        self.queue.validate().map_err(ConfigError::Invalid)?;
+        self.commands.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -361,6 +369,104 @@ impl Config {
             .admin_url
             .as_deref()
             .unwrap_or(&self.database.url)
+    }
+}
+
+/// The `[queue]` section: the Redis command queue ([`crate::queue::QueueConfig`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueSection {
+    /// Redis holding the queue (and the agent holder registry); every instance must use the same one.
+    pub redis_url: String,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// Relative share of dispatch slots per tier, `[small, medium, large]`, when every tier has work.
+    pub tier_weights: [u32; 3],
+    /// A lease not extended for this many seconds is reclaimed and delivered again.
+    pub visibility_timeout_secs: u64,
+    /// Attempts before a command goes to the dead-letter queue.
+    pub max_attempts: u32,
+    /// First retry delay, milliseconds (doubles per attempt, with full jitter).
+    pub backoff_base_ms: u64,
+    /// Largest retry delay, milliseconds.
+    pub backoff_max_ms: u64,
+    /// Commands one tenant may have leased at once, per tier `[small, medium, large]`.
+    pub tenant_concurrency: [u32; 3],
+    /// Commands per second one tenant may start, per tier.
+    pub tenant_rate: [f64; 3],
+    /// How long a finished command id is remembered to refuse a second enqueue, seconds.
+    pub dedup_window_secs: u64,
+}
+
+impl Default for QueueSection {
+    fn default() -> Self {
+        Self {
+            redis_url: "redis://127.0.0.1:6379".into(),
+            prefix: "octoisp:q".into(),
+            tier_weights: [4, 2, 1],
+            visibility_timeout_secs: 30,
+            max_attempts: 5,
+            backoff_base_ms: 1000,
+            backoff_max_ms: 300_000,
+            tenant_concurrency: [50, 500, 5000],
+            tenant_rate: [50.0, 500.0, 5000.0],
+            dedup_window_secs: 86_400,
+        }
+    }
+}
+
+impl QueueSection {
+    /// Checks the values; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if redis::Client::open(self.redis_url.as_str()).is_err() {
+            return Err(format!(
+                "queue.redis_url `{}` is not a Redis URL",
+                self.redis_url
+            ));
+        }
+        if self.prefix.is_empty() {
+            return Err("queue.prefix must not be empty".into());
+        }
+        if self.tier_weights.contains(&0) {
+            return Err("queue.tier_weights must all be > 0".into());
+        }
+        if !(1..=3600).contains(&self.visibility_timeout_secs) {
+            return Err("queue.visibility_timeout_secs must be between 1 and 3600".into());
+        }
+        if self.max_attempts == 0 {
+            return Err("queue.max_attempts must be > 0".into());
+        }
+        if self.backoff_base_ms == 0 || self.backoff_max_ms < self.backoff_base_ms {
+            return Err(
+                "queue.backoff_base_ms must be > 0 and at most queue.backoff_max_ms".into(),
+            );
+        }
+        if self.tenant_concurrency.contains(&0) {
+            return Err("queue.tenant_concurrency must all be > 0".into());
+        }
+        if self.tenant_rate.iter().any(|r| !r.is_finite() || *r <= 0.0) {
+            return Err("queue.tenant_rate must all be positive numbers".into());
+        }
+        if self.dedup_window_secs == 0 {
+            return Err("queue.dedup_window_secs must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// The queue's configuration.
+    pub fn queue_config(&self) -> crate::queue::QueueConfig {
+        use std::time::Duration;
+        crate::queue::QueueConfig {
+            prefix: self.prefix.clone(),
+            tier_weights: self.tier_weights,
+            visibility_timeout: Duration::from_secs(self.visibility_timeout_secs),
+            max_attempts: self.max_attempts,
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+            backoff_max: Duration::from_millis(self.backoff_max_ms),
+            tenant_concurrency: self.tenant_concurrency,
+            tenant_rate: self.tenant_rate,
+            dedup_window: Duration::from_secs(self.dedup_window_secs),
+        }
     }
 }
 
@@ -449,6 +555,55 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{toml:?}: {err}");
         }
+    }
+
+    #[test]
+    fn queue_and_commands_sections_are_validated_with_the_key_named() {
+        let cfg = Config::from_toml(
+            "cp.toml",
+            "[queue]\nvisibility_timeout_secs = 10\ntier_weights = [8, 2, 1]\n\
+             [commands]\ndispatch_concurrency = 16\ndefault_deadline_secs = 60\n",
+            Vec::new(),
+        )
+        .unwrap();
+        let q = cfg.queue.queue_config();
+        assert_eq!(q.visibility_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(q.tier_weights, [8, 2, 1]);
+        assert_eq!(cfg.commands.dispatch_concurrency, 16);
+        for (toml, key) in [
+            (
+                "[queue]\nvisibility_timeout_secs = 0\n",
+                "queue.visibility_timeout_secs",
+            ),
+            ("[queue]\ntier_weights = [1, 0, 1]\n", "queue.tier_weights"),
+            ("[queue]\nredis_url = \"nope\"\n", "queue.redis_url"),
+            (
+                "[queue]\ntenant_rate = [1.0, -1.0, 1.0]\n",
+                "queue.tenant_rate",
+            ),
+            (
+                "[commands]\ndispatch_concurrency = 0\n",
+                "commands.dispatch_concurrency",
+            ),
+            (
+                "[commands]\ndefault_deadline_secs = 0\n",
+                "commands.default_deadline_secs",
+            ),
+            ("[commands]\nconcurrency = 1\n", "concurrency"),
+        ] {
+            let err = Config::from_toml("cp.toml", toml, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{toml:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_packaged_example_is_valid() {
+        let text = include_str!("../../packaging/deb/controlplane/controlplane.toml");
+        let cfg = Config::from_toml("controlplane.toml", text, Vec::new()).unwrap();
+        assert_eq!(cfg.queue.prefix, "octoisp:q");
+        assert_eq!(cfg.commands.dispatch_concurrency, 256);
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod ca;
+pub mod commands;
 pub mod config;
 pub mod console;
 pub mod db;

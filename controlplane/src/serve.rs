@@ -94,6 +94,7 @@ pub async fn run(
             )
         })?;
     let tracker = TaskTracker::new();
+    let commands = commands_state(&cfg, pool.clone()).await;
 
     if roles.contains(&Role::Ingest) {
         let ca = Arc::new(ca::Ca::load_or_create(&cfg.data_dir).context("cannot load the CA")?);
@@ -113,15 +114,25 @@ pub async fn run(
                 crate::alerts::Engine::new(pool.clone(), cfg.alerts.engine_config());
             let sd = shutdown.clone();
             tracker.spawn(async move { engine.run(samples_rx, sd).await });
-            Arc::new(Store::new(pool.clone()).with_sample_observer(samples_tx))
+            Store::new(pool.clone()).with_sample_observer(samples_tx)
         } else {
             tracing::warn!(
                 "alerts.enabled = false: this instance stores samples without evaluating alert rules."
             );
-            Arc::new(Store::new(pool.clone()))
+            Store::new(pool.clone())
         };
-        let (server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
+        let store = Arc::new(match &commands {
+            Some(c) => store.with_command_queue(c.queue.clone()),
+            None => store,
+        });
+        let (mut server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
             .context("cannot start the QUIC ingest")?;
+        if let Some(c) = &commands {
+            server = server.with_commands(c.clone());
+            // Commands other instances' dispatchers hand over for the agents this instance holds.
+            let (c, sd) = (c.clone(), shutdown.clone());
+            tracker.spawn(async move { crate::commands::dispatch::inbox_loop(c, sd).await });
+        }
         tracing::info!(%addr, "Ingest listening (QUIC).");
         let sd = shutdown.clone();
         tracker.spawn(async move {
@@ -141,6 +152,16 @@ pub async fn run(
         tracker.spawn(async move { j.run_retention(sd).await });
         let sd = shutdown.clone();
         tracker.spawn(async move { job.run(sd).await });
+        if let Some(c) = &commands {
+            use crate::commands::dispatch;
+            let worker = format!("{}-{}", hostname(), c.links.instance_id());
+            let (c1, sd) = (c.clone(), shutdown.clone());
+            tracker.spawn(async move { dispatch::dispatcher_loop(c1, worker, sd).await });
+            let (c1, sd) = (c.clone(), shutdown.clone());
+            tracker.spawn(async move { dispatch::maintain_loop(c1, sd).await });
+            let (c1, sd) = (c.clone(), shutdown.clone());
+            tracker.spawn(async move { dispatch::reconcile_loop(c1, sd).await });
+        }
         if cfg.notify.enabled {
             crate::notify::spawn(pool.clone(), cfg.notify.clone(), &tracker, shutdown.clone())
                 .context("cannot start the notifier")?;
@@ -166,7 +187,7 @@ pub async fn run(
         let live = crate::api::live::LiveHub::new(shutdown.child_token());
         app = app
             .merge(crate::api::router(
-                api_state(&cfg, pool.clone(), live).await?,
+                api_state(&cfg, pool.clone(), live, commands.clone()).await?,
             ))
             .merge(crate::console::router(&cfg.http.web_dir));
     }
@@ -196,6 +217,7 @@ async fn api_state(
     cfg: &Config,
     pool: PgPool,
     live: crate::api::live::LiveHub,
+    commands: Option<crate::commands::Commands>,
 ) -> anyhow::Result<crate::api::AppState> {
     let auth_cfg = cfg.auth.auth_config().context(
         "the api role needs auth.jwt_secret (at least 32 bytes; set OCTOISP_CP__AUTH__JWT_SECRET), the same on every instance",
@@ -257,7 +279,52 @@ async fn api_state(
             .map_err(|err| tracing::warn!(error = %err, "No CA: enrollment tokens from the API come in parts."))
             .ok(),
         live,
+        commands,
     })
+}
+
+/// The command subsystem (queue and agent links in Redis); `None`, loudly, when Redis cannot be reached at
+/// start: the instance then runs without commands (the API answers 503 to them) rather than not at all.
+async fn commands_state(cfg: &Config, pool: PgPool) -> Option<crate::commands::Commands> {
+    let qcfg = cfg.queue.queue_config();
+    let extend_every = (qcfg.visibility_timeout / 3).max(Duration::from_millis(200));
+    let connect = async {
+        let queue = crate::queue::Queue::connect(&cfg.queue.redis_url, qcfg).await?;
+        let ttl = Duration::from_secs(u64::from(cfg.ingest.heartbeat_secs) * 3);
+        let links =
+            crate::commands::AgentLinks::connect(&cfg.queue.redis_url, &cfg.queue.prefix, ttl)
+                .await?;
+        anyhow::Ok((queue, links))
+    };
+    match tokio::time::timeout(Duration::from_secs(10), connect).await {
+        Ok(Ok((queue, links))) => Some(crate::commands::Commands {
+            pool,
+            queue,
+            links,
+            cfg: Arc::new(cfg.commands.clone()),
+            extend_every,
+        }),
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, redis = %crate::config::redact(&cfg.queue.redis_url),
+                "Cannot start the command queue (queue.redis_url): this instance runs WITHOUT commands.");
+            None
+        }
+        Err(_) => {
+            tracing::error!(
+                "The command queue's Redis (queue.redis_url) timed out: this instance runs WITHOUT commands."
+            );
+            None
+        }
+    }
+}
+
+/// This machine's name, for the queue's worker list.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "controlplane".to_owned())
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {

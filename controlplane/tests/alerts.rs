@@ -735,6 +735,7 @@ async fn the_routes_check_permissions_validate_input_and_audit_changes() {
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     });
     let good = serde_json::json!({
         "rule_key": "cpu", "name": "CPU alta", "metric": "cpu.load_percent", "kind": "threshold",

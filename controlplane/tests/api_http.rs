@@ -101,6 +101,9 @@ struct Objects {
     policy: Uuid,
     dead_letter: Uuid,
     push_subscription: Uuid,
+    /// A command on the tenant's agent, in a fan-out batch (`command_batch`).
+    command: Uuid,
+    command_batch: Uuid,
 }
 
 impl Objects {
@@ -135,6 +138,8 @@ impl Objects {
                 _ => self.dead_letter,
             },
             "push" => self.push_subscription,
+            "commands" => self.command,
+            "command-batches" => self.command_batch,
             other => panic!(
                 "the isolation test does not know resource `{other}`: add it to Objects::id_for"
             ),
@@ -160,6 +165,8 @@ impl Objects {
             self.policy,
             self.dead_letter,
             self.push_subscription,
+            self.command,
+            self.command_batch,
         ]
     }
 }
@@ -267,7 +274,32 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     let (alert_rule, alert, silence, maintenance) = alert_objects(db, &t, device).await;
     let (channel, policy, dead_letter, push_subscription) =
         notification_objects(db, t.provider_id, user).await;
+    let command_batch = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO command_batches (id, provider_id, name, total) VALUES ($1, $2, 'ping', 1)",
+    )
+    .bind(command_batch)
+    .bind(t.provider_id)
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    let command = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO commands (id, provider_id, pop_id, agent_id, device_id, batch_id, name, args, deadline) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'ping', '{}', now() + interval '1 hour')",
+    )
+    .bind(command)
+    .bind(t.provider_id)
+    .bind(t.pop_id)
+    .bind(t.agent.agent_id)
+    .bind(device)
+    .bind(command_batch)
+    .execute(&db.admin)
+    .await
+    .unwrap();
     Objects {
+        command,
+        command_batch,
         series,
         alert_rule,
         alert,
@@ -422,6 +454,7 @@ async fn harness_with(config: ApiConfig) -> Harness {
     } else {
         None
     };
+    let commands = command_queue(&prefix, &db, &a).await;
     let state = AppState {
         pool: db.app.clone(),
         auth: Arc::new(TestAuth(tokens)),
@@ -430,6 +463,7 @@ async fn harness_with(config: ApiConfig) -> Harness {
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: Some(commands),
     };
     Harness {
         router: api::router(state),
@@ -437,6 +471,52 @@ async fn harness_with(config: ApiConfig) -> Harness {
         a,
         b,
     }
+}
+
+/// The command queue on the test Redis under `prefix`, with A's command dead-lettered (so that the dead-letter
+/// list has something of A's to hide from B).
+async fn command_queue(
+    prefix: &str,
+    db: &TestDb,
+    a: &Objects,
+) -> octoisp_controlplane::commands::Commands {
+    use octoisp_controlplane::commands::{AgentLinks, Commands, CommandsConfig};
+    let section = octoisp_controlplane::config::QueueSection {
+        prefix: format!("{prefix}:q"),
+        ..Default::default()
+    };
+    let queue = octoisp_controlplane::queue::Queue::connect(&redis_url(), section.queue_config())
+        .await
+        .expect("connect the command queue to the test Redis");
+    let links = AgentLinks::connect(
+        &redis_url(),
+        &section.prefix,
+        std::time::Duration::from_secs(45),
+    )
+    .await
+    .unwrap();
+    let cmds = Commands {
+        pool: db.app.clone(),
+        queue,
+        links,
+        cfg: Arc::new(CommandsConfig::default()),
+        extend_every: std::time::Duration::from_secs(10),
+    };
+    cmds.enqueue_stored(
+        a.tenant.provider_id,
+        octoisp_controlplane::queue::Tier::Small,
+        &[(a.command, a.tenant.agent.agent_id)],
+    )
+    .await;
+    let leases = cmds.queue.reserve("api-test", 1).await.unwrap();
+    assert_eq!(leases.len(), 1, "A's command is leased");
+    assert!(
+        cmds.queue
+            .dead_letter(a.command, leases[0].attempt, "test")
+            .await
+            .unwrap()
+    );
+    cmds
 }
 
 async fn harness() -> Harness {
@@ -576,6 +656,10 @@ async fn another_providers_objects_are_404_or_403_and_never_listed() {
         .filter(|r| r.method == "GET" && !r.path.contains('{') && !r.permission.is_empty())
     {
         // Routes that need query parameters get them.
+        // Queue counts are not a list of objects.
+        if route.path == "/api/v1/queues" {
+            continue;
+        }
         let uri = match route.path {
             "/api/v1/metrics/aggregate" => {
                 format!("{}?metric=if.in_bps&scope=provider", route.path)
@@ -1211,6 +1295,7 @@ async fn login_harness() -> LoginHarness {
         config: Arc::new(config),
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     };
     let h = Harness {
         router: api::router(state),

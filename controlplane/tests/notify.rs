@@ -122,6 +122,7 @@ async fn harness() -> Harness {
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     };
     Harness {
         router: api::router(state),

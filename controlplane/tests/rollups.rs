@@ -658,6 +658,7 @@ async fn the_series_api_picks_its_resolution_sums_scopes_and_isolates_tenants() 
         auth_service: None,
         ca_fingerprint: None,
         live: Default::default(),
+        commands: None,
     });
 
     // The list of a device's series.

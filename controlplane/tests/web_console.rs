@@ -123,6 +123,7 @@ async fn harness() -> Harness {
         auth_service: None,
         ca_fingerprint: None,
         live: LiveHub::new(shutdown.clone()),
+        commands: None,
     };
     let web = console_dir();
     // The same composition as `serve`: the API, then the console at `/`.

@@ -10,6 +10,18 @@
 //!   `agent.connected` (sent by the ingest when an agent says hello). Forwarded as
 //!   `{"type":"event","channel":"live","event":{...}}` when the caller may read agents.
 //!
+//! - `octoisp_commands` (`crate::commands::COMMAND_CHANNEL`): payload = JSON `{"provider_id", "command_id", "seq"}`
+//!   for each stored progress frame, or `{"provider_id", "command_id", "status"}` for a status change. Only
+//!   sockets watching that command get it: progress as `{"type":"event","channel":"command","event":
+//!   {"command_id":...,"seq":N,"payload":{...}}}` (the payload is read from `command_progress` in the caller's
+//!   transaction: NOTIFY payloads are capped at 8000 bytes, progress frames are not), status as
+//!   `{"type":"event","channel":"command","event":{"command_id":...,"status":"succeeded"}}`.
+//!
+//! Watching: `{"type":"watch","command_id":"..."}` (needs `commands:read`; the command must be the caller's
+//! provider's, otherwise `{"type":"error","command_id":...,"message":"not found"}`), answered
+//! `{"type":"watching","command_id":...,"status":...}`; `{"type":"unwatch","command_id":"..."}`. At most
+//! [`MAX_WATCHED`] commands per socket.
+//!
 //! Protocol. The access token never travels in the URL (URLs end up in access logs): the client's first message
 //! is `{"type":"auth","token":"<access token>"}`, within [`AUTH_TIMEOUT`]; the server answers
 //! `{"type":"ready"}` (or closes with 4401). The client may send a fresh token the same way at any time; the
@@ -46,6 +58,8 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 /// Largest message a client may send, bytes.
 pub const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
+/// Commands one socket may watch at once.
+pub const MAX_WATCHED: usize = 32;
 /// Events buffered per instance before a slow socket is told to resync.
 const BROADCAST_CAPACITY: usize = 1024;
 /// Close code: not (or no longer) authenticated.
@@ -138,7 +152,14 @@ async fn listen(
                 continue;
             }
         };
-        if let Err(err) = listener.listen_all([ALERT_CHANNEL, LIVE_CHANNEL]).await {
+        if let Err(err) = listener
+            .listen_all([
+                ALERT_CHANNEL,
+                LIVE_CHANNEL,
+                crate::commands::COMMAND_CHANNEL,
+            ])
+            .await
+        {
             tracing::warn!(error = %err, "Live events: LISTEN failed; retrying.");
             if pause(&shutdown).await {
                 return;
@@ -220,6 +241,16 @@ pub fn parse_notification(channel: &str, payload: &str) -> Option<LiveEvent> {
                 event: value,
             })
         }
+        crate::commands::COMMAND_CHANNEL => {
+            let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+            let provider_id = value.get("provider_id")?.as_str()?.parse().ok()?;
+            value.get("command_id")?.as_str()?.parse::<Uuid>().ok()?;
+            Some(LiveEvent {
+                provider_id,
+                channel: "command",
+                event: value,
+            })
+        }
         _ => None,
     }
 }
@@ -232,6 +263,55 @@ enum ClientMessage {
     Auth { token: String },
     /// Keeps the connection alive through proxies; answered with `pong`.
     Ping,
+    /// Push this command's progress and status changes.
+    Watch { command_id: Uuid },
+    /// Stop pushing this command's events.
+    Unwatch { command_id: Uuid },
+}
+
+/// Answers a `watch`: the command's status when the caller may see it.
+async fn watch_status(state: &AppState, caller: &Caller, command_id: Uuid) -> Option<String> {
+    if !caller.has("commands:read") {
+        return None;
+    }
+    let mut tx = caller.tx(&state.pool, None).await.ok()?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM commands WHERE id = $1")
+        .bind(command_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .ok()?;
+    let _ = tx.commit().await;
+    status
+}
+
+/// The outgoing message of a command event for a watching socket (`None`: not watched, or gone).
+async fn command_event(
+    state: &AppState,
+    caller: &Caller,
+    watched: &std::collections::HashSet<Uuid>,
+    event: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let command_id: Uuid = event.get("command_id")?.as_str()?.parse().ok()?;
+    if !watched.contains(&command_id) {
+        return None;
+    }
+    if let Some(status) = event.get("status") {
+        return Some(json!({ "type": "event", "channel": "command",
+            "event": { "command_id": command_id, "status": status } }));
+    }
+    let seq = event.get("seq")?.as_i64()?;
+    let mut tx = caller.tx(&state.pool, None).await.ok()?;
+    let payload: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM command_progress WHERE command_id = $1 AND seq = $2",
+    )
+    .bind(command_id)
+    .bind(seq as i32)
+    .fetch_optional(&mut *tx)
+    .await
+    .ok()?;
+    let _ = tx.commit().await;
+    Some(json!({ "type": "event", "channel": "command",
+        "event": { "command_id": command_id, "seq": seq, "payload": payload? } }))
 }
 
 /// The live event stream of the caller's provider (WebSocket; see the module documentation for the protocol).
@@ -322,6 +402,7 @@ async fn run_socket(mut socket: WebSocket, state: AppState, ctx: RequestContext)
     }
     tracing::debug!(provider = %provider, request_id = %ctx.request_id, "Live socket open.");
     let shutdown = state.live.inner.shutdown.clone();
+    let mut watched: std::collections::HashSet<Uuid> = std::collections::HashSet::new();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     recheck.tick().await;
     loop {
@@ -353,6 +434,27 @@ async fn run_socket(mut socket: WebSocket, state: AppState, ctx: RequestContext)
                                 return;
                             }
                         }
+                        Ok(ClientMessage::Watch { command_id }) => {
+                            let reply = if watched.len() >= MAX_WATCHED && !watched.contains(&command_id) {
+                                json!({ "type": "error", "command_id": command_id,
+                                    "message": format!("at most {MAX_WATCHED} commands may be watched at once") })
+                            } else {
+                                match watch_status(&state, &caller, command_id).await {
+                                    Some(status) => {
+                                        watched.insert(command_id);
+                                        json!({ "type": "watching", "command_id": command_id, "status": status })
+                                    }
+                                    None => json!({ "type": "error", "command_id": command_id,
+                                        "message": "not found" }),
+                                }
+                            };
+                            if !send_json(&mut socket, reply).await {
+                                return;
+                            }
+                        }
+                        Ok(ClientMessage::Unwatch { command_id }) => {
+                            watched.remove(&command_id);
+                        }
                         Err(_) => return close(socket, 1003, "unknown message").await,
                     },
                     Message::Close(_) => return,
@@ -365,6 +467,12 @@ async fn run_socket(mut socket: WebSocket, state: AppState, ctx: RequestContext)
                     Ok(ev) if ev.channel == "resync" => json!({ "type": "resync" }),
                     Ok(ev) if ev.provider_id != provider => continue,
                     Ok(ev) if ev.channel == "live" && !caller.has("agents:read") => continue,
+                    Ok(ev) if ev.channel == "command" => {
+                        match command_event(&state, &caller, &watched, &ev.event).await {
+                            Some(out) => out,
+                            None => continue,
+                        }
+                    }
                     Ok(ev) => json!({ "type": "event", "channel": ev.channel, "event": ev.event }),
                     Err(broadcast::error::RecvError::Lagged(_)) => json!({ "type": "resync" }),
                     Err(broadcast::error::RecvError::Closed) => return,

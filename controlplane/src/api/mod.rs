@@ -15,6 +15,7 @@ pub mod account;
 pub mod agents;
 pub mod alerts;
 pub mod audit_log;
+pub mod commands;
 pub mod customers;
 pub mod device_search;
 pub mod devices;
@@ -232,6 +233,8 @@ pub struct AppState {
     pub ca_fingerprint: Option<String>,
     /// Live events for the console's WebSocket (`/api/v1/live`); `LiveHub::default()` never shuts down.
     pub live: live::LiveHub,
+    /// Commands to agents: the queue and its settings (`None`: the command routes answer 503).
+    pub commands: Option<crate::commands::Commands>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -425,6 +428,27 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/push/subscriptions", ""),
     route("DELETE", "/api/v1/push/subscriptions/{id}", ""),
     route("PUT", "/api/v1/me/language", ""),
+    // Commands to agents (api/commands.rs). Creating or cancelling one needs the command's own permission from
+    // the catalogue (`diagnostics:run` for diagnostics, `tr069:reboot` for reboots...): the table names the
+    // diagnostics one.
+    route("POST", "/api/v1/commands", "diagnostics:run"),
+    route("GET", "/api/v1/commands", "commands:read"),
+    route("GET", "/api/v1/commands/{id}", "commands:read"),
+    route("GET", "/api/v1/commands/{id}/progress", "commands:read"),
+    route("POST", "/api/v1/commands/{id}/cancel", "diagnostics:run"),
+    route("GET", "/api/v1/command-batches/{id}", "commands:read"),
+    route("GET", "/api/v1/commands/dead-letters", "commands:read"),
+    route(
+        "POST",
+        "/api/v1/commands/dead-letters/{id}/requeue",
+        "commands:manage",
+    ),
+    route(
+        "DELETE",
+        "/api/v1/commands/dead-letters/{id}",
+        "commands:manage",
+    ),
+    route("GET", "/api/v1/queues", "commands:read"),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -571,6 +595,15 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(notifications::subscribe))
         .routes(routes!(notifications::unsubscribe))
         .routes(routes!(notifications::set_language))
+        .routes(routes!(commands::list, commands::create))
+        .routes(routes!(commands::get))
+        .routes(routes!(commands::progress))
+        .routes(routes!(commands::cancel))
+        .routes(routes!(commands::batch))
+        .routes(routes!(commands::dead_letters))
+        .routes(routes!(commands::requeue_dead))
+        .routes(routes!(commands::discard_dead))
+        .routes(routes!(commands::queues))
 }
 
 /// The OpenAPI document of the API.
@@ -613,6 +646,7 @@ pub fn router(state: AppState) -> Router {
             header::CONTENT_TYPE,
             HeaderName::from_static(gateway::REQUEST_ID_HEADER),
             HeaderName::from_static(gateway::ACT_FOR_PROVIDER_HEADER),
+            HeaderName::from_static(commands::IDEMPOTENCY_HEADER),
         ])
         .expose_headers([
             HeaderName::from_static(gateway::REQUEST_ID_HEADER),

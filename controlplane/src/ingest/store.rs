@@ -136,6 +136,7 @@ pub struct Store {
     series: Mutex<SeriesCache>,
     partitions: Mutex<HashMap<i64, Arc<str>>>,
     observer: Option<mpsc::Sender<StoredSamples>>,
+    command_queue: Option<crate::queue::Queue>,
 }
 
 #[derive(Debug, Default)]
@@ -168,7 +169,14 @@ impl Store {
             series: Mutex::new(SeriesCache::default()),
             partitions: Mutex::new(HashMap::new()),
             observer: None,
+            command_queue: None,
         }
+    }
+
+    /// Completes the queue job of every command whose result a batch stored (see `crate::commands`).
+    pub fn with_command_queue(mut self, queue: crate::queue::Queue) -> Store {
+        self.command_queue = Some(queue);
+        self
     }
 
     /// Sends the samples of every stored batch, after its commit, to `observer` (the alert engine). The channel
@@ -294,7 +302,7 @@ impl Store {
         crate::rollup::mark_samples(&mut tx, agent.provider_id, samples.iter().map(|s| s.ts_ms))
             .await
             .map_err(classify)?;
-        records.insert(&mut tx, agent, &devices).await?;
+        let finished_commands = records.insert(&mut tx, agent, &devices).await?;
 
         let inserted = sqlx::query(
             "INSERT INTO ingested_batches (agent_id, seq, provider_id, sample_count, record_count) \
@@ -340,6 +348,15 @@ impl Store {
             .map(|_| rows.iter().map(|(_, r)| *r).collect());
         tx.commit().await.map_err(classify)?;
 
+        // The rows are final now; the queue jobs of those commands are done (a failure here only leaves a job
+        // that the dispatcher completes when it next sees the finished row).
+        if let Some(queue) = &self.command_queue {
+            for id in finished_commands {
+                if let Err(err) = queue.complete(id, None).await {
+                    tracing::debug!(command = %id, error = %err, "Cannot complete the command's queue job.");
+                }
+            }
+        }
         if let (Some(observer), Some(rows)) = (&self.observer, observed) {
             let msg = StoredSamples {
                 provider_id: agent.provider_id,

@@ -168,6 +168,8 @@ struct Shared {
     buffered: Arc<Semaphore>,
     connections: Arc<Semaphore>,
     revoked: watch::Sender<Arc<HashSet<String>>>,
+    /// Commands: agent registration for the dispatchers (`None`: this endpoint does not serve commands).
+    commands: Option<crate::commands::Commands>,
 }
 
 /// A bound ingest endpoint, not serving yet. [`IngestServer::run`] serves it until shutdown.
@@ -248,8 +250,19 @@ impl IngestServer {
             pool,
             store,
             revoked,
+            commands: None,
         });
         Ok((IngestServer { endpoint, shared }, addr))
+    }
+
+    /// Registers every accepted agent's connection for command dispatch (see `crate::commands`) and wakes its
+    /// waiting commands when it connects. Call before [`IngestServer::run`].
+    pub fn with_commands(mut self, commands: crate::commands::Commands) -> IngestServer {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.commands = Some(commands),
+            None => tracing::error!("Commands attached after the ingest server started; ignored."),
+        }
+        self
     }
 
     /// The bound address.

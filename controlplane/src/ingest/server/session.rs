@@ -134,7 +134,14 @@ pub(super) async fn agent_session(
             "Agent connected."
         );
         touch(&shared, &agent, &hello.hostname, &hello.agent_version).await;
+        if let Some(cmds) = &shared.commands {
+            crate::commands::dispatch::agent_connected(cmds, agent.provider_id, agent.agent_id, conn.clone())
+                .await;
+        }
         serve_agent(&conn, send, &mut recv, leaf, agent.clone(), shared.clone(), shutdown).await;
+        if let Some(cmds) = &shared.commands {
+            cmds.links.unregister(agent.agent_id, conn.stable_id()).await;
+        }
     }
     .instrument(span)
     .await;
@@ -259,6 +266,12 @@ async fn read_control(recv: &mut RecvStream, shared: &Shared, agent: &AgentRecor
                     oldest_ms = ?hb.oldest_ms, dropped = hb.samples_dropped_total, "Heartbeat."
                 );
                 metrics::counter!("octoisp_ingest_heartbeats_total").increment(1);
+                if let Some(cmds) = &shared.commands {
+                    // Keeps this instance named as the agent's holder for the dispatchers.
+                    if let Err(err) = cmds.links.refresh(agent.agent_id).await {
+                        tracing::debug!(error = %err, "Cannot refresh the agent's holder key.");
+                    }
+                }
                 if last_touch.elapsed() < TOUCH_INTERVAL {
                     continue;
                 }

@@ -90,8 +90,9 @@ impl<'a> Records<'a> {
         conn: &mut PgConnection,
         agent: &AgentRecord,
         devices: &HashMap<String, Uuid>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<Uuid>, StoreError> {
         let device = |key: &str| devices.get(clean(key).as_ref()).copied();
+        let mut finished = Vec::new();
         if !self.events.is_empty() {
             self.insert_events(conn, agent, &device).await?;
         }
@@ -103,11 +104,16 @@ impl<'a> Records<'a> {
         }
         if !self.commands.is_empty() {
             self.insert_commands(conn, agent).await?;
+            let ids: Vec<Uuid> = self.commands.iter().map(|c| c.command_id).collect();
+            finished =
+                crate::commands::finish_from_results(conn, agent.provider_id, agent.agent_id, &ids)
+                    .await
+                    .map_err(classify)?;
         }
         if !self.drops.is_empty() {
             self.insert_drops(conn, agent).await?;
         }
-        Ok(())
+        Ok(finished)
     }
 
     async fn insert_events(

@@ -1,0 +1,415 @@
+//! The dispatcher (role `workers`), the inbox consumer (role `ingest`), the agent-connect wake-up, the
+//! reconciler and the queue's maintenance and metrics loops.
+//!
+//! Dispatcher: `queue.reserve` → the command row → its agent:
+//! - held by this instance: the stream runs here ([`super::stream::run`]);
+//! - held by another instance: the lease is pushed onto that instance's inbox; the holder serves it (it extends
+//!   the lease from then on; if it dies, the queue reclaims the lease and delivers it again);
+//! - offline: past the deadline the command fails `expired` with the agent's name and last contact; before it,
+//!   the command goes `waiting_agent` and the job is deferred until the deadline. When the agent says Hello,
+//!   [`agent_connected`] wakes its waiting commands in creation order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::commands::stream::{self, CommandRow, JobRef};
+use crate::commands::{Commands, JobPayload, is_final, now_ms, pause, provider_tier};
+use crate::db;
+use crate::queue::Lease;
+
+/// Leases asked for per `reserve` call at most.
+const RESERVE_BATCH: usize = 64;
+/// Pause when the queue had nothing for us.
+const IDLE_PAUSE: Duration = Duration::from_millis(20);
+
+/// Runs the dispatcher until shutdown.
+pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(cmds.cfg.dispatch_concurrency));
+    let tasks = TaskTracker::new();
+    tracing::info!(worker = %worker, "Command dispatcher running.");
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let free = slots.available_permits().min(RESERVE_BATCH);
+        if free == 0 {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => drop(p),
+            }
+            continue;
+        }
+        let leases = match cmds.queue.reserve(&worker, free).await {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(error = %err, "Cannot reserve commands; retrying.");
+                if pause(&shutdown, Duration::from_secs(1)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        if leases.is_empty() {
+            if pause(&shutdown, IDLE_PAUSE).await {
+                break;
+            }
+            continue;
+        }
+        for lease in leases {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
+            let cmds = cmds.clone();
+            metrics::histogram!("octoisp_command_queue_wait_seconds", "tier" => lease.tier.as_str())
+                .record((lease.leased_ms - lease.ready_ms).max(0) as f64 / 1000.0);
+            tasks.spawn(async move {
+                dispatch(&cmds, lease).await;
+                drop(permit);
+            });
+        }
+    }
+    tasks.close();
+    // Open streams end with their connections; leases not settled are reclaimed by the queue.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    tracing::info!("Command dispatcher stopped.");
+}
+
+/// Routes one lease.
+pub async fn dispatch(cmds: &Commands, lease: Lease) {
+    let agent_id = match serde_json::from_str::<JobPayload>(&lease.payload) {
+        Ok(p) => p.agent_id,
+        Err(err) => {
+            let why = format!("unreadable job payload: {err}");
+            let _ = cmds.queue.dead_letter(lease.id, lease.attempt, &why).await;
+            return;
+        }
+    };
+    let job = JobRef {
+        id: lease.id,
+        provider_id: lease.provider_id,
+        attempt: lease.attempt,
+        agent_id,
+    };
+    if let Some(conn) = cmds.links.local(agent_id) {
+        serve_here(cmds, conn, job).await;
+        return;
+    }
+    let holder = match cmds.links.holder(agent_id).await {
+        Ok(h) => h,
+        Err(err) => {
+            stream::retry(
+                cmds,
+                &job,
+                &format!("cannot look up the agent's connection: {err}"),
+            )
+            .await;
+            return;
+        }
+    };
+    match holder {
+        Some(instance) if instance != cmds.links.instance_id() => {
+            let text = serde_json::to_string(&job).unwrap_or_default();
+            if let Err(err) = cmds.links.hand_over(&instance, &text).await {
+                stream::retry(cmds, &job, &format!("cannot hand the command over: {err}")).await;
+            } else {
+                metrics::counter!("octoisp_commands_handed_over_total").increment(1);
+            }
+        }
+        // Registered to us but not in our map (the connection just ended), or nobody: offline.
+        _ => offline(cmds, job).await,
+    }
+}
+
+/// Serves a job whose agent this instance holds.
+pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef) {
+    let row = match stream::load(cmds, &job).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            // Deleted or never stored: nothing to run.
+            let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
+            return;
+        }
+        Err(err) => {
+            stream::retry(cmds, &job, &format!("cannot read the command: {err}")).await;
+            return;
+        }
+    };
+    if is_final(&row.status) {
+        let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
+        return;
+    }
+    let end = stream::run(cmds, conn, job, row).await;
+    tracing::debug!(command = %job.id, end = ?end, "Command stream ended.");
+}
+
+/// The agent is not connected anywhere.
+async fn offline(cmds: &Commands, job: JobRef) {
+    let row = match stream::load(cmds, &job).await {
+        Ok(Some(row)) => row,
+        Ok(None) => {
+            let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
+            return;
+        }
+        Err(err) => {
+            stream::retry(cmds, &job, &format!("cannot read the command: {err}")).await;
+            return;
+        }
+    };
+    if is_final(&row.status) {
+        let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
+        return;
+    }
+    let deadline_ms = row.deadline.timestamp_millis();
+    if now_ms() >= deadline_ms {
+        expire(cmds, &job, &row).await;
+        return;
+    }
+    if let Err(err) =
+        stream::update_status(cmds, job.provider_id, job.id, "waiting_agent", None).await
+    {
+        tracing::warn!(command = %job.id, error = %err, "Cannot mark the command waiting.");
+    }
+    // Until the deadline; the agent's Hello wakes it earlier.
+    if let Err(err) = cmds.queue.defer(job.id, job.attempt, deadline_ms).await {
+        tracing::warn!(command = %job.id, error = %err, "Cannot defer the command; its lease will be reclaimed.");
+    }
+    metrics::counter!("octoisp_commands_waiting_agent_total").increment(1);
+}
+
+/// Fails a command whose agent stayed offline past its deadline, naming the agent and its last contact.
+async fn expire(cmds: &Commands, job: &JobRef, row: &CommandRow) {
+    let agent: Option<(String, Option<DateTime<Utc>>)> = async {
+        let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await.ok()?;
+        let a = sqlx::query_as(
+            "SELECT hostname, last_seen FROM agents WHERE provider_id = $1 AND id = $2",
+        )
+        .bind(job.provider_id)
+        .bind(row.agent_id)
+        .fetch_optional(&mut *tx)
+        .await
+        .ok()?;
+        let _ = tx.commit().await;
+        a
+    }
+    .await;
+    let (name, since) = match agent {
+        Some((name, Some(seen))) => (
+            name,
+            seen.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+        Some((name, None)) => (name, "it enrolled (never connected)".to_owned()),
+        None => (row.agent_id.to_string(), "unknown".to_owned()),
+    };
+    let why = format!(
+        "agent {name} offline since {since}; deadline {} passed",
+        row.deadline
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    if let Err(err) =
+        stream::update_status(cmds, job.provider_id, job.id, "expired", Some(&why)).await
+    {
+        tracing::warn!(command = %job.id, error = %err, "Cannot mark the command expired.");
+        return;
+    }
+    let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
+    metrics::counter!("octoisp_commands_expired_total").increment(1);
+}
+
+/// Called by ingest when an agent's Hello was accepted: registers the connection and wakes its waiting
+/// commands in creation order.
+pub async fn agent_connected(
+    cmds: &Commands,
+    provider_id: Uuid,
+    agent_id: Uuid,
+    conn: quinn::Connection,
+) {
+    if let Err(err) = cmds.links.register(agent_id, conn).await {
+        tracing::warn!(agent = %agent_id, error = %err, "Cannot register the agent's connection in Redis.");
+    }
+    let ids: anyhow::Result<Vec<Uuid>> = async {
+        let mut tx = db::tenant_tx(&cmds.pool, provider_id).await?;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE commands SET status = 'queued' \
+             WHERE provider_id = $1 AND agent_id = $2 AND status = 'waiting_agent' RETURNING id",
+        )
+        .bind(provider_id)
+        .bind(agent_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+    .await;
+    match ids {
+        Ok(mut ids) if !ids.is_empty() => {
+            // UUIDv7: id order is creation order.
+            ids.sort_unstable();
+            match cmds.queue.wake(&ids).await {
+                Ok(n) => {
+                    tracing::info!(agent = %agent_id, woken = n, "Agent back: waiting commands woken.")
+                }
+                Err(err) => {
+                    tracing::warn!(agent = %agent_id, error = %err, "Cannot wake the agent's commands.")
+                }
+            }
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(agent = %agent_id, error = %err, "Cannot read the agent's waiting commands.")
+        }
+    }
+}
+
+/// Serves the leases other instances hand over to this one (role `ingest`), until shutdown.
+pub async fn inbox_loop(cmds: Commands, shutdown: CancellationToken) {
+    let key = cmds.links.inbox_key(cmds.links.instance_id());
+    let mut redis = cmds.links.redis();
+    let slots = Arc::new(Semaphore::new(cmds.cfg.dispatch_concurrency));
+    let tasks = TaskTracker::new();
+    loop {
+        let mut brpop = redis::cmd("BRPOP");
+        brpop.arg(&key).arg(1);
+        let popped: redis::RedisResult<Option<(String, String)>> = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = brpop.query_async(&mut redis) => r,
+        };
+        let text = match popped {
+            Ok(Some((_, text))) => text,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::debug!(error = %err, "Command inbox: BRPOP failed; retrying.");
+                if pause(&shutdown, Duration::from_secs(1)).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Ok(job) = serde_json::from_str::<JobRef>(&text) else {
+            tracing::warn!("Command inbox: unreadable entry dropped.");
+            continue;
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let cmds2 = cmds.clone();
+        tasks.spawn(async move {
+            match cmds2.links.local(job.agent_id) {
+                Some(conn) => serve_here(&cmds2, conn, job).await,
+                // It left between the lookup and now: treat as offline (deferred, woken on its return).
+                None => offline(&cmds2, job).await,
+            }
+            drop(permit);
+        });
+    }
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+}
+
+/// Re-enqueues unfinished commands older than a minute (a Redis that lost its data, an enqueue that failed
+/// after the row was stored); the queue ignores ids it knows, so this never duplicates a job.
+pub async fn reconcile_once(cmds: &Commands) -> anyhow::Result<usize> {
+    let providers: Vec<Uuid> = sqlx::query_scalar("SELECT octoisp_command_open_providers()")
+        .fetch_all(&cmds.pool)
+        .await?;
+    let mut total = 0;
+    for provider in providers {
+        let mut tx = db::tenant_tx(&cmds.pool, provider).await?;
+        let tier = provider_tier(&mut tx, provider).await?;
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT id, agent_id FROM commands WHERE provider_id = $1 \
+               AND status IN ('queued', 'waiting_agent', 'dispatched', 'running') \
+               AND created_at < now() - interval '1 minute' ORDER BY id LIMIT 10000",
+        )
+        .bind(provider)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        total += rows.len();
+        cmds.enqueue_stored(provider, tier, &rows).await;
+    }
+    Ok(total)
+}
+
+/// Runs the reconciler every `commands.reconcile_secs` until shutdown.
+pub async fn reconcile_loop(cmds: Commands, shutdown: CancellationToken) {
+    let every = Duration::from_secs(cmds.cfg.reconcile_secs);
+    loop {
+        if pause(&shutdown, every).await {
+            return;
+        }
+        match reconcile_once(&cmds).await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(commands = n, "Unfinished commands re-offered to the queue.")
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "Command reconciliation failed."),
+        }
+    }
+}
+
+/// Runs `queue.maintain` (reclaim expired leases, promote due jobs) and publishes the queue's gauges.
+pub async fn maintain_loop(cmds: Commands, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match cmds.queue.maintain().await {
+            Ok((reclaimed, promoted)) => {
+                if reclaimed > 0 {
+                    tracing::info!(
+                        reclaimed,
+                        "Command leases reclaimed (a worker stopped extending them)."
+                    );
+                }
+                let _ = promoted;
+            }
+            Err(err) => tracing::debug!(error = %err, "Queue maintenance failed."),
+        }
+        n += 1;
+        if n.is_multiple_of(10) {
+            publish_gauges(&cmds).await;
+        }
+    }
+}
+
+/// Queue gauges on `/metrics`.
+async fn publish_gauges(cmds: &Commands) {
+    let Ok(stats) = cmds.queue.stats().await else {
+        return;
+    };
+    for tier in crate::queue::Tier::ALL {
+        let t = &stats.tiers[tier.index()];
+        let name = tier.as_str();
+        metrics::gauge!("octoisp_queue_ready", "tier" => name).set(t.ready as f64);
+        metrics::gauge!("octoisp_queue_oldest_ready_seconds", "tier" => name)
+            .set(t.oldest_ready_age_ms as f64 / 1000.0);
+        metrics::gauge!("octoisp_queue_leased", "tier" => name).set(t.leased as f64);
+        metrics::gauge!("octoisp_queue_delayed", "tier" => name).set(t.delayed as f64);
+        metrics::gauge!("octoisp_queue_tenants_active", "tier" => name)
+            .set(t.tenants_active as f64);
+    }
+    metrics::gauge!("octoisp_queue_dead").set(stats.dead as f64);
+    metrics::gauge!("octoisp_queue_workers").set(stats.workers.len() as f64);
+    let c = &stats.counters;
+    for (name, v) in [
+        ("enqueued", c.enqueued),
+        ("leased", c.leased),
+        ("completed", c.completed),
+        ("retried", c.retried),
+        ("dead_lettered", c.dead_lettered),
+        ("reclaimed", c.reclaimed),
+    ] {
+        metrics::counter!("octoisp_queue_jobs_total", "event" => name).absolute(v);
+    }
+    metrics::gauge!("octoisp_command_agents_connected").set(cmds.links.local_count() as f64);
+}
