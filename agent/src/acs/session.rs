@@ -863,6 +863,17 @@ impl Acs {
     /// its own or the POP's credentials), so that it opens a session now and runs its queued tasks. Returns the
     /// CPE's HTTP status, or 202 when the request went over UDP (which has no answer).
     pub async fn request_connection(&self, device: &str) -> Result<u16, String> {
+        Ok(match self.request_connection_via(device).await? {
+            super::connreq::Delivered::Http(status) => status,
+            super::connreq::Delivered::Udp(_) => 202,
+        })
+    }
+
+    /// [`Acs::request_connection`], telling how the request went (HTTP and its status, or UDP).
+    pub async fn request_connection_via(
+        &self,
+        device: &str,
+    ) -> Result<super::connreq::Delivered, String> {
         let dev = device.to_owned();
         let (row, creds, udp) = self
             .blocking(move |s| {
@@ -888,10 +899,12 @@ impl Acs {
         )
         .await
         .map_err(|e| e.to_string())?;
-        Ok(match delivered {
-            super::connreq::Delivered::Http(status) => status,
-            super::connreq::Delivered::Udp(_) => 202,
-        })
+        Ok(delivered)
+    }
+
+    /// Whether `device` is in a CWMP session with this ACS now.
+    pub fn in_session(&self, device: &str) -> bool {
+        self.sessions().by_device.contains_key(device)
     }
 
     /// One step of a firmware campaign: judges the devices started so far (`started`: device → its Download task)
