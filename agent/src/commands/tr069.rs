@@ -116,6 +116,11 @@ pub(super) async fn run(ctx: &Ctx, device_key: &str, kind: TaskKind) -> Result<V
                 "task {id} was removed from the ACS before it ran (octoisp-agent acs tasks cancel?)"
             ));
         };
+        // A session shorter than the poll interval is seen by its effect on the task.
+        if !seen_session && (t.state != TaskState::Queued || t.attempts > 0) {
+            seen_session = true;
+            ctx.progress.send(json!({"step": "session"}));
+        }
         match t.state {
             TaskState::Done => {
                 task.armed = false;
