@@ -45,10 +45,9 @@ async fn connection_request_endpoint(cpe: Arc<Cpe>, acs: SocketAddr) -> SocketAd
                         tokio::spawn(async move {
                             let _ = cpe.session(acs, &["6 CONNECTION REQUEST"]).await;
                         });
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Empty::<
-                            bytes::Bytes,
-                        >::new(
-                        )))
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            Empty::<bytes::Bytes>::new(),
+                        ))
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -178,9 +177,10 @@ async fn get_and_set_params_reach_the_cpe_once_the_acs_is_enabled_centrally() {
         "{values:?}"
     );
     assert!(
-        values.iter().any(|v| v["name"]
-            == "InternetGatewayDevice.DeviceInfo.SoftwareVersion"
-            && v["value"] == "value-of-InternetGatewayDevice.DeviceInfo.SoftwareVersion"),
+        values.iter().any(
+            |v| v["name"] == "InternetGatewayDevice.DeviceInfo.SoftwareVersion"
+                && v["value"] == "value-of-InternetGatewayDevice.DeviceInfo.SoftwareVersion"
+        ),
         "{values:?}"
     );
 
