@@ -1003,6 +1003,14 @@ mod tests {
         assert!(m.contains("config.uplink"), "{m}");
         let m = bad("tr069.reboot", r#"{}"#);
         assert!(m.contains("device_key"), "{m}");
+        let m = bad("snmp.discover", r#"{"cidrs":["10.0.0.0/24"],"rate":0}"#);
+        assert!(m.starts_with("rate"), "{m}");
+        let m = bad(
+            "snmp.discover",
+            r#"{"cidrs":["10.0.0.0/24"],"credentials":[""]}"#,
+        );
+        assert!(m.starts_with("credentials[0]"), "{m}");
+        assert!(validate("snmp.discover", r#"{"cidrs":["10.0.0.0/24"]}"#).is_ok());
         for spec in CATALOGUE {
             // Every command in the catalogue has typed arguments.
             assert!(
