@@ -673,6 +673,16 @@ impl Acs {
     /// Sends the next RPC of the session, or ends it with 204.
     async fn next_rpc(&self, session: Arc<SessionHandle>) -> Reply {
         let mut st = session.state.lock().await;
+        // A task removed since the session began (a `tr069.*` command that timed out) is not sent.
+        while st.in_flight.is_none()
+            && let Some(id) = st.queue.front().and_then(|p| p.task.clone())
+        {
+            let gone = matches!(self.blocking(move |s| s.task(&id)).await, Ok(None));
+            if !gone {
+                break;
+            }
+            st.queue.pop_front();
+        }
         if st.in_flight.is_none()
             && let Some(p) = st.queue.pop_front()
         {
