@@ -137,6 +137,7 @@ pub struct Runtime {
     shutdown: CancellationToken,
     applied: tokio::sync::Mutex<Applied>,
     allow: RwLock<Allowlist>,
+    acs: RwLock<Option<Arc<crate::acs::Acs>>>,
     version: AtomicU64,
 }
 
@@ -192,6 +193,7 @@ impl Runtime {
                 acs: None,
             }),
             allow: RwLock::new(allow),
+            acs: RwLock::new(None),
             version: AtomicU64::new(version),
         });
         {
@@ -211,6 +213,15 @@ impl Runtime {
     /// The scan allowlist in force.
     pub fn allowlist(&self) -> Allowlist {
         self.allow
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The ACS running now (`None` when `acs.listen` is unset or it failed to start). After a `config.update`
+    /// that changes the `acs` section this is the new ACS.
+    pub fn acs(&self) -> Option<Arc<crate::acs::Acs>> {
+        self.acs
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
@@ -387,10 +398,12 @@ impl Runtime {
             return Ok(());
         }
         if let Some(old) = applied.acs.take() {
+            *self.acs.write().unwrap_or_else(PoisonError::into_inner) = None;
             stop(old, "ACS").await;
         }
         let svc = self.new_service(section);
-        crate::acs::start_in_daemon(cfg, &self.outbox, &svc.tracker, &svc.token).await?;
+        let acs = crate::acs::start_in_daemon(cfg, &self.outbox, &svc.tracker, &svc.token).await?;
+        *self.acs.write().unwrap_or_else(PoisonError::into_inner) = acs;
         self.watch(&svc);
         applied.acs = Some(svc);
         Ok(())

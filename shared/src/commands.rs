@@ -426,7 +426,15 @@ impl Args {
                 for (i, c) in a.cidrs.iter().enumerate() {
                     parse_cidr(c).map_err(|e| format!("cidrs[{i}]: {e}"))?;
                 }
-                Ok(())
+                if a.port == 0 {
+                    return Err("port: must be 1..=65535".into());
+                }
+                range("rate", u64::from(a.rate), 1, 10_000)?;
+                if a.credentials.is_empty() {
+                    Ok(())
+                } else {
+                    names("credentials", &a.credentials)
+                }
             }
             Args::Tr069GetParams(a) => {
                 device_key(&a.device_key)?;
@@ -783,6 +791,16 @@ pub struct SnmpWalkArgs {
 pub struct SnmpDiscoverArgs {
     /// Ranges to probe; every one must be inside the agent's scan allowlist.
     pub cidrs: Vec<String>,
+    /// UDP port probed (default 161).
+    #[serde(default = "d_snmp_port")]
+    pub port: u16,
+    /// Names of SNMP credentials of the agent's configuration to try, in order (default: every configured
+    /// credential; v2c community `public` when the agent has none).
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    /// Probes started per second (default 50, ≤ 10000).
+    #[serde(default = "d_discover_rate")]
+    pub rate: u32,
     /// Timeout override, seconds.
     #[serde(default)]
     pub timeout_secs: Option<u32>,
@@ -871,6 +889,12 @@ pub struct ConfigUpdateArgs {
     pub timeout_secs: Option<u32>,
 }
 
+fn d_snmp_port() -> u16 {
+    161
+}
+fn d_discover_rate() -> u32 {
+    50
+}
 fn d_count4() -> u32 {
     4
 }
@@ -979,6 +1003,14 @@ mod tests {
         assert!(m.contains("config.uplink"), "{m}");
         let m = bad("tr069.reboot", r#"{}"#);
         assert!(m.contains("device_key"), "{m}");
+        let m = bad("snmp.discover", r#"{"cidrs":["10.0.0.0/24"],"rate":0}"#);
+        assert!(m.starts_with("rate"), "{m}");
+        let m = bad(
+            "snmp.discover",
+            r#"{"cidrs":["10.0.0.0/24"],"credentials":[""]}"#,
+        );
+        assert!(m.starts_with("credentials[0]"), "{m}");
+        assert!(validate("snmp.discover", r#"{"cidrs":["10.0.0.0/24"]}"#).is_ok());
         for spec in CATALOGUE {
             // Every command in the catalogue has typed arguments.
             assert!(

@@ -34,16 +34,17 @@ pub use server::serve;
 pub use session::{Acs, AcsOptions};
 
 /// Starts the ACS inside the daemon when `acs.listen` is set: opens `<state_dir>/acs.db`, binds the listener
-/// (an error names the address) and serves until `shutdown`.
+/// (an error names the address) and serves until `shutdown`. Returns the running ACS (for the `tr069.*`
+/// commands), or `None` when `acs.listen` is unset.
 pub async fn start_in_daemon(
     cfg: &crate::config::Config,
     outbox: &crate::outbox::Outbox,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<std::sync::Arc<Acs>>> {
     use anyhow::Context;
     let Some(listen) = cfg.acs.listen else {
-        return Ok(());
+        return Ok(None);
     };
     let opts = AcsOptions::from_section(&cfg.acs).map_err(anyhow::Error::msg)?;
     let path = cli::store_path(&cfg.state_dir);
@@ -52,13 +53,13 @@ pub async fn start_in_daemon(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen for CWMP on {listen} (acs.listen)"))?;
-    let (max, sd) = (cfg.acs.max_connections, shutdown.clone());
+    let (max, sd, running) = (cfg.acs.max_connections, shutdown.clone(), acs.clone());
     tracker.spawn(async move {
-        if let Err(err) = serve(listener, acs, max, sd).await {
+        if let Err(err) = serve(listener, running, max, sd).await {
             tracing::error!(error = %err, "ACS stopped.");
         }
     });
-    Ok(())
+    Ok(Some(acs))
 }
 
 /// Milliseconds since the Unix epoch.

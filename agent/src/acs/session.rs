@@ -673,6 +673,16 @@ impl Acs {
     /// Sends the next RPC of the session, or ends it with 204.
     async fn next_rpc(&self, session: Arc<SessionHandle>) -> Reply {
         let mut st = session.state.lock().await;
+        // A task removed since the session began (a `tr069.*` command that timed out) is not sent.
+        while st.in_flight.is_none()
+            && let Some(id) = st.queue.front().and_then(|p| p.task.clone())
+        {
+            let gone = matches!(self.blocking(move |s| s.task(&id)).await, Ok(None));
+            if !gone {
+                break;
+            }
+            st.queue.pop_front();
+        }
         if st.in_flight.is_none()
             && let Some(p) = st.queue.pop_front()
         {
@@ -863,6 +873,17 @@ impl Acs {
     /// its own or the POP's credentials), so that it opens a session now and runs its queued tasks. Returns the
     /// CPE's HTTP status, or 202 when the request went over UDP (which has no answer).
     pub async fn request_connection(&self, device: &str) -> Result<u16, String> {
+        Ok(match self.request_connection_via(device).await? {
+            super::connreq::Delivered::Http(status) => status,
+            super::connreq::Delivered::Udp(_) => 202,
+        })
+    }
+
+    /// [`Acs::request_connection`], telling how the request went (HTTP and its status, or UDP).
+    pub async fn request_connection_via(
+        &self,
+        device: &str,
+    ) -> Result<super::connreq::Delivered, String> {
         let dev = device.to_owned();
         let (row, creds, udp) = self
             .blocking(move |s| {
@@ -888,10 +909,12 @@ impl Acs {
         )
         .await
         .map_err(|e| e.to_string())?;
-        Ok(match delivered {
-            super::connreq::Delivered::Http(status) => status,
-            super::connreq::Delivered::Udp(_) => 202,
-        })
+        Ok(delivered)
+    }
+
+    /// Whether `device` is in a CWMP session with this ACS now.
+    pub fn in_session(&self, device: &str) -> bool {
+        self.sessions().by_device.contains_key(device)
     }
 
     /// One step of a firmware campaign: judges the devices started so far (`started`: device → its Download task)

@@ -520,6 +520,19 @@ impl AcsStore {
             .collect())
     }
 
+    /// Removes a task that is still queued (not yet sent to its device), so that it never runs. Returns whether
+    /// it was removed (`false`: unknown, or already sent, done or failed).
+    pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "DELETE FROM tasks WHERE id = ?1 AND state = 'queued'",
+                params![id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
     /// Sets a task's state (done, waiting).
     pub fn set_task_state(&self, id: &str, state: TaskState) -> Result<(), StoreError> {
         self.lock()

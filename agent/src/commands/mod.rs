@@ -21,6 +21,7 @@
 pub mod ledger;
 pub mod progress;
 mod run;
+mod tr069;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,6 +387,7 @@ impl Executor {
             runtime: inner.runtime.clone(),
             progress: progress.clone(),
             cancel: cancel.clone(),
+            timeout,
         };
         let work = async {
             let out = tokio::select! {

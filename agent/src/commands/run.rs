@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octoisp_shared::commands::{
-    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SnmpGetArgs, SnmpTarget,
-    SnmpWalkArgs, SweepArgs, TraceProto, TracerouteArgs,
+    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SnmpDiscoverArgs, SnmpGetArgs,
+    SnmpTarget, SnmpWalkArgs, SweepArgs, TraceProto, TracerouteArgs,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::Progress;
+use crate::acs::tasks::TaskKind;
 use crate::central::Runtime;
 use crate::diag::ping::{IcmpEngine, PingOptions};
 use crate::diag::stats::RttSummary;
@@ -26,6 +27,8 @@ pub(super) struct Ctx {
     pub(super) runtime: Option<Arc<Runtime>>,
     pub(super) progress: Progress,
     pub(super) cancel: CancellationToken,
+    /// The command's timeout (the executor fails it when it passes).
+    pub(super) timeout: Duration,
 }
 
 /// Runs one command to its output (`Ok`) or its error message (`Err`).
@@ -54,15 +57,32 @@ pub(super) async fn run(ctx: &Ctx, args: Args) -> Result<Value, String> {
         }
         Args::SnmpGet(a) => run_snmp_get(ctx, a).await,
         Args::SnmpWalk(a) => run_snmp_walk(ctx, a).await,
-        Args::SnmpDiscover(_)
-        | Args::Tr069GetParams(_)
-        | Args::Tr069SetParams(_)
-        | Args::Tr069Reboot(_)
-        | Args::Tr069FactoryReset(_)
-        | Args::Tr069Download(_) => Err(
-            "not supported by this agent version yet (snmp.discover and TR-069 commands come in a later release)"
-                .into(),
-        ),
+        Args::SnmpDiscover(a) => run_snmp_discover(ctx, a).await,
+        Args::Tr069GetParams(a) => {
+            let kind = TaskKind::Get { names: a.names };
+            super::tr069::run(ctx, &a.device_key, kind).await
+        }
+        Args::Tr069SetParams(a) => {
+            let values = a
+                .values
+                .into_iter()
+                .map(|v| (v.name, v.value, v.xsd_type))
+                .collect();
+            super::tr069::run(ctx, &a.device_key, TaskKind::Set { values }).await
+        }
+        Args::Tr069Reboot(a) => super::tr069::run(ctx, &a.device_key, TaskKind::Reboot).await,
+        Args::Tr069FactoryReset(a) => {
+            super::tr069::run(ctx, &a.device_key, TaskKind::FactoryReset).await
+        }
+        Args::Tr069Download(a) => {
+            let kind = TaskKind::Download {
+                file_type: a.file_type,
+                url: a.url,
+                file_size: a.file_size,
+                target_file_name: String::new(),
+            };
+            super::tr069::run(ctx, &a.device_key, kind).await
+        }
     }
 }
 
@@ -397,6 +417,92 @@ async fn run_snmp_walk(ctx: &Ctx, a: SnmpWalkArgs) -> Result<Value, String> {
         "truncated": truncated,
         "rows": rows,
     }))
+}
+
+/// One found device as `snmp.discover` reports it.
+fn found_json(f: &crate::snmp::discovery::Found) -> Value {
+    let fp = &f.fingerprint;
+    json!({
+        "address": f.addr.ip(),
+        "port": f.addr.port(),
+        "credential": f.credentials,
+        "sys_name": fp.sys_name,
+        "sys_descr": fp.sys_descr,
+        "sys_object_id": fp.sys_object_id,
+        "vendor": fp.vendor,
+        "model": fp.model,
+        "os": fp.os,
+        "version": fp.version,
+        "enterprise": fp.enterprise,
+    })
+}
+
+async fn run_snmp_discover(ctx: &Ctx, a: SnmpDiscoverArgs) -> Result<Value, String> {
+    use crate::snmp::{Credentials, Engine, EngineConfig, Version, discovery};
+    let mut cidrs = Vec::with_capacity(a.cidrs.len());
+    let mut total = 0usize;
+    for (i, c) in a.cidrs.iter().enumerate() {
+        cidrs.push(c.parse::<Cidr>().map_err(|e| format!("cidrs[{i}]: {e}"))?);
+        total += discovery::expand_cidr(c)
+            .map_err(|e| format!("cidrs[{i}]: {e}"))?
+            .len();
+    }
+    if total > discovery::MAX_HOSTS {
+        return Err(format!(
+            "cidrs: {total} addresses in all, more than {}",
+            discovery::MAX_HOSTS
+        ));
+    }
+    scan_allowed(ctx, &cidrs)?;
+    let section = match &ctx.runtime {
+        Some(rt) => rt.snmp_section().await,
+        None => crate::snmp::config::SnmpSection::default(),
+    };
+    let all = section
+        .credentials()
+        .map_err(|e| format!("snmp credentials: {e}"))?;
+    let creds = if a.credentials.is_empty() {
+        if all.is_empty() {
+            vec![(
+                "public".to_owned(),
+                Version::V2c,
+                Credentials::Community(b"public".to_vec()),
+            )]
+        } else {
+            all
+        }
+    } else {
+        let mut v = Vec::with_capacity(a.credentials.len());
+        for (i, name) in a.credentials.iter().enumerate() {
+            let c = all.iter().find(|(n, _, _)| n == name).ok_or_else(|| {
+                format!("credentials[{i}]: no SNMP credential named {name:?} on this agent")
+            })?;
+            v.push(c.clone());
+        }
+        v
+    };
+    let engine = Engine::new(&EngineConfig::default())
+        .map_err(|e| format!("cannot open the SNMP sockets: {e}"))?;
+    let timeout = Duration::from_millis(section.timeout_ms);
+    let progress = ctx.progress.clone();
+    let mut report = |f: &discovery::Found| {
+        progress.send(json!({ "found": found_json(f) }));
+    };
+    let found = tokio::select! {
+        _ = ctx.cancel.cancelled() => return Err("cancelled".into()),
+        r = discovery::sweep_reporting(
+            &engine,
+            crate::snmp::fingerprint::Rules::builtin(),
+            &a.cidrs,
+            a.port,
+            &creds,
+            timeout,
+            a.rate,
+            &mut report,
+        ) => r?,
+    };
+    let devices: Vec<Value> = found.iter().map(found_json).collect();
+    Ok(json!({ "scanned": total, "found": devices.len(), "devices": devices }))
 }
 
 fn percent(done: usize, total: usize) -> f64 {

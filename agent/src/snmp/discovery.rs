@@ -80,6 +80,31 @@ pub async fn sweep(
     timeout: Duration,
     rate_per_sec: u32,
 ) -> Result<Vec<Found>, String> {
+    sweep_reporting(
+        engine,
+        rules,
+        cidrs,
+        port,
+        credentials,
+        timeout,
+        rate_per_sec,
+        &mut |_| {},
+    )
+    .await
+}
+
+/// [`sweep`], calling `on_found` with each device as soon as it answers.
+#[allow(clippy::too_many_arguments)]
+pub async fn sweep_reporting(
+    engine: &Engine,
+    rules: &Rules,
+    cidrs: &[String],
+    port: u16,
+    credentials: &[(String, Version, Credentials)],
+    timeout: Duration,
+    rate_per_sec: u32,
+    on_found: &mut (dyn FnMut(&Found) + Send),
+) -> Result<Vec<Found>, String> {
     let mut addrs = Vec::new();
     for c in cidrs {
         addrs.extend(expand_cidr(c)?);
@@ -93,7 +118,12 @@ pub async fn sweep(
     let mut found: Vec<Option<Found>> = Vec::new();
     loop {
         tokio::select! {
-            Some(r) = inflight.next(), if !inflight.is_empty() => found.push(r),
+            Some(r) = inflight.next(), if !inflight.is_empty() => {
+                if let Some(f) = &r {
+                    on_found(f);
+                }
+                found.push(r);
+            }
             _ = ticker.tick(), if next.is_some() && inflight.len() < 256 => {
                 if let Some(addr) = next.take() {
                     inflight.push(probe(engine, rules, addr, credentials, timeout));
@@ -116,6 +146,8 @@ async fn probe(
     timeout: Duration,
 ) -> Option<Found> {
     for (name, version, creds) in credentials {
+        // Every request (and its retry) draws from the process-wide packet budget, like the diagnostics.
+        crate::diag::safety::global().acquire(2).await;
         let target = Target {
             addr,
             version: *version,
