@@ -254,7 +254,7 @@ stats() {  # stats FILE COLUMN FILTER-COLUMN FILTER-VALUE: mean and max of numer
     echo "| --- | --- |"
     echo "| ingest lag s (newest sample vs now; mean / max) | $(stats "$RUN/lag.csv" 2 0 0) |"
     echo "| API GET /api/v1/summary s (mean / max) | $(awk '$2 == 200' "$RUN/api.csv" | awk '{s += $1; n++; if ($1 > m) m = $1} END {if (n) printf "%.3f / %.3f (%d requests)", s/n, m, n}') |"
-    echo "| API p50 / p95 s | $(awk '$2 == 200 {print $1}' "$RUN/api.csv" | sort -n | awk '{a[NR] = $1} END {if (NR) printf "%.3f / %.3f", a[int(NR*0.5)+1 > NR ? NR : int(NR*0.5)+1], a[int(NR*0.95)+1 > NR ? NR : int(NR*0.95)+1]}') |"
+    echo "| API p50 / p95 s | $(awk '$2 == 200 {print $1}' "$RUN/api.csv" | sort -n | awk '{a[NR] = $1} END {if (NR) {i = int(NR * 0.5) + 1; j = int(NR * 0.95) + 1; if (i > NR) i = NR; if (j > NR) j = NR; printf "%.3f / %.3f", a[i], a[j]}}') |"
     echo "| API requests failed (control plane down included) | $(awk '$2 != 200' "$RUN/api.csv" | wc -l) |"
     echo "| outbox samples waiting, per agent (mean / max) | $(stats "$RUN/outbox.csv" 3 0 0) |"
     echo "| outbox records waiting, per agent (mean / max) | $(stats "$RUN/outbox.csv" 4 0 0) |"

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Plan;
 use crate::counters::Counters;
 use crate::cpe::{Cpe, CpeConfig};
-use crate::models::Model;
+use crate::models::Prepared;
 
 /// One simulated CPE and its place in the fleet.
 #[derive(Debug)]
@@ -53,8 +53,9 @@ pub fn is_faulty(plan: &Plan, i: usize) -> bool {
     (i.wrapping_mul(7919) + 13) % 100 < plan.fault_pct as usize
 }
 
-/// Builds CPE `i` from `model`.
-pub fn make_cpe(plan: &Plan, model: &Model, i: usize, cr_addr: SocketAddr) -> SimCpe {
+/// Builds CPE `i` from a prepared model.
+pub fn make_cpe(plan: &Plan, prepared: &Prepared, i: usize, cr_addr: SocketAddr) -> SimCpe {
+    let model = &prepared.model;
     let serial = serial(plan, i);
     let mut cfg = if model.oui.eq_ignore_ascii_case("C0B101") {
         CpeConfig::zte(&serial)
@@ -67,16 +68,12 @@ pub fn make_cpe(plan: &Plan, model: &Model, i: usize, cr_addr: SocketAddr) -> Si
     if model.root == "Device." {
         cfg.ns = 2;
     }
-    cfg.inform_params = model.inform_params();
+    cfg.inform_params = prepared.inform.clone();
     let faulty = is_faulty(plan, i);
     let params = if faulty {
-        model
-            .params
-            .iter()
-            .filter(|p| cfg.inform_params.contains(&p.name))
-            .collect()
+        &prepared.inform_only
     } else {
-        model.reduced(plan.tree_params)
+        &prepared.reduced
     };
     let mut tree = BTreeMap::new();
     for p in params {

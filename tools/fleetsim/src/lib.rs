@@ -154,7 +154,10 @@ impl Fleet {
     /// Loads the models, binds every socket and starts every device.
     pub async fn start(plan: &Plan) -> anyhow::Result<Fleet> {
         plan.validate()?;
-        let models = models::Model::load_dir(&plan.models_dir)?;
+        let models: Vec<models::Prepared> = models::Model::load_dir(&plan.models_dir)?
+            .into_iter()
+            .map(|m| models::Prepared::new(m, plan.tree_params))
+            .collect();
         let counters = Arc::new(Counters::default());
         let shutdown = CancellationToken::new();
         let stop_cpes = CancellationToken::new();

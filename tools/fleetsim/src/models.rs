@@ -35,6 +35,39 @@ pub struct Model {
     pub params: Vec<Param>,
 }
 
+/// A model ready for building many CPEs: its Inform parameters and reduced tree computed once.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The model.
+    pub model: Model,
+    /// [`Model::inform_params`].
+    pub inform: Vec<String>,
+    /// [`Model::reduced`] with the plan's `tree_params`.
+    pub reduced: Vec<Param>,
+    /// The Inform parameters alone (the faulting CPEs' tree).
+    pub inform_only: Vec<Param>,
+}
+
+impl Prepared {
+    /// Prepares `model` for CPEs keeping `tree_params` parameters besides the Inform ones.
+    pub fn new(model: Model, tree_params: usize) -> Prepared {
+        let inform = model.inform_params();
+        let reduced = model.reduced(tree_params).into_iter().cloned().collect();
+        let inform_only = model
+            .params
+            .iter()
+            .filter(|p| inform.contains(&p.name))
+            .cloned()
+            .collect();
+        Prepared {
+            model,
+            inform,
+            reduced,
+            inform_only,
+        }
+    }
+}
+
 /// Suffixes of the parameters a CPE sends in every Inform (TR-069 forced Inform parameters), first match each.
 const INFORM_SUFFIXES: &[&str] = &[
     "DeviceInfo.HardwareVersion",
