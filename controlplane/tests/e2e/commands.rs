@@ -269,7 +269,14 @@ async fn a_command_created_through_the_api_runs_on_the_agent_and_its_result_is_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_whose_worker_is_killed_mid_job_completes_exactly_once() {
     let mut s = Setup::start("").await;
-    let id = s.create("noop", json!({"sleep_ms": 5000}), json!({})).await;
+    // Long enough that the lease (5 s visibility) is reclaimed and delivered again while the agent still runs it.
+    let id = s
+        .create(
+            "noop",
+            json!({"sleep_ms": 12000, "timeout_secs": 60}),
+            json!({}),
+        )
+        .await;
     s.wait(&id, Duration::from_secs(90), status_is("running"))
         .await;
     // The control plane dies while the agent runs the command, and comes back.
