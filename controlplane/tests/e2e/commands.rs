@@ -303,3 +303,44 @@ async fn a_command_whose_worker_is_killed_mid_job_completes_exactly_once() {
             .unwrap();
     assert_eq!(results, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_for_an_offline_agent_wait_then_run_when_it_is_back_or_expire() {
+    let mut s = Setup::start("").await;
+    s.agent.stop();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(s.create("noop", json!({"sleep_ms": 0}), json!({})).await);
+    }
+    let short = s
+        .create("noop", json!({"sleep_ms": 0}), json!({"deadline_secs": 5}))
+        .await;
+    for id in &ids {
+        s.wait(id, Duration::from_secs(90), status_is("waiting_agent"))
+            .await;
+    }
+    let expired = s
+        .wait(&short, Duration::from_secs(90), status_is("expired"))
+        .await;
+    let reason = expired["error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("offline") && reason.contains("deadline"),
+        "expired without a clear reason: {expired}"
+    );
+    // The agent comes back: every waiting command runs, once. They are woken in creation order, but the
+    // dispatcher opens their streams concurrently, so the agent may start them in another order (seen here:
+    // 0, 2, 1); docs/COMMANDS.md says so.
+    s.agent.start();
+    for id in &ids {
+        s.wait(id, Duration::from_secs(90), status_is("succeeded"))
+            .await;
+        assert_eq!(
+            s.agent_lines(id, "Command started."),
+            1,
+            "{}",
+            s.agent.log()
+        );
+    }
+    let log = s.agent.log();
+    assert_eq!(s.agent_lines(&short, "Command started."), 0, "{log}");
+}
