@@ -112,8 +112,13 @@ async fn http(
 
 impl Setup {
     async fn start(queue_extra: &str) -> Setup {
+        Setup::start_on(&redis_url(), queue_extra).await
+    }
+
+    /// Like [`Setup::start`], with the queue and the API on the Redis at `url`.
+    async fn start_on(url: &str, queue_extra: &str) -> Setup {
         let prefix = format!("octoisp-test-e2e-cmd-{:016x}", rand::random::<u64>());
-        let url = redis_url();
+        let url = url.to_owned();
         let keys = PrefixGuard {
             url: url.clone(),
             prefix: prefix.clone(),
@@ -343,4 +348,99 @@ async fn commands_for_an_offline_agent_wait_then_run_when_it_is_back_or_expire()
     }
     let log = s.agent.log();
     assert_eq!(s.agent_lines(&short, "Command started."), 0, "{log}");
+}
+
+/// A private `redis-server --appendonly yes` on a free port, in a temp dir (the shared Redis is untouched).
+struct PrivateRedis {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start() -> PrivateRedis {
+        let mut r = PrivateRedis {
+            dir: tempfile::tempdir().unwrap(),
+            port: crate::harness::free_tcp_port(),
+            child: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, then started again on the same port and directory (it reloads its append-only file).
+    fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_before_a_redis_restart_are_not_lost() {
+    let mut redis = PrivateRedis::start();
+    let mut s = Setup::start_on(&redis.url(), "").await;
+    s.agent.stop();
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(s.create("noop", json!({"sleep_ms": 0}), json!({})).await);
+    }
+    for id in &ids {
+        s.wait(id, Duration::from_secs(90), status_is("waiting_agent"))
+            .await;
+    }
+    redis.restart();
+    s.agent.start();
+    for id in &ids {
+        s.wait(id, Duration::from_secs(180), status_is("succeeded"))
+            .await;
+        assert_eq!(
+            s.agent_lines(id, "Command started."),
+            1,
+            "{}",
+            s.agent.log()
+        );
+    }
 }
