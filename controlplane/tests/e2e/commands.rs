@@ -444,3 +444,63 @@ async fn commands_queued_before_a_redis_restart_are_not_lost() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtr_cycles_reach_a_live_watcher_before_the_command_finishes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let s = Setup::start("").await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/v1/live", s.inst.http_addr))
+            .await
+            .expect("open /api/v1/live");
+    ws.send(Message::text(
+        json!({"type": "auth", "token": s.token}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let id = s
+        .create(
+            "mtr",
+            json!({"target": "127.0.0.1", "cycles": 8, "interval_ms": 1000}),
+            json!({}),
+        )
+        .await;
+    ws.send(Message::text(
+        json!({"type": "watch", "command_id": id}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut cycles = Vec::new();
+    let mut final_status = None;
+    let start = Instant::now();
+    while final_status.is_none() && start.elapsed() < Duration::from_secs(120) {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await
+        else {
+            break;
+        };
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(text.as_str()).unwrap();
+        let ev = &v["event"];
+        if v["type"] == "event" && ev["command_id"] == id.as_str() {
+            if let Some(c) = ev["payload"]["cycle"].as_u64() {
+                cycles.push(c);
+            } else if let Some(st) = ev["status"].as_str() {
+                if st != "running" && st != "dispatched" && st != "queued" {
+                    final_status = Some(st.to_owned());
+                }
+            }
+        }
+    }
+    assert_eq!(
+        final_status.as_deref(),
+        Some("succeeded"),
+        "cycles seen {cycles:?}\n{}",
+        s.agent.log()
+    );
+    assert!(
+        cycles.len() >= 2,
+        "only {cycles:?} streamed before the command finished"
+    );
+}
