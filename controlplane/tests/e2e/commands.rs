@@ -486,10 +486,12 @@ async fn mtr_cycles_reach_a_live_watcher_before_the_command_finishes() {
         if v["type"] == "event" && ev["command_id"] == id.as_str() {
             if let Some(c) = ev["payload"]["cycle"].as_u64() {
                 cycles.push(c);
-            } else if let Some(st) = ev["status"].as_str() {
-                if st != "running" && st != "dispatched" && st != "queued" {
-                    final_status = Some(st.to_owned());
-                }
+            } else if let Some(st) = ev["status"].as_str()
+                && st != "running"
+                && st != "dispatched"
+                && st != "queued"
+            {
+                final_status = Some(st.to_owned());
             }
         }
     }
