@@ -94,6 +94,8 @@ struct Harness {
     router: Router,
     cmds: Commands,
     prefix: String,
+    /// Deletes the test's Redis keys when the harness is dropped, even when an assertion panicked.
+    _keys: PrefixGuard,
 }
 
 async fn queue_with(prefix: &str, tweak: impl FnOnce(&mut QueueSection)) -> Queue {
@@ -172,6 +174,7 @@ async fn harness() -> Harness {
         a,
         b,
         cmds,
+        _keys: PrefixGuard(prefix.clone()),
         prefix,
     }
 }
@@ -255,23 +258,45 @@ impl Harness {
     }
 
     async fn cleanup(self) {
-        // Best effort, in Redis itself (a flood test leaves 100,000 keys under its prefix).
-        if let Ok(mut r) = redis::Client::open(redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-        {
-            let script = "local ks = redis.call('KEYS', ARGV[1]) \
-                for i = 1, #ks, 5000 do redis.call('DEL', unpack(ks, i, math.min(i + 4999, #ks))) end \
-                return #ks";
-            let _: redis::RedisResult<i64> = redis::cmd("EVAL")
-                .arg(script)
-                .arg(0)
-                .arg(format!("{}*", self.prefix))
-                .query_async(&mut r)
-                .await;
-        }
+        // Redis keys go when `_keys` is dropped here (SCAN + UNLINK by prefix, also on a panic).
         self.db.cleanup().await;
+    }
+}
+
+/// Deletes every key under its prefix in the test Redis when dropped: SCAN + UNLINK in batches of 1,000, on a
+/// plain thread (a synchronous connection, so it also runs while a test unwinds).
+struct PrefixGuard(String);
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let _ = std::thread::spawn(move || {
+            let Ok(mut r) = redis::Client::open(redis_url()).and_then(|c| c.get_connection())
+            else {
+                return;
+            };
+            let mut cursor: u64 = 0;
+            loop {
+                let Ok((next, keys)): redis::RedisResult<(u64, Vec<String>)> = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut r)
+                else {
+                    return;
+                };
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<i64> = redis::cmd("UNLINK").arg(keys).query(&mut r);
+                }
+                if next == 0 {
+                    return;
+                }
+                cursor = next;
+            }
+        })
+        .join();
     }
 }
 
@@ -841,10 +866,11 @@ async fn a_small_tenants_command_is_leased_ahead_of_a_large_tenants_flood() {
             break;
         }
     }
+    // Clean the 100,000 keys before asserting, so a failure does not leave them in the shared Redis.
+    h.cleanup().await;
     let position = position.expect("the small tenant's command was never leased");
     assert!(
         position <= 16,
         "leased as number {position} after the flood"
     );
-    h.cleanup().await;
 }

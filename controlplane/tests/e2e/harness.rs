@@ -68,12 +68,22 @@ pub struct Installation {
     pub cp: Option<Child>,
     /// Superuser pool on the installation's database (sees every tenant).
     pub admin: PgPool,
+    /// Roles `serve` runs.
+    pub roles: String,
+    /// `http.listen` of the control plane.
+    pub http_addr: String,
 }
 
 impl Installation {
     /// Creates the cluster, the database, the schema, a provider `isp-a` with POP `centro`, and starts the
     /// control plane.
     pub async fn start() -> Installation {
+        Installation::start_with("", "ingest,workers").await
+    }
+
+    /// Like [`Installation::start`], with `extra` TOML appended to the control plane's config and `roles`
+    /// given to `serve`.
+    pub async fn start_with(extra: &str, roles: &str) -> Installation {
         let pg = PrivatePg::start().await;
         let admin_root = pg.admin_url();
         let root = PgPoolOptions::new()
@@ -90,14 +100,14 @@ impl Installation {
         let quic_addr = format!("127.0.0.1:{}", free_udp_port());
         let cp_config = dir.path().join("cp.toml");
         let db_admin = pg.url_for("postgres", "octoisp");
+        let http_addr = format!("127.0.0.1:{}", free_tcp_port());
         std::fs::write(
             &cp_config,
             format!(
                 "data_dir = {data:?}\n[database]\nurl = {app:?}\nadmin_url = {db_admin:?}\nmax_connections = 8\n\
-                 [ingest]\nlisten = {quic_addr:?}\n[http]\nlisten = \"127.0.0.1:{http}\"\n[log]\nlevel = \"info\"\n",
+                 [ingest]\nlisten = {quic_addr:?}\n[http]\nlisten = {http_addr:?}\n[log]\nlevel = \"info\"\n{extra}",
                 data = dir.path().join("cp-data"),
                 app = pg.url_for("octoisp_app", "octoisp"),
-                http = free_tcp_port(),
             ),
         )
         .unwrap();
@@ -113,6 +123,8 @@ impl Installation {
             quic_addr,
             cp: None,
             admin,
+            roles: roles.to_owned(),
+            http_addr,
         };
         inst.cp_cmd(&["migrate"]);
         inst.cp_cmd(&["provider", "create", "--slug", "isp-a", "--name", "ISP A"]);
@@ -151,7 +163,7 @@ impl Installation {
         let child = Command::new(bin("octoisp-controlplane"))
             .arg("--config")
             .arg(&self.cp_config)
-            .args(["serve", "--roles", "ingest,workers"])
+            .args(["serve", "--roles", &self.roles])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -7,4 +7,5 @@ mod support;
 
 mod harness;
 
+mod commands;
 mod data_path;
