@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::commands::order::Turn;
 use crate::commands::stream::{self, CommandRow, JobRef};
 use crate::commands::{Commands, JobPayload, is_final, now_ms, pause, provider_tier};
 use crate::db;
@@ -68,8 +69,12 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
             let cmds = cmds.clone();
             metrics::histogram!("octoisp_command_queue_wait_seconds", "tier" => lease.tier.as_str())
                 .record((lease.leased_ms - lease.ready_ms).max(0) as f64 / 1000.0);
+            // Taken here, in lease order, so the agent's commands start in that order.
+            let turn = serde_json::from_str::<JobPayload>(&lease.payload)
+                .ok()
+                .map(|p| cmds.links.order().take(p.agent_id));
             tasks.spawn(async move {
-                dispatch(&cmds, lease).await;
+                dispatch(&cmds, lease, turn).await;
                 drop(permit);
             });
         }
@@ -80,8 +85,8 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
     tracing::info!("Command dispatcher stopped.");
 }
 
-/// Routes one lease.
-pub async fn dispatch(cmds: &Commands, lease: Lease) {
+/// Routes one lease; `turn` is its place in its agent's start order ([`super::order`]).
+pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
     let agent_id = match serde_json::from_str::<JobPayload>(&lease.payload) {
         Ok(p) => p.agent_id,
         Err(err) => {
@@ -96,8 +101,13 @@ pub async fn dispatch(cmds: &Commands, lease: Lease) {
         attempt: lease.attempt,
         agent_id,
     };
+    if let Some(turn) = &mut turn
+        && turn.wait(cmds.extend_every).await
+    {
+        metrics::counter!("octoisp_commands_order_waits_bounded_total").increment(1);
+    }
     if let Some(conn) = cmds.links.local(agent_id) {
-        serve_here(cmds, conn, job).await;
+        serve_here(cmds, conn, job, turn).await;
         return;
     }
     let holder = match cmds.links.holder(agent_id).await {
@@ -126,8 +136,13 @@ pub async fn dispatch(cmds: &Commands, lease: Lease) {
     }
 }
 
-/// Serves a job whose agent this instance holds.
-pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef) {
+/// Serves a job whose agent this instance holds; its `turn` ends when the agent answered its state frame.
+pub async fn serve_here(
+    cmds: &Commands,
+    conn: quinn::Connection,
+    job: JobRef,
+    turn: Option<Turn>,
+) {
     let row = match stream::load(cmds, &job).await {
         Ok(Some(row)) => row,
         Ok(None) => {
@@ -144,7 +159,7 @@ pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef) {
         let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
         return;
     }
-    let end = stream::run(cmds, conn, job, row).await;
+    let end = stream::run(cmds, conn, job, row, turn).await;
     tracing::debug!(command = %job.id, end = ?end, "Command stream ended.");
 }
 
@@ -298,9 +313,14 @@ pub async fn inbox_loop(cmds: Commands, shutdown: CancellationToken) {
             break;
         };
         let cmds2 = cmds.clone();
+        // Taken in inbox order: the dispatching instance pushed an agent's leases in its start order.
+        let mut turn = cmds.links.order().take(job.agent_id);
         tasks.spawn(async move {
+            if turn.wait(cmds2.extend_every).await {
+                metrics::counter!("octoisp_commands_order_waits_bounded_total").increment(1);
+            }
             match cmds2.links.local(job.agent_id) {
-                Some(conn) => serve_here(&cmds2, conn, job).await,
+                Some(conn) => serve_here(&cmds2, conn, job, Some(turn)).await,
                 // It left between the lookup and now: treat as offline (deferred, woken on its return).
                 None => offline(&cmds2, job).await,
             }

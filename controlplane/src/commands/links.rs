@@ -21,6 +21,7 @@ pub struct AgentLinks {
     prefix: Arc<str>,
     ttl: Duration,
     local: Arc<Mutex<HashMap<Uuid, quinn::Connection>>>,
+    order: super::order::AgentOrder,
     redis: redis::aio::ConnectionManager,
 }
 
@@ -54,8 +55,14 @@ impl AgentLinks {
             prefix: prefix.into(),
             ttl,
             local: Arc::new(Mutex::new(HashMap::new())),
+            order: super::order::AgentOrder::default(),
             redis,
         })
+    }
+
+    /// The start order of this instance's agents' commands.
+    pub fn order(&self) -> &super::order::AgentOrder {
+        &self.order
     }
 
     /// This instance's id.

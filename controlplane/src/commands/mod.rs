@@ -22,6 +22,7 @@
 
 pub mod dispatch;
 pub mod links;
+pub mod order;
 pub mod stream;
 
 use std::sync::Arc;

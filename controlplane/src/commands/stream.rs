@@ -200,6 +200,7 @@ pub async fn run(
     conn: quinn::Connection,
     job: JobRef,
     row: CommandRow,
+    mut turn: Option<super::order::Turn>,
 ) -> StreamEnd {
     let spec_timeout = octoisp_shared::commands::spec_of(&row.name)
         .map(|s| Duration::from_secs(u64::from(s.default_timeout_secs)))
@@ -370,6 +371,10 @@ pub async fn run(
                 }
             }
             state = Some(s);
+            // The agent has it: the agent's next command may go.
+            if let Some(turn) = &mut turn {
+                turn.release();
+            }
             continue;
         }
         let payload = serde_json::from_str(&payload_json).unwrap_or_else(|_| {

@@ -314,7 +314,7 @@ async fn commands_for_an_offline_agent_wait_then_run_when_it_is_back_or_expire()
     let mut s = Setup::start("").await;
     s.agent.stop();
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..8 {
         ids.push(s.create("noop", json!({"sleep_ms": 0}), json!({})).await);
     }
     let short = s
@@ -332,9 +332,7 @@ async fn commands_for_an_offline_agent_wait_then_run_when_it_is_back_or_expire()
         reason.contains("offline") && reason.contains("deadline"),
         "expired without a clear reason: {expired}"
     );
-    // The agent comes back: every waiting command runs, once. They are woken in creation order, but the
-    // dispatcher opens their streams concurrently, so the agent may start them in another order (seen here:
-    // 0, 2, 1); docs/COMMANDS.md says so.
+    // The agent comes back: every waiting command runs, once, and they start in creation order.
     s.agent.start();
     for id in &ids {
         s.wait(id, Duration::from_secs(90), status_is("succeeded"))
@@ -348,6 +346,14 @@ async fn commands_for_an_offline_agent_wait_then_run_when_it_is_back_or_expire()
     }
     let log = s.agent.log();
     assert_eq!(s.agent_lines(&short, "Command started."), 0, "{log}");
+    let started: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Command started."))
+        .filter_map(|l| ids.iter().find(|id| l.contains(id.as_str())))
+        .map(String::as_str)
+        .collect();
+    let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(started, expected, "not started in creation order\n{log}");
 }
 
 /// A private `redis-server --appendonly yes` on a free port, in a temp dir (the shared Redis is untouched).
