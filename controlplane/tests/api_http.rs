@@ -593,6 +593,7 @@ fn concrete(route: &api::RouteSpec, objects: &Objects) -> String {
         .replace("{id}", &objects.id_for(route.path).to_string())
         .replace("{device_id}", &objects.device.to_string())
         .replace("{code}", "devices:read")
+        .replace("{version}", "1")
 }
 
 /// A body the route accepts in shape (so that only permissions and tenancy decide the answer).
@@ -602,6 +603,7 @@ fn body_for(route: &api::RouteSpec, objects: &Objects) -> String {
             format!(r#"{{"device_id": "{}"}}"#, objects.device)
         }
         ("PUT", p) if p.ends_with("/role") => format!(r#"{{"role_id": "{}"}}"#, rbac::ROLE_VIEWER),
+        ("PUT", p) if p.ends_with("/agent-config") => r#"{"config": {}}"#.to_owned(),
         _ => "{}".to_owned(),
     }
 }
@@ -630,6 +632,17 @@ async fn another_providers_objects_are_404_or_403_and_never_listed() {
         );
         checked += 1;
     }
+    // A's first agent configuration version (B's writes above were all refused).
+    let r = h
+        .send(request(
+            "PUT",
+            &format!("/api/v1/pops/{}/agent-config", h.a.tenant.pop_id),
+            "a-admin",
+            Body::from(r#"{"config": {}}"#),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["version"], 1, "{}", r.text);
     // A's objects are all still there and unchanged for A.
     for route in api::ROUTES
         .iter()

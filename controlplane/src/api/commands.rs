@@ -202,6 +202,13 @@ pub async fn create(
     let spec = octoisp_shared::commands::spec_of(&body.name)
         .ok_or_else(|| ApiError::Unprocessable(format!("name: unknown command {:?}", body.name)))?;
     caller.require(spec.permission)?;
+    if body.name == crate::commands::agent_config::COMMAND {
+        return Err(ApiError::Unprocessable(
+            "name: config.update is sent by PUT /api/v1/pops/{id}/agent-config (versioned, pushed to every \
+             agent of the POP and again when one connects)"
+                .into(),
+        ));
+    }
     let cmds = commands_of(&state)?;
     let provider = own_provider(&caller)?;
     let key = idempotency_key(&headers)?;

@@ -12,6 +12,7 @@
 //! the OpenAPI document), so a new route is covered by the isolation tests without editing them.
 
 pub mod account;
+pub mod agent_config;
 pub mod agents;
 pub mod alerts;
 pub mod audit_log;
@@ -334,6 +335,18 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/agents/enrollment-tokens", "agents:enroll"),
     route("GET", "/api/v1/agents/{id}", "agents:read"),
     route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
+    route("GET", "/api/v1/pops/{id}/agent-config", "agents:read"),
+    route("PUT", "/api/v1/pops/{id}/agent-config", "agents:write"),
+    route(
+        "GET",
+        "/api/v1/pops/{id}/agent-config/versions",
+        "agents:read",
+    ),
+    route(
+        "GET",
+        "/api/v1/pops/{id}/agent-config/versions/{version}",
+        "agents:read",
+    ),
     // The console: counts per resource the caller may read, and the live event stream (authenticated by its
     // first message; each part checks its own permission).
     route("GET", "/api/v1/summary", ""),
@@ -546,6 +559,9 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(agents::create_enrollment_token))
         .routes(routes!(agents::get))
         .routes(routes!(agents::revoke))
+        .routes(routes!(agent_config::get, agent_config::put))
+        .routes(routes!(agent_config::versions))
+        .routes(routes!(agent_config::version))
         .routes(routes!(summary::summary))
         .routes(routes!(live::live))
         .routes(routes!(alerts::list_rules, alerts::create_rule))

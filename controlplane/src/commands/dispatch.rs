@@ -137,12 +137,7 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
 }
 
 /// Serves a job whose agent this instance holds; its `turn` ends when the agent answered its state frame.
-pub async fn serve_here(
-    cmds: &Commands,
-    conn: quinn::Connection,
-    job: JobRef,
-    turn: Option<Turn>,
-) {
+pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, turn: Option<Turn>) {
     let row = match stream::load(cmds, &job).await {
         Ok(Some(row)) => row,
         Ok(None) => {
@@ -278,6 +273,10 @@ pub async fn agent_connected(
         Err(err) => {
             tracing::warn!(agent = %agent_id, error = %err, "Cannot read the agent's waiting commands.")
         }
+    }
+    // Then its configuration, when the POP has a newer one than the agent got.
+    if let Err(err) = super::agent_config::on_connect(cmds, provider_id, agent_id).await {
+        tracing::warn!(agent = %agent_id, error = %err, "Cannot push the agent's configuration.");
     }
 }
 

@@ -20,6 +20,7 @@
 //! Never twice: the agent runs a given id at most once and answers `duplicate` to a second delivery, so a worker
 //! killed mid-command only causes a redelivery that ends with the first execution's result.
 
+pub mod agent_config;
 pub mod dispatch;
 pub mod links;
 pub mod order;

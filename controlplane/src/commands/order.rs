@@ -90,7 +90,11 @@ impl Turn {
     pub fn release(&mut self) {
         if let Some(done) = self.done.take() {
             let _ = done.send(());
-            let mut lines = self.order.lines.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut lines = self
+                .order
+                .lines
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             // Last in its line: the line goes.
             if lines.last.get(&self.agent).map(|(t, _)| *t) == Some(self.ticket) {
                 lines.last.remove(&self.agent);
@@ -124,7 +128,10 @@ mod tests {
             (bounded, second)
         });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "the second turn went before the first ended");
+        assert!(
+            !waiter.is_finished(),
+            "the second turn went before the first ended"
+        );
         drop(first);
         let (bounded, second) = waiter.await.unwrap();
         assert!(!bounded);

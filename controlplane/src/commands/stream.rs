@@ -24,6 +24,8 @@ const PROGRESS_BATCH: usize = 64;
 const PROGRESS_FLUSH: Duration = Duration::from_millis(100);
 /// How long after a stream ends without a stored result the job is looked at again.
 const RESULT_WAIT: Duration = Duration::from_secs(30);
+/// Command frames with larger arguments are sent zstd-compressed (the agent reads either).
+const COMPRESS_ABOVE: usize = 16 * 1024;
 /// Extra time a stream may stay open past the command's own timeout.
 const STREAM_GRACE: Duration = Duration::from_secs(30);
 
@@ -49,6 +51,8 @@ pub struct CommandRow {
     pub provider_id: Uuid,
     /// Agent.
     pub agent_id: Uuid,
+    /// POP.
+    pub pop_id: Uuid,
     /// Name.
     pub name: String,
     /// Arguments.
@@ -62,14 +66,22 @@ pub struct CommandRow {
 /// Loads a command row in its tenant's transaction.
 pub async fn load(cmds: &Commands, job: &JobRef) -> anyhow::Result<Option<CommandRow>> {
     let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await?;
-    let row = sqlx::query_as(
-        "SELECT id, provider_id, agent_id, name, args, status, deadline FROM commands \
+    let mut row: Option<CommandRow> = sqlx::query_as(
+        "SELECT id, provider_id, agent_id, pop_id, name, args, status, deadline FROM commands \
          WHERE provider_id = $1 AND id = $2",
     )
     .bind(job.provider_id)
     .bind(job.id)
     .fetch_optional(&mut *tx)
     .await?;
+    // A configuration push carries its version only: the document is read now.
+    if let Some(r) = &mut row
+        && r.name == super::agent_config::COMMAND
+        && !super::is_final(&r.status)
+    {
+        r.args =
+            super::agent_config::expand_args(&mut tx, r.provider_id, r.pop_id, &r.args).await?;
+    }
     tx.commit().await?;
     Ok(row)
 }
@@ -252,11 +264,12 @@ pub async fn run(
     };
     let _stop = AbortOnDrop(extender);
 
+    let args_json = row.args.to_string();
     let msg = Message::Command(Command {
         id: row.id,
         deadline_ms: row.deadline.timestamp_millis(),
         name: row.name.clone(),
-        args_json: row.args.to_string(),
+        args_json: args_json.clone(),
     });
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
@@ -269,7 +282,13 @@ pub async fn run(
             .await;
         }
     };
-    let bytes = match frame::encode(&msg, Compression::None) {
+    // Large arguments (a configuration with thousands of devices) travel compressed.
+    let compression = if args_json.len() > COMPRESS_ABOVE {
+        Compression::Zstd(3)
+    } else {
+        Compression::None
+    };
+    let bytes = match frame::encode(&msg, compression) {
         Ok(b) => b,
         Err(err) => {
             return dead(cmds, &job, &format!("cannot encode the command: {err}")).await;

@@ -512,3 +512,217 @@ async fn mtr_cycles_reach_a_live_watcher_before_the_command_finishes() {
         "only {cycles:?} streamed before the command finished"
     );
 }
+
+/// Logs `email` in (created with `role` first) and returns its access token.
+async fn user_token(s: &Setup, email: &str, role: &str) -> String {
+    run_ok(
+        Command::new(bin("octoisp-controlplane"))
+            .arg("--config")
+            .arg(&s.inst.cp_config)
+            .args(["user", "create", "--provider", "isp-a", "--email", email])
+            .args(["--name", role, "--role", role])
+            .env("OCTOISP_USER_PASSWORD", PASSWORD),
+    );
+    let login = json!({"email": email, "password": PASSWORD});
+    let (status, body) = http(
+        &s.inst.http_addr,
+        "POST",
+        "/api/v1/auth/login",
+        "",
+        Some(&login),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Samples stored for the device `key` (the agent names ping targets `icmp:<address>`).
+async fn samples_of(s: &Setup, key: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM samples x JOIN series r ON r.id = x.series_id \
+         JOIN devices d ON d.id = r.device_id WHERE d.device_key = $1",
+    )
+    .bind(key)
+    .fetch_one(&s.inst.admin)
+    .await
+    .unwrap()
+}
+
+/// Polls the POP's agent configuration until `done(body)`.
+async fn wait_config(s: &Setup, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let path = format!("/api/v1/pops/{}/agent-config", s.pop_id().await);
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < Duration::from_secs(90) {
+        if let Ok((200, body)) = http(&s.inst.http_addr, "GET", &path, token, None).await {
+            if done(&body) {
+                return body;
+            }
+            last = body;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "agent configuration not there: {last}\n--- control plane log:\n{}\n--- agent log:\n{}",
+        s.inst.cp_log(),
+        s.agent.log()
+    );
+}
+
+fn applied(version: i64) -> impl Fn(&Value) -> bool {
+    move |b| b["agents"][0]["applied_version"] == version
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pop_configuration_reaches_its_agent_now_and_when_it_comes_back() {
+    // Pushes expire after 4 s, so the version written while the agent is away is delivered by the connect path.
+    let mut s = Setup::start("[commands]\ndefault_deadline_secs = 4").await;
+    let admin = user_token(&s, "admin@a.example", "Provider Admin").await;
+    let pop = s.pop_id().await;
+    let path = format!("/api/v1/pops/{pop}/agent-config");
+    let doc = |target: &str| {
+        json!({"monitors": {"ping": [{"name": "central", "targets": [target],
+                                      "interval_ms": 300, "count": 1, "timeout_ms": 300}]},
+               "snmp": {"credentials": [{"name": "core", "version": "2c", "community": "s3cr3t-community"}]},
+               "scan": {"allowed": ["127.0.0.0/8"]}})
+    };
+
+    // The NOC may read but not write.
+    let body = json!({"config": doc("127.0.0.9")});
+    let (status, r) = s.http("PUT", &path, Some(&body)).await.unwrap();
+    assert_eq!(status, 403, "{r}");
+
+    // Version 1 is pushed at once and applied without a restart: the new monitor's samples arrive.
+    let body =
+        json!({"config": doc("127.0.0.9"), "base_version": 0, "comment": "ping the new gateway"});
+    let (status, r) = http(&s.inst.http_addr, "PUT", &path, &admin, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{r}");
+    assert_eq!(r["version"], 1);
+    let v = wait_config(&s, &admin, applied(1)).await;
+    assert_eq!(v["agents"][0]["last_status"], "succeeded", "{v}");
+    let start = Instant::now();
+    while samples_of(&s, "icmp:127.0.0.9").await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no samples from the pushed monitor\n{}",
+            s.agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Secrets: the writer sees them, the NOC sees them redacted; the command row never holds the document.
+    let community = |b: &Value| b["config"]["snmp"]["credentials"][0]["community"].clone();
+    let (_, as_admin) = http(&s.inst.http_addr, "GET", &path, &admin, None)
+        .await
+        .unwrap();
+    assert_eq!(community(&as_admin), "s3cr3t-community");
+    let (_, as_noc) = s.http("GET", &path, None).await.unwrap();
+    assert_eq!(community(&as_noc), "********", "{as_noc}");
+    let cmd_id = as_noc["agents"][0]["last_command_id"].as_str().unwrap();
+    let (_, cmd) = s
+        .http("GET", &format!("/api/v1/commands/{cmd_id}"), None)
+        .await
+        .unwrap();
+    assert!(!cmd.to_string().contains("s3cr3t"), "{cmd}");
+    // Sending the redacted form back is refused, naming the key; so is a stale base version.
+    let (status, r) = http(
+        &s.inst.http_addr,
+        "PUT",
+        &path,
+        &admin,
+        Some(&json!({"config": as_noc["config"]})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 422, "{r}");
+    assert!(r.to_string().contains("credentials[0].community"), "{r}");
+    let stale = json!({"config": doc("127.0.0.10"), "base_version": 0});
+    let (status, _) = http(&s.inst.http_addr, "PUT", &path, &admin, Some(&stale))
+        .await
+        .unwrap();
+    assert_eq!(status, 409);
+
+    // Version 2 is written while the agent is away; its push expires; the agent gets it when it is back.
+    s.agent.stop();
+    let body = json!({"config": doc("127.0.0.10"), "base_version": 1});
+    let (status, r) = http(&s.inst.http_addr, "PUT", &path, &admin, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{r}");
+    wait_config(&s, &admin, |b| b["agents"][0]["last_status"] == "expired").await;
+    s.agent.start();
+    let v = wait_config(&s, &admin, applied(2)).await;
+    assert_eq!(v["version"], 2, "{v}");
+    let start = Instant::now();
+    while samples_of(&s, "icmp:127.0.0.10").await == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no samples from version 2's monitor\n{}",
+            s.agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // A document the agent refuses: the reason names the key, and it is not pushed again at reconnect.
+    let mut bad = doc("127.0.0.11");
+    bad["monitors"]["ping"][0]["count"] = json!(0);
+    let (status, _) = http(
+        &s.inst.http_addr,
+        "PUT",
+        &path,
+        &admin,
+        Some(&json!({"config": bad})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201);
+    let v = wait_config(&s, &admin, |b| b["agents"][0]["last_status"] == "rejected").await;
+    assert!(
+        v["agents"][0]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("monitors.ping[0]"),
+        "{v}"
+    );
+    assert_eq!(v["agents"][0]["applied_version"], 2, "{v}");
+    s.agent.stop();
+    s.agent.start();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pushes: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM commands WHERE name = 'config.update' AND args->>'version' = '3'",
+    )
+    .fetch_one(&s.inst.admin)
+    .await
+    .unwrap();
+    assert_eq!(pushes, 1, "a refused version was pushed again");
+
+    // The history lists every version, newest first, with its sections.
+    let (_, hist) = s
+        .http("GET", &format!("{path}/versions"), None)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_i64().unwrap())
+        .collect();
+    assert_eq!(versions, vec![3, 2, 1]);
+    assert_eq!(hist[2]["comment"], "ping the new gateway");
+    // POST /commands does not take config.update (it would bypass the versions).
+    let direct = json!({"name": "config.update", "pop_id": pop,
+                        "args": {"version": 9, "config": doc("127.0.0.12")}});
+    let (status, r) = http(
+        &s.inst.http_addr,
+        "POST",
+        "/api/v1/commands",
+        &admin,
+        Some(&direct),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 422, "{r}");
+    assert!(r.to_string().contains("agent-config"), "{r}");
+}
