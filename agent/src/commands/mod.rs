@@ -160,7 +160,12 @@ impl Executor {
 
     /// Accepts command streams on `conn` until it closes or shutdown, serving each in its own task. A command
     /// outlives the connection it came on: its result goes to the outbox all the same.
+    ///
+    /// Streams are accepted in the order the control plane opened them (QUIC stream ids), and each command is
+    /// admitted (ledger claim, local queue, place in line for a running slot) only after the previous stream's
+    /// command was: commands start in the order they were sent.
     pub async fn accept_streams(&self, conn: quinn::Connection) {
+        let mut previous: Option<Admission> = None;
         loop {
             let accepted = tokio::select! {
                 _ = self.inner.shutdown.cancelled() => return,
@@ -169,18 +174,80 @@ impl Executor {
             let Ok((send, recv)) = accepted else {
                 return;
             };
+            let (admission, next) = Admission::after(previous.take());
+            previous = Some(next);
             let exec = self.clone();
             self.inner.tracker.spawn(async move {
-                let served = serve_stream(&exec, send, recv).await;
+                let served = serve_stream_in_line(&exec, send, recv, admission).await;
                 tracing::debug!(?served, "Command stream done.");
             });
         }
     }
 }
 
+/// A stream's place in its connection's line: it waits for the previous stream's command to be admitted, and
+/// lets the next one go once its own is (or when dropped, whatever happened).
+#[derive(Debug)]
+pub struct Admission {
+    previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Admission {
+    /// The place after `previous` (the handle the previous place returned as `next`), and the handle the next
+    /// place waits on.
+    fn after(previous: Option<Admission>) -> (Admission, Admission) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waits_on = previous.and_then(|mut p| p.previous.take());
+        (
+            Admission {
+                previous: waits_on,
+                done: Some(tx),
+            },
+            Admission {
+                previous: Some(rx),
+                done: None,
+            },
+        )
+    }
+
+    /// No line (a stream served on its own).
+    pub fn alone() -> Admission {
+        Admission {
+            previous: None,
+            done: None,
+        }
+    }
+
+    /// Waits for the previous place (at most `READ_TIMEOUT`: a stuck stream delays the next ones that long, not
+    /// forever).
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = tokio::time::timeout(READ_TIMEOUT, previous).await;
+        }
+    }
+
+    /// Lets the next place go.
+    fn release(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
 /// Serves one command stream: reads the `Command`, answers progress frames, writes the result to the outbox,
 /// then finishes the stream. A malformed or oversize frame resets this stream only.
-pub async fn serve_stream(exec: &Executor, mut send: SendStream, mut recv: RecvStream) -> Served {
+pub async fn serve_stream(exec: &Executor, send: SendStream, recv: RecvStream) -> Served {
+    serve_stream_in_line(exec, send, recv, Admission::alone()).await
+}
+
+/// [`serve_stream`] holding a place in the connection's line of admissions.
+async fn serve_stream_in_line(
+    exec: &Executor,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut admission: Admission,
+) -> Served {
     let limits = octoisp_shared::Limits {
         max_frame_bytes: MAX_COMMAND_FRAME,
         max_decompressed_bytes: MAX_COMMAND_FRAME * 4,
@@ -199,7 +266,8 @@ pub async fn serve_stream(exec: &Executor, mut send: SendStream, mut recv: RecvS
     };
     // The control plane finished its side; nothing more is read.
     let _ = recv.stop(VarInt::from_u32(0));
-    let served = exec.handle(cmd, &mut send).await;
+    admission.wait().await;
+    let served = exec.handle(cmd, &mut send, admission).await;
     if let Served::BadStream(why) = &served {
         // Nothing was recorded for this delivery: reset, so the control plane delivers it again.
         tracing::warn!(reason = %why, "Command not accepted; resetting its stream.");
@@ -262,7 +330,12 @@ impl Frames<'_> {
 }
 
 impl Executor {
-    async fn handle(&self, cmd: Command, send: &mut SendStream) -> Served {
+    async fn handle(
+        &self,
+        cmd: Command,
+        send: &mut SendStream,
+        mut admission: Admission,
+    ) -> Served {
         let inner = &self.inner;
         let mut frames = Frames {
             send,
@@ -358,9 +431,23 @@ impl Executor {
             u64::try_from(cmd.deadline_ms.saturating_sub(now_ms())).unwrap_or(0),
         )
         .min(Duration::from_secs(7 * 24 * 3600));
-        let slot = tokio::select! {
-            _ = inner.shutdown.cancelled() => None,
-            s = tokio::time::timeout(wait, inner.slots.clone().acquire_owned()) => s.ok().and_then(Result::ok),
+        // In line for a running slot (the semaphore is first come, first served) before the next stream's
+        // command is admitted.
+        let mut acquire = Box::pin(tokio::time::timeout(
+            wait,
+            inner.slots.clone().acquire_owned(),
+        ));
+        let first = std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::future::Future::poll(acquire.as_mut(), cx))
+        })
+        .await;
+        admission.release();
+        let slot = match first {
+            std::task::Poll::Ready(s) => s.ok().and_then(Result::ok),
+            std::task::Poll::Pending => tokio::select! {
+                _ = inner.shutdown.cancelled() => None,
+                s = acquire => s.ok().and_then(Result::ok),
+            },
         };
         drop(queued);
         let Some(_slot) = slot else {

@@ -101,11 +101,6 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
         attempt: lease.attempt,
         agent_id,
     };
-    if let Some(turn) = &mut turn
-        && turn.wait(cmds.extend_every).await
-    {
-        metrics::counter!("octoisp_commands_order_waits_bounded_total").increment(1);
-    }
     if let Some(conn) = cmds.links.local(agent_id) {
         serve_here(cmds, conn, job, turn).await;
         return;
@@ -124,6 +119,10 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
     };
     match holder {
         Some(instance) if instance != cmds.links.instance_id() => {
+            // The holder serves its inbox in push order: push in turn.
+            if let Some(turn) = &mut turn {
+                wait_turn(cmds, turn).await;
+            }
             let text = serde_json::to_string(&job).unwrap_or_default();
             if let Err(err) = cmds.links.hand_over(&instance, &text).await {
                 stream::retry(cmds, &job, &format!("cannot hand the command over: {err}")).await;
@@ -136,7 +135,15 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
     }
 }
 
-/// Serves a job whose agent this instance holds; its `turn` ends when the agent answered its state frame.
+/// Waits for `turn` (bounded by a third of the visibility timeout).
+pub async fn wait_turn(cmds: &Commands, turn: &mut Turn) {
+    if turn.wait(cmds.extend_every).await {
+        metrics::counter!("octoisp_commands_order_waits_bounded_total").increment(1);
+    }
+}
+
+/// Serves a job whose agent this instance holds; its `turn` ends once its stream is open and the command
+/// written.
 pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, turn: Option<Turn>) {
     let row = match stream::load(cmds, &job).await {
         Ok(Some(row)) => row,
@@ -313,11 +320,8 @@ pub async fn inbox_loop(cmds: Commands, shutdown: CancellationToken) {
         };
         let cmds2 = cmds.clone();
         // Taken in inbox order: the dispatching instance pushed an agent's leases in its start order.
-        let mut turn = cmds.links.order().take(job.agent_id);
+        let turn = cmds.links.order().take(job.agent_id);
         tasks.spawn(async move {
-            if turn.wait(cmds2.extend_every).await {
-                metrics::counter!("octoisp_commands_order_waits_bounded_total").increment(1);
-            }
             match cmds2.links.local(job.agent_id) {
                 Some(conn) => serve_here(&cmds2, conn, job, Some(turn)).await,
                 // It left between the lookup and now: treat as offline (deferred, woken on its return).

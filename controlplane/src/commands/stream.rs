@@ -271,6 +271,10 @@ pub async fn run(
         name: row.name.clone(),
         args_json: args_json.clone(),
     });
+    // Streams of one agent are opened in lease order (the agent admits them in stream order).
+    if let Some(turn) = &mut turn {
+        super::dispatch::wait_turn(cmds, turn).await;
+    }
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
         Err(err) => {
@@ -298,6 +302,8 @@ pub async fn run(
         return retry(cmds, &job, &format!("cannot send the command: {err}")).await;
     }
     let _ = send.finish();
+    // Written: the agent's next command may go.
+    drop(turn);
 
     let limits = Limits {
         max_frame_bytes: MAX_PROGRESS_FRAME,
@@ -390,10 +396,6 @@ pub async fn run(
                 }
             }
             state = Some(s);
-            // The agent has it: the agent's next command may go.
-            if let Some(turn) = &mut turn {
-                turn.release();
-            }
             continue;
         }
         let payload = serde_json::from_str(&payload_json).unwrap_or_else(|_| {

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Commands end to end: API -> PostgreSQL row -> Redis queue -> dispatcher -> QUIC stream to the agent -> the agent
+# runs it (ledger, state frame) -> result through the agent's outbox -> ingest stores it and finishes the row.
+#
+# A large tenant floods COMMANDS `noop` commands (one POP-wide fan-out request per agent: one command per device
+# of the POP) while a small tenant sends one `noop` every PROBE_MS on its own POP. Reported: commands per second
+# from the first request to the last result stored, the time each phase took, and each tenant's queue wait
+# (created -> dispatched) and start delay (created -> started on the agent), p50/p99/max, from the rows.
+#
+#   scripts/bench-commands.sh                      # 20,000 commands over 4 agents, release build
+#   COMMANDS=50000 AGENTS=8 scripts/bench-commands.sh
+#
+# Environment (defaults in brackets):
+#   COMMANDS [20000] AGENTS [4] PROBE_MS [200] PROFILE [release] SKIP_BUILD=1
+#   DISPATCH [1024]        commands.dispatch_concurrency of the control plane
+#   AGENT_SLOTS [256]      commands.max_concurrent of each agent (max_queued is 4x)
+#   OCTOISP_BENCH_PG       admin URL of the PostgreSQL cluster [postgres://postgres@127.0.0.1:5432/postgres]; the
+#                          run uses a fresh database `octoisp_bench_cmd` in it
+#   BASE_PORT [27000]      QUIC +443, HTTP +80, Redis (private, started here) +379, agent metrics +2000..
+#   RUN_DIR [/var/tmp/octoisp-bench-commands/DATE]
+#
+# The large tier's per-tenant limits (queue.tenant_concurrency and tenant_rate, 500 and 200/s by default: a policy
+# that spreads a provider's mass reboot over minutes) are lifted for the large tier, so the run measures what the
+# machinery can carry; the small tier keeps its defaults (20 leased, 10/s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+COMMANDS=${COMMANDS:-20000}; AGENTS=${AGENTS:-4}; PROBE_MS=${PROBE_MS:-200}; PROFILE=${PROFILE:-release}
+DISPATCH=${DISPATCH:-1024}; AGENT_SLOTS=${AGENT_SLOTS:-256}
+ADMIN=${OCTOISP_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
+BASE=${BASE_PORT:-27000}
+QUIC_PORT=$((BASE + 443)); HTTP_PORT=$((BASE + 80)); REDIS_PORT=$((BASE + 379)); METRICS_BASE=$((BASE + 2000))
+RUN=${RUN_DIR:-/var/tmp/octoisp-bench-commands/$(date -u +%Y%m%dT%H%M%SZ)}
+DB=octoisp_bench_cmd
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$(default_target_dir)}"
+BIN="$CARGO_TARGET_DIR/$PROFILE"
+mkdir -p "$RUN"
+say "run directory $RUN"
+
+if [ -z "${SKIP_BUILD:-}" ]; then
+    flag=(); [ "$PROFILE" = release ] && flag=(--release)
+    say "building octoisp-controlplane and octoisp-agent ($PROFILE)"
+    cargo build "${flag[@]}" -p octoisp-controlplane -p octoisp-agent --bins
+fi
+CP="$BIN/octoisp-controlplane"; AGENT="$BIN/octoisp-agent"
+for b in "$CP" "$AGENT"; do [ -x "$b" ] || die "$b is missing: build it or unset SKIP_BUILD"; done
+
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    [ -f "$RUN/redis/redis.pid" ] && kill "$(cat "$RUN/redis/redis.pid")" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+host_part=${ADMIN#*@}; host_part=${host_part%%/*}
+psql "$ADMIN" -Xqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
+DB_ADMIN="postgres://postgres@$host_part/$DB"
+q() { psql "$DB_ADMIN" -XtAc "$1"; }
+start_private_redis "$RUN/redis" "$REDIS_PORT"
+
+umask 077
+cat > "$RUN/controlplane.toml" <<TOML
+data_dir = "$RUN/controlplane"
+
+[database]
+url = "postgres://octoisp_app@$host_part/$DB"
+admin_url = "$DB_ADMIN"
+
+[ingest]
+listen = "127.0.0.1:$QUIC_PORT"
+
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
+
+[api]
+redis_url = "redis://127.0.0.1:$REDIS_PORT"
+
+[queue]
+redis_url = "redis://127.0.0.1:$REDIS_PORT"
+tenant_concurrency = [20, 100, 1000000]
+tenant_rate = [10.0, 50.0, 1000000.0]
+
+[commands]
+dispatch_concurrency = $DISPATCH
+max_fanout = $COMMANDS
+
+[log]
+level = "warn"
+
+[auth]
+jwt_secret = "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+TOML
+umask 022
+export OCTOISP_CP_CONFIG="$RUN/controlplane.toml"
+"$CP" migrate >"$RUN/migrate.log" 2>&1 || die "migrations failed; see $RUN/migrate.log"
+"$CP" provider create --slug big --name "Large provider" --tier large >/dev/null
+"$CP" provider create --slug small --name "Small provider" --tier small >/dev/null
+PASSWORD=bench-$(head -c 6 /dev/urandom | base64 | tr -dc a-zA-Z0-9)
+for p in big small; do
+    OCTOISP_USER_PASSWORD="$PASSWORD" "$CP" user create --provider "$p" --email "admin@$p.example" \
+        --name "Admin $p" --role "Provider Admin" >/dev/null
+done
+
+"$CP" serve >>"$RUN/controlplane.log" 2>&1 &
+CP_PID=$!; PIDS+=("$CP_PID")
+for _ in $(seq 300); do curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+curl -fs "http://127.0.0.1:$HTTP_PORT/readyz" >/dev/null || die "the control plane is not ready; see $RUN/controlplane.log"
+
+# Agents: AGENTS POPs of the large provider, one POP of the small one.
+AGENT_PIDS=()
+start_agent() {  # start_agent PROVIDER POP INDEX
+    local dir="$RUN/agent-$3"
+    mkdir -p "$dir"
+    cat > "$dir/agent.toml" <<TOML
+state_dir = "$dir/state"
+[uplink]
+server = "127.0.0.1:$QUIC_PORT"
+[metrics]
+listen = "127.0.0.1:$((METRICS_BASE + $3))"
+[outbox]
+synchronous = "normal"
+[commands]
+max_concurrent = $AGENT_SLOTS
+max_queued = $((AGENT_SLOTS * 4))
+[log]
+level = "warn"
+TOML
+    "$CP" pop create --provider "$1" --slug "$2" --name "$2" >/dev/null
+    local token
+    token=$("$CP" pop enroll-token --provider "$1" --pop "$2" --ttl-secs 600)
+    OCTOISP_AGENT_CONFIG="$dir/agent.toml" "$AGENT" enroll --server "127.0.0.1:$QUIC_PORT" --token "$token" >/dev/null
+    OCTOISP_AGENT_CONFIG="$dir/agent.toml" "$AGENT" run >"$dir/agent.log" 2>&1 &
+    AGENT_PIDS+=($!); PIDS+=($!)
+}
+for k in $(seq 0 $((AGENTS - 1))); do start_agent big "pop-$k" "$k"; done
+start_agent small pop-s "$AGENTS"
+for _ in $(seq 300); do
+    n=$(q "SELECT count(*) FROM agents WHERE last_seen IS NOT NULL")
+    [ "$n" -ge $((AGENTS + 1)) ] && break; sleep 0.2
+done
+[ "$n" -ge $((AGENTS + 1)) ] || die "only $n of $((AGENTS + 1)) agents connected; see $RUN/agent-*/agent.log"
+
+# Devices of the large provider's POPs: the fan-out makes one command per device.
+PER_POP=$(( (COMMANDS + AGENTS - 1) / AGENTS ))
+q "INSERT INTO devices (provider_id, pop_id, device_key)
+   SELECT p.provider_id, p.id, 'bench-' || g FROM pops p
+     JOIN providers v ON v.id = p.provider_id AND v.slug = 'big', generate_series(1, $PER_POP) g" >/dev/null
+TOTAL=$(q "SELECT count(*) FROM devices d JOIN providers v ON v.id = d.provider_id AND v.slug = 'big'")
+
+token_of() {
+    curl -fs "http://127.0.0.1:$HTTP_PORT/api/v1/auth/login" -H 'content-type: application/json' \
+        -d "{\"email\":\"admin@$1.example\",\"password\":\"$PASSWORD\"}" \
+        | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p'
+}
+BIG_TOKEN=$(token_of big); SMALL_TOKEN=$(token_of small)
+[ -n "$BIG_TOKEN" ] && [ -n "$SMALL_TOKEN" ] || die "cannot sign in to the API"
+SMALL_POP=$(q "SELECT p.id FROM pops p JOIN providers v ON v.id = p.provider_id WHERE v.slug = 'small'")
+post() {  # post TOKEN BODY
+    curl -s -o /dev/null -w "%{http_code}\n" -H "authorization: Bearer $1" -H 'content-type: application/json' \
+        "http://127.0.0.1:$HTTP_PORT/api/v1/commands" -d "$2"
+}
+
+HZ=$(getconf CLK_TCK)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+pg_ticks() {
+    local t=0 p
+    for p in $(pgrep -f "postgres: .* $DB " || true); do t=$((t + $(cpu_ticks "$p"))); done
+    echo "$t"
+}
+agents_ticks() { local t=0 p; for p in "${AGENT_PIDS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
+REDIS_PID=$(cat "$RUN/redis/redis.pid")
+C0=$(cpu_ticks "$CP_PID"); A0=$(agents_ticks); R0=$(cpu_ticks "$REDIS_PID")
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+
+say "flood: $TOTAL noop commands for the large provider over $AGENTS agents; a small-provider noop every $PROBE_MS ms"
+# The small tenant's probes run until the flood is over.
+(
+    while [ ! -f "$RUN/flood-done" ]; do
+        post "$SMALL_TOKEN" "{\"name\":\"noop\",\"args\":{},\"pop_id\":\"$SMALL_POP\"}" >>"$RUN/probes.txt"
+        sleep "$(awk "BEGIN {print $PROBE_MS / 1000}")"
+    done
+) &
+PROBE_PID=$!; PIDS+=("$PROBE_PID")
+T0=$(date +%s.%N)
+FANOUT=()
+for pop in $(q "SELECT p.id FROM pops p JOIN providers v ON v.id = p.provider_id WHERE v.slug = 'big' ORDER BY p.slug"); do
+    post "$BIG_TOKEN" "{\"name\":\"noop\",\"args\":{},\"pop_id\":\"$pop\",\"all_devices\":true}" >>"$RUN/fanout.txt" &
+    FANOUT+=($!)
+done
+for j in "${FANOUT[@]}"; do wait "$j" || true; done
+T_CREATED=$(date +%s.%N)
+grep -qv '^202$' "$RUN/fanout.txt" && die "a fan-out request failed: $(sort "$RUN/fanout.txt" | uniq -c | tr '\n' ' ')"
+
+FINAL="('succeeded','failed','expired','rejected','cancelled','dead')"
+BIG="(SELECT id FROM providers WHERE slug = 'big')"
+while :; do
+    done_n=$(q "SELECT count(*) FROM commands WHERE provider_id = $BIG AND status IN $FINAL")
+    [ "$done_n" -ge "$TOTAL" ] && break
+    now=$(date +%s.%N)
+    if awk "BEGIN {exit !($now - $T0 > 1800)}"; then die "only $done_n of $TOTAL finished after 30 min"; fi
+    sleep 0.2
+done
+T1=$(date +%s.%N)
+touch "$RUN/flood-done"; wait "$PROBE_PID" 2>/dev/null || true
+C1=$(cpu_ticks "$CP_PID"); A1=$(agents_ticks); R1=$(cpu_ticks "$REDIS_PID")
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+# Probes still in flight finish.
+for _ in $(seq 100); do
+    open=$(q "SELECT count(*) FROM commands c JOIN providers v ON v.id = c.provider_id AND v.slug = 'small' WHERE c.status NOT IN $FINAL")
+    [ "$open" = 0 ] && break; sleep 0.2
+done
+
+wall=$(awk "BEGIN {printf \"%.2f\", $T1 - $T0}")
+create=$(awk "BEGIN {printf \"%.2f\", $T_CREATED - $T0}")
+rate=$(awk "BEGIN {printf \"%.0f\", $TOTAL / ($T1 - $T0)}")
+cpu() { awk "BEGIN {printf \"%.1f\", ($2 - $1) / $HZ}"; }
+{
+    echo "commit $(git rev-parse --short HEAD) profile $PROFILE, $(nproc) cores, load $LOAD0 -> $LOAD1"
+    echo "commands: $TOTAL over $AGENTS agents; dispatch_concurrency $DISPATCH; agent slots $AGENT_SLOTS"
+    echo "statuses (large provider): $(q "SELECT string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM commands WHERE provider_id = $BIG GROUP BY 1 ORDER BY 1) s")"
+    echo "end to end: $wall s from the first request to the last result stored = $rate commands/s"
+    echo "  of which the fan-out requests (rows + enqueue): $create s"
+    echo "CPU seconds: control plane $(cpu "$C0" "$C1"), agents $(cpu "$A0" "$A1"), redis $(cpu "$R0" "$R1")"
+    for p in big small; do
+        q "SELECT '$p: queue wait (created -> dispatched) p50 ' || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY w)::numeric, 1)
+              || ' ms, p99 ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY w)::numeric, 1)
+              || ' ms, max ' || round(max(w)::numeric, 1) || ' ms; created -> started p50 '
+              || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 1) || ' ms, p99 '
+              || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 1) || ' ms ('
+              || count(*) || ' commands, ' || count(*) FILTER (WHERE c.status = 'succeeded') || ' succeeded)'
+           FROM (SELECT c.status, extract(epoch FROM c.dispatched_at - c.created_at) * 1000 AS w,
+                        extract(epoch FROM c.started_at - c.created_at) * 1000 AS s
+                   FROM commands c JOIN providers v ON v.id = c.provider_id AND v.slug = '$p'
+                  WHERE c.dispatched_at IS NOT NULL) c"
+    done
+    echo "small-provider probe requests: $(sort "$RUN/probes.txt" | uniq -c | tr '\n' ' ')"
+} | tee "$RUN/summary.txt"
