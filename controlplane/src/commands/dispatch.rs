@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::commands::order::Turn;
+use crate::commands::order::Dispatching;
 use crate::commands::stream::{self, CommandRow, JobRef};
 use crate::commands::{Commands, JobPayload, is_final, now_ms, pause, provider_tier};
 use crate::db;
@@ -73,9 +73,12 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
             let turn = serde_json::from_str::<JobPayload>(&lease.payload)
                 .ok()
                 .map(|p| cmds.links.order().take(p.agent_id));
+            let slot = Dispatching {
+                turn,
+                permit: Some(permit),
+            };
             tasks.spawn(async move {
-                dispatch(&cmds, lease, turn).await;
-                drop(permit);
+                dispatch(&cmds, lease, slot).await;
             });
         }
     }
@@ -86,7 +89,7 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
 }
 
 /// Routes one lease; `turn` is its place in its agent's start order ([`super::order`]).
-pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
+pub async fn dispatch(cmds: &Commands, lease: Lease, mut slot: Dispatching) {
     let agent_id = match serde_json::from_str::<JobPayload>(&lease.payload) {
         Ok(p) => p.agent_id,
         Err(err) => {
@@ -102,7 +105,7 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
         agent_id,
     };
     if let Some(conn) = cmds.links.local(agent_id) {
-        serve_here(cmds, conn, job, turn).await;
+        serve_here(cmds, conn, job, slot).await;
         return;
     }
     let holder = match cmds.links.holder(agent_id).await {
@@ -120,9 +123,7 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
     match holder {
         Some(instance) if instance != cmds.links.instance_id() => {
             // The holder serves its inbox in push order: push in turn.
-            if let Some(turn) = &mut turn {
-                wait_turn(cmds, turn).await;
-            }
+            wait_turn(cmds, &mut slot).await;
             let text = serde_json::to_string(&job).unwrap_or_default();
             if let Err(err) = cmds.links.hand_over(&instance, &text).await {
                 stream::retry(cmds, &job, &format!("cannot hand the command over: {err}")).await;
@@ -136,15 +137,15 @@ pub async fn dispatch(cmds: &Commands, lease: Lease, mut turn: Option<Turn>) {
 }
 
 /// Waits for `turn` (bounded by a third of the visibility timeout).
-pub async fn wait_turn(cmds: &Commands, turn: &mut Turn) {
-    if turn.wait(cmds.extend_every).await {
+pub async fn wait_turn(cmds: &Commands, slot: &mut Dispatching) {
+    if slot.wait(cmds.extend_every).await {
         metrics::counter!("octoisp_commands_order_waits_bounded_total").increment(1);
     }
 }
 
 /// Serves a job whose agent this instance holds; its `turn` ends once its stream is open and the command
 /// written.
-pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, turn: Option<Turn>) {
+pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, slot: Dispatching) {
     let row = match stream::load(cmds, &job).await {
         Ok(Some(row)) => row,
         Ok(None) => {
@@ -161,7 +162,7 @@ pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, t
         let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
         return;
     }
-    let end = stream::run(cmds, conn, job, row, turn).await;
+    let end = stream::run(cmds, conn, job, row, slot).await;
     tracing::debug!(command = %job.id, end = ?end, "Command stream ended.");
 }
 
@@ -320,14 +321,16 @@ pub async fn inbox_loop(cmds: Commands, shutdown: CancellationToken) {
         };
         let cmds2 = cmds.clone();
         // Taken in inbox order: the dispatching instance pushed an agent's leases in its start order.
-        let turn = cmds.links.order().take(job.agent_id);
+        let slot = Dispatching {
+            turn: Some(cmds.links.order().take(job.agent_id)),
+            permit: Some(permit),
+        };
         tasks.spawn(async move {
             match cmds2.links.local(job.agent_id) {
-                Some(conn) => serve_here(&cmds2, conn, job, Some(turn)).await,
+                Some(conn) => serve_here(&cmds2, conn, job, slot).await,
                 // It left between the lookup and now: treat as offline (deferred, woken on its return).
                 None => offline(&cmds2, job).await,
             }
-            drop(permit);
         });
     }
     tasks.close();

@@ -103,6 +103,37 @@ impl Turn {
     }
 }
 
+/// What a lease holds while it is being dispatched: its agent's turn and one of the instance's dispatch slots.
+/// The slot goes once the row is read and marked dispatched, before the lease waits in its agent's line; the
+/// turn when the command is written on the agent's stream (or the lease was handed over, deferred or failed). A
+/// command running on its agent, or waiting behind a busy agent, holds no slot, so a long line at one agent
+/// never starves the dispatch of other agents' and other tenants' commands.
+#[derive(Debug, Default)]
+pub struct Dispatching {
+    /// The lease's place in its agent's start order.
+    pub turn: Option<Turn>,
+    /// The dispatch slot.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Dispatching {
+    /// Waits for the turn; returns whether the wait ended by `bound`.
+    pub async fn wait(&mut self, bound: Duration) -> bool {
+        match &mut self.turn {
+            Some(turn) => turn.wait(bound).await,
+            None => false,
+        }
+    }
+
+    /// Lets the agent's next command and another lease go.
+    pub fn release(&mut self) {
+        if let Some(mut turn) = self.turn.take() {
+            turn.release();
+        }
+        self.permit.take();
+    }
+}
+
 impl Drop for Turn {
     fn drop(&mut self) {
         self.release();

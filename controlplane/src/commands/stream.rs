@@ -212,7 +212,7 @@ pub async fn run(
     conn: quinn::Connection,
     job: JobRef,
     row: CommandRow,
-    mut turn: Option<super::order::Turn>,
+    mut slot: super::order::Dispatching,
 ) -> StreamEnd {
     let spec_timeout = octoisp_shared::commands::spec_of(&row.name)
         .map(|s| Duration::from_secs(u64::from(s.default_timeout_secs)))
@@ -272,9 +272,11 @@ pub async fn run(
         args_json: args_json.clone(),
     });
     // Streams of one agent are opened in lease order (the agent admits them in stream order).
-    if let Some(turn) = &mut turn {
-        super::dispatch::wait_turn(cmds, turn).await;
-    }
+    // The dispatch slot bounds the work above (reading and marking rows), not the wait for the agent's line:
+    // an agent with a long line must not hold the slots other tenants' commands need. The leases waiting in
+    // line are bounded by the tenants' `queue.tenant_concurrency`.
+    slot.permit = None;
+    super::dispatch::wait_turn(cmds, &mut slot).await;
     let (mut send, mut recv) = match conn.open_bi().await {
         Ok(s) => s,
         Err(err) => {
@@ -302,8 +304,8 @@ pub async fn run(
         return retry(cmds, &job, &format!("cannot send the command: {err}")).await;
     }
     let _ = send.finish();
-    // Written: the agent's next command may go.
-    drop(turn);
+    // Written: the agent's next command and another lease may go.
+    slot.release();
 
     let limits = Limits {
         max_frame_bytes: MAX_PROGRESS_FRAME,
