@@ -14,5 +14,7 @@ pub mod rdns;
 pub mod safety;
 pub mod stats;
 pub mod sweep;
+pub mod synscan;
 pub mod target;
+pub mod tcpraw;
 pub mod trace;
