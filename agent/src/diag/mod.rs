@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod dns;
+pub mod echo;
 pub mod http;
 pub mod ping;
 pub mod portscan;
