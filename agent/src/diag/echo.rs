@@ -194,7 +194,7 @@ pub fn sweep_blocking(
         let mut last_send = Instant::now();
         'rounds: for round in 0..opts.count.max(1) {
             for (i, &host) in hosts.iter().enumerate() {
-                if n % 256 == 0 && cancel.is_cancelled() {
+                if n.is_multiple_of(256) && cancel.is_cancelled() {
                     break 'rounds;
                 }
                 let due = t0 + Duration::from_secs_f64(n as f64 / rate);
