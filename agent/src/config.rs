@@ -199,6 +199,12 @@ pub struct PingMonitor {
     /// Milliseconds to wait for each reply.
     #[serde(default = "default_ping_timeout")]
     pub timeout_ms: u64,
+    /// IP TTL / hop limit of the probes (default: the system's).
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    /// DSCP of the probes, 0-63 (e.g. 46 for EF), to measure a QoS class (default 0).
+    #[serde(default)]
+    pub dscp: Option<u8>,
 }
 
 /// A continuous MTR monitor: every round of `cycles` probes per hop becomes per-hop samples.
@@ -353,6 +359,12 @@ impl Config {
             if u64::from(m.count) * m.timeout_ms.min(1_000) > m.interval_ms * 4 {
                 return bad(format!(
                     "monitors.ping[{i}] ({}): count x timeout does not fit the interval",
+                    m.name
+                ));
+            }
+            if m.dscp.is_some_and(|d| d > 63) || m.ttl.is_some_and(|t| t == 0 || t > 255) {
+                return bad(format!(
+                    "monitors.ping[{i}] ({}): dscp must be 0-63 and ttl 1-255",
                     m.name
                 ));
             }
