@@ -5,6 +5,7 @@
 //! [`safety::Allowlist::check`] first). Statistics are pure code in [`stats`]; every packet any tool sends
 //! draws from one process-wide budget ([`safety::global`]).
 
+pub mod asn;
 pub mod cli;
 pub mod dns;
 pub mod echo;
