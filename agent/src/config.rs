@@ -439,6 +439,28 @@ mod tests {
     }
 
     #[test]
+    fn ping_monitors_take_dscp_and_ttl_within_range() {
+        let ok =
+            "[[monitors.ping]]\nname = \"v\"\ntargets = [\"192.0.2.1\"]\ndscp = 46\nttl = 64\n";
+        let cfg = Config::from_toml("a.toml", ok, Vec::new()).unwrap();
+        assert_eq!(
+            (cfg.monitors.ping[0].dscp, cfg.monitors.ping[0].ttl),
+            (Some(46), Some(64))
+        );
+        for bad in ["dscp = 64", "ttl = 0", "ttl = 256"] {
+            let text =
+                format!("[[monitors.ping]]\nname = \"v\"\ntargets = [\"192.0.2.1\"]\n{bad}\n");
+            let err = Config::from_toml("a.toml", &text, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("monitors.ping[0]") && err.contains("dscp"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn environment_overrides() {
         let env = vec![(
             "OCTOISP_AGENT__UPLINK__SERVER".to_owned(),
