@@ -4,8 +4,9 @@
 # All traffic stays inside network namespaces this script creates and deletes:
 #   1. ping sweep of 198.18.0.0/16 (65,534 addresses; RFC 2544 benchmark range): 198.18.7.0/24 answers
 #      (assigned to lo), the rest is routed into a veth towards a namespace that drops it. octoisp-agent sweep vs fping.
-#   2. TCP scan of all 65,535 ports of 127.0.0.1 in a namespace with 5 listeners: octoisp-agent scan vs nmap -T5
-#      (SYN scan, as root), and masscan where it runs.
+#   2. TCP scan of all 65,535 ports of 127.0.0.1 in a namespace with 5 listeners: octoisp-agent scan (SYN scan,
+#      as root; process cap raised to 1,000,000 packets/s) vs nmap -T5 (SYN scan, as root), then both connect
+#      scans, and masscan where it runs.
 #   3. MTR of 100 cycles through two routers (the test topology): octoisp-agent mtr vs mtr --report.
 # Usage: scripts/bench-diag.sh [path/to/octoisp-agent]   (default: a release build)
 set -euo pipefail
@@ -44,6 +45,9 @@ x "$S" ip route add 198.18.0.0/16 dev d0
 echo "-- octoisp-agent sweep -r 100000"
 time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 -r 100000 --max-pps 100000 --json > /tmp/$P.sweep.json)
 echo "   alive: $(grep -c '"ip"' /tmp/$P.sweep.json)"
+echo "-- octoisp-agent sweep -r 200000 (same, twice the send rate)"
+time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 -r 200000 --max-pps 200000 --json > /tmp/$P.sweep2.json)
+echo "   alive: $(grep -c '"ip"' /tmp/$P.sweep2.json)"
 echo "-- fping -g -c1 -t500 -i0 -r0 (fping's fastest)"
 time (x "$S" fping -g 198.18.0.0/16 -a -q -t 500 -i 0 -r 0 > /tmp/$P.fping.txt 2>/dev/null || true)
 echo "   alive: $(wc -l < /tmp/$P.fping.txt)"
@@ -61,9 +65,14 @@ for port in 22 80 443 8080 50000; do
     SOCAT_PIDS="$SOCAT_PIDS $!"
 done
 sleep 0.5
-echo "-- octoisp-agent scan -p - --no-banner"
-time (x "$N" bash -c "ulimit -n 4096; '$AGENT' scan 127.0.0.1 -p - --no-banner --max-parallel 1024 --json" > /tmp/$P.scan.json)
+echo "-- octoisp-agent scan -p - --no-banner (SYN scan)"
+time (x "$N" "$AGENT" scan 127.0.0.1 -p - --no-banner --method syn --max-pps 1000000 --json > /tmp/$P.scan.json)
+echo "   method: $(grep -o '"method": "[a-z]*"' /tmp/$P.scan.json)"
 echo "   open: $(grep -B4 '"state": "open"' /tmp/$P.scan.json | grep -o '"port": [0-9]*' | cut -d' ' -f2 | xargs)"
+echo "   half-open connections left: $(x "$N" ss -Htn state syn-recv | wc -l)"
+echo "-- octoisp-agent scan -p - --no-banner --method connect"
+time (x "$N" bash -c "ulimit -n 4096; '$AGENT' scan 127.0.0.1 -p - --no-banner --method connect --max-parallel 1024 --json" > /tmp/$P.scanc.json)
+echo "   open: $(grep -B4 '"state": "open"' /tmp/$P.scanc.json | grep -o '"port": [0-9]*' | cut -d' ' -f2 | xargs)"
 echo "-- nmap -T5 -p- (SYN scan as root)"
 time (x "$N" nmap -T5 -p- -n -Pn 127.0.0.1 -oG - > /tmp/$P.nmap.txt)
 echo "   open: $(grep -o '[0-9]*/open' /tmp/$P.nmap.txt | cut -d/ -f1 | xargs)"

@@ -199,6 +199,12 @@ pub struct PingMonitor {
     /// Milliseconds to wait for each reply.
     #[serde(default = "default_ping_timeout")]
     pub timeout_ms: u64,
+    /// IP TTL / hop limit of the probes (default: the system's).
+    #[serde(default)]
+    pub ttl: Option<u32>,
+    /// DSCP of the probes, 0-63 (e.g. 46 for EF), to measure a QoS class (default 0).
+    #[serde(default)]
+    pub dscp: Option<u8>,
 }
 
 /// A continuous MTR monitor: every round of `cycles` probes per hop becomes per-hop samples.
@@ -356,6 +362,12 @@ impl Config {
                     m.name
                 ));
             }
+            if m.dscp.is_some_and(|d| d > 63) || m.ttl.is_some_and(|t| t == 0 || t > 255) {
+                return bad(format!(
+                    "monitors.ping[{i}] ({}): dscp must be 0-63 and ttl 1-255",
+                    m.name
+                ));
+            }
         }
         for (i, r) in self.scan.allowed.iter().enumerate() {
             if let Err(e) = r.parse::<crate::diag::target::Cidr>() {
@@ -424,6 +436,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("hard_ceiling_mb"), "{err}");
+    }
+
+    #[test]
+    fn ping_monitors_take_dscp_and_ttl_within_range() {
+        let ok =
+            "[[monitors.ping]]\nname = \"v\"\ntargets = [\"192.0.2.1\"]\ndscp = 46\nttl = 64\n";
+        let cfg = Config::from_toml("a.toml", ok, Vec::new()).unwrap();
+        assert_eq!(
+            (cfg.monitors.ping[0].dscp, cfg.monitors.ping[0].ttl),
+            (Some(46), Some(64))
+        );
+        for bad in ["dscp = 64", "ttl = 0", "ttl = 256"] {
+            let text =
+                format!("[[monitors.ping]]\nname = \"v\"\ntargets = [\"192.0.2.1\"]\n{bad}\n");
+            let err = Config::from_toml("a.toml", &text, Vec::new())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("monitors.ping[0]") && err.contains("dscp"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -12,16 +12,25 @@ use diag_support::{Topology, addr};
 /// Opens, in B: a TCP service with a banner on 2222, a UDP echo service on 5300; and firewall rules that drop
 /// TCP 2224 and UDP 5302 and reject (ICMP admin-prohibited) TCP 2225 and UDP 5303.
 fn services(t: &Topology) {
-    let (tcp, udp) = t.in_ns(&t.b, || {
+    let (tcp, tcp6, udp) = t.in_ns(&t.b, || {
         let tcp = TcpListener::bind("0.0.0.0:2222").unwrap_or_else(|e| panic!("bind tcp: {e}"));
+        let tcp6 = TcpListener::bind((
+            addr::B6
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap_or_else(|e| panic!("{e}")),
+            2222,
+        ))
+        .unwrap_or_else(|e| panic!("bind tcp6: {e}"));
         let udp = UdpSocket::bind("0.0.0.0:5300").unwrap_or_else(|e| panic!("bind udp: {e}"));
-        (tcp, udp)
+        (tcp, tcp6, udp)
     });
-    std::thread::spawn(move || {
-        for mut conn in tcp.incoming().flatten() {
-            let _ = conn.write_all(b"SSH-2.0-OctoTest\r\n");
-        }
-    });
+    for listener in [tcp, tcp6] {
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let _ = conn.write_all(b"SSH-2.0-OctoTest\r\n");
+            }
+        });
+    }
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, peer)) = udp.recv_from(&mut buf) {
@@ -68,7 +77,16 @@ fn tcp_scan_gives_exact_states_and_banners() {
         return;
     };
     services(&t);
-    let report = t.agent_json(&["scan", addr::B4, "-p", "2222-2225", "--json"]);
+    let report = t.agent_json(&[
+        "scan",
+        addr::B4,
+        "-p",
+        "2222-2225",
+        "--method",
+        "connect",
+        "--json",
+    ]);
+    assert_eq!(report["method"], "connect", "{report}");
     assert_eq!(
         states(&report),
         vec![
@@ -80,6 +98,61 @@ fn tcp_scan_gives_exact_states_and_banners() {
         "{report}"
     );
     assert_eq!(report["ports"][0]["banner"], "SSH-2.0-OctoTest", "{report}");
+}
+
+/// Connections B holds in SYN-RECV (half-open).
+fn half_open(t: &Topology) -> String {
+    let out = t.exec(&t.b, "ss", &["-Htn", "state", "syn-recv"]);
+    assert!(
+        out.status.success(),
+        "ss: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn syn_scan_gives_exact_states_over_ipv4_and_ipv6_and_leaves_no_half_open_connection() {
+    let Some(t) = Topology::new("syn scan") else {
+        return;
+    };
+    services(&t);
+    for host in [addr::B4, addr::B6] {
+        let report = t.agent_json(&["scan", host, "-p", "2222-2225", "--method", "syn", "--json"]);
+        assert_eq!(report["method"], "syn", "{report}");
+        assert_eq!(
+            states(&report),
+            vec![
+                st(2222, "tcp", "open"),
+                st(2223, "tcp", "closed"),
+                st(2224, "tcp", "filtered"),
+                st(2225, "tcp", "filtered"),
+            ],
+            "{host}: {report}"
+        );
+        assert_eq!(report["ports"][0]["banner"], "SSH-2.0-OctoTest", "{report}");
+        // The SYN-ACK of the open port was answered with a reset: B holds no half-open connection.
+        assert_eq!(half_open(&t), "", "{host}: half-open connections left in B");
+    }
+    // A range with the open port among many closed ones: the same single open port.
+    let report = t.agent_json(&[
+        "scan",
+        addr::B4,
+        "-p",
+        "1-5000",
+        "--method",
+        "syn",
+        "--no-banner",
+        "--json",
+    ]);
+    let open: Vec<u64> = states(&report)
+        .into_iter()
+        .filter(|(_, _, s)| s == "open")
+        .map(|(p, _, _)| p)
+        .collect();
+    assert_eq!(open, [2222], "{report}");
+    assert_eq!(report["ports"].as_array().map(Vec::len), Some(5000));
+    assert_eq!(half_open(&t), "");
 }
 
 #[test]

@@ -5,8 +5,10 @@
 //! [`safety::Allowlist::check`] first). Statistics are pure code in [`stats`]; every packet any tool sends
 //! draws from one process-wide budget ([`safety::global`]).
 
+pub mod asn;
 pub mod cli;
 pub mod dns;
+pub mod echo;
 pub mod http;
 pub mod ping;
 pub mod portscan;
@@ -14,5 +16,7 @@ pub mod rdns;
 pub mod safety;
 pub mod stats;
 pub mod sweep;
+pub mod synscan;
 pub mod target;
+pub mod tcpraw;
 pub mod trace;

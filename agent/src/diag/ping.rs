@@ -89,9 +89,40 @@ impl std::fmt::Debug for IcmpEngine {
     }
 }
 
+/// IP header fields of the echo requests, per engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SocketOptions {
+    /// IP TTL / hop limit (`None` = system default).
+    pub ttl: Option<u32>,
+    /// IPv4 TOS byte / IPv6 traffic class (DSCP << 2 | ECN); `None` = 0.
+    pub tos: Option<u8>,
+}
+
+/// Sets the TOS (IPv4) or traffic class (IPv6) of the socket `client` owns.
+#[allow(unsafe_code)]
+fn set_tos(client: &Client, v6: bool, tos: u8) -> std::io::Result<()> {
+    let socket = client.get_socket();
+    let fd = socket.get_native_sock();
+    // SAFETY: surge-ping exposes its socket only as a raw descriptor. `fd` stays open while `socket` (a
+    // clone of the client's `Arc`'d socket) lives, which outlasts this borrow; nothing here closes it.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let sock = socket2::SockRef::from(&borrowed);
+    if v6 {
+        sock.set_tclass_v6(u32::from(tos))
+    } else {
+        sock.set_tos_v4(u32::from(tos))
+    }
+}
+
 impl IcmpEngine {
     /// Opens the sockets the `targets` need (both families when `targets` is empty).
     pub fn open(targets: &[IpAddr], ttl: Option<u32>) -> Result<IcmpEngine, PingError> {
+        IcmpEngine::open_with(targets, SocketOptions { ttl, tos: None })
+    }
+
+    /// Like [`IcmpEngine::open`], with the TTL and TOS / DSCP of the probes.
+    pub fn open_with(targets: &[IpAddr], opts: SocketOptions) -> Result<IcmpEngine, PingError> {
+        let ttl = opts.ttl;
         let want_v4 = targets.is_empty() || targets.iter().any(IpAddr::is_ipv4);
         let want_v6 = targets.is_empty() || targets.iter().any(IpAddr::is_ipv6);
         let make = |kind: ICMP| {
@@ -99,7 +130,11 @@ impl IcmpEngine {
             if let Some(t) = ttl {
                 b = b.ttl(t);
             }
-            Client::new(&b.build())
+            let client = Client::new(&b.build())?;
+            if let Some(tos) = opts.tos {
+                set_tos(&client, matches!(kind, ICMP::V6), tos)?;
+            }
+            Ok::<Client, std::io::Error>(client)
         };
         let v4 = if want_v4 {
             Some(make(ICMP::V4).map_err(|source| PingError::Socket {

@@ -10,8 +10,8 @@
 //!   of probes in flight grows by one per answer and halves when a retransmission is answered (the sign
 //!   that the first probe was dropped), like nmap's congestion control.
 //!
-//! SYN scanning (raw sockets) is not implemented: the connect scan works unprivileged and on loopback is as
-//! fast as the kernel accepts connections.
+//! TCP scans are SYN scans ([`crate::diag::synscan`]) when the process may open raw sockets (root or
+//! CAP_NET_RAW) and connect scans otherwise, unless [`ScanOptions::method`] forces one.
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::diag::safety;
 use crate::diag::stats::RttEstimator;
+use crate::diag::synscan::{self, SynError};
 
 /// A port's state, as nmap names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -85,6 +86,23 @@ pub struct ScanOptions {
     pub max_timeout: Duration,
     /// Grab banners of open TCP ports.
     pub banners: bool,
+    /// How TCP ports are probed.
+    pub method: TcpMethod,
+    /// SYN scan: probes per second (`None` = the process-wide cap); it halves when probes are lost.
+    pub rate: Option<u32>,
+}
+
+/// How a TCP scan probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpMethod {
+    /// SYN scan when privileged, connect scan otherwise.
+    #[default]
+    Auto,
+    /// SYN scan over raw sockets (half-open; needs root or CAP_NET_RAW).
+    Syn,
+    /// Full TCP connections (works unprivileged).
+    Connect,
 }
 
 impl Default for ScanOptions {
@@ -97,6 +115,8 @@ impl Default for ScanOptions {
             min_timeout: Duration::from_millis(100),
             max_timeout: Duration::from_millis(3000),
             banners: true,
+            method: TcpMethod::Auto,
+            rate: None,
         }
     }
 }
@@ -113,7 +133,44 @@ enum Answer {
 
 /// Scans `ports` of `host` over TCP or UDP.
 pub async fn scan(host: IpAddr, ports: &[u16], udp: bool, opts: &ScanOptions) -> Vec<PortResult> {
-    let mut results = run(host, ports, udp, opts).await;
+    match scan_with_method(host, ports, udp, opts).await {
+        Ok((results, _)) => results,
+        Err(err) => {
+            tracing::warn!(%host, error = %err, "SYN scan failed; no results.");
+            Vec::new()
+        }
+    }
+}
+
+/// Scans `ports` of `host` over TCP or UDP and says how TCP ports were probed (`Connect` for UDP scans).
+/// Fails only when a SYN scan was asked for ([`TcpMethod::Syn`]) and could not run.
+pub async fn scan_with_method(
+    host: IpAddr,
+    ports: &[u16],
+    udp: bool,
+    opts: &ScanOptions,
+) -> Result<(Vec<PortResult>, TcpMethod), SynError> {
+    let mut method = TcpMethod::Connect;
+    let mut results = None;
+    if !udp && opts.method != TcpMethod::Connect {
+        match synscan::scan(host, ports, opts).await {
+            Ok(r) => {
+                results = Some(r);
+                method = TcpMethod::Syn;
+            }
+            Err(SynError::NotPrivileged(e)) if opts.method == TcpMethod::Auto => {
+                tracing::debug!(error = %e, "No raw sockets: connect scan.");
+            }
+            Err(e) if opts.method == TcpMethod::Auto => {
+                tracing::warn!(%host, error = %e, "SYN scan failed: connect scan instead.");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut results = match results {
+        Some(r) => r,
+        None => run(host, ports, udp, opts).await,
+    };
     if !udp && opts.banners {
         let open: Vec<u16> = results
             .iter()
@@ -130,7 +187,7 @@ pub async fn scan(host: IpAddr, ports: &[u16], udp: bool, opts: &ScanOptions) ->
             }
         }
     }
-    results
+    Ok((results, method))
 }
 
 async fn run(host: IpAddr, ports: &[u16], udp: bool, opts: &ScanOptions) -> Vec<PortResult> {

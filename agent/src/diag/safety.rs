@@ -75,6 +75,17 @@ impl PacketBudget {
         self.rate
     }
 
+    /// Reserves `n` packets and returns how long the caller must wait before sending them (for send loops on
+    /// blocking threads).
+    pub fn reserve(&self, n: u32) -> Duration {
+        let now = self.start.elapsed().as_secs_f64();
+        let wait = match self.bucket.lock() {
+            Ok(mut b) => b.reserve(now, f64::from(n)),
+            Err(poisoned) => poisoned.into_inner().reserve(now, f64::from(n)),
+        };
+        Duration::from_secs_f64(wait.max(0.0))
+    }
+
     /// Waits until `n` packets may be sent.
     pub async fn acquire(&self, n: u32) {
         let now = self.start.elapsed().as_secs_f64();

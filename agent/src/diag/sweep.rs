@@ -1,6 +1,8 @@
 //! IP sweep: which addresses of some ranges answer ICMP echo (or, optionally, a TCP connection attempt on
 //! chosen ports: an accepted or refused connection both prove a live host), with the best RTT and the
-//! reverse DNS name of each live host. Probes go out at a fixed rate, spread evenly.
+//! reverse DNS name of each live host. Probes go out at a fixed rate, spread evenly: with raw sockets from
+//! one batched send loop ([`crate::diag::echo`]), otherwise through the per-probe engine of
+//! [`crate::diag::ping`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::diag::ping::{self, IcmpEngine, PingOptions};
-use crate::diag::{rdns, safety};
+use crate::diag::{echo, rdns, safety};
 
 /// Options of a sweep.
 #[derive(Debug, Clone)]
@@ -50,6 +52,43 @@ pub async fn sweep(
     cancel: &CancellationToken,
 ) -> Vec<LiveHost> {
     let rate = opts.rate.max(1);
+    let batched = {
+        let hosts = hosts.to_vec();
+        let cancel = cancel.clone();
+        let eopts = echo::EchoSweep {
+            count: opts.count.max(1),
+            timeout: opts.timeout,
+            rate,
+        };
+        tokio::task::spawn_blocking(move || echo::sweep_blocking(&hosts, eopts, &cancel)).await
+    };
+    let best = match batched {
+        Ok(Ok(best)) => best
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, us)| us != u32::MAX)
+            .map(|(i, us)| (i, f64::from(us) / 1e3))
+            .collect(),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "Batched sweep unavailable: per-probe engine.");
+            per_probe(engine, hosts, opts, cancel).await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Batched sweep failed: per-probe engine.");
+            per_probe(engine, hosts, opts, cancel).await
+        }
+    };
+    finish(hosts, best, opts, cancel).await
+}
+
+/// Best RTT per host index through the per-probe engine (surge-ping).
+async fn per_probe(
+    engine: &IcmpEngine,
+    hosts: &[IpAddr],
+    opts: &SweepOptions,
+    cancel: &CancellationToken,
+) -> HashMap<usize, f64> {
+    let rate = opts.rate.max(1);
     let popts = PingOptions {
         count: Some(opts.count.max(1)),
         // One round covers all hosts at `rate` per second.
@@ -70,6 +109,15 @@ pub async fn sweep(
         }
     };
     tokio::join!(run, collect);
+    best
+}
+
+async fn finish(
+    hosts: &[IpAddr],
+    best: HashMap<usize, f64>,
+    opts: &SweepOptions,
+    cancel: &CancellationToken,
+) -> Vec<LiveHost> {
     let mut live: Vec<LiveHost> = best
         .into_iter()
         .map(|(i, rtt)| LiveHost {

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::MonitorsSection;
+use crate::diag::ping::{IcmpEngine, SocketOptions};
 use crate::outbox::Outbox;
 
 /// Starts every configured monitor on `tracker`.
@@ -20,19 +21,30 @@ pub fn spawn_all(
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
-    if !cfg.ping.is_empty() {
-        match crate::diag::ping::IcmpEngine::open(&[], None) {
-            Ok(engine) => {
-                for m in &cfg.ping {
-                    for target in &m.targets {
-                        let task = ping::PingTask::new(m, *target, engine.clone(), outbox.clone());
-                        tracker.spawn(task.run(shutdown.clone()));
-                    }
+    // One shared engine (socket pair) per distinct TTL and DSCP, not one per monitor or target.
+    let mut engines = std::collections::HashMap::new();
+    for m in &cfg.ping {
+        let sock = SocketOptions {
+            ttl: m.ttl,
+            tos: m.dscp.map(|d| d << 2),
+        };
+        let engine = match engines.get(&sock) {
+            Some(e) => Some(Clone::clone(e)),
+            None => match IcmpEngine::open_with(&[], sock) {
+                Ok(e) => {
+                    engines.insert(sock, e.clone());
+                    Some(e)
                 }
-            }
-            Err(err) => {
-                tracing::error!(error = %err, "Ping monitors disabled: cannot open ICMP sockets (needs CAP_NET_RAW).")
-            }
+                Err(err) => {
+                    tracing::error!(monitor = %m.name, error = %err, "Ping monitor disabled: cannot open ICMP sockets (needs CAP_NET_RAW).");
+                    None
+                }
+            },
+        };
+        let Some(engine) = engine else { continue };
+        for target in &m.targets {
+            let task = ping::PingTask::new(m, *target, engine.clone(), outbox.clone());
+            tracker.spawn(task.run(shutdown.clone()));
         }
     }
     for m in &cfg.mtr {

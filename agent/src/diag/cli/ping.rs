@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Common, ms, print_json, resolve};
-use crate::diag::ping::{self, IcmpEngine, PingOptions};
+use crate::diag::ping::{self, IcmpEngine, PingOptions, SocketOptions};
 use crate::diag::stats::RttSummary;
 
 /// Arguments of `ping`.
@@ -36,6 +36,12 @@ pub struct PingArgs {
     /// TTL / hop limit of the probes.
     #[arg(short = 't', long)]
     ttl: Option<u32>,
+    /// TOS byte (IPv4) / traffic class (IPv6) of the probes, like ping's -Q: decimal or 0x hex.
+    #[arg(short = 'Q', long, value_parser = parse_tos, conflicts_with = "dscp")]
+    tos: Option<u8>,
+    /// DSCP of the probes, 0-63 (e.g. 46 = EF): TOS = DSCP << 2.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=63))]
+    dscp: Option<u8>,
     /// Only print the summary.
     #[arg(short = 'q', long)]
     quiet: bool,
@@ -50,6 +56,14 @@ struct HostResult {
     name: String,
     #[serde(flatten)]
     stats: RttSummary,
+}
+
+fn parse_tos(s: &str) -> Result<u8, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    v.map_err(|_| format!("{s:?} is not a TOS byte (0-255, or 0x00-0xff)"))
 }
 
 pub(super) async fn run(a: PingArgs) -> anyhow::Result<ExitCode> {
@@ -77,7 +91,11 @@ pub(super) async fn run(a: PingArgs) -> anyhow::Result<ExitCode> {
         size: a.size,
         ttl: a.ttl,
     };
-    let engine = IcmpEngine::open(&ips, a.ttl).context("ping")?;
+    let sock = SocketOptions {
+        ttl: a.ttl,
+        tos: a.tos.or(a.dscp.map(|d| d << 2)),
+    };
+    let engine = IcmpEngine::open_with(&ips, sock).context("ping")?;
     let cancel = CancellationToken::new();
     let (tx, mut rx) = mpsc::channel(1024);
     let runner = {

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Common, print_json, resolve};
 use crate::diag::ping::IcmpEngine;
-use crate::diag::portscan::{self, PortState, ScanOptions};
+use crate::diag::portscan::{self, PortState, ScanOptions, TcpMethod};
 use crate::diag::sweep::{self, SweepOptions};
 use crate::diag::target::{self, Cidr};
 
@@ -63,11 +63,25 @@ pub struct ScanArgs {
     /// Do not read banners of open TCP ports.
     #[arg(long)]
     no_banner: bool,
+    /// TCP probe method: `syn` (raw sockets, root or CAP_NET_RAW), `connect`, or `auto` (SYN when privileged).
+    #[arg(long, value_enum, default_value = "auto")]
+    method: MethodArg,
+    /// SYN scan: probes per second (default: the --max-pps cap); halves when probes are lost.
+    #[arg(long)]
+    rate: Option<u32>,
     /// Also list closed and filtered ports (by default, like nmap, only when few).
     #[arg(short = 'a', long)]
     all: bool,
     #[command(flatten)]
     common: Common,
+}
+
+/// `--method` values.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Auto,
+    Syn,
+    Connect,
 }
 
 pub(super) async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
@@ -139,16 +153,31 @@ pub(super) async fn scan(a: ScanArgs) -> anyhow::Result<ExitCode> {
         max_parallel: a.max_parallel.max(1),
         retries: a.retries,
         banners: !a.no_banner,
+        method: match a.method {
+            MethodArg::Auto => TcpMethod::Auto,
+            MethodArg::Syn => TcpMethod::Syn,
+            MethodArg::Connect => TcpMethod::Connect,
+        },
+        rate: a.rate,
         ..ScanOptions::default()
     };
     let t0 = Instant::now();
-    let results = portscan::scan(host, &ports, a.udp, &opts).await;
+    let (results, method) = portscan::scan_with_method(host, &ports, a.udp, &opts)
+        .await
+        .context("scan")?;
     let secs = t0.elapsed().as_secs_f64();
+    let method = match (a.udp, method) {
+        (true, _) => "udp",
+        (false, TcpMethod::Syn) => "syn",
+        (false, _) => "connect",
+    };
     if a.common.json {
-        print_json(&serde_json::json!({ "ip": host, "seconds": secs, "ports": results }))?;
+        print_json(&serde_json::json!({
+            "ip": host, "seconds": secs, "method": method, "ports": results,
+        }))?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("Scan report for {} ({host})", a.host);
+    println!("Scan report for {} ({host}), {method} scan", a.host);
     let count = |s: PortState| results.iter().filter(|r| r.state == s).count();
     let show_all = a.all || results.len() <= 26;
     let hidden = results

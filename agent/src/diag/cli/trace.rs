@@ -7,10 +7,12 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
 use super::{Common, print_json, resolve};
+use crate::diag::asn::{AsInfo, AsnResolver};
 use crate::diag::rdns;
 use crate::diag::stats::HopReport;
 use crate::diag::trace::{self, TraceOptions, TraceProtocol};
@@ -35,6 +37,12 @@ struct PathArgs {
     /// Do not look up hop names (reverse DNS).
     #[arg(short = 'n', long)]
     numeric: bool,
+    /// Look up each hop's origin AS number (DNS TXT, Team Cymru's origin.asn.cymru.com format).
+    #[arg(short = 'z', long)]
+    asn: bool,
+    /// DNS server for the AS lookups, IP[:PORT] (default: the system's first resolver).
+    #[arg(long, requires = "asn")]
+    asn_server: Option<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -68,6 +76,36 @@ struct JsonHop {
     #[serde(flatten)]
     hop: HopReport,
     host: Option<String>,
+    /// Origin AS of the hop's address (with `--asn`).
+    asn: Option<u32>,
+    /// The announced prefix that AS originates.
+    as_prefix: Option<String>,
+}
+
+/// Hop address -> origin AS, when `--asn` asked for it.
+async fn origins(p: &PathArgs, hops: &[HopReport]) -> anyhow::Result<HashMap<IpAddr, AsInfo>> {
+    if !p.asn {
+        return Ok(HashMap::new());
+    }
+    let timeout = Duration::from_secs(2);
+    let resolver = match &p.asn_server {
+        Some(s) => AsnResolver::new(crate::diag::dns::parse_server(s)?, timeout),
+        None => AsnResolver::system(timeout).context("--asn")?,
+    };
+    let mut ips: Vec<IpAddr> = hops.iter().filter_map(|h| h.ip).collect();
+    ips.sort();
+    ips.dedup();
+    Ok(resolver.lookup_all(&ips).await)
+}
+
+fn as_label(p: &PathArgs, ip: Option<IpAddr>, origins: &HashMap<IpAddr, AsInfo>) -> String {
+    if !p.asn {
+        return String::new();
+    }
+    match ip.and_then(|ip| origins.get(&ip)) {
+        Some(a) => format!("{:<9} ", format!("AS{}", a.asn)),
+        None => format!("{:<9} ", "AS???"),
+    }
 }
 
 fn secs(v: f64, what: &str) -> anyhow::Result<Duration> {
@@ -108,11 +146,20 @@ async fn names(hops: &[HopReport], numeric: bool) -> HashMap<IpAddr, String> {
     rdns::reverse_names(&ips, Duration::from_secs(2)).await
 }
 
-fn json_hops(hops: Vec<HopReport>, names: &HashMap<IpAddr, String>) -> Vec<JsonHop> {
+fn json_hops(
+    hops: Vec<HopReport>,
+    names: &HashMap<IpAddr, String>,
+    origins: &HashMap<IpAddr, AsInfo>,
+) -> Vec<JsonHop> {
     hops.into_iter()
-        .map(|hop| JsonHop {
-            host: hop.ip.and_then(|ip| names.get(&ip).cloned()),
-            hop,
+        .map(|hop| {
+            let origin = hop.ip.and_then(|ip| origins.get(&ip));
+            JsonHop {
+                host: hop.ip.and_then(|ip| names.get(&ip).cloned()),
+                asn: origin.map(|a| a.asn),
+                as_prefix: origin.map(|a| a.prefix.clone()),
+                hop,
+            }
         })
         .collect()
 }
@@ -156,10 +203,11 @@ pub(super) async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     let (hops, reached) = run_path(target, opts).await?;
     let names = names(&hops, p.numeric).await;
+    let origins = origins(p, &hops).await?;
     if p.common.json {
         print_json(&serde_json::json!({
             "target": target, "protocol": p.protocol, "reached": reached,
-            "hops": json_hops(hops, &names),
+            "hops": json_hops(hops, &names, &origins),
         }))?;
     } else {
         for h in &hops {
@@ -169,7 +217,7 @@ pub(super) async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
                 .map(|r| r.map_or("*".into(), |v| format!("{v:.3} ms")))
                 .collect();
             let who = if h.ip.is_some() {
-                label(h.ip, &names)
+                format!("{}{}", as_label(p, h.ip, &origins), label(h.ip, &names))
             } else {
                 String::new()
             };
@@ -197,10 +245,11 @@ pub(super) async fn mtr(a: MtrArgs) -> anyhow::Result<ExitCode> {
     };
     let (hops, reached) = run_path(target, opts).await?;
     let names = names(&hops, p.numeric).await;
+    let origins = origins(p, &hops).await?;
     if p.common.json {
         print_json(&serde_json::json!({
             "target": target, "protocol": p.protocol, "cycles": a.count, "reached": reached,
-            "hops": json_hops(hops, &names),
+            "hops": json_hops(hops, &names, &origins),
         }))?;
     } else {
         let local = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -214,7 +263,7 @@ pub(super) async fn mtr(a: MtrArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{:>3}.|-- {:<36} {:>5.1}% {:>5} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}",
                 h.ttl,
-                label(h.ip, &names),
+                format!("{}{}", as_label(p, h.ip, &origins), label(h.ip, &names)),
                 s.loss_pct,
                 s.sent,
                 f(s.last_ms),
