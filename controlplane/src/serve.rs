@@ -298,6 +298,7 @@ async fn commands_state(cfg: &Config, pool: PgPool) -> Option<crate::commands::C
     };
     match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok((queue, links))) => Some(crate::commands::Commands {
+            marks: crate::commands::marks::RunningMarks::start(pool.clone()),
             pool,
             queue,
             links,

@@ -501,6 +501,7 @@ async fn command_queue(
         links,
         cfg: Arc::new(CommandsConfig::default()),
         extend_every: std::time::Duration::from_secs(10),
+        marks: octoisp_controlplane::commands::marks::RunningMarks::start(db.app.clone()),
     };
     cmds.enqueue_stored(
         a.tenant.provider_id,

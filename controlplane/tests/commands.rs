@@ -155,6 +155,7 @@ async fn harness() -> Harness {
         links,
         cfg: Arc::new(CommandsConfig::default()),
         extend_every: Duration::from_secs(10),
+        marks: octoisp_controlplane::commands::marks::RunningMarks::start(db.app.clone()),
     };
     let mut config = ApiConfig::default();
     config.rate_limit.enabled = false;

@@ -146,7 +146,7 @@ pub async fn wait_turn(cmds: &Commands, slot: &mut Dispatching) {
 /// Serves a job whose agent this instance holds; its `turn` ends once its stream is open and the command
 /// written.
 pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, slot: Dispatching) {
-    let row = match stream::load(cmds, &job).await {
+    let row = match stream::load_for_dispatch(cmds, &job).await {
         Ok(Some(row)) => row,
         Ok(None) => {
             // Deleted or never stored: nothing to run.

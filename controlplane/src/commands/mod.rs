@@ -23,6 +23,7 @@
 pub mod agent_config;
 pub mod dispatch;
 pub mod links;
+pub mod marks;
 pub mod order;
 pub mod stream;
 
@@ -129,6 +130,8 @@ pub struct Commands {
     pub cfg: Arc<CommandsConfig>,
     /// How often an open stream extends its lease (a third of the queue's visibility timeout).
     pub extend_every: Duration,
+    /// `running` marks, written in batches.
+    pub marks: marks::RunningMarks,
 }
 
 impl std::fmt::Debug for Commands {

@@ -65,15 +65,45 @@ pub struct CommandRow {
 
 /// Loads a command row in its tenant's transaction.
 pub async fn load(cmds: &Commands, job: &JobRef) -> anyhow::Result<Option<CommandRow>> {
+    load_with(cmds, job, false).await
+}
+
+/// Loads a command row about to be sent to its agent and, in the same statement, marks it `dispatched` (a
+/// `running` one stays so) with the attempt, announcing the change: one round trip per command.
+pub async fn load_for_dispatch(cmds: &Commands, job: &JobRef) -> anyhow::Result<Option<CommandRow>> {
+    load_with(cmds, job, true).await
+}
+
+async fn load_with(cmds: &Commands, job: &JobRef, mark: bool) -> anyhow::Result<Option<CommandRow>> {
     let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await?;
-    let mut row: Option<CommandRow> = sqlx::query_as(
-        "SELECT id, provider_id, agent_id, pop_id, name, args, status, deadline FROM commands \
-         WHERE provider_id = $1 AND id = $2",
-    )
-    .bind(job.provider_id)
-    .bind(job.id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let mut row: Option<CommandRow> = if mark {
+        sqlx::query_as(
+            "WITH c AS (SELECT id, provider_id, agent_id, pop_id, name, args, status, deadline FROM commands \
+                         WHERE provider_id = $1 AND id = $2), \
+                  u AS (UPDATE commands SET dispatched_at = now(), attempts = greatest(attempts, $3), \
+                          status = CASE WHEN status = 'running' THEN status ELSE 'dispatched' END \
+                         WHERE provider_id = $1 AND id = $2 \
+                           AND status IN ('queued', 'waiting_agent', 'dispatched', 'running') RETURNING id), \
+                  n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'command_id', $2, \
+                          'status', 'dispatched')::text) FROM u) \
+             SELECT c.* FROM c WHERE (SELECT count(*) FROM n) >= 0",
+        )
+        .bind(job.provider_id)
+        .bind(job.id)
+        .bind(job.attempt as i32)
+        .bind(super::COMMAND_CHANNEL)
+        .fetch_optional(&mut *tx)
+        .await?
+    } else {
+        sqlx::query_as(
+            "SELECT id, provider_id, agent_id, pop_id, name, args, status, deadline FROM commands \
+             WHERE provider_id = $1 AND id = $2",
+        )
+        .bind(job.provider_id)
+        .bind(job.id)
+        .fetch_optional(&mut *tx)
+        .await?
+    };
     // A configuration push carries its version only: the document is read now.
     if let Some(r) = &mut row
         && r.name == super::agent_config::COMMAND
@@ -217,33 +247,6 @@ pub async fn run(
     let spec_timeout = octoisp_shared::commands::spec_of(&row.name)
         .map(|s| Duration::from_secs(u64::from(s.default_timeout_secs)))
         .unwrap_or(Duration::from_secs(600));
-    {
-        let res: anyhow::Result<()> = async {
-            let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await?;
-            sqlx::query(
-                "UPDATE commands SET status = CASE WHEN status = 'running' THEN status ELSE 'dispatched' END, \
-                   dispatched_at = now(), attempts = greatest(attempts, $3) \
-                 WHERE provider_id = $1 AND id = $2 AND status IN ('queued', 'waiting_agent', 'dispatched', 'running')",
-            )
-            .bind(job.provider_id)
-            .bind(job.id)
-            .bind(job.attempt as i32)
-            .execute(&mut *tx)
-            .await?;
-            super::notify_status(&mut tx, job.provider_id, job.id, "dispatched").await?;
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if let Err(err) = res {
-            return retry(
-                cmds,
-                &job,
-                &format!("cannot mark the command dispatched: {err}"),
-            )
-            .await;
-        }
-    }
     // Keep the lease while the stream is open.
     let extender = {
         let (queue, every) = (cmds.queue.clone(), cmds.extend_every);
@@ -373,13 +376,7 @@ pub async fn run(
                 continue;
             };
             match &s {
-                AgentState::Started => {
-                    if let Err(err) =
-                        update_status(cmds, job.provider_id, job.id, "running", None).await
-                    {
-                        tracing::warn!(command = %job.id, error = %err, "Cannot mark the command running.");
-                    }
-                }
+                AgentState::Started => cmds.marks.running(job.provider_id, job.id).await,
                 AgentState::Duplicate => {}
                 AgentState::Expired => {
                     let _ = update_status(
