@@ -8,6 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -17,11 +18,15 @@ use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
 use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::ingest::store::{Store, StoredSamples};
+use octoisp_controlplane::notify::{self, NotifyConfig};
 use octoisp_shared::{Sample, SeriesDef};
 use serde_json::Value;
 use support::TestDb;
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
+use support::standins::HttpReceiver;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
@@ -269,14 +274,20 @@ async fn a_flapping_series_is_marked_and_held_not_notified_per_flap() {
     );
     let flapping: Vec<&Ev> = evs.iter().filter(|e| e.kind == "flapping").collect();
     assert_eq!(flapping.len(), 1, "{:?}", kinds(&evs));
-    assert!(
-        flapping[0].suppressed.is_none(),
-        "the flapping event itself notifies"
+    assert_eq!(
+        flapping[0].suppressed.as_deref(),
+        Some("flapping"),
+        "the first fire was the notification: the mark is recorded, not sent again"
     );
-    let notified = evs.iter().filter(|e| e.suppressed.is_none()).count();
-    assert!(
-        notified <= 3,
-        "{notified} notifications for 30 flaps: {:?}",
+    let notified: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.suppressed.is_none())
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(
+        notified,
+        ["firing"],
+        "one notification for 30 flaps: {:?}",
         kinds(&evs)
     );
     let after_flap = evs.iter().skip_while(|e| e.kind != "flapping").skip(1);
@@ -297,11 +308,154 @@ async fn a_flapping_series_is_marked_and_held_not_notified_per_flap() {
     let ended: Vec<&Ev> = evs.iter().filter(|e| e.kind == "flap_ended").collect();
     assert_eq!(ended.len(), 1);
     assert!(ended[0].suppressed.is_none());
+    assert_eq!(ended[0].facts["state"], "resolved", "it settled resolved");
     let marked: bool = sqlx::query_scalar("SELECT flapping FROM alerts")
         .fetch_one(&rig.db.admin)
         .await
         .unwrap();
     assert!(!marked);
+    rig.db.cleanup().await;
+}
+
+/// The notification kinds a webhook stand-in received, in order.
+fn hook_kinds(hook: &HttpReceiver) -> Vec<String> {
+    hook.requests()
+        .iter()
+        .map(|r| r.json()["notification"]["kind"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Pushes one sample of series 0 as its own batch; when it wrote events, waits until the real notifier has
+/// dispatched them and delivered what it sends (so that each flap is its own dispatcher round, not grouped).
+async fn push_and_notify(rig: &mut Rig, defs: Vec<SeriesDef>, i: i64, value: f64) {
+    let before = rig.events().await.len();
+    rig.series0(defs, i, &[value]).await;
+    if rig.events().await.len() == before {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM alert_events WHERE dispatched_at IS NULL) \
+                  + (SELECT count(*) FROM notification_deliveries WHERE status <> 'sent')",
+        )
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+        if open == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notifier did not deliver"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flapping_link_notifies_once_until_stable_and_a_normal_fire_and_resolve_notify_at_once() {
+    let mut rig = Rig::new().await;
+    // ifOperStatus: 1 up, 2 down. Flap window 10: settled after 3 calm polls.
+    rig.rule("rule_key = 'link'; name = 'Link down'; metric = 'if.oper_status'; kind = 'threshold'; op = '>'; \
+              threshold = 1; severity = 'critical'; flap_window = 10; flap_high = 50; flap_low = 25")
+        .await;
+    let hook = HttpReceiver::start(&[], 200).await;
+    let channel: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_channels (provider_id, name, kind, config, secret) \
+         VALUES ($1, 'NOC hook', 'webhook', jsonb_build_object('url', $2::text), 'whsec_test') RETURNING id",
+    )
+    .bind(rig.t.provider_id)
+    .bind(format!("{}/hook", hook.url()))
+    .fetch_one(&rig.db.admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO notification_policies (provider_id, name, channel_id, severities) \
+         VALUES ($1, 'all', $2, '{info,warning,critical}')",
+    )
+    .bind(rig.t.provider_id)
+    .bind(channel)
+    .execute(&rig.db.admin)
+    .await
+    .unwrap();
+    let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let cfg = NotifyConfig {
+        grouping_window_ms: 50,
+        poll_interval_ms: 50,
+        allow_private_targets: true,
+        ..NotifyConfig::default()
+    };
+    notify::spawn(rig.db.app.clone(), cfg, &tracker, shutdown.clone()).unwrap();
+    tracker.close();
+
+    let defs = vec![def(0, "router-1", "if.oper_status")];
+    let mut i = 0;
+    let mut poll = |v: f64| {
+        i += 1;
+        (i, v)
+    };
+    // A normal outage: the fire is delivered by itself, then the resolve by itself.
+    let (n, v) = poll(1.0);
+    push_and_notify(&mut rig, defs, n, v).await;
+    let (n, v) = poll(2.0);
+    push_and_notify(&mut rig, vec![], n, v).await;
+    assert_eq!(hook_kinds(&hook), ["firing"], "the fire is notified at once");
+    for _ in 0..8 {
+        let (n, v) = poll(2.0);
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+    let (n, v) = poll(1.0);
+    push_and_notify(&mut rig, vec![], n, v).await;
+    assert_eq!(
+        hook_kinds(&hook),
+        ["firing", "resolved"],
+        "the resolve is notified at once"
+    );
+    for _ in 0..12 {
+        let (n, v) = poll(1.0);
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+
+    // The link flaps for 20 polls: its first fire goes out, then nothing until it is stable.
+    for k in 0..20 {
+        let (n, v) = poll(if k % 2 == 0 { 2.0 } else { 1.0 });
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+    let sent = hook_kinds(&hook);
+    assert_eq!(
+        sent[2..],
+        ["firing"],
+        "one notification while the link flaps: {sent:?}"
+    );
+    let marked: bool = sqlx::query_scalar("SELECT flapping FROM alerts")
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+    assert!(marked, "the alert carries the flapping mark");
+    let evs = rig.events().await;
+    assert!(
+        evs.iter()
+            .any(|e| e.kind == "flapping" && e.suppressed.as_deref() == Some("flapping")),
+        "the mark is in the history: {:?}",
+        kinds(&evs)
+    );
+
+    // It settles up: one recovery, saying so.
+    for _ in 0..15 {
+        let (n, v) = poll(1.0);
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+    let sent = hook_kinds(&hook);
+    assert_eq!(sent[2..], ["firing", "flap_ended"], "{sent:?}");
+    let last = hook.requests().last().unwrap().json();
+    assert!(
+        last["text"].as_str().unwrap().contains("normal"),
+        "the recovery says the link is back: {last}"
+    );
+
+    shutdown.cancel();
+    tracker.wait().await;
     rig.db.cleanup().await;
 }
 
