@@ -19,7 +19,7 @@ use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, Reques
 use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::ingest::store::{Store, StoredSamples};
 use octoisp_controlplane::notify::{self, NotifyConfig};
-use octoisp_shared::{Sample, SeriesDef};
+use octoisp_shared::{Event, Record, Sample, SeriesDef, Severity, Tr069Result};
 use serde_json::Value;
 use support::TestDb;
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
@@ -94,6 +94,16 @@ impl Rig {
             .map(|(i, v)| (0, from + i as i64, *v))
             .collect();
         self.push(defs, &points).await;
+    }
+
+    /// Stores one batch of records only (no samples).
+    async fn records(&mut self, records: Vec<Record>) {
+        self.seq += 1;
+        let b = batch(self.seq, Vec::new(), &[], records);
+        self.store
+            .store_batch(&self.t.agent, &b, &[])
+            .await
+            .unwrap();
     }
 
     async fn rule(&self, sql_values: &str) -> Uuid {
@@ -321,7 +331,12 @@ async fn a_flapping_series_is_marked_and_held_not_notified_per_flap() {
 fn hook_kinds(hook: &HttpReceiver) -> Vec<String> {
     hook.requests()
         .iter()
-        .map(|r| r.json()["notification"]["kind"].as_str().unwrap_or("").to_owned())
+        .map(|r| {
+            r.json()["notification"]["kind"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -400,7 +415,11 @@ async fn a_flapping_link_notifies_once_until_stable_and_a_normal_fire_and_resolv
     push_and_notify(&mut rig, defs, n, v).await;
     let (n, v) = poll(2.0);
     push_and_notify(&mut rig, vec![], n, v).await;
-    assert_eq!(hook_kinds(&hook), ["firing"], "the fire is notified at once");
+    assert_eq!(
+        hook_kinds(&hook),
+        ["firing"],
+        "the fire is notified at once"
+    );
     for _ in 0..8 {
         let (n, v) = poll(2.0);
         push_and_notify(&mut rig, vec![], n, v).await;
@@ -701,6 +720,110 @@ async fn the_timer_records_when_each_device_last_sent_a_sample() {
         last_seen().await,
         newest,
         "the newest sample's time is written"
+    );
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn tr069_informs_advance_last_seen_in_the_ingest_transaction() {
+    let mut rig = Rig::new().await;
+    let cpe = "cwmp:00259E-HG8245H-48575443A1B2C3D4";
+    let other = "icmp:192.0.2.7";
+    let tr069 = |key: &str, kind: &str, ts_ms: i64| {
+        Record::Tr069Result(Tr069Result {
+            id: Uuid::now_v7(),
+            ts_ms,
+            device_key: key.to_owned(),
+            task_id: None,
+            kind: kind.to_owned(),
+            ok: true,
+            fault_code: None,
+            fault_string: None,
+            parameters: Vec::new(),
+        })
+    };
+    let event = |key: &str, kind: &str, ts_ms: i64| {
+        Record::Event(Event {
+            id: Uuid::now_v7(),
+            ts_ms,
+            device_key: Some(key.to_owned()),
+            kind: kind.to_owned(),
+            severity: Severity::Info,
+            message: String::new(),
+            attrs: Vec::new(),
+        })
+    };
+    // Both devices exist, last seen a day ago.
+    rig.records(vec![
+        tr069(cpe, "ParameterChanges", now_ms()),
+        event(other, "ping.up", now_ms()),
+    ])
+    .await;
+    sqlx::query("UPDATE devices SET last_seen = now() - interval '1 day'")
+        .execute(&rig.db.admin)
+        .await
+        .unwrap();
+    let admin = rig.db.admin.clone();
+    let last_seen = |key: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let t: chrono::DateTime<chrono::Utc> =
+                sqlx::query_scalar("SELECT last_seen FROM devices WHERE device_key = $1")
+                    .bind(key)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            t.timestamp_millis()
+        }
+    };
+    let day_ago = last_seen(cpe).await;
+
+    // Two periodic informs in one batch (the ACS's marker), and a ping event of another device: when
+    // `store_batch` returns (the engine has not run), the CPE is seen at its newest inform, the other device not.
+    let inform = now_ms() - 5_000;
+    rig.records(vec![
+        tr069(cpe, octoisp_shared::TR069_INFORM_SEEN, inform - 60_000),
+        tr069(cpe, octoisp_shared::TR069_INFORM_SEEN, inform),
+        event(other, "ping.down", inform),
+    ])
+    .await;
+    assert_eq!(
+        last_seen(cpe).await,
+        inform,
+        "the newest inform is the last sight"
+    );
+    assert!(
+        last_seen(other).await <= day_ago + 1_000,
+        "a ping event is no sight"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tr069_results WHERE kind = 'Inform'")
+            .fetch_one(&rig.db.admin)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "the inform marker is not stored as a result");
+
+    // An older replayed inform never moves it back; a boot event (cwmp.*) moves it forward; a time in the
+    // future (a CPE-side clock) is capped at the database's clock.
+    rig.records(vec![tr069(
+        cpe,
+        octoisp_shared::TR069_INFORM_SEEN,
+        inform - 30_000,
+    )])
+    .await;
+    assert_eq!(last_seen(cpe).await, inform);
+    let boot = inform + 2_000;
+    rig.records(vec![event(cpe, "cwmp.boot", boot)]).await;
+    assert_eq!(last_seen(cpe).await, boot);
+    rig.records(vec![tr069(
+        cpe,
+        octoisp_shared::TR069_INFORM_SEEN,
+        now_ms() + 3_600_000,
+    )])
+    .await;
+    assert!(
+        last_seen(cpe).await <= now_ms() + 1_000,
+        "not in the future"
     );
     rig.db.cleanup().await;
 }

@@ -130,12 +130,9 @@ pub(crate) async fn apply(
         let inhibitor = (!p.rule.is_uplink)
             .then(|| state.uplinks.get(&p.target.pop).copied())
             .flatten();
-        let quiet = state.cfg.suppression(
-            p.rule.id,
-            p.target.device,
-            p.target.pop,
-            p.change.ts(),
-        );
+        let quiet = state
+            .cfg
+            .suppression(p.rule.id, p.target.device, p.target.pop, p.change.ts());
         let held = |flapping: bool| {
             quiet
                 .or(inhibitor.map(|_| "inhibited"))
@@ -302,7 +299,8 @@ pub(crate) async fn apply(
                     continue;
                 };
                 let mut facts = facts(state, p, None, occurrences, None);
-                if let (Value::Object(map), Change::FlapEnd { firing, .. }) = (&mut facts, p.change) {
+                if let (Value::Object(map), Change::FlapEnd { firing, .. }) = (&mut facts, p.change)
+                {
                     map.insert(
                         "state".into(),
                         json!(if firing { "firing" } else { "resolved" }),

@@ -682,7 +682,10 @@ mod tests {
         // Settled: the next fire and resolve notify at once.
         out.clear();
         s.observe(&eval, 80, 95.0, &mut out);
-        assert!(matches!(out[..], [Change::Fire { held: false, .. }]), "{out:?}");
+        assert!(
+            matches!(out[..], [Change::Fire { held: false, .. }]),
+            "{out:?}"
+        );
         out.clear();
         for i in 81..90 {
             s.observe(&eval, i, 95.0, &mut out);
