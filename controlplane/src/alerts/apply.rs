@@ -8,6 +8,8 @@
 //! - **Resolve**: `UPDATE ... WHERE state = 'firing' AND changed_ts < $ts`.
 //! - **Flap start/end**: `UPDATE ... WHERE flapping = <old> AND flap_changed_ts < $ts` (a flap start on a target
 //!   with no alert row yet creates the row, resolved).
+//! - **Settle**: `UPDATE ... SET flap_changed_ts = $ts WHERE NOT flapping AND flap_changed_ts < $ts AND state =
+//!   <state>`: one `firing`/`resolved` event with `facts.settled`, for a state whose transition was held.
 //!
 //! `changed_ts` is sample time (the sample, or the absence deadline, that caused the transition), which every
 //! instance computes the same from the same samples; row locks serialize two instances racing on one row and the
@@ -15,11 +17,9 @@
 //!
 //! Suppression of an event, first match wins: `maintenance`, `silence`, `inhibited` (the device's POP has its
 //! uplink alert firing; the event carries the uplink alert's `group_key`), `flapping` (transitions held while the
-//! target flaps or settles, see [`crate::alerts::eval`]; `flap_ended` and settle events are never held).
-//! - **Settle**: `UPDATE ... SET flap_changed_ts = $ts WHERE NOT flapping AND flap_changed_ts < $ts AND state =
-//!   <told state>`: one `firing`/`resolved` event with `facts.settled`, for a state whose transition was held. Uplink alerts firing in a pass are
-//! written first and their events last, so their facts count the alerts they inhibit, those of the same pass
-//! included.
+//! target flaps or settles, see [`crate::alerts::eval`]; `flap_ended` and settle events are never held). Uplink
+//! alerts firing in a pass are written first and their events last, so their facts count the alerts they
+//! inhibit, those of the same pass included.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
