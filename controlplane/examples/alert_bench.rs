@@ -53,6 +53,9 @@ struct Args {
     /// Length of the load phase.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Capacity of the store -> engine channel, in batches (the `[alerts] channel_capacity` setting).
+    #[arg(long, default_value_t = 64)]
+    channel_capacity: usize,
     /// Passes over all series for the in-memory evaluation rate.
     #[arg(long, default_value_t = 3)]
     eval_passes: u64,
@@ -106,6 +109,7 @@ async fn main() {
         engine_pool,
         EngineConfig {
             refresh: Duration::from_secs(3600),
+            channel_capacity: args.channel_capacity,
             ..EngineConfig::default()
         },
     );
