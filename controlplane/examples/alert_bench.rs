@@ -11,8 +11,9 @@
 //! database `octoisp_t_<random>` is created. Steps:
 //!
 //! 1. **Setup** (untimed): provider, POP, agent; rules on the benchmark metric (`bench.cpu_percent > 90`, recover
-//!    below 80; an absence rule on the same metric; an offline rule), then every series defined and given one
-//!    sample through `Store::store_batch` (100 series per device), which also loads them into the engine.
+//!    below 80; an absence rule on the same metric; an offline rule); devices and series (100 per device) inserted
+//!    with two `generate_series` statements; then one sample per series handed to `Engine::process`, which loads
+//!    the series' metadata from PostgreSQL as it does for ingest.
 //! 2. **Evaluation rate**: `Engine::process` on `--eval-passes` × `--series` samples that cause no transition
 //!    (no database access): samples/s of the engine alone, rule lookup and state machine included.
 //! 3. **Latency under load**: the engine runs as in production (its own task, bounded channel from the store);
@@ -34,7 +35,7 @@ use octoisp_controlplane::alerts::{Engine, EngineConfig};
 use octoisp_controlplane::ingest::store::{CopyRow, Store, StoredSamples};
 use octoisp_shared::{Batch, Sample, SampleBlock, SeriesDef};
 use support::TestDb;
-use support::fixtures::{def, now_ms, tenant};
+use support::fixtures::{now_ms, tenant};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -52,6 +53,9 @@ struct Args {
     /// Length of the load phase.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Capacity of the store -> engine channel, in batches (the `[alerts] channel_capacity` setting).
+    #[arg(long, default_value_t = 64)]
+    channel_capacity: usize,
     /// Passes over all series for the in-memory evaluation rate.
     #[arg(long, default_value_t = 3)]
     eval_passes: u64,
@@ -59,6 +63,7 @@ struct Args {
 
 const STEP_MS: i64 = 10_000;
 const METRIC: &str = "bench.cpu_percent";
+const SERIES_PER_DEVICE: u64 = 100;
 
 fn value(series: u64, cycle: u64) -> f64 {
     if series.is_multiple_of(10_000) && cycle.is_multiple_of(2) {
@@ -100,56 +105,81 @@ async fn main() {
     }
     let pool = db.app_pool(args.writers as u32 + 4).await;
     let engine_pool = db.app_pool(4).await;
-    let (mut engine, tx, mut rx) = Engine::new(
+    let (mut engine, tx, rx) = Engine::new(
         engine_pool,
         EngineConfig {
             refresh: Duration::from_secs(3600),
+            channel_capacity: args.channel_capacity,
             ..EngineConfig::default()
         },
     );
     let store = Arc::new(Store::new(pool).with_sample_observer(tx));
     let start_ms = now_ms() - 7_200_000;
 
-    // 1. Setup: define every series with one sample; the engine loads them.
+    // 1. Setup: devices and series in two set-based statements (generate_series), then one sample per series
+    //    handed to the engine, which loads their metadata as ingest would make it do.
     let t0 = Instant::now();
-    let mut seq = 0u64;
-    let mut first = 0u64;
-    while first < args.series {
-        let last = (first + args.batch).min(args.series);
-        let defs: Vec<SeriesDef> = (first..last)
-            .map(|i| def(i, &format!("dev-{}", i / 100), METRIC))
-            .collect();
-        let samples: Vec<Sample> = (first..last)
-            .map(|i| Sample {
-                series: i,
-                ts_ms: start_ms,
+    let devices = args.series.div_ceil(SERIES_PER_DEVICE);
+    sqlx::query(
+        "INSERT INTO devices (provider_id, pop_id, device_key) \
+         SELECT $1, $2, 'dev-' || g FROM generate_series(0, $3::bigint - 1) AS g",
+    )
+    .bind(t.provider_id)
+    .bind(t.pop_id)
+    .bind(devices as i64)
+    .execute(&db.admin)
+    .await
+    .expect("insert devices");
+    sqlx::query(
+        "INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, kind) \
+         SELECT $1, $2, g, d.id, $4, 'gauge' \
+         FROM generate_series(0, $3::bigint - 1) AS g \
+         JOIN devices d ON d.provider_id = $1 AND d.pop_id = $5 AND d.device_key = 'dev-' || (g / $6)",
+    )
+    .bind(t.provider_id)
+    .bind(t.agent.agent_id)
+    .bind(args.series as i64)
+    .bind(METRIC)
+    .bind(t.pop_id)
+    .bind(SERIES_PER_DEVICE as i64)
+    .execute(&db.admin)
+    .await
+    .expect("insert series");
+    sqlx::query("ANALYZE devices, series")
+        .execute(&db.admin)
+        .await
+        .expect("analyze");
+    let defined = t0.elapsed().as_secs_f64();
+    let series_ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM series ORDER BY local_id")
+        .fetch_all(&db.admin)
+        .await
+        .expect("series ids");
+    for chunk in series_ids.chunks(args.batch as usize) {
+        let rows = chunk
+            .iter()
+            .map(|&id| CopyRow {
+                series_id: id,
+                ts_us: (start_ms - 946_684_800_000) * 1000,
                 value: 10.0,
             })
-            .collect();
-        seq += 1;
-        store
-            .store_batch(&t.agent, &batch(seq, defs, &samples), &samples)
+            .collect::<Vec<_>>();
+        engine
+            .process(StoredSamples {
+                provider_id: t.provider_id,
+                rows,
+                stored_at: Instant::now(),
+            })
             .await
-            .expect("store a setup batch");
-        while let Ok(msg) = rx.try_recv() {
-            engine.process(msg).await.expect("evaluate a setup batch");
-        }
-        first = last;
+            .expect("evaluate a setup batch");
     }
     println!(
-        "setup: {} series defined and loaded into the engine in {:.1} s",
+        "setup: {} series on {devices} devices defined in {defined:.1} s, loaded into the engine in {:.1} s",
         args.series,
-        t0.elapsed().as_secs_f64()
+        t0.elapsed().as_secs_f64() - defined
     );
+    let seq = 0u64;
 
     // 2. In-memory evaluation rate: samples that cause no transition.
-    let series_ids: Vec<i64> = {
-        let rows: Vec<(i64,)> = sqlx::query_as("SELECT id FROM series ORDER BY local_id")
-            .fetch_all(&db.admin)
-            .await
-            .expect("series ids");
-        rows.into_iter().map(|r| r.0).collect()
-    };
     let mut evaluated = 0u64;
     let t1 = Instant::now();
     for pass in 1..=args.eval_passes {

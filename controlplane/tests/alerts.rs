@@ -8,6 +8,7 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
@@ -17,11 +18,15 @@ use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
 use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::ingest::store::{Store, StoredSamples};
-use octoisp_shared::{Sample, SeriesDef};
+use octoisp_controlplane::notify::{self, NotifyConfig};
+use octoisp_shared::{Event, Record, Sample, SeriesDef, Severity, Tr069Result};
 use serde_json::Value;
 use support::TestDb;
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
+use support::standins::HttpReceiver;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use uuid::Uuid;
 
@@ -89,6 +94,16 @@ impl Rig {
             .map(|(i, v)| (0, from + i as i64, *v))
             .collect();
         self.push(defs, &points).await;
+    }
+
+    /// Stores one batch of records only (no samples).
+    async fn records(&mut self, records: Vec<Record>) {
+        self.seq += 1;
+        let b = batch(self.seq, Vec::new(), &[], records);
+        self.store
+            .store_batch(&self.t.agent, &b, &[])
+            .await
+            .unwrap();
     }
 
     async fn rule(&self, sql_values: &str) -> Uuid {
@@ -269,14 +284,20 @@ async fn a_flapping_series_is_marked_and_held_not_notified_per_flap() {
     );
     let flapping: Vec<&Ev> = evs.iter().filter(|e| e.kind == "flapping").collect();
     assert_eq!(flapping.len(), 1, "{:?}", kinds(&evs));
-    assert!(
-        flapping[0].suppressed.is_none(),
-        "the flapping event itself notifies"
+    assert_eq!(
+        flapping[0].suppressed.as_deref(),
+        Some("flapping"),
+        "the first fire was the notification: the mark is recorded, not sent again"
     );
-    let notified = evs.iter().filter(|e| e.suppressed.is_none()).count();
-    assert!(
-        notified <= 3,
-        "{notified} notifications for 30 flaps: {:?}",
+    let notified: Vec<&str> = evs
+        .iter()
+        .filter(|e| e.suppressed.is_none())
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(
+        notified,
+        ["firing"],
+        "one notification for 30 flaps: {:?}",
         kinds(&evs)
     );
     let after_flap = evs.iter().skip_while(|e| e.kind != "flapping").skip(1);
@@ -297,11 +318,163 @@ async fn a_flapping_series_is_marked_and_held_not_notified_per_flap() {
     let ended: Vec<&Ev> = evs.iter().filter(|e| e.kind == "flap_ended").collect();
     assert_eq!(ended.len(), 1);
     assert!(ended[0].suppressed.is_none());
+    assert_eq!(ended[0].facts["state"], "resolved", "it settled resolved");
     let marked: bool = sqlx::query_scalar("SELECT flapping FROM alerts")
         .fetch_one(&rig.db.admin)
         .await
         .unwrap();
     assert!(!marked);
+    rig.db.cleanup().await;
+}
+
+/// The notification kinds a webhook stand-in received, in order.
+fn hook_kinds(hook: &HttpReceiver) -> Vec<String> {
+    hook.requests()
+        .iter()
+        .map(|r| {
+            r.json()["notification"]["kind"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Pushes one sample of series 0 as its own batch; when it wrote events, waits until the real notifier has
+/// dispatched them and delivered what it sends (so that each flap is its own dispatcher round, not grouped).
+async fn push_and_notify(rig: &mut Rig, defs: Vec<SeriesDef>, i: i64, value: f64) {
+    let before = rig.events().await.len();
+    rig.series0(defs, i, &[value]).await;
+    if rig.events().await.len() == before {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM alert_events WHERE dispatched_at IS NULL) \
+                  + (SELECT count(*) FROM notification_deliveries WHERE status <> 'sent')",
+        )
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+        if open == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notifier did not deliver"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_flapping_link_notifies_once_until_stable_and_a_normal_fire_and_resolve_notify_at_once() {
+    let mut rig = Rig::new().await;
+    // ifOperStatus: 1 up, 2 down. Flap window 10: settled after 3 calm polls.
+    rig.rule("rule_key = 'link'; name = 'Link down'; metric = 'if.oper_status'; kind = 'threshold'; op = '>'; \
+              threshold = 1; severity = 'critical'; flap_window = 10; flap_high = 50; flap_low = 25")
+        .await;
+    let hook = HttpReceiver::start(&[], 200).await;
+    let channel: Uuid = sqlx::query_scalar(
+        "INSERT INTO notification_channels (provider_id, name, kind, config, secret) \
+         VALUES ($1, 'NOC hook', 'webhook', jsonb_build_object('url', $2::text), 'whsec_test') RETURNING id",
+    )
+    .bind(rig.t.provider_id)
+    .bind(format!("{}/hook", hook.url()))
+    .fetch_one(&rig.db.admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO notification_policies (provider_id, name, channel_id, severities) \
+         VALUES ($1, 'all', $2, '{info,warning,critical}')",
+    )
+    .bind(rig.t.provider_id)
+    .bind(channel)
+    .execute(&rig.db.admin)
+    .await
+    .unwrap();
+    let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    let cfg = NotifyConfig {
+        grouping_window_ms: 50,
+        poll_interval_ms: 50,
+        allow_private_targets: true,
+        ..NotifyConfig::default()
+    };
+    notify::spawn(rig.db.app.clone(), cfg, &tracker, shutdown.clone()).unwrap();
+    tracker.close();
+
+    let defs = vec![def(0, "router-1", "if.oper_status")];
+    let mut i = 0;
+    let mut poll = |v: f64| {
+        i += 1;
+        (i, v)
+    };
+    // A normal outage: the fire is delivered by itself, then the resolve by itself.
+    let (n, v) = poll(1.0);
+    push_and_notify(&mut rig, defs, n, v).await;
+    let (n, v) = poll(2.0);
+    push_and_notify(&mut rig, vec![], n, v).await;
+    assert_eq!(
+        hook_kinds(&hook),
+        ["firing"],
+        "the fire is notified at once"
+    );
+    for _ in 0..8 {
+        let (n, v) = poll(2.0);
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+    let (n, v) = poll(1.0);
+    push_and_notify(&mut rig, vec![], n, v).await;
+    assert_eq!(
+        hook_kinds(&hook),
+        ["firing", "resolved"],
+        "the resolve is notified at once"
+    );
+    for _ in 0..12 {
+        let (n, v) = poll(1.0);
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+
+    // The link flaps for 20 polls: its first fire goes out, then nothing until it is stable.
+    for k in 0..20 {
+        let (n, v) = poll(if k % 2 == 0 { 2.0 } else { 1.0 });
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+    let sent = hook_kinds(&hook);
+    assert_eq!(
+        sent[2..],
+        ["firing"],
+        "one notification while the link flaps: {sent:?}"
+    );
+    let marked: bool = sqlx::query_scalar("SELECT flapping FROM alerts")
+        .fetch_one(&rig.db.admin)
+        .await
+        .unwrap();
+    assert!(marked, "the alert carries the flapping mark");
+    let evs = rig.events().await;
+    assert!(
+        evs.iter()
+            .any(|e| e.kind == "flapping" && e.suppressed.as_deref() == Some("flapping")),
+        "the mark is in the history: {:?}",
+        kinds(&evs)
+    );
+
+    // It settles up: one recovery, saying so.
+    for _ in 0..15 {
+        let (n, v) = poll(1.0);
+        push_and_notify(&mut rig, vec![], n, v).await;
+    }
+    let sent = hook_kinds(&hook);
+    assert_eq!(sent[2..], ["firing", "flap_ended"], "{sent:?}");
+    let last = hook.requests().last().unwrap().json();
+    assert!(
+        last["text"].as_str().unwrap().contains("normal"),
+        "the recovery says the link is back: {last}"
+    );
+
+    shutdown.cancel();
+    tracker.wait().await;
     rig.db.cleanup().await;
 }
 
@@ -547,6 +720,110 @@ async fn the_timer_records_when_each_device_last_sent_a_sample() {
         last_seen().await,
         newest,
         "the newest sample's time is written"
+    );
+    rig.db.cleanup().await;
+}
+
+#[tokio::test]
+async fn tr069_informs_advance_last_seen_in_the_ingest_transaction() {
+    let mut rig = Rig::new().await;
+    let cpe = "cwmp:00259E-HG8245H-48575443A1B2C3D4";
+    let other = "icmp:192.0.2.7";
+    let tr069 = |key: &str, kind: &str, ts_ms: i64| {
+        Record::Tr069Result(Tr069Result {
+            id: Uuid::now_v7(),
+            ts_ms,
+            device_key: key.to_owned(),
+            task_id: None,
+            kind: kind.to_owned(),
+            ok: true,
+            fault_code: None,
+            fault_string: None,
+            parameters: Vec::new(),
+        })
+    };
+    let event = |key: &str, kind: &str, ts_ms: i64| {
+        Record::Event(Event {
+            id: Uuid::now_v7(),
+            ts_ms,
+            device_key: Some(key.to_owned()),
+            kind: kind.to_owned(),
+            severity: Severity::Info,
+            message: String::new(),
+            attrs: Vec::new(),
+        })
+    };
+    // Both devices exist, last seen a day ago.
+    rig.records(vec![
+        tr069(cpe, "ParameterChanges", now_ms()),
+        event(other, "ping.up", now_ms()),
+    ])
+    .await;
+    sqlx::query("UPDATE devices SET last_seen = now() - interval '1 day'")
+        .execute(&rig.db.admin)
+        .await
+        .unwrap();
+    let admin = rig.db.admin.clone();
+    let last_seen = |key: &'static str| {
+        let admin = admin.clone();
+        async move {
+            let t: chrono::DateTime<chrono::Utc> =
+                sqlx::query_scalar("SELECT last_seen FROM devices WHERE device_key = $1")
+                    .bind(key)
+                    .fetch_one(&admin)
+                    .await
+                    .unwrap();
+            t.timestamp_millis()
+        }
+    };
+    let day_ago = last_seen(cpe).await;
+
+    // Two periodic informs in one batch (the ACS's marker), and a ping event of another device: when
+    // `store_batch` returns (the engine has not run), the CPE is seen at its newest inform, the other device not.
+    let inform = now_ms() - 5_000;
+    rig.records(vec![
+        tr069(cpe, octoisp_shared::TR069_INFORM_SEEN, inform - 60_000),
+        tr069(cpe, octoisp_shared::TR069_INFORM_SEEN, inform),
+        event(other, "ping.down", inform),
+    ])
+    .await;
+    assert_eq!(
+        last_seen(cpe).await,
+        inform,
+        "the newest inform is the last sight"
+    );
+    assert!(
+        last_seen(other).await <= day_ago + 1_000,
+        "a ping event is no sight"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM tr069_results WHERE kind = 'Inform'")
+            .fetch_one(&rig.db.admin)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0, "the inform marker is not stored as a result");
+
+    // An older replayed inform never moves it back; a boot event (cwmp.*) moves it forward; a time in the
+    // future (a CPE-side clock) is capped at the database's clock.
+    rig.records(vec![tr069(
+        cpe,
+        octoisp_shared::TR069_INFORM_SEEN,
+        inform - 30_000,
+    )])
+    .await;
+    assert_eq!(last_seen(cpe).await, inform);
+    let boot = inform + 2_000;
+    rig.records(vec![event(cpe, "cwmp.boot", boot)]).await;
+    assert_eq!(last_seen(cpe).await, boot);
+    rig.records(vec![tr069(
+        cpe,
+        octoisp_shared::TR069_INFORM_SEEN,
+        now_ms() + 3_600_000,
+    )])
+    .await;
+    assert!(
+        last_seen(cpe).await <= now_ms() + 1_000,
+        "not in the future"
     );
     rig.db.cleanup().await;
 }

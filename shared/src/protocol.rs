@@ -292,6 +292,10 @@ pub struct Inventory {
     pub attrs: Vec<(String, String)>,
 }
 
+/// [`Tr069Result::kind`] of the record an ACS sends for an Inform that reported nothing else (a periodic
+/// one): the control plane advances the CPE's `last_seen` with it and does not store it as a result.
+pub const TR069_INFORM_SEEN: &str = "Inform";
+
 /// The outcome of a TR-069 exchange.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tr069Result {

@@ -653,6 +653,10 @@ impl Acs {
                 now,
             ));
         }
+        if records.is_empty() {
+            // Nothing else to report: still tell the control plane the CPE informed (its `last_seen`).
+            records.push(upstream::inform_seen(&device, now));
+        }
         self.upstream(records).await;
         let mut r = Reply::soap(
             &Envelope::new(ns, id, Body::InformResponse { max_envelopes: 1 }),

@@ -1,7 +1,7 @@
 //! What the ACS reports to the control plane through the outbox: CWMP events, inventory of new or changed
 //! devices, parameter changes (never whole trees) and task results. Records only: no I/O here.
 
-use octoisp_shared::{Event, Inventory, Record, Severity, Tr069Result};
+use octoisp_shared::{Event, Inventory, Record, Severity, TR069_INFORM_SEEN, Tr069Result};
 use uuid::Uuid;
 
 use super::cwmp::{EventStruct, Inform, ParameterValue};
@@ -89,4 +89,10 @@ pub fn result(
             .map(|p| (p.name.clone(), p.value.clone()))
             .collect(),
     })
+}
+
+/// The record of an Inform that reported nothing else (a periodic one): the control plane advances the CPE's
+/// `last_seen` with it.
+pub fn inform_seen(device: &str, now_ms: i64) -> Record {
+    result(device, None, TR069_INFORM_SEEN, None, &[], now_ms)
 }

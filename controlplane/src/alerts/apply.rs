@@ -8,16 +8,18 @@
 //! - **Resolve**: `UPDATE ... WHERE state = 'firing' AND changed_ts < $ts`.
 //! - **Flap start/end**: `UPDATE ... WHERE flapping = <old> AND flap_changed_ts < $ts` (a flap start on a target
 //!   with no alert row yet creates the row, resolved).
+//! - **Settle**: `UPDATE ... SET flap_changed_ts = $ts WHERE NOT flapping AND flap_changed_ts < $ts AND state =
+//!   <state>`: one `firing`/`resolved` event with `facts.settled`, for a state whose transition was held.
 //!
 //! `changed_ts` is sample time (the sample, or the absence deadline, that caused the transition), which every
 //! instance computes the same from the same samples; row locks serialize two instances racing on one row and the
 //! loser's guard fails on the winner's version.
 //!
 //! Suppression of an event, first match wins: `maintenance`, `silence`, `inhibited` (the device's POP has its
-//! uplink alert firing; the event carries the uplink alert's `group_key`), `flapping` (transitions of a flapping
-//! target; the `flapping` and `flap_ended` events themselves are not held). Uplink alerts firing in a pass are
-//! written first and their events last, so their facts count the alerts they inhibit, those of the same pass
-//! included.
+//! uplink alert firing; the event carries the uplink alert's `group_key`), `flapping` (transitions held while the
+//! target flaps or settles, see [`crate::alerts::eval`]; `flap_ended` and settle events are never held). Uplink
+//! alerts firing in a pass are written first and their events last, so their facts count the alerts they
+//! inhibit, those of the same pass included.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -64,8 +66,9 @@ pub struct Pending {
     pub target: Target,
     /// What changed.
     pub change: Change,
-    /// Whether the target was flapping after this observation.
-    pub flapping: bool,
+    /// Recorded without notification (`suppressed = 'flapping'`): the target is flapping or has not settled
+    /// since its last notification (see [`crate::alerts::eval`]).
+    pub held: bool,
     /// When the batch that caused it was stored (None: the timer).
     pub stored_at: Option<Instant>,
 }
@@ -106,7 +109,7 @@ pub(crate) async fn apply(
     // 1. Uplink alerts that fire: rows first, events at the end.
     let mut uplink_fired: Vec<(Uuid, usize, u32)> = Vec::new();
     for (i, p) in pending.iter().enumerate() {
-        if let (true, Change::Fire { ts, value }) = (p.rule.is_uplink, p.change) {
+        if let (true, Change::Fire { ts, value, .. }) = (p.rule.is_uplink, p.change) {
             match fire(&mut tx, provider, p, ts, value, None).await? {
                 Some((id, occurrences)) => {
                     state.uplinks.insert(p.target.pop, id);
@@ -127,12 +130,9 @@ pub(crate) async fn apply(
         let inhibitor = (!p.rule.is_uplink)
             .then(|| state.uplinks.get(&p.target.pop).copied())
             .flatten();
-        let quiet = state.cfg.suppression(
-            p.rule.id,
-            p.target.device,
-            p.target.pop,
-            change_ts(p.change),
-        );
+        let quiet = state
+            .cfg
+            .suppression(p.rule.id, p.target.device, p.target.pop, p.change.ts());
         let held = |flapping: bool| {
             quiet
                 .or(inhibitor.map(|_| "inhibited"))
@@ -141,7 +141,7 @@ pub(crate) async fn apply(
         let group = |id: Uuid| format!("alert:{}", inhibitor.unwrap_or(id));
         match p.change {
             Change::Fire { .. } if p.rule.is_uplink => {}
-            Change::Fire { ts, value } => {
+            Change::Fire { ts, value, .. } => {
                 match fire(&mut tx, provider, p, ts, value, inhibitor).await? {
                     Some((id, occurrences)) => {
                         let facts = facts(state, p, Some(value), occurrences, None);
@@ -154,7 +154,7 @@ pub(crate) async fn apply(
                                 kind: "firing",
                                 target: &p.target,
                                 group_key: group(id),
-                                suppressed: held(p.flapping),
+                                suppressed: held(p.held),
                                 facts,
                                 ts: to_time(ts),
                             },
@@ -167,7 +167,7 @@ pub(crate) async fn apply(
                     }
                 }
             }
-            Change::Resolve { ts, value } => {
+            Change::Resolve { ts, value, .. } => {
                 let row: Option<(Uuid, i32, Option<Uuid>)> = sqlx::query_as(
                     "UPDATE alerts SET state = 'resolved', changed_ts = $4, resolved_at = $4, value = $5, \
                             version = version + 1 \
@@ -196,7 +196,7 @@ pub(crate) async fn apply(
                 let inhibitor = inhibited_by.or(inhibitor);
                 let suppressed = quiet
                     .or(inhibitor.map(|_| "inhibited"))
-                    .or(p.flapping.then_some("flapping"));
+                    .or(p.held.then_some("flapping"));
                 let facts = facts(state, p, Some(value), occurrences, inhibited_count);
                 insert_event(
                     &mut tx,
@@ -215,7 +215,47 @@ pub(crate) async fn apply(
                 .await?;
                 wrote(p, &mut events);
             }
-            Change::FlapStart { ts } | Change::FlapEnd { ts } => {
+            Change::Settle { ts, firing } => {
+                // The row already holds the state (its transition was held): the guard makes one instance tell it.
+                let row: Option<(Uuid, i32)> = sqlx::query_as(
+                    "UPDATE alerts SET flap_changed_ts = $4, version = version + 1 \
+                     WHERE provider_id = $1 AND rule_id = $2 AND target_key = $3 AND NOT flapping \
+                       AND flap_changed_ts < $4 AND state = $5 \
+                     RETURNING id, occurrences",
+                )
+                .bind(provider)
+                .bind(p.rule.id)
+                .bind(&p.target.key)
+                .bind(to_time(ts))
+                .bind(if firing { "firing" } else { "resolved" })
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((id, occurrences)) = row else {
+                    stats.lost_races.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                let mut facts = facts(state, p, None, occurrences, None);
+                if let Value::Object(map) = &mut facts {
+                    map.insert("settled".into(), json!(true));
+                }
+                insert_event(
+                    &mut tx,
+                    provider,
+                    Event {
+                        alert_id: id,
+                        rule: &p.rule,
+                        kind: if firing { "firing" } else { "resolved" },
+                        target: &p.target,
+                        group_key: group(id),
+                        suppressed: quiet.or(inhibitor.map(|_| "inhibited")),
+                        facts,
+                        ts: to_time(ts),
+                    },
+                )
+                .await?;
+                wrote(p, &mut events);
+            }
+            Change::FlapStart { ts, .. } | Change::FlapEnd { ts, .. } => {
                 let start = matches!(p.change, Change::FlapStart { .. });
                 let row: Option<(Uuid, i32)> = if start {
                     sqlx::query_as(
@@ -258,7 +298,14 @@ pub(crate) async fn apply(
                     stats.lost_races.fetch_add(1, Ordering::Relaxed);
                     continue;
                 };
-                let facts = facts(state, p, None, occurrences, None);
+                let mut facts = facts(state, p, None, occurrences, None);
+                if let (Value::Object(map), Change::FlapEnd { firing, .. }) = (&mut facts, p.change)
+                {
+                    map.insert(
+                        "state".into(),
+                        json!(if firing { "firing" } else { "resolved" }),
+                    );
+                }
                 insert_event(
                     &mut tx,
                     provider,
@@ -268,7 +315,9 @@ pub(crate) async fn apply(
                         kind: if start { "flapping" } else { "flap_ended" },
                         target: &p.target,
                         group_key: group(id),
-                        suppressed: quiet.or(inhibitor.map(|_| "inhibited")),
+                        suppressed: quiet
+                            .or(inhibitor.map(|_| "inhibited"))
+                            .or(p.held.then_some("flapping")),
                         facts,
                         ts: to_time(ts),
                     },
@@ -295,7 +344,7 @@ pub(crate) async fn apply(
         .await?;
         let count = count_inhibited(&mut tx, provider, id).await?;
         let (ts, value) = match p.change {
-            Change::Fire { ts, value } => (ts, value),
+            Change::Fire { ts, value, .. } => (ts, value),
             _ => continue,
         };
         let quiet = state
@@ -311,7 +360,7 @@ pub(crate) async fn apply(
                 kind: "firing",
                 target: &p.target,
                 group_key: format!("alert:{id}"),
-                suppressed: quiet.or(p.flapping.then_some("flapping")),
+                suppressed: quiet.or(p.held.then_some("flapping")),
                 facts,
                 ts: to_time(ts),
             },
@@ -453,15 +502,6 @@ fn facts(
         }
     }
     facts
-}
-
-fn change_ts(c: Change) -> i64 {
-    match c {
-        Change::Fire { ts, .. }
-        | Change::Resolve { ts, .. }
-        | Change::FlapStart { ts }
-        | Change::FlapEnd { ts } => ts,
-    }
 }
 
 fn finite(v: f64) -> Option<f64> {

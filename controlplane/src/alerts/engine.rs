@@ -280,7 +280,7 @@ impl Engine {
                             labels: entry.labels.to_string(),
                         },
                         change,
-                        flapping: ts_state.flapping,
+                        held: change.held(),
                         stored_at: Some(msg.stored_at),
                     });
                 }
@@ -299,7 +299,7 @@ impl Engine {
                             rule: rule.clone(),
                             target: target.clone(),
                             change,
-                            flapping: ts_state.flapping,
+                            held: change.held(),
                             stored_at: Some(msg.stored_at),
                         });
                     }
@@ -409,7 +409,7 @@ impl Engine {
                         rule: rule.clone(),
                         target: target.clone(),
                         change,
-                        flapping: false,
+                        held: change.held(),
                         stored_at: None,
                     });
                 }
@@ -441,7 +441,7 @@ impl Engine {
                             labels: entry.labels.to_string(),
                         },
                         change,
-                        flapping: false,
+                        held: change.held(),
                         stored_at: None,
                     });
                 }

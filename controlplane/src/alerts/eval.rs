@@ -10,6 +10,18 @@
 //! state) are kept; each change between neighbours is weighted from 0.8 (oldest) to 1.2 (newest); flapping
 //! starts when the weighted changes exceed `high` percent of the possible ones and ends below `low`. The history
 //! starts filled with the first observed state, so a lone transition never looks like flapping.
+//!
+//! Notifications of a target with flap detection are held while its state keeps changing, so that a flapping
+//! series notifies once, not once per flap (as Alertmanager's grouping does in time, here in observations):
+//!
+//! - a transition of a settled target is notified at once (a normal fire or resolve) and opens an *episode*;
+//! - during an episode, every further transition is recorded but held (`held`), and so is the `flapping` mark
+//!   (the episode's first fire was its notification); a `flapping` mark that opens an episode (the observations
+//!   flapped inside a `for` duration, no fire yet) is notified and opens it;
+//! - the episode ends when the target is calm again: by a `flap_ended` (notified) when it was flapping, or by a
+//!   [`Change::Settle`] after [`settle_observations`] observations without a state change, which notifies the
+//!   current state only when it differs from the last one notified (a fire, a held resolve, then calm: one
+//!   recovery; a fire, then calm while firing: nothing more).
 
 use std::collections::VecDeque;
 
@@ -155,6 +167,8 @@ pub enum Change {
         ts: i64,
         /// The value that fired it (NaN for absence).
         value: f64,
+        /// Recorded but not notified: the target is flapping or has not settled since its last notification.
+        held: bool,
     },
     /// The alert resolves.
     Resolve {
@@ -162,17 +176,61 @@ pub enum Change {
         ts: i64,
         /// The value that resolved it.
         value: f64,
+        /// As for `Fire`.
+        held: bool,
     },
     /// The target started flapping.
     FlapStart {
         /// Sample time, ms.
         ts: i64,
+        /// Not notified: this episode has already notified (its first fire).
+        held: bool,
     },
-    /// The target stopped flapping.
+    /// The target stopped flapping (always notified: it carries the settled state).
     FlapEnd {
         /// Sample time, ms.
         ts: i64,
+        /// Whether the alert is firing now.
+        firing: bool,
     },
+    /// The target settled after held transitions and is now in a state other than the last notified one:
+    /// notify that state (the alert row already holds it).
+    Settle {
+        /// Sample time, ms.
+        ts: i64,
+        /// The state to notify.
+        firing: bool,
+    },
+}
+
+impl Change {
+    /// Sample time of the change, ms.
+    pub fn ts(self) -> i64 {
+        match self {
+            Change::Fire { ts, .. }
+            | Change::Resolve { ts, .. }
+            | Change::FlapStart { ts, .. }
+            | Change::FlapEnd { ts, .. }
+            | Change::Settle { ts, .. } => ts,
+        }
+    }
+
+    /// Whether the change is recorded without notification (`suppressed = 'flapping'`).
+    pub fn held(self) -> bool {
+        match self {
+            Change::Fire { held, .. }
+            | Change::Resolve { held, .. }
+            | Change::FlapStart { held, .. } => held,
+            Change::FlapEnd { .. } | Change::Settle { .. } => false,
+        }
+    }
+}
+
+/// Calm observations after which a target with flap detection counts as settled: a quarter of the flap window,
+/// at least 2 (6 for the default window of 21).
+pub fn settle_observations(flap: FlapSettings) -> u32 {
+    let window = flap.window.clamp(3, 100) as u32;
+    window.div_ceil(4).max(2)
 }
 
 /// The state of one rule on one target.
@@ -190,6 +248,12 @@ pub struct TargetState {
     pub last_value: f64,
     pending_since: Option<i64>,
     history: VecDeque<bool>,
+    /// Observations since the observed state last changed (saturating).
+    calm: u32,
+    /// From a notified transition (or flap mark) until the target settles: further transitions are held.
+    episode: bool,
+    /// The state the last notification told (firing or not).
+    told_firing: bool,
 }
 
 impl TargetState {
@@ -203,6 +267,9 @@ impl TargetState {
             last_value: f64::NAN,
             pending_since: None,
             history: VecDeque::new(),
+            calm: u32::MAX,
+            episode: false,
+            told_firing: firing,
         }
     }
 
@@ -292,7 +359,9 @@ impl TargetState {
             out.push(Change::Fire {
                 ts,
                 value: f64::NAN,
+                held: false,
             });
+            self.told_firing = true;
         }
     }
 
@@ -314,31 +383,69 @@ impl TargetState {
             let state = obs.unwrap_or_else(|| self.history.back().copied().unwrap_or(self.firing));
             self.record(flap, state, ts, out);
         }
-        if !self.firing {
+        let transition = if !self.firing {
             if obs == Some(true) {
                 let since = *self.pending_since.get_or_insert(ts);
-                if ts - since >= eval.for_ms {
-                    self.set_firing(true);
-                    out.push(Change::Fire { ts, value });
-                }
+                (ts - since >= eval.for_ms).then_some(true)
             } else {
                 self.pending_since = None;
+                None
             }
         } else if obs == Some(false) {
             let since = *self.pending_since.get_or_insert(ts);
-            if ts - since >= eval.recover_for_ms {
-                self.set_firing(false);
-                out.push(Change::Resolve { ts, value });
-            }
+            (ts - since >= eval.recover_for_ms).then_some(false)
         } else {
             self.pending_since = None;
+            None
+        };
+        if let Some(firing) = transition {
+            self.set_firing(firing);
+            let held = match eval.flap {
+                None => false,
+                Some(_) => self.hold(),
+            };
+            if !held {
+                self.told_firing = firing;
+            }
+            out.push(if firing {
+                Change::Fire { ts, value, held }
+            } else {
+                Change::Resolve { ts, value, held }
+            });
+        } else if let Some(flap) = eval.flap
+            && self.episode
+            && !self.flapping
+            && self.calm >= settle_observations(flap)
+        {
+            // Settled after held transitions: tell the state if it is not the one last told.
+            self.episode = false;
+            if self.firing != self.told_firing {
+                self.told_firing = self.firing;
+                out.push(Change::Settle {
+                    ts,
+                    firing: self.firing,
+                });
+            }
         }
+    }
+
+    /// Whether a transition happening now is held (the target is flapping or inside an episode); a transition
+    /// that is not held opens an episode.
+    fn hold(&mut self) -> bool {
+        let held = self.flapping || self.episode;
+        self.episode = true;
+        held
     }
 
     fn record(&mut self, flap: FlapSettings, state: bool, ts: i64, out: &mut Vec<Change>) {
         let window = flap.window.clamp(3, 100);
         if self.history.is_empty() {
             self.history.extend(std::iter::repeat_n(state, window));
+        }
+        if self.history.back() == Some(&state) {
+            self.calm = self.calm.saturating_add(1);
+        } else {
+            self.calm = 0;
         }
         self.history.push_back(state);
         while self.history.len() > window {
@@ -347,10 +454,18 @@ impl TargetState {
         let pct = percent_state_change(&self.history);
         if !self.flapping && pct > flap.high {
             self.flapping = true;
-            out.push(Change::FlapStart { ts });
+            // A flap mark that opens an episode is its one notification; after a notified fire it is held.
+            let held = self.episode;
+            self.episode = true;
+            out.push(Change::FlapStart { ts, held });
         } else if self.flapping && pct < flap.low {
             self.flapping = false;
-            out.push(Change::FlapEnd { ts });
+            self.episode = false;
+            self.told_firing = self.firing;
+            out.push(Change::FlapEnd {
+                ts,
+                firing: self.firing,
+            });
         }
     }
 }
@@ -422,7 +537,8 @@ mod tests {
             out,
             vec![Change::Fire {
                 ts: 110_000,
-                value: 96.0
+                value: 96.0,
+                held: false
             }]
         );
         let out = run(&eval, &mut s, &[(120_000, 85.0), (130_000, 81.0)]);
@@ -432,7 +548,8 @@ mod tests {
             out,
             vec![Change::Resolve {
                 ts: 140_000,
-                value: 79.0
+                value: 79.0,
+                held: false
             }]
         );
     }
@@ -516,5 +633,117 @@ mod tests {
         out.clear();
         s.observe(&eval, 95_000, 1.0, &mut out);
         assert!(matches!(out[..], [Change::Resolve { ts: 95_000, .. }]));
+    }
+
+    fn flapping_rule() -> Evaluation {
+        Evaluation {
+            flap: Some(FlapSettings {
+                window: 10,
+                high: 50.0,
+                low: 25.0,
+            }),
+            ..threshold(0, 90.0)
+        }
+    }
+
+    fn notified(out: &[Change]) -> Vec<Change> {
+        out.iter().copied().filter(|c| !c.held()).collect()
+    }
+
+    #[test]
+    fn a_flapping_series_notifies_its_first_fire_then_holds_until_it_settles() {
+        let eval = flapping_rule();
+        let mut s = TargetState::new(Uuid::nil(), false);
+        let mut out = Vec::new();
+        for i in 0..40 {
+            s.observe(&eval, i, if i % 2 == 0 { 95.0 } else { 50.0 }, &mut out);
+        }
+        assert!(s.flapping);
+        let told = notified(&out);
+        assert!(
+            matches!(told[..], [Change::Fire { ts: 0, .. }]),
+            "one notification while flapping: {told:?}"
+        );
+        assert_eq!(
+            out.iter()
+                .filter(|c| matches!(c, Change::FlapStart { held: true, .. }))
+                .count(),
+            1,
+            "the mark is recorded once: {out:?}"
+        );
+        out.clear();
+        for i in 40..80 {
+            s.observe(&eval, i, 50.0, &mut out);
+        }
+        assert!(
+            matches!(out[..], [Change::FlapEnd { firing: false, .. }]),
+            "one recovery when it settles: {out:?}"
+        );
+        // Settled: the next fire and resolve notify at once.
+        out.clear();
+        s.observe(&eval, 80, 95.0, &mut out);
+        assert!(
+            matches!(out[..], [Change::Fire { held: false, .. }]),
+            "{out:?}"
+        );
+        out.clear();
+        for i in 81..90 {
+            s.observe(&eval, i, 95.0, &mut out);
+        }
+        s.observe(&eval, 90, 50.0, &mut out);
+        assert!(
+            matches!(out[..], [Change::Resolve { held: false, .. }]),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_quick_resolve_is_held_then_told_once_calm() {
+        let eval = flapping_rule();
+        let mut s = TargetState::new(Uuid::nil(), false);
+        let mut out = Vec::new();
+        for (i, v) in [50.0, 95.0, 95.0, 50.0].into_iter().enumerate() {
+            s.observe(&eval, i as i64, v, &mut out);
+        }
+        assert!(matches!(
+            out[..],
+            [
+                Change::Fire { held: false, .. },
+                Change::Resolve { held: true, .. }
+            ]
+        ));
+        out.clear();
+        for i in 4..20 {
+            s.observe(&eval, i, 50.0, &mut out);
+        }
+        let settle = settle_observations(eval.flap.unwrap_or(FlapSettings {
+            window: 10,
+            high: 50.0,
+            low: 25.0,
+        }));
+        assert_eq!(
+            out,
+            vec![Change::Settle {
+                ts: 3 + i64::from(settle),
+                firing: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_series_flapping_inside_its_for_duration_notifies_the_mark_once() {
+        let eval = Evaluation {
+            for_ms: 1_000,
+            ..flapping_rule()
+        };
+        let mut s = TargetState::new(Uuid::nil(), false);
+        let mut out = Vec::new();
+        for i in 0..40 {
+            s.observe(&eval, i, if i % 2 == 0 { 95.0 } else { 50.0 }, &mut out);
+        }
+        assert!(
+            matches!(notified(&out)[..], [Change::FlapStart { held: false, .. }]),
+            "{out:?}"
+        );
     }
 }

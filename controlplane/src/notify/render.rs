@@ -207,6 +207,19 @@ pub fn render(event: &EventText<'_>, lang: Language) -> Rendered {
             severity_label(severity, lang)
         ),
     };
+    match (*kind, fact_text(facts, "state"), lang) {
+        ("flap_ended", Some("firing"), Language::PtBr) => body.push_str(" Continua disparado."),
+        ("flap_ended", Some("firing"), Language::En) => body.push_str(" It is still firing."),
+        ("flap_ended", Some("resolved"), Language::PtBr) => body.push_str(" Está normal agora."),
+        ("flap_ended", Some("resolved"), Language::En) => body.push_str(" It is back to normal."),
+        _ => {}
+    }
+    if facts.get("settled") == Some(&Value::Bool(true)) {
+        body.push_str(match lang {
+            Language::PtBr => " Estado estável após oscilações.",
+            Language::En => " Steady after changing state several times.",
+        });
+    }
     if let Some(m) = measurement(facts, lang) {
         body.push(' ');
         body.push_str(&m);

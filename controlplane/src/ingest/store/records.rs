@@ -3,13 +3,18 @@
 //! are inserted `ON CONFLICT DO NOTHING` on `(provider_id, id)`; inventory is appended to `device_inventory_log`
 //! and applied to `devices` unless the device already shows a newer report. Text is stored verbatim except NUL,
 //! which PostgreSQL cannot hold in text or jsonb and which becomes U+FFFD.
+//!
+//! TR-069 records (results, `cwmp.*` events, and the [`TR069_INFORM_SEEN`] marker the ACS sends for an Inform that
+//! reported nothing else) advance `devices.last_seen` of their CPEs, in one statement per batch. The marker is not
+//! stored as a result: it only says the CPE informed.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use octoisp_shared::{
-    CommandResult, CommandStatus, DropReport, Event, Inventory, Record, Severity, Tr069Result,
+    CommandResult, CommandStatus, DropReport, Event, Inventory, Record, Severity,
+    TR069_INFORM_SEEN, Tr069Result,
 };
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -99,9 +104,10 @@ impl<'a> Records<'a> {
         if !self.inventory.is_empty() {
             self.insert_inventory(conn, agent, &device).await?;
         }
-        if !self.tr069.is_empty() {
+        if self.tr069.iter().any(|t| t.kind != TR069_INFORM_SEEN) {
             self.insert_tr069(conn, agent, &device).await?;
         }
+        self.advance_last_seen(conn, agent, &device).await?;
         if !self.commands.is_empty() {
             self.insert_commands(conn, agent).await?;
             let ids: Vec<Uuid> = self.commands.iter().map(|c| c.command_id).collect();
@@ -273,6 +279,7 @@ impl<'a> Records<'a> {
         device: &impl Fn(&str) -> Option<Uuid>,
     ) -> Result<(), StoreError> {
         let mut results = self.tr069.clone();
+        results.retain(|r| r.kind != TR069_INFORM_SEEN);
         results.sort_unstable_by_key(|r| r.id);
         let mut devs = Vec::with_capacity(results.len());
         for r in &results {
@@ -305,6 +312,49 @@ impl<'a> Records<'a> {
         .bind(results.iter().map(|r| r.fault_code.map(i64::from)).collect::<Vec<_>>())
         .bind(results.iter().map(|r| r.fault_string.as_deref().map(|s| clean(s).into_owned())).collect::<Vec<_>>())
         .bind(results.iter().map(|r| pairs_json(&r.parameters)).collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    /// Moves `devices.last_seen` of the CPEs that TR-069 records of this batch come from to their newest record
+    /// (never backwards, never past the database's clock): one statement for the whole batch. Inventory records
+    /// already do this in their own update.
+    async fn advance_last_seen(
+        &self,
+        conn: &mut PgConnection,
+        agent: &AgentRecord,
+        device: &impl Fn(&str) -> Option<Uuid>,
+    ) -> Result<(), StoreError> {
+        let mut newest: HashMap<Uuid, i64> = HashMap::new();
+        let cwmp_events = self
+            .events
+            .iter()
+            .filter(|e| e.kind.starts_with("cwmp."))
+            .filter_map(|e| Some((e.device_key.as_deref()?, e.ts_ms)));
+        let results = self.tr069.iter().map(|t| (t.device_key.as_str(), t.ts_ms));
+        for (key, ts) in cwmp_events.chain(results) {
+            if let Some(id) = device(key) {
+                let t = newest.entry(id).or_insert(ts);
+                *t = (*t).max(ts);
+            }
+        }
+        if newest.is_empty() {
+            return Ok(());
+        }
+        let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = newest
+            .into_iter()
+            .map(|(id, ts)| (id, ms_to_time(ts)))
+            .unzip();
+        sqlx::query(
+            "UPDATE devices AS d SET last_seen = least(u.t, now()) \
+             FROM unnest($2::uuid[], $3::timestamptz[]) AS u(id, t) \
+             WHERE d.provider_id = $1 AND d.id = u.id AND d.last_seen < least(u.t, now())",
+        )
+        .bind(agent.provider_id)
+        .bind(&ids)
+        .bind(&times)
         .execute(&mut *conn)
         .await
         .map_err(classify)?;
