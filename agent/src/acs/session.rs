@@ -30,9 +30,10 @@ use super::auth::{AuthOutcome, DigestServer};
 use super::cwmp::{self, Body, CwmpVersion, Envelope, Fault, Inform, Limits, ParameterValue};
 use super::firmware::{Campaign, Decision, FirmwareDir, Outcome};
 use super::normalize::Rules;
-use super::store::{AcsStore, InformRecord, StoreError};
+use super::store::{AcsStore, Db, InformRecord, StoreError};
 use super::tasks::{RetryPolicy, TaskKind, TaskState, Verdict};
 use super::templates::{DeviceFacts, Template};
+use super::writer::StoreWriter;
 use super::{config::AcsSection, now_ms, upstream};
 use crate::outbox::Outbox;
 
@@ -315,6 +316,9 @@ pub struct Acs {
     pub opts: AcsOptions,
     /// Device store.
     pub store: AcsStore,
+    /// The store's writer thread, which runs the sessions' store work (`None` if it could not start: the work
+    /// then runs in `spawn_blocking`).
+    writer: Option<StoreWriter>,
     outbox: Option<Outbox>,
     digest: DigestServer,
     sessions: Mutex<Sessions>,
@@ -334,7 +338,13 @@ enum SessionError {
 impl Acs {
     /// An ACS over `store`, reporting to `outbox` when given.
     pub fn new(opts: AcsOptions, store: AcsStore, outbox: Option<Outbox>) -> Acs {
+        let writer = StoreWriter::spawn(store.clone())
+            .inspect_err(|err| {
+                tracing::warn!(error = %err, "ACS store writer thread not started; store work runs in spawn_blocking.");
+            })
+            .ok();
         Acs {
+            writer,
             digest: DigestServer::new(opts.realm.clone()),
             permits: Arc::new(Semaphore::new(opts.max_sessions)),
             opts,
@@ -354,12 +364,16 @@ impl Acs {
         self.sessions().by_device.len()
     }
 
+    /// Runs store work on the writer thread (grouped with other sessions' work, one commit per group).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(AcsStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, SessionError> {
+        if let Some(w) = &self.writer {
+            return Ok(w.run(f).await?);
+        }
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(store)).await??)
+        Ok(tokio::task::spawn_blocking(move || f(&mut store.lock())).await??)
     }
 
     async fn upstream(&self, records: Vec<Record>) {
@@ -605,7 +619,7 @@ impl Acs {
                         template: None,
                     })
                     .collect();
-                queue.extend(template_work(&s, &device, &templates, bootstrap, now)?);
+                queue.extend(template_work(s, &device, &templates, bootstrap, now)?);
                 Ok((outcome, queue))
             })
             .await
@@ -890,7 +904,7 @@ impl Acs {
                 Ok((
                     s.device(&dev)?,
                     s.conn_req_credentials(&dev)?,
-                    udp_address(&s, &dev)?,
+                    udp_address(s, &dev)?,
                 ))
             })
             .await
@@ -976,7 +990,7 @@ impl Acs {
 
 /// The settings of the templates that apply to a device and differ from its stored values.
 fn template_work(
-    s: &AcsStore,
+    s: &mut Db,
     device: &str,
     templates: &[Template],
     bootstrap: bool,
@@ -1044,7 +1058,7 @@ fn is_cpe_answer(body: &Body) -> bool {
 }
 
 /// The `UDPConnectionRequestAddress` a device reported (TR-098 or TR-181), or empty.
-pub fn udp_address(store: &AcsStore, device: &str) -> Result<String, super::store::StoreError> {
+pub fn udp_address(store: &Db, device: &str) -> Result<String, super::store::StoreError> {
     for root in ["InternetGatewayDevice", "Device"] {
         let name = format!("{root}.ManagementServer.UDPConnectionRequestAddress");
         if let Some(p) = store
