@@ -590,7 +590,8 @@ impl Acs {
         let bootstrap = inform.events.iter().any(|e| e.code == "0 BOOTSTRAP");
         let ip = req.peer.to_string();
         let setup = {
-            let (device, ip, inform) = (device.clone(), ip.clone(), inform.clone());
+            // The Inform moves to the writer thread and comes back with the outcome (no copy of its parameters).
+            let (device, ip) = (device.clone(), ip.clone());
             let templates = if boot {
                 self.opts.templates.clone()
             } else {
@@ -620,11 +621,11 @@ impl Acs {
                     })
                     .collect();
                 queue.extend(template_work(s, &device, &templates, bootstrap, now)?);
-                Ok((outcome, queue))
+                Ok((outcome, queue, inform))
             })
             .await
         };
-        let (outcome, queue) = match setup {
+        let (outcome, queue, inform) = match setup {
             Ok(x) => x,
             Err(err) => return self.internal_error(&device, &err),
         };
