@@ -11,6 +11,7 @@
 #   LIGHT          sessions of the light run (default 50000)
 #   MIXED          sessions of the mixed run (default 20000)
 #   BOOT_DEVICES   devices of the boot storm (default 100000)
+#   INPROCESS      1 (default): the in-process runs; 0: skip them
 #   SEPARATE       1 (default): also run the light sessions and the boot storm against the release daemon in a
 #                  process of its own, and report the daemon's peak RSS (VmHWM); 0: in-process runs only
 #
@@ -37,6 +38,7 @@ LIGHT=${LIGHT:-50000}
 MIXED=${MIXED:-20000}
 BOOT_DEVICES=${BOOT_DEVICES:-100000}
 SEPARATE=${SEPARATE:-1}
+INPROCESS=${INPROCESS:-1}
 
 cargo build --release -p octoisp-agent --example cpe_sim --bin octoisp-agent >&2
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -44,9 +46,11 @@ SIM="$TARGET/release/examples/cpe_sim"
 AGENT="$TARGET/release/octoisp-agent"
 
 echo "commit $(git rev-parse --short HEAD), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$INPROCESS" = 1 ]; then
 "$SIM" --mode light --devices "$DEVICES" --concurrency "$CONCURRENCY" --sessions "$LIGHT"
 "$SIM" --mode mixed --devices "$DEVICES" --concurrency "$CONCURRENCY" --sessions "$MIXED"
 "$SIM" --mode boot --devices "$BOOT_DEVICES" --concurrency "$CONCURRENCY"
+fi
 
 [ "$SEPARATE" = 1 ] || exit 0
 
@@ -57,7 +61,7 @@ separate() { # mode devices sessions
     dir=$(mktemp -d)
     port=$((20000 + RANDOM % 20000))
     printf 'state_dir = "%s/state"\n[outbox]\nsynchronous = "normal"\n[log]\nlevel = "warn"\n' "$dir" > "$dir/agent.toml"
-    "$AGENT" -c "$dir/agent.toml" run --acs-listen "127.0.0.1:$port" > "$dir/agent.log" 2>&1 &
+    "$AGENT" --config "$dir/agent.toml" run --acs-listen "127.0.0.1:$port" > "$dir/agent.log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
@@ -65,7 +69,7 @@ separate() { # mode devices sessions
     done
     echo "separate process: agent pid $pid, RSS at start $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") kB, load $(cut -d' ' -f1-3 /proc/loadavg)"
     "$SIM" --acs "127.0.0.1:$port" --mode "$1" --devices "$2" --concurrency "$CONCURRENCY" --sessions "$3"
-    echo "agent: VmRSS $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") kB, VmHWM (peak) $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") kB, devices $("$AGENT" -c "$dir/agent.toml" acs devices --json | grep -o '"id"' | wc -l), load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "agent: VmRSS $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") kB, VmHWM (peak) $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") kB, devices $("$AGENT" --config "$dir/agent.toml" acs devices --json | grep -o '"id"' | wc -l), load $(cut -d' ' -f1-3 /proc/loadavg)"
     kill "$pid"
     wait "$pid" || true
     rm -rf "$dir"

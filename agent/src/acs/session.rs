@@ -692,7 +692,7 @@ impl Acs {
         while st.in_flight.is_none()
             && let Some(id) = st.queue.front().and_then(|p| p.task.clone())
         {
-            let gone = matches!(self.blocking(move |s| s.task(&id)).await, Ok(None));
+            let gone = matches!(self.blocking(move |s| s.task_exists(&id)).await, Ok(false));
             if !gone {
                 break;
             }

@@ -236,6 +236,8 @@ impl AcsStore {
             source,
         };
         conn.busy_timeout(Duration::from_secs(5)).map_err(sq)?;
+        // Every statement of the hot paths stays prepared (the default cache of 16 is smaller than their number).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sq)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -426,9 +428,13 @@ impl Db {
         &self.path
     }
 
-    /// Runs `sql` (transaction control of the writer thread).
-    pub(crate) fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
-        self.conn.execute_batch(sql).map_err(|e| self.err(e))
+    /// Runs one statement of the writer thread's transaction control (`BEGIN`, `SAVEPOINT`...), prepared once.
+    pub(crate) fn control(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
     }
 
     /// Drops every Inform fingerprint (a transaction they rode on did not commit).
@@ -692,6 +698,14 @@ impl Db {
         }
     }
 
+    /// Whether a task exists (any state).
+    pub fn task_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")
+            .and_then(|mut s| s.exists([id]))
+            .map_err(|e| self.err(e))
+    }
+
     /// One task.
     pub fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         Ok(self
@@ -924,6 +938,73 @@ mod tests {
             s.params("00259E-EG8145V5-1", "").unwrap(),
             p2,
             "BOOTSTRAP dropped the tree"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_inform_skips_its_upserts_but_never_hides_a_change() {
+        let s = AcsStore::open_in_memory().unwrap();
+        let id = "00259E-EG8145V5-1";
+        let p1 = [
+            ParameterValue::string("InternetGatewayDevice.X.SSID", "casa"),
+            ParameterValue::string("InternetGatewayDevice.X.Channel", "6"),
+        ];
+        assert_eq!(
+            s.record_inform(&inform(&p1, false)).unwrap().changed.len(),
+            2
+        );
+        assert_eq!(s.lock().fingerprints(), 1);
+        assert!(
+            s.record_inform(&inform(&p1, false))
+                .unwrap()
+                .changed
+                .is_empty()
+        );
+        // A task wrote another value for an informed parameter: the next Inform compares with the file again,
+        // so the CPE's value (the Set did not stick) is stored and reported.
+        s.store_params(
+            id,
+            &[ParameterValue::string(
+                "InternetGatewayDevice.X.SSID",
+                "other",
+            )],
+            2,
+        )
+        .unwrap();
+        let o = s.record_inform(&inform(&p1, false)).unwrap();
+        assert_eq!(o.changed, vec![p1[0].clone()]);
+        assert_eq!(
+            s.params(id, "InternetGatewayDevice.X.SSID").unwrap()[0].value,
+            "casa"
+        );
+        // A task that read values equal to the stored ones keeps the fingerprint.
+        s.store_params(
+            id,
+            &[ParameterValue::string(
+                "InternetGatewayDevice.X.Channel",
+                "6",
+            )],
+            3,
+        )
+        .unwrap();
+        assert!(
+            s.record_inform(&inform(&p1, false))
+                .unwrap()
+                .changed
+                .is_empty()
+        );
+        // A different value in the Inform itself is stored and reported.
+        let p2 = [
+            p1[0].clone(),
+            ParameterValue::string("InternetGatewayDevice.X.Channel", "11"),
+        ];
+        assert_eq!(
+            s.record_inform(&inform(&p2, false)).unwrap().changed,
+            vec![p2[1].clone()]
+        );
+        assert_eq!(
+            s.params(id, "InternetGatewayDevice.X.Channel").unwrap()[0].value,
+            "11"
         );
     }
 

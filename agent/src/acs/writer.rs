@@ -117,7 +117,7 @@ fn run_group(db: &mut Db, group: Vec<Job>) -> Vec<Answer> {
         path: db.path().to_owned(),
         reason,
     };
-    if let Err(err) = db.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(err) = db.control("BEGIN IMMEDIATE") {
         let reason = err.to_string();
         return group
             .into_iter()
@@ -127,18 +127,19 @@ fn run_group(db: &mut Db, group: Vec<Job>) -> Vec<Answer> {
     let mut answers = Vec::with_capacity(group.len());
     let mut any_failed = false;
     for job in group {
-        let result = match db.execute_batch("SAVEPOINT acs_job") {
+        let result = match db.control("SAVEPOINT acs_job") {
             Err(err) => Err(err),
             Ok(()) => {
                 let work = job.work;
                 let r = catch_unwind(AssertUnwindSafe(|| work(db)))
                     .unwrap_or_else(|_| Err(failed(db, "the store work panicked".into())));
                 let end = if r.is_ok() {
-                    "RELEASE acs_job"
+                    db.control("RELEASE acs_job")
                 } else {
-                    "ROLLBACK TO acs_job; RELEASE acs_job"
+                    db.control("ROLLBACK TO acs_job")
+                        .and_then(|()| db.control("RELEASE acs_job"))
                 };
-                match (r, db.execute_batch(end)) {
+                match (r, end) {
                     (Ok(out), Ok(())) => Ok(out),
                     (Err(err), _) | (Ok(_), Err(err)) => Err(err),
                 }
@@ -151,9 +152,9 @@ fn run_group(db: &mut Db, group: Vec<Job>) -> Vec<Answer> {
         // A rolled-back job may have left fingerprints of writes that are not in the file.
         db.forget_informs();
     }
-    if let Err(err) = db.execute_batch("COMMIT") {
+    if let Err(err) = db.control("COMMIT") {
         tracing::error!(path = db.path(), error = %err, jobs = answers.len(), "ACS store commit failed.");
-        let _ = db.execute_batch("ROLLBACK");
+        let _ = db.control("ROLLBACK");
         db.forget_informs();
         let reason = format!("commit failed: {err}");
         return answers
