@@ -495,21 +495,40 @@ impl Acs {
     }
 
     /// Checks the CPE's credentials: its own (which then must be those of the device it informs as) or the POP's.
-    fn authenticate(&self, req: &Request, device: &str) -> Result<(), Reply> {
+    async fn authenticate(&self, req: &Request, device: &str) -> Result<(), Reply> {
         let Some((pop_user, pop_pass)) = &self.opts.pop_credentials else {
             return Ok(());
         };
         let now = now_ms();
-        let store = &self.store;
+        // A first pass only learns which user the header claims; that user's per-device password is then read
+        // through the store's writer thread (its lock may be held for a whole group, so not on this thread).
+        let claimed = {
+            let asked = std::cell::RefCell::new(None);
+            let _ = self
+                .digest
+                .check(req.authorization.as_deref(), "POST", now, req.tls, |user| {
+                    *asked.borrow_mut() = Some(user.to_owned());
+                    None
+                });
+            asked.into_inner()
+        };
+        let own = match claimed {
+            Some(user) => self
+                .blocking(move |s| s.acs_password(&user))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
         let outcome =
             self.digest
                 .check(req.authorization.as_deref(), "POST", now, req.tls, |user| {
-                    // Per-device credentials first, then the POP's. A short indexed read on the caller's thread.
-                    match store.acs_password(user) {
-                        Ok(Some((owner, p))) if owner == device => Some(p),
-                        Ok(Some(_)) => None,
-                        _ if user == pop_user => Some(pop_pass.clone()),
-                        _ => None,
+                    // Per-device credentials first, then the POP's.
+                    match &own {
+                        Some((owner, p)) if owner == device => Some(p.clone()),
+                        Some(_) => None,
+                        None if user == pop_user => Some(pop_pass.clone()),
+                        None => None,
                     }
                 });
         match outcome {
@@ -536,7 +555,7 @@ impl Acs {
     ) -> Reply {
         let d = &inform.device_id;
         let device = super::device_id(&d.oui, &d.product_class, &d.serial_number);
-        if let Err(reply) = self.authenticate(req, &device) {
+        if let Err(reply) = self.authenticate(req, &device).await {
             return reply;
         }
         let now = now_ms();
