@@ -178,7 +178,7 @@ pub async fn run(cmd: AcsCommand, cfg: &Config) -> anyhow::Result<()> {
             let id = store.enqueue(&device, &kind, now_ms())?;
             println!("Queued task {id} ({}) for {device}.", kind.name());
             if now {
-                let udp = super::session::udp_address(&store, &device)?;
+                let udp = super::session::udp_address(&store.lock(), &device)?;
                 if row.conn_req_url.is_empty() && udp.is_empty() {
                     anyhow::bail!(
                         "{device} reported no ConnectionRequestURL; the task runs at its next Inform"

@@ -9,7 +9,8 @@
 //!
 //! - [`cwmp`]: the codec, pure: bytes in, values out and back.
 //! - [`auth`]: Digest (and Basic over TLS) for CPEs; Digest client for Connection Requests.
-//! - [`store`]: devices, parameter trees, tasks in SQLite. [`tasks`]: task kinds, retries.
+//! - [`store`]: devices, parameter trees, tasks in SQLite; [`writer`]: the thread that runs the sessions' store
+//!   work, one transaction per group. [`tasks`]: task kinds, retries.
 //! - [`normalize`]: the normalized view from `agent/acs/normalize.toml`.
 //! - [`session`]: the session state machine and the shared ACS state. [`server`]: the HTTP endpoint.
 //! - [`connreq`]: Connection Requests. [`templates`]: provisioning templates. [`cli`]: `octoisp-agent acs ...`.
@@ -28,6 +29,7 @@ pub mod store;
 pub mod tasks;
 pub mod templates;
 pub mod upstream;
+pub mod writer;
 
 pub use config::AcsSection;
 pub use server::serve;

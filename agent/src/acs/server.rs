@@ -196,8 +196,9 @@ async fn handle_http(
         return plain(StatusCode::METHOD_NOT_ALLOWED, "CWMP takes POST.\n");
     }
     let max = acs.opts.max_body;
-    let headers = req.headers().clone();
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let body = match Limited::new(body, max).collect().await {
         Ok(b) => b.to_bytes(),
         Err(err) => {
             acs.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -215,7 +216,12 @@ async fn handle_http(
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
-    let body = match decompress(encoding.as_deref(), &body, max) {
+    let body = match encoding.as_deref() {
+        // Most CPEs send plain bodies: taken as they are, not copied.
+        None | Some("") | Some("identity") => Ok(Vec::from(body)),
+        other => decompress(other, &body, max),
+    };
+    let body = match body {
         Ok(b) => b,
         Err(status) => {
             acs.stats.malformed.fetch_add(1, Ordering::Relaxed);

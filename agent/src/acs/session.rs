@@ -30,9 +30,10 @@ use super::auth::{AuthOutcome, DigestServer};
 use super::cwmp::{self, Body, CwmpVersion, Envelope, Fault, Inform, Limits, ParameterValue};
 use super::firmware::{Campaign, Decision, FirmwareDir, Outcome};
 use super::normalize::Rules;
-use super::store::{AcsStore, InformRecord, StoreError};
+use super::store::{AcsStore, Db, InformRecord, StoreError};
 use super::tasks::{RetryPolicy, TaskKind, TaskState, Verdict};
 use super::templates::{DeviceFacts, Template};
+use super::writer::StoreWriter;
 use super::{config::AcsSection, now_ms, upstream};
 use crate::outbox::Outbox;
 
@@ -315,6 +316,9 @@ pub struct Acs {
     pub opts: AcsOptions,
     /// Device store.
     pub store: AcsStore,
+    /// The store's writer thread, which runs the sessions' store work (`None` if it could not start: the work
+    /// then runs in `spawn_blocking`).
+    writer: Option<StoreWriter>,
     outbox: Option<Outbox>,
     digest: DigestServer,
     sessions: Mutex<Sessions>,
@@ -334,7 +338,13 @@ enum SessionError {
 impl Acs {
     /// An ACS over `store`, reporting to `outbox` when given.
     pub fn new(opts: AcsOptions, store: AcsStore, outbox: Option<Outbox>) -> Acs {
+        let writer = StoreWriter::spawn(store.clone())
+            .inspect_err(|err| {
+                tracing::warn!(error = %err, "ACS store writer thread not started; store work runs in spawn_blocking.");
+            })
+            .ok();
         Acs {
+            writer,
             digest: DigestServer::new(opts.realm.clone()),
             permits: Arc::new(Semaphore::new(opts.max_sessions)),
             opts,
@@ -354,12 +364,16 @@ impl Acs {
         self.sessions().by_device.len()
     }
 
+    /// Runs store work on the writer thread (grouped with other sessions' work, one commit per group).
     async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(AcsStore) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, SessionError> {
+        if let Some(w) = &self.writer {
+            return Ok(w.run(f).await?);
+        }
         let store = self.store.clone();
-        Ok(tokio::task::spawn_blocking(move || f(store)).await??)
+        Ok(tokio::task::spawn_blocking(move || f(&mut store.lock())).await??)
     }
 
     async fn upstream(&self, records: Vec<Record>) {
@@ -481,21 +495,40 @@ impl Acs {
     }
 
     /// Checks the CPE's credentials: its own (which then must be those of the device it informs as) or the POP's.
-    fn authenticate(&self, req: &Request, device: &str) -> Result<(), Reply> {
+    async fn authenticate(&self, req: &Request, device: &str) -> Result<(), Reply> {
         let Some((pop_user, pop_pass)) = &self.opts.pop_credentials else {
             return Ok(());
         };
         let now = now_ms();
-        let store = &self.store;
+        // A first pass only learns which user the header claims; that user's per-device password is then read
+        // through the store's writer thread (its lock may be held for a whole group, so not on this thread).
+        let claimed = {
+            let asked = std::cell::RefCell::new(None);
+            let _ = self
+                .digest
+                .check(req.authorization.as_deref(), "POST", now, req.tls, |user| {
+                    *asked.borrow_mut() = Some(user.to_owned());
+                    None
+                });
+            asked.into_inner()
+        };
+        let own = match claimed {
+            Some(user) => self
+                .blocking(move |s| s.acs_password(&user))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
         let outcome =
             self.digest
                 .check(req.authorization.as_deref(), "POST", now, req.tls, |user| {
-                    // Per-device credentials first, then the POP's. A short indexed read on the caller's thread.
-                    match store.acs_password(user) {
-                        Ok(Some((owner, p))) if owner == device => Some(p),
-                        Ok(Some(_)) => None,
-                        _ if user == pop_user => Some(pop_pass.clone()),
-                        _ => None,
+                    // Per-device credentials first, then the POP's.
+                    match &own {
+                        Some((owner, p)) if owner == device => Some(p.clone()),
+                        Some(_) => None,
+                        None if user == pop_user => Some(pop_pass.clone()),
+                        None => None,
                     }
                 });
         match outcome {
@@ -522,7 +555,7 @@ impl Acs {
     ) -> Reply {
         let d = &inform.device_id;
         let device = super::device_id(&d.oui, &d.product_class, &d.serial_number);
-        if let Err(reply) = self.authenticate(req, &device) {
+        if let Err(reply) = self.authenticate(req, &device).await {
             return reply;
         }
         let now = now_ms();
@@ -576,7 +609,8 @@ impl Acs {
         let bootstrap = inform.events.iter().any(|e| e.code == "0 BOOTSTRAP");
         let ip = req.peer.to_string();
         let setup = {
-            let (device, ip, inform) = (device.clone(), ip.clone(), inform.clone());
+            // The Inform moves to the writer thread and comes back with the outcome (no copy of its parameters).
+            let (device, ip) = (device.clone(), ip.clone());
             let templates = if boot {
                 self.opts.templates.clone()
             } else {
@@ -605,12 +639,12 @@ impl Acs {
                         template: None,
                     })
                     .collect();
-                queue.extend(template_work(&s, &device, &templates, bootstrap, now)?);
-                Ok((outcome, queue))
+                queue.extend(template_work(s, &device, &templates, bootstrap, now)?);
+                Ok((outcome, queue, inform))
             })
             .await
         };
-        let (outcome, queue) = match setup {
+        let (outcome, queue, inform) = match setup {
             Ok(x) => x,
             Err(err) => return self.internal_error(&device, &err),
         };
@@ -681,7 +715,7 @@ impl Acs {
         while st.in_flight.is_none()
             && let Some(id) = st.queue.front().and_then(|p| p.task.clone())
         {
-            let gone = matches!(self.blocking(move |s| s.task(&id)).await, Ok(None));
+            let gone = matches!(self.blocking(move |s| s.task_exists(&id)).await, Ok(false));
             if !gone {
                 break;
             }
@@ -894,7 +928,7 @@ impl Acs {
                 Ok((
                     s.device(&dev)?,
                     s.conn_req_credentials(&dev)?,
-                    udp_address(&s, &dev)?,
+                    udp_address(s, &dev)?,
                 ))
             })
             .await
@@ -980,7 +1014,7 @@ impl Acs {
 
 /// The settings of the templates that apply to a device and differ from its stored values.
 fn template_work(
-    s: &AcsStore,
+    s: &mut Db,
     device: &str,
     templates: &[Template],
     bootstrap: bool,
@@ -1048,7 +1082,7 @@ fn is_cpe_answer(body: &Body) -> bool {
 }
 
 /// The `UDPConnectionRequestAddress` a device reported (TR-098 or TR-181), or empty.
-pub fn udp_address(store: &AcsStore, device: &str) -> Result<String, super::store::StoreError> {
+pub fn udp_address(store: &Db, device: &str) -> Result<String, super::store::StoreError> {
     for root in ["InternetGatewayDevice", "Device"] {
         let name = format!("{root}.ManagementServer.UDPConnectionRequestAddress");
         if let Some(p) = store

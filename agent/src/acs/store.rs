@@ -19,7 +19,21 @@
 //!   parameters changed, so only changes go upstream.
 //! - A task leaves `queued` only inside the transaction that records its outcome; a task whose session broke off
 //!   stays `queued` and runs again in the next session.
+//! - The only per-device state in memory is one fingerprint (a keyed 64-bit hash) of the parameters of each
+//!   device's last stored Inform: an Inform whose parameters hash the same skips their upserts (nothing changed),
+//!   its device row is still updated. An entry is dropped whenever this process writes other values for the
+//!   device ([`Db::store_params`], `0 BOOTSTRAP`) and the whole map is dropped when a transaction it rode on did
+//!   not commit, so a fingerprint never vouches for values that are not in the file. Parameters are written only
+//!   by this process (the CLI reads them and queues tasks).
+//!
+//! # Access
+//!
+//! [`AcsStore`] is a cheap handle on one connection ([`Db`]) behind a mutex; its methods lock it for one call.
+//! The ACS sessions reach it through [`super::writer`] instead: one thread that runs their store work in groups,
+//! one transaction per group.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -105,6 +119,14 @@ pub enum StoreError {
     /// No such device.
     #[error("no device {0:?} (see `octoisp-agent acs devices`)")]
     NoDevice(String),
+    /// The store's writer thread failed the work or is gone (the transaction did not commit).
+    #[error("ACS store {path}: {reason}")]
+    Writer {
+        /// The file.
+        path: String,
+        /// What happened.
+        reason: String,
+    },
 }
 
 /// Who a device is, as its Informs said.
@@ -170,11 +192,22 @@ pub struct InformRecord<'a> {
     pub parameters: &'a [ParameterValue],
 }
 
-/// A cheap, cloneable handle on the store. Calls block: run them in `spawn_blocking` from async code.
+/// A cheap, cloneable handle on the store. Calls block: run them in `spawn_blocking` from async code, or through
+/// the ACS's writer thread ([`super::writer::StoreWriter`]).
 #[derive(Debug, Clone)]
 pub struct AcsStore {
-    conn: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<Db>>,
+}
+
+/// The store's connection and the fingerprints of the devices' last Informs: what [`AcsStore::lock`] and the
+/// writer thread hand out. Its methods are those of [`AcsStore`], without the locking.
+#[derive(Debug)]
+pub struct Db {
+    conn: Connection,
     path: String,
+    /// Device id → fingerprint of the parameters of its last stored Inform (see the module doc).
+    informed: HashMap<String, u64>,
+    hasher: RandomState,
 }
 
 impl AcsStore {
@@ -203,6 +236,8 @@ impl AcsStore {
             source,
         };
         conn.busy_timeout(Duration::from_secs(5)).map_err(sq)?;
+        // Every statement of the hot paths stays prepared (the default cache of 16 is smaller than their number).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sq)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -233,71 +268,24 @@ impl AcsStore {
             });
         }
         Ok(AcsStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
+            db: Arc::new(Mutex::new(Db {
+                conn,
+                path,
+                informed: HashMap::new(),
+                hasher: RandomState::new(),
+            })),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    /// The connection, locked for the caller (for several calls in a row).
+    pub fn lock(&self) -> MutexGuard<'_, Db> {
         // A panic while holding the lock leaves SQLite consistent (transactions roll back on drop).
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn err(&self, source: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records an Inform: registers or updates the device and stores the reported parameters.
     pub fn record_inform(&self, r: &InformRecord<'_>) -> Result<InformOutcome, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let exists: bool = tx
-            .query_row("SELECT 1 FROM devices WHERE id = ?1", [r.id], |_| Ok(()))
-            .optional()
-            .map_err(|e| self.err(e))?
-            .is_some();
-        if r.bootstrap {
-            tx.execute("DELETE FROM params WHERE device = ?1", [r.id])
-                .map_err(|e| self.err(e))?;
-        }
-        if exists {
-            tx.prepare_cached(
-                "UPDATE devices SET ip = ?2, manufacturer = ?3, last_inform_ms = ?4,
-                 last_boot_ms = CASE WHEN ?5 THEN ?4 ELSE last_boot_ms END WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![r.id, r.ip, r.manufacturer, r.now_ms, r.boot]))
-            .map_err(|e| self.err(e))?;
-        } else {
-            tx.execute(
-                "INSERT INTO devices (id, oui, product_class, serial, manufacturer, ip, first_seen_ms, last_inform_ms,
-                 last_boot_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, CASE WHEN ?8 THEN ?7 END)",
-                params![r.id, r.oui, r.product_class, r.serial, r.manufacturer, r.ip, r.now_ms, r.boot],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        let changed = upsert_params(&tx, r.id, r.parameters, r.now_ms).map_err(|e| self.err(e))?;
-        for p in &changed {
-            let column = if p.name.ends_with("DeviceInfo.SoftwareVersion") {
-                "software"
-            } else if p.name.ends_with("ManagementServer.ConnectionRequestURL") {
-                "conn_req_url"
-            } else {
-                continue;
-            };
-            tx.execute(
-                &format!("UPDATE devices SET {column} = ?2 WHERE id = ?1"),
-                params![r.id, p.value],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(InformOutcome {
-            new_device: !exists,
-            changed,
-        })
+        self.lock().record_inform(r)
     }
 
     /// Stores parameters read or written in a session; returns those that changed.
@@ -307,16 +295,255 @@ impl AcsStore {
         values: &[ParameterValue],
         now_ms: i64,
     ) -> Result<Vec<ParameterValue>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        let changed = upsert_params(&tx, device, values, now_ms).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
+        self.lock().store_params(device, values, now_ms)
+    }
+
+    /// One device.
+    pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
+        self.lock().device(id)
+    }
+
+    /// Every device, by id.
+    pub fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        self.lock().devices()
+    }
+
+    /// Number of devices.
+    pub fn device_count(&self) -> Result<u64, StoreError> {
+        self.lock().device_count()
+    }
+
+    /// Parameters of a device under `prefix` (all when empty), by name.
+    pub fn params(&self, device: &str, prefix: &str) -> Result<Vec<ParameterValue>, StoreError> {
+        self.lock().params(device, prefix)
+    }
+
+    /// Sets the tags of a device (comma-separated).
+    pub fn set_tags(&self, device: &str, tags: &str) -> Result<(), StoreError> {
+        self.lock().set_tags(device, tags)
+    }
+
+    /// Sets the per-device credentials: the CPE's towards the ACS (`acs`) and the ACS's towards the CPE's
+    /// Connection Request URL (`conn_req`). `None` leaves a pair unchanged.
+    pub fn set_credentials(
+        &self,
+        device: &str,
+        acs: Option<(&str, &str)>,
+        conn_req: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        self.lock().set_credentials(device, acs, conn_req)
+    }
+
+    /// The device and password of a per-device ACS user name, if one is set.
+    pub fn acs_password(&self, username: &str) -> Result<Option<(String, String)>, StoreError> {
+        self.lock().acs_password(username)
+    }
+
+    /// The per-device Connection Request credentials, if set.
+    pub fn conn_req_credentials(
+        &self,
+        device: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.lock().conn_req_credentials(device)
+    }
+
+    /// Queues a task; returns its id.
+    pub fn enqueue(
+        &self,
+        device: &str,
+        kind: &TaskKind,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        self.lock().enqueue(device, kind, now_ms)
+    }
+
+    /// Queued tasks of a device that may run at `now_ms`, oldest first.
+    pub fn due_tasks(&self, device: &str, now_ms: i64) -> Result<Vec<Task>, StoreError> {
+        self.lock().due_tasks(device, now_ms)
+    }
+
+    /// Every task of a device (all devices when `None`), newest last.
+    pub fn tasks(&self, device: Option<&str>) -> Result<Vec<Task>, StoreError> {
+        self.lock().tasks(device)
+    }
+
+    /// One task.
+    pub fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
+        self.lock().task(id)
+    }
+
+    /// Removes a task that is still queued (not yet sent to its device), so that it never runs. Returns whether
+    /// it was removed (`false`: unknown, or already sent, done or failed).
+    pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
+        self.lock().cancel_queued(id)
+    }
+
+    /// Sets a task's state (done, waiting).
+    pub fn set_task_state(&self, id: &str, state: TaskState) -> Result<(), StoreError> {
+        self.lock().set_task_state(id, state)
+    }
+
+    /// Records a fault: the task is retried later or, after the last attempt, failed. Returns the new state.
+    pub fn task_fault(
+        &self,
+        id: &str,
+        error: &str,
+        now_ms: i64,
+        policy: &RetryPolicy,
+    ) -> Result<TaskState, StoreError> {
+        self.lock().task_fault(id, error, now_ms, policy)
+    }
+
+    /// The version of `template` applied to `device`, if any.
+    pub fn template_version(
+        &self,
+        device: &str,
+        template: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        self.lock().template_version(device, template)
+    }
+
+    /// Records that `template` at `version` was applied to `device`.
+    pub fn mark_template(
+        &self,
+        device: &str,
+        template: &str,
+        version: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.lock().mark_template(device, template, version, now_ms)
+    }
+}
+
+impl Db {
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The file's path, for messages.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Runs one statement of the writer thread's transaction control (`BEGIN`, `SAVEPOINT`...), prepared once.
+    pub(crate) fn control(&self, sql: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Drops every Inform fingerprint (a transaction they rode on did not commit).
+    pub(crate) fn forget_informs(&mut self) {
+        self.informed.clear();
+    }
+
+    /// Devices with an Inform fingerprint in memory.
+    pub fn fingerprints(&self) -> usize {
+        self.informed.len()
+    }
+
+    fn fingerprint(&self, parameters: &[ParameterValue]) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        for p in parameters {
+            (&p.name, &p.value, &p.xsd_type).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Records an Inform: registers or updates the device and stores the reported parameters.
+    pub fn record_inform(&mut self, r: &InformRecord<'_>) -> Result<InformOutcome, StoreError> {
+        let fp = self.fingerprint(r.parameters);
+        let unchanged = !r.bootstrap && self.informed.get(r.id) == Some(&fp);
+        // Dropped first: if anything below fails, no fingerprint vouches for this device.
+        self.informed.remove(r.id);
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.savepoint().map_err(err)?;
+        let exists = tx
+            .prepare_cached(
+                "UPDATE devices SET ip = ?2, manufacturer = ?3, last_inform_ms = ?4,
+                 last_boot_ms = CASE WHEN ?5 THEN ?4 ELSE last_boot_ms END WHERE id = ?1",
+            )
+            .and_then(|mut s| s.execute(params![r.id, r.ip, r.manufacturer, r.now_ms, r.boot]))
+            .map_err(err)?
+            > 0;
+        if r.bootstrap {
+            tx.prepare_cached("DELETE FROM params WHERE device = ?1")
+                .and_then(|mut s| s.execute([r.id]))
+                .map_err(err)?;
+        }
+        if !exists {
+            tx.prepare_cached(
+                "INSERT INTO devices (id, oui, product_class, serial, manufacturer, ip, first_seen_ms, last_inform_ms,
+                 last_boot_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, CASE WHEN ?8 THEN ?7 END)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![r.id, r.oui, r.product_class, r.serial, r.manufacturer, r.ip, r.now_ms, r.boot])
+            })
+            .map_err(err)?;
+        }
+        // The same parameters as the last stored Inform: their upserts would change nothing.
+        let changed = if unchanged && exists {
+            Vec::new()
+        } else {
+            upsert_params(&tx, r.id, r.parameters, r.now_ms).map_err(err)?
+        };
+        for p in &changed {
+            let column = if p.name.ends_with("DeviceInfo.SoftwareVersion") {
+                "software"
+            } else if p.name.ends_with("ManagementServer.ConnectionRequestURL") {
+                "conn_req_url"
+            } else {
+                continue;
+            };
+            tx.prepare_cached(&format!("UPDATE devices SET {column} = ?2 WHERE id = ?1"))
+                .and_then(|mut s| s.execute(params![r.id, p.value]))
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        self.informed.insert(r.id.to_owned(), fp);
+        Ok(InformOutcome {
+            new_device: !exists,
+            changed,
+        })
+    }
+
+    /// Stores parameters read or written in a session; returns those that changed.
+    pub fn store_params(
+        &mut self,
+        device: &str,
+        values: &[ParameterValue],
+        now_ms: i64,
+    ) -> Result<Vec<ParameterValue>, StoreError> {
+        // Dropped first, and kept only if nothing changed: the next Inform then compares with the file.
+        let fp = self.informed.remove(device);
+        let path = self.path.clone();
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.savepoint().map_err(err)?;
+        let changed = upsert_params(&tx, device, values, now_ms).map_err(err)?;
+        tx.commit().map_err(err)?;
+        if let Some(fp) = fp
+            && changed.is_empty()
+        {
+            self.informed.insert(device.to_owned(), fp);
+        }
         Ok(changed)
     }
 
     /// One device.
     pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
-        let conn = self.lock();
+        let conn = &self.conn;
         conn.query_row(&format!("{DEVICE_SELECT} WHERE id = ?1"), [id], device_row)
             .optional()
             .map_err(|e| self.err(e))
@@ -324,7 +551,7 @@ impl AcsStore {
 
     /// Every device, by id.
     pub fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
-        let conn = self.lock();
+        let conn = &self.conn;
         let mut stmt = conn
             .prepare(&format!("{DEVICE_SELECT} ORDER BY id"))
             .map_err(|e| self.err(e))?;
@@ -336,7 +563,7 @@ impl AcsStore {
     /// Number of devices.
     pub fn device_count(&self) -> Result<u64, StoreError> {
         let n: i64 = self
-            .lock()
+            .conn
             .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         Ok(u64::try_from(n).unwrap_or(0))
@@ -344,7 +571,7 @@ impl AcsStore {
 
     /// Parameters of a device under `prefix` (all when empty), by name.
     pub fn params(&self, device: &str, prefix: &str) -> Result<Vec<ParameterValue>, StoreError> {
-        let conn = self.lock();
+        let conn = &self.conn;
         let mut stmt = conn
             .prepare_cached(
                 "SELECT name, value, type FROM params WHERE device = ?1 AND substr(name, 1, length(?2)) = ?2
@@ -365,7 +592,7 @@ impl AcsStore {
     /// Sets the tags of a device (comma-separated).
     pub fn set_tags(&self, device: &str, tags: &str) -> Result<(), StoreError> {
         let n = self
-            .lock()
+            .conn
             .execute(
                 "UPDATE devices SET tags = ?2 WHERE id = ?1",
                 params![device, tags],
@@ -385,7 +612,7 @@ impl AcsStore {
         acs: Option<(&str, &str)>,
         conn_req: Option<(&str, &str)>,
     ) -> Result<(), StoreError> {
-        let conn = self.lock();
+        let conn = &self.conn;
         if let Some((u, p)) = acs {
             conn.execute(
                 "UPDATE devices SET acs_username = ?2, acs_password = ?3 WHERE id = ?1",
@@ -406,7 +633,7 @@ impl AcsStore {
     /// The device and password of a per-device ACS user name, if one is set.
     pub fn acs_password(&self, username: &str) -> Result<Option<(String, String)>, StoreError> {
         let row: Option<(String, Option<String>)> = self
-            .lock()
+            .conn
             .query_row(
                 "SELECT id, acs_password FROM devices WHERE acs_username = ?1",
                 [username],
@@ -423,7 +650,7 @@ impl AcsStore {
         device: &str,
     ) -> Result<Option<(String, String)>, StoreError> {
         let row: Option<(Option<String>, Option<String>)> = self
-            .lock()
+            .conn
             .query_row(
                 "SELECT cr_username, cr_password FROM devices WHERE id = ?1",
                 [device],
@@ -446,7 +673,7 @@ impl AcsStore {
     ) -> Result<String, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let json = serde_json::to_string(kind).unwrap_or_default();
-        self.lock()
+        self.conn
             .execute(
                 "INSERT INTO tasks (id, device, kind, state, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
                 params![id, device, json, now_ms],
@@ -471,6 +698,14 @@ impl AcsStore {
         }
     }
 
+    /// Whether a task exists (any state).
+    pub fn task_exists(&self, id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1 FROM tasks WHERE id = ?1")
+            .and_then(|mut s| s.exists([id]))
+            .map_err(|e| self.err(e))
+    }
+
     /// One task.
     pub fn task(&self, id: &str) -> Result<Option<Task>, StoreError> {
         Ok(self
@@ -484,7 +719,7 @@ impl AcsStore {
         rest: &str,
         p: &[&dyn rusqlite::ToSql],
     ) -> Result<Vec<Task>, StoreError> {
-        let conn = self.lock();
+        let conn = &self.conn;
         let mut stmt = conn
             .prepare_cached(&format!(
                 "SELECT id, device, kind, state, attempts, next_attempt_ms, last_error, created_ms FROM tasks {rest}"
@@ -524,7 +759,7 @@ impl AcsStore {
     /// it was removed (`false`: unknown, or already sent, done or failed).
     pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
         let n = self
-            .lock()
+            .conn
             .execute(
                 "DELETE FROM tasks WHERE id = ?1 AND state = 'queued'",
                 params![id],
@@ -535,7 +770,7 @@ impl AcsStore {
 
     /// Sets a task's state (done, waiting).
     pub fn set_task_state(&self, id: &str, state: TaskState) -> Result<(), StoreError> {
-        self.lock()
+        self.conn
             .execute(
                 "UPDATE tasks SET state = ?2 WHERE id = ?1",
                 params![id, state.as_str()],
@@ -552,7 +787,7 @@ impl AcsStore {
         now_ms: i64,
         policy: &RetryPolicy,
     ) -> Result<TaskState, StoreError> {
-        let conn = self.lock();
+        let conn = &self.conn;
         let attempts: Option<u32> = conn
             .query_row("SELECT attempts FROM tasks WHERE id = ?1", [id], |r| {
                 r.get(0)
@@ -579,7 +814,7 @@ impl AcsStore {
         device: &str,
         template: &str,
     ) -> Result<Option<i64>, StoreError> {
-        self.lock()
+        self.conn
             .query_row(
                 "SELECT version FROM templates_applied WHERE device = ?1 AND template = ?2",
                 [device, template],
@@ -597,7 +832,7 @@ impl AcsStore {
         version: i64,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.lock()
+        self.conn
             .execute(
                 "INSERT INTO templates_applied (device, template, version, applied_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (device, template) DO UPDATE SET version = excluded.version, applied_ms = excluded.applied_ms",
@@ -630,7 +865,7 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
 }
 
 fn upsert_params(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     device: &str,
     values: &[ParameterValue],
     now_ms: i64,
@@ -703,6 +938,73 @@ mod tests {
             s.params("00259E-EG8145V5-1", "").unwrap(),
             p2,
             "BOOTSTRAP dropped the tree"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_inform_skips_its_upserts_but_never_hides_a_change() {
+        let s = AcsStore::open_in_memory().unwrap();
+        let id = "00259E-EG8145V5-1";
+        let p1 = [
+            ParameterValue::string("InternetGatewayDevice.X.SSID", "casa"),
+            ParameterValue::string("InternetGatewayDevice.X.Channel", "6"),
+        ];
+        assert_eq!(
+            s.record_inform(&inform(&p1, false)).unwrap().changed.len(),
+            2
+        );
+        assert_eq!(s.lock().fingerprints(), 1);
+        assert!(
+            s.record_inform(&inform(&p1, false))
+                .unwrap()
+                .changed
+                .is_empty()
+        );
+        // A task wrote another value for an informed parameter: the next Inform compares with the file again,
+        // so the CPE's value (the Set did not stick) is stored and reported.
+        s.store_params(
+            id,
+            &[ParameterValue::string(
+                "InternetGatewayDevice.X.SSID",
+                "other",
+            )],
+            2,
+        )
+        .unwrap();
+        let o = s.record_inform(&inform(&p1, false)).unwrap();
+        assert_eq!(o.changed, vec![p1[0].clone()]);
+        assert_eq!(
+            s.params(id, "InternetGatewayDevice.X.SSID").unwrap()[0].value,
+            "casa"
+        );
+        // A task that read values equal to the stored ones keeps the fingerprint.
+        s.store_params(
+            id,
+            &[ParameterValue::string(
+                "InternetGatewayDevice.X.Channel",
+                "6",
+            )],
+            3,
+        )
+        .unwrap();
+        assert!(
+            s.record_inform(&inform(&p1, false))
+                .unwrap()
+                .changed
+                .is_empty()
+        );
+        // A different value in the Inform itself is stored and reported.
+        let p2 = [
+            p1[0].clone(),
+            ParameterValue::string("InternetGatewayDevice.X.Channel", "11"),
+        ];
+        assert_eq!(
+            s.record_inform(&inform(&p2, false)).unwrap().changed,
+            vec![p2[1].clone()]
+        );
+        assert_eq!(
+            s.params(id, "InternetGatewayDevice.X.Channel").unwrap()[0].value,
+            "11"
         );
     }
 
