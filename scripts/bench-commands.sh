@@ -53,31 +53,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-host_part=${ADMIN#*@}; host_part=${host_part%%/*}
-psql "$ADMIN" -Xqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-DB_ADMIN="postgres://postgres@$host_part/$DB"
-q() { psql "$DB_ADMIN" -XtAc "$1"; }
 start_private_redis "$RUN/redis" "$REDIS_PORT"
-
-umask 077
-cat > "$RUN/controlplane.toml" <<TOML
-data_dir = "$RUN/controlplane"
-
-[database]
-url = "postgres://octoisp_app@$host_part/$DB"
-admin_url = "$DB_ADMIN"
-
-[ingest]
-listen = "127.0.0.1:$QUIC_PORT"
-
-[http]
-listen = "127.0.0.1:$HTTP_PORT"
-
-[api]
-redis_url = "redis://127.0.0.1:$REDIS_PORT"
-
-[queue]
-redis_url = "redis://127.0.0.1:$REDIS_PORT"
+fresh_run_config "$RUN" "$ADMIN" "$DB" "$QUIC_PORT" "$HTTP_PORT" "$REDIS_PORT" "[queue]
+redis_url = \"redis://127.0.0.1:$REDIS_PORT\"
 tenant_concurrency = [20, 100, 1000000]
 tenant_rate = [10.0, 50.0, 1000000.0]
 
@@ -86,12 +64,8 @@ dispatch_concurrency = $DISPATCH
 max_fanout = $COMMANDS
 
 [log]
-level = "warn"
-
-[auth]
-jwt_secret = "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-TOML
-umask 022
+level = \"warn\""
+q() { psql "$DB_ADMIN" -XtAc "$1"; }
 export OCTOISP_CP_CONFIG="$RUN/controlplane.toml"
 "$CP" migrate >"$RUN/migrate.log" 2>&1 || die "migrations failed; see $RUN/migrate.log"
 "$CP" provider create --slug big --name "Large provider" --tier large >/dev/null
@@ -170,7 +144,7 @@ pg_ticks() {
 }
 agents_ticks() { local t=0 p; for p in "${AGENT_PIDS[@]}"; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
 REDIS_PID=$(cat "$RUN/redis/redis.pid")
-C0=$(cpu_ticks "$CP_PID"); A0=$(agents_ticks); R0=$(cpu_ticks "$REDIS_PID")
+C0=$(cpu_ticks "$CP_PID"); A0=$(agents_ticks); R0=$(cpu_ticks "$REDIS_PID"); P0=$(pg_ticks)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
 say "flood: $TOTAL noop commands for the large provider over $AGENTS agents; a small-provider noop every $PROBE_MS ms"
@@ -203,7 +177,7 @@ while :; do
 done
 T1=$(date +%s.%N)
 touch "$RUN/flood-done"; wait "$PROBE_PID" 2>/dev/null || true
-C1=$(cpu_ticks "$CP_PID"); A1=$(agents_ticks); R1=$(cpu_ticks "$REDIS_PID")
+C1=$(cpu_ticks "$CP_PID"); A1=$(agents_ticks); R1=$(cpu_ticks "$REDIS_PID"); P1=$(pg_ticks)
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 # Probes still in flight finish.
 for _ in $(seq 100); do
@@ -221,7 +195,7 @@ cpu() { awk "BEGIN {printf \"%.1f\", ($2 - $1) / $HZ}"; }
     echo "statuses (large provider): $(q "SELECT string_agg(status || ' ' || n, ', ') FROM (SELECT status, count(*) n FROM commands WHERE provider_id = $BIG GROUP BY 1 ORDER BY 1) s")"
     echo "end to end: $wall s from the first request to the last result stored = $rate commands/s"
     echo "  of which the fan-out requests (rows + enqueue): $create s"
-    echo "CPU seconds: control plane $(cpu "$C0" "$C1"), agents $(cpu "$A0" "$A1"), redis $(cpu "$R0" "$R1")"
+    echo "CPU seconds: control plane $(cpu "$C0" "$C1"), agents $(cpu "$A0" "$A1"), redis $(cpu "$R0" "$R1"), PostgreSQL backends $(cpu "$P0" "$P1") (those alive at the end)"
     for p in big small; do
         q "SELECT '$p: queue wait (created -> dispatched) p50 ' || round(percentile_cont(0.5) WITHIN GROUP (ORDER BY w)::numeric, 1)
               || ' ms, p99 ' || round(percentile_cont(0.99) WITHIN GROUP (ORDER BY w)::numeric, 1)

@@ -74,3 +74,37 @@ start_private_redis() {
 default_target_dir() {
     if [ -w /var/cache ]; then echo /var/cache/octoisp-target; else echo "${XDG_CACHE_HOME:-$HOME/.cache}/octoisp-target"; fi
 }
+
+# fresh_run_config RUN ADMIN_URL DB QUIC_PORT HTTP_PORT REDIS_PORT [EXTRA_TOML]: (re)creates database DB in the
+# cluster of ADMIN_URL and writes RUN/controlplane.toml (mode 600: it holds the JWT secret) for a control plane on
+# loopback using it, the Redis on REDIS_PORT and the extra sections given. Sets DB_ADMIN (admin URL of DB).
+fresh_run_config() {
+    local run=$1 admin=$2 db=$3 quic=$4 http=$5 redis=$6 extra=${7:-}
+    local host_part=${admin#*@}; host_part=${host_part%%/*}
+    psql "$admin" -Xqc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
+    DB_ADMIN="postgres://postgres@$host_part/$db"
+    (
+        umask 077
+        cat > "$run/controlplane.toml" <<TOML
+data_dir = "$run/controlplane"
+
+[database]
+url = "postgres://octoisp_app@$host_part/$db"
+admin_url = "$DB_ADMIN"
+
+[ingest]
+listen = "127.0.0.1:$quic"
+
+[http]
+listen = "127.0.0.1:$http"
+
+[api]
+redis_url = "redis://127.0.0.1:$redis"
+
+[auth]
+jwt_secret = "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
+
+$extra
+TOML
+    )
+}

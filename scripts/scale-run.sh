@@ -58,32 +58,8 @@ cleanup() {
 trap cleanup EXIT
 
 # PostgreSQL: a fresh database in the given cluster. Redis: a private one (never the shared instance's keys).
-host_part=${ADMIN#*@}; host_part=${host_part%%/*}
-psql "$ADMIN" -Xqc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-DB_ADMIN="postgres://postgres@$host_part/$DB"
 start_private_redis "$RUN/redis" "$REDIS_PORT"
-
-umask 077
-cat > "$RUN/controlplane.toml" <<TOML
-data_dir = "$RUN/controlplane"
-
-[database]
-url = "postgres://octoisp_app@$host_part/$DB"
-admin_url = "$DB_ADMIN"
-
-[ingest]
-listen = "127.0.0.1:$QUIC_PORT"
-
-[http]
-listen = "127.0.0.1:$HTTP_PORT"
-
-[api]
-redis_url = "redis://127.0.0.1:$REDIS_PORT"
-
-[auth]
-jwt_secret = "$(head -c 32 /dev/urandom | base64 | tr -d '\n')"
-TOML
-umask 022
+fresh_run_config "$RUN" "$ADMIN" "$DB" "$QUIC_PORT" "$HTTP_PORT" "$REDIS_PORT"
 export OCTOISP_CP_CONFIG="$RUN/controlplane.toml"
 "$CP" migrate >"$RUN/migrate.log" 2>&1 || die "migrations failed; see $RUN/migrate.log"
 "$CP" provider create --slug scale --name "Scale run" --tier large >/dev/null
