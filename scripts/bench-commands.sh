@@ -12,7 +12,7 @@
 #
 # Environment (defaults in brackets):
 #   COMMANDS [20000] AGENTS [4] PROBE_MS [200] PROFILE [release] SKIP_BUILD=1
-#   DISPATCH [1024]        commands.dispatch_concurrency of the control plane
+#   DISPATCH [32]          commands.dispatch_concurrency of the control plane (its default)
 #   AGENT_SLOTS [256]      commands.max_concurrent of each agent (max_queued is 4x)
 #   OCTOISP_BENCH_PG       admin URL of the PostgreSQL cluster [postgres://postgres@127.0.0.1:5432/postgres]; the
 #                          run uses a fresh database `octoisp_bench_cmd` in it
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 COMMANDS=${COMMANDS:-20000}; AGENTS=${AGENTS:-4}; PROBE_MS=${PROBE_MS:-200}; PROFILE=${PROFILE:-release}
-DISPATCH=${DISPATCH:-1024}; AGENT_SLOTS=${AGENT_SLOTS:-256}
+DISPATCH=${DISPATCH:-32}; AGENT_SLOTS=${AGENT_SLOTS:-256}
 ADMIN=${OCTOISP_BENCH_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 BASE=${BASE_PORT:-27000}
 QUIC_PORT=$((BASE + 443)); HTTP_PORT=$((BASE + 80)); REDIS_PORT=$((BASE + 379)); METRICS_BASE=$((BASE + 2000))

@@ -603,7 +603,7 @@ mod tests {
         let text = include_str!("../../packaging/deb/controlplane/controlplane.toml");
         let cfg = Config::from_toml("controlplane.toml", text, Vec::new()).unwrap();
         assert_eq!(cfg.queue.prefix, "octoisp:q");
-        assert_eq!(cfg.commands.dispatch_concurrency, 256);
+        assert_eq!(cfg.commands.dispatch_concurrency, 32);
     }
 
     #[test]

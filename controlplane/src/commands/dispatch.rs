@@ -9,6 +9,7 @@
 //!   the command goes `waiting_agent` and the job is deferred until the deadline. When the agent says Hello,
 //!   [`agent_connected`] wakes its waiting commands in creation order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,17 +63,39 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
             }
             continue;
         }
-        for lease in leases {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            let cmds = cmds.clone();
+        // The leases whose agent this instance holds are read and marked dispatched together, one statement
+        // per tenant; the others (held elsewhere, offline, or when that statement failed) go one by one.
+        let agents: Vec<Option<Uuid>> = leases
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<JobPayload>(&l.payload)
+                    .ok()
+                    .map(|p| p.agent_id)
+            })
+            .collect();
+        let mut preloaded = preload(&cmds, &leases, &agents).await;
+        for (lease, agent) in leases.into_iter().zip(agents) {
             metrics::histogram!("octoisp_command_queue_wait_seconds", "tier" => lease.tier.as_str())
                 .record((lease.leased_ms - lease.ready_ms).max(0) as f64 / 1000.0);
             // Taken here, in lease order, so the agent's commands start in that order.
-            let turn = serde_json::from_str::<JobPayload>(&lease.payload)
-                .ok()
-                .map(|p| cmds.links.order().take(p.agent_id));
+            let turn = agent.map(|a| cmds.links.order().take(a));
+            let cmds = cmds.clone();
+            if let (Some(agent_id), Some(row)) = (agent, preloaded.remove(&lease.id))
+                && let Some(conn) = cmds.links.local(agent_id)
+            {
+                let job = JobRef {
+                    id: lease.id,
+                    provider_id: lease.provider_id,
+                    attempt: lease.attempt,
+                    agent_id,
+                };
+                let slot = Dispatching { turn, permit: None };
+                tasks.spawn(async move { serve_loaded(&cmds, conn, job, row, slot).await });
+                continue;
+            }
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                break;
+            };
             let slot = Dispatching {
                 turn,
                 permit: Some(permit),
@@ -158,12 +181,57 @@ pub async fn serve_here(cmds: &Commands, conn: quinn::Connection, job: JobRef, s
             return;
         }
     };
-    if is_final(&row.status) {
+    serve_loaded(cmds, conn, job, Some(row), slot).await;
+}
+
+/// Serves a job whose row was read and marked dispatched (`None`: the row is gone).
+async fn serve_loaded(
+    cmds: &Commands,
+    conn: quinn::Connection,
+    job: JobRef,
+    row: Option<CommandRow>,
+    slot: Dispatching,
+) {
+    let Some(row) = row.filter(|r| !is_final(&r.status)) else {
+        // Deleted, never stored, or finished: nothing to run.
         let _ = cmds.queue.complete(job.id, Some(job.attempt)).await;
         return;
-    }
+    };
     let end = stream::run(cmds, conn, job, row, slot).await;
     tracing::debug!(command = %job.id, end = ?end, "Command stream ended.");
+}
+
+/// Reads and marks dispatched, per tenant in one statement, the leases whose agent this instance holds. A lease
+/// missing from the answer (its tenant's statement failed) is dispatched on its own; a row that is gone maps to
+/// `None`.
+async fn preload(
+    cmds: &Commands,
+    leases: &[Lease],
+    agents: &[Option<Uuid>],
+) -> HashMap<Uuid, Option<CommandRow>> {
+    let mut by_tenant: HashMap<Uuid, Vec<(Uuid, i32)>> = HashMap::new();
+    for (lease, agent) in leases.iter().zip(agents) {
+        if agent.is_some_and(|a| cmds.links.local(a).is_some()) {
+            by_tenant
+                .entry(lease.provider_id)
+                .or_default()
+                .push((lease.id, lease.attempt as i32));
+        }
+    }
+    let mut out = HashMap::new();
+    for (provider, jobs) in by_tenant {
+        match stream::load_many_for_dispatch(cmds, provider, &jobs).await {
+            Ok(mut rows) => {
+                for (id, _) in jobs {
+                    out.insert(id, rows.remove(&id));
+                }
+            }
+            Err(err) => {
+                tracing::warn!(provider = %provider, error = %err, "Cannot read a batch of commands; one by one.")
+            }
+        }
+    }
+    out
 }
 
 /// The agent is not connected anywhere.

@@ -10,6 +10,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -26,8 +28,11 @@ const CAPACITY: usize = 16_384;
 /// The sending side of the `running` marks of one instance.
 #[derive(Clone, Debug)]
 pub struct RunningMarks {
-    tx: mpsc::Sender<(Uuid, Uuid)>,
+    tx: mpsc::Sender<Mark>,
 }
+
+/// One mark: tenant, command, when the agent's `started` frame arrived (the command's `started_at`).
+type Mark = (Uuid, Uuid, DateTime<Utc>);
 
 impl RunningMarks {
     /// Starts the writer on `pool` (it ends when every sender is dropped).
@@ -39,14 +44,14 @@ impl RunningMarks {
 
     /// Marks command `id` of `provider_id` running (soon, with others).
     pub async fn running(&self, provider_id: Uuid, id: Uuid) {
-        if self.tx.send((provider_id, id)).await.is_err() {
+        if self.tx.send((provider_id, id, Utc::now())).await.is_err() {
             tracing::debug!(command = %id, "Running mark dropped: the writer stopped.");
         }
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<(Uuid, Uuid)>) {
-    let mut batch: Vec<(Uuid, Uuid)> = Vec::with_capacity(MAX_BATCH);
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Mark>) {
+    let mut batch: Vec<Mark> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
         let linger = tokio::time::sleep(LINGER);
@@ -60,12 +65,14 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<(Uuid, Uuid)>) {
                 },
             }
         }
-        let mut by_tenant: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-        for (provider, id) in batch.drain(..) {
-            by_tenant.entry(provider).or_default().push(id);
+        let mut by_tenant: HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> = HashMap::new();
+        for (provider, id, at) in batch.drain(..) {
+            let (ids, ats) = by_tenant.entry(provider).or_default();
+            ids.push(id);
+            ats.push(at);
         }
-        for (provider, ids) in by_tenant {
-            if let Err(err) = write(&pool, provider, &ids).await {
+        for (provider, (ids, ats)) in by_tenant {
+            if let Err(err) = write(&pool, provider, &ids, &ats).await {
                 tracing::warn!(provider = %provider, marks = ids.len(), error = %err,
                     "Cannot mark commands running; their results will finish them.");
             }
@@ -74,13 +81,19 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<(Uuid, Uuid)>) {
     }
 }
 
-/// Marks `ids` running in one statement and announces each one that moved.
-pub async fn write(pool: &PgPool, provider_id: Uuid, ids: &[Uuid]) -> anyhow::Result<usize> {
+/// Marks `ids` running (started at `ats`) in one statement and announces each one that moved.
+pub async fn write(
+    pool: &PgPool,
+    provider_id: Uuid,
+    ids: &[Uuid],
+    ats: &[DateTime<Utc>],
+) -> anyhow::Result<usize> {
     let mut tx = db::tenant_tx(pool, provider_id).await?;
     let moved: i64 = sqlx::query_scalar(
-        "WITH u AS (UPDATE commands SET status = 'running', started_at = coalesce(started_at, now()) \
-                     WHERE provider_id = $1 AND id = ANY($2) \
-                       AND status IN ('queued', 'waiting_agent', 'dispatched') RETURNING id), \
+        "WITH m AS (SELECT * FROM unnest($2::uuid[], $4::timestamptz[]) AS m(id, at)), \
+              u AS (UPDATE commands c SET status = 'running', started_at = coalesce(c.started_at, m.at) \
+                      FROM m WHERE c.provider_id = $1 AND c.id = ANY($2) AND c.id = m.id \
+                       AND c.status IN ('queued', 'waiting_agent', 'dispatched') RETURNING c.id), \
               n AS (SELECT pg_notify($3, json_build_object('provider_id', $1, 'command_id', id, \
                       'status', 'running')::text) FROM u) \
          SELECT count(*) FROM n",
@@ -88,6 +101,7 @@ pub async fn write(pool: &PgPool, provider_id: Uuid, ids: &[Uuid]) -> anyhow::Re
     .bind(provider_id)
     .bind(ids)
     .bind(super::COMMAND_CHANNEL)
+    .bind(ats)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

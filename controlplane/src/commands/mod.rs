@@ -64,7 +64,9 @@ pub fn is_final(status: &str) -> bool {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommandsConfig {
-    /// Commands this instance dispatches at once (open agent streams started by its dispatcher).
+    /// Leases this instance reads and marks dispatched at once (each holds a database connection for one
+    /// statement; a lease gives its slot back before waiting in its agent's line or running there). Keep it about
+    /// twice `database.max_connections`: more only queues work on the pool, in front of other tenants' commands.
     pub dispatch_concurrency: usize,
     /// Deadline of a command created without `deadline_secs`, seconds after its creation.
     pub default_deadline_secs: u64,
@@ -79,7 +81,7 @@ pub struct CommandsConfig {
 impl Default for CommandsConfig {
     fn default() -> Self {
         CommandsConfig {
-            dispatch_concurrency: 256,
+            dispatch_concurrency: 32,
             default_deadline_secs: 3600,
             max_deadline_secs: 7 * 86_400,
             max_fanout: 100_000,

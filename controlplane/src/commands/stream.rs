@@ -74,6 +74,46 @@ pub async fn load_for_dispatch(cmds: &Commands, job: &JobRef) -> anyhow::Result<
     load_with(cmds, job, true).await
 }
 
+/// [`load_for_dispatch`] for many commands of one tenant in one statement: `(id, attempt)` pairs in, the rows
+/// found out (by id).
+pub async fn load_many_for_dispatch(
+    cmds: &Commands,
+    provider_id: Uuid,
+    jobs: &[(Uuid, i32)],
+) -> anyhow::Result<std::collections::HashMap<Uuid, CommandRow>> {
+    let ids: Vec<Uuid> = jobs.iter().map(|j| j.0).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.1).collect();
+    let mut tx = db::tenant_tx(&cmds.pool, provider_id).await?;
+    let rows: Vec<CommandRow> = sqlx::query_as(
+        "WITH j AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS j(id, attempt)), \
+              c AS (SELECT c.id, c.provider_id, c.agent_id, c.pop_id, c.name, c.args, c.status, c.deadline \
+                      FROM commands c WHERE c.provider_id = $1 AND c.id = ANY($2)), \
+              u AS (UPDATE commands c SET dispatched_at = now(), attempts = greatest(c.attempts, j.attempt), \
+                      status = CASE WHEN c.status = 'running' THEN c.status ELSE 'dispatched' END \
+                      FROM j WHERE c.provider_id = $1 AND c.id = ANY($2) AND c.id = j.id \
+                       AND c.status IN ('queued', 'waiting_agent', 'dispatched', 'running') RETURNING c.id), \
+              n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'command_id', id, \
+                      'status', 'dispatched')::text) FROM u) \
+         SELECT c.* FROM c WHERE (SELECT count(*) FROM n) >= 0",
+    )
+    .bind(provider_id)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(super::COMMAND_CHANNEL)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = std::collections::HashMap::with_capacity(rows.len());
+    for mut r in rows {
+        if r.name == super::agent_config::COMMAND && !super::is_final(&r.status) {
+            r.args =
+                super::agent_config::expand_args(&mut tx, r.provider_id, r.pop_id, &r.args).await?;
+        }
+        out.insert(r.id, r);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
 async fn load_with(cmds: &Commands, job: &JobRef, mark: bool) -> anyhow::Result<Option<CommandRow>> {
     let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await?;
     let mut row: Option<CommandRow> = if mark {
