@@ -441,13 +441,17 @@ impl Executor {
             std::task::Poll::Ready(std::future::Future::poll(acquire.as_mut(), cx))
         })
         .await;
-        admission.release();
         let slot = match first {
+            // A free slot: the next command waits until this one has started.
             std::task::Poll::Ready(s) => s.ok().and_then(Result::ok),
-            std::task::Poll::Pending => tokio::select! {
-                _ = inner.shutdown.cancelled() => None,
-                s = acquire => s.ok().and_then(Result::ok),
-            },
+            // In the slot line (first come, first served): the next one may queue behind.
+            std::task::Poll::Pending => {
+                admission.release();
+                tokio::select! {
+                    _ = inner.shutdown.cancelled() => None,
+                    s = acquire => s.ok().and_then(Result::ok),
+                }
+            }
         };
         drop(queued);
         let Some(_slot) = slot else {
@@ -465,6 +469,7 @@ impl Executor {
 
         frames.write(r#"{"state":"started"}"#.into()).await;
         tracing::info!(command = %cmd.id, name = %name, "Command started.");
+        admission.release();
         let timeout = Duration::from_secs(u64::from(
             args.timeout_secs().unwrap_or(spec.default_timeout_secs),
         ));

@@ -346,12 +346,17 @@ async fn commands_for_an_offline_agent_wait_then_run_when_it_is_back_or_expire()
     }
     let log = s.agent.log();
     assert_eq!(s.agent_lines(&short, "Command started."), 0, "{log}");
-    let started: Vec<&str> = log
+    // By the time each line carries (threads write their lines in any order); RFC 3339 UTC sorts as text.
+    let mut started: Vec<(&str, &str)> = log
         .lines()
         .filter(|l| l.contains("Command started."))
-        .filter_map(|l| ids.iter().find(|id| l.contains(id.as_str())))
-        .map(String::as_str)
+        .filter_map(|l| {
+            let id = ids.iter().find(|id| l.contains(id.as_str()))?;
+            Some((l.split_whitespace().next()?, id.as_str()))
+        })
         .collect();
+    started.sort();
+    let started: Vec<&str> = started.into_iter().map(|(_, id)| id).collect();
     let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_eq!(started, expected, "not started in creation order\n{log}");
 }
