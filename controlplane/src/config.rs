@@ -37,6 +37,8 @@ pub struct Config {
     pub queue: QueueSection,
     /// Command dispatch (workers role) and delivery to agents (ingest role).
     pub commands: crate::commands::CommandsConfig,
+    /// Keys that encrypt stored secrets (notification channel secrets); see docs/NOTIFICATIONS.md.
+    pub secrets: crate::secretbox::SecretsConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             alerts: AlertsSection::default(),
             queue: QueueSection::default(),
             commands: crate::commands::CommandsConfig::default(),
+            secrets: crate::secretbox::SecretsConfig::default(),
         }
     }
 }
@@ -360,6 +363,7 @@ impl Config {
         self.notify.validate().map_err(ConfigError::Invalid)?;
         self.queue.validate().map_err(ConfigError::Invalid)?;
         self.commands.validate().map_err(ConfigError::Invalid)?;
+        self.secrets.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -401,7 +401,14 @@ async fn a_flapping_link_notifies_once_until_stable_and_a_normal_fire_and_resolv
         allow_private_targets: true,
         ..NotifyConfig::default()
     };
-    notify::spawn(rig.db.app.clone(), cfg, &tracker, shutdown.clone()).unwrap();
+    notify::spawn(
+        rig.db.app.clone(),
+        cfg,
+        Default::default(),
+        &tracker,
+        shutdown.clone(),
+    )
+    .unwrap();
     tracker.close();
 
     let defs = vec![def(0, "router-1", "if.oper_status")];
@@ -1013,6 +1020,7 @@ async fn the_routes_check_permissions_validate_input_and_audit_changes() {
         ca_fingerprint: None,
         live: Default::default(),
         commands: None,
+        secrets: Default::default(),
     });
     let good = serde_json::json!({
         "rule_key": "cpu", "name": "CPU alta", "metric": "cpu.load_percent", "kind": "threshold",

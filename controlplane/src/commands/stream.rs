@@ -70,11 +70,18 @@ pub async fn load(cmds: &Commands, job: &JobRef) -> anyhow::Result<Option<Comman
 
 /// Loads a command row about to be sent to its agent and, in the same statement, marks it `dispatched` (a
 /// `running` one stays so) with the attempt, announcing the change: one round trip per command.
-pub async fn load_for_dispatch(cmds: &Commands, job: &JobRef) -> anyhow::Result<Option<CommandRow>> {
+pub async fn load_for_dispatch(
+    cmds: &Commands,
+    job: &JobRef,
+) -> anyhow::Result<Option<CommandRow>> {
     load_with(cmds, job, true).await
 }
 
-async fn load_with(cmds: &Commands, job: &JobRef, mark: bool) -> anyhow::Result<Option<CommandRow>> {
+async fn load_with(
+    cmds: &Commands,
+    job: &JobRef,
+    mark: bool,
+) -> anyhow::Result<Option<CommandRow>> {
     let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await?;
     let mut row: Option<CommandRow> = if mark {
         sqlx::query_as(
