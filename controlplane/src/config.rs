@@ -625,4 +625,26 @@ mod tests {
         .unwrap();
         assert!(!format!("{cfg:?}").contains("pw@"));
     }
+
+    #[test]
+    fn the_secrets_key_comes_from_the_environment_and_is_never_printed() {
+        let key = "ERERERERERERERERERERERERERERERERERERERERERE=";
+        let env = vec![("OCTOISP_CP__SECRETS__KEY".to_owned(), key.to_owned())];
+        let cfg = Config::from_toml("c", "", env).unwrap();
+        assert_eq!(cfg.secrets.key.as_deref(), Some(key));
+        assert!(!format!("{cfg:?}").contains(key));
+        let b = crate::secretbox::SecretBox::from_config(&cfg.secrets).unwrap();
+        assert_eq!(
+            b.current_key_id(),
+            Some(crate::secretbox::key_id(&[0x11; 32]).as_str())
+        );
+        let err = Config::from_toml(
+            "c",
+            "[secrets]\nkey_file = \"/etc/k\"\n",
+            vec![("OCTOISP_CP__SECRETS__KEY".to_owned(), key.to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("secrets.key"), "{err}");
+    }
 }

@@ -22,8 +22,8 @@ pub const DELIVERY_HEADER: &str = "x-octoisp-delivery";
 /// Longest error text kept from a peer's answer.
 const MAX_ERROR_TEXT: usize = 300;
 
-/// A delivery claimed by a worker, with what sending it needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A delivery claimed by a worker, with what sending it needs. Its `Debug` leaves the secret out.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Claimed {
     /// Delivery id.
     pub id: Uuid,
@@ -59,6 +59,24 @@ pub struct Claimed {
     pub p256dh: Option<String>,
     /// Its auth secret.
     pub auth: Option<String>,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("provider_id", &self.provider_id)
+            .field("channel_id", &self.channel_id)
+            .field("kind", &self.kind)
+            .field(
+                "has_secret",
+                &(self.secret.is_some() || self.secret_ciphertext.is_some()),
+            )
+            .field("secret_key_id", &self.secret_key_id)
+            .field("recipient", &self.recipient)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a send failed.
