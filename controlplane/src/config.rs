@@ -340,8 +340,8 @@ impl Config {
         }
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
-        if !(1..=4096).contains(&self.alerts.channel_capacity) {
-            return bad("alerts.channel_capacity must be between 1 and 4096 (stored batches)");
+        if !(1_000..=100_000_000).contains(&self.alerts.queue_samples) {
+            return bad("alerts.queue_samples must be between 1000 and 100000000 (samples)");
         }
         if !(100..=60_000).contains(&self.alerts.tick_ms) {
             return bad("alerts.tick_ms must be between 100 and 60000");
@@ -480,9 +480,9 @@ impl QueueSection {
 pub struct AlertsSection {
     /// Evaluate alert rules on this instance's ingest. Off: samples are stored and no rule is evaluated here.
     pub enabled: bool,
-    /// Stored batches queued for the engine; when the queue is full, ingest waits (acks slow down, nothing is
-    /// skipped).
-    pub channel_capacity: usize,
+    /// Samples queued for the engine (stored batches count their samples); when the queue is full, ingest waits
+    /// (acks slow down, nothing is skipped). Bounds the alert latency whatever the batch size.
+    pub queue_samples: u32,
     /// Period of the absence/offline timer, milliseconds.
     pub tick_ms: u64,
     /// A provider's rules and series metadata are reloaded at least this often, seconds, even without a change
@@ -495,7 +495,7 @@ impl Default for AlertsSection {
         let engine = crate::alerts::EngineConfig::default();
         Self {
             enabled: true,
-            channel_capacity: engine.channel_capacity,
+            queue_samples: engine.queue_samples,
             tick_ms: engine.tick.as_millis() as u64,
             refresh_secs: engine.refresh.as_secs(),
         }
@@ -506,7 +506,7 @@ impl AlertsSection {
     /// The engine's settings.
     pub fn engine_config(&self) -> crate::alerts::EngineConfig {
         crate::alerts::EngineConfig {
-            channel_capacity: self.channel_capacity,
+            queue_samples: self.queue_samples,
             tick: std::time::Duration::from_millis(self.tick_ms),
             refresh: std::time::Duration::from_secs(self.refresh_secs),
         }
@@ -537,19 +537,16 @@ mod tests {
     fn the_alert_engine_is_configured_from_its_section() {
         let cfg = Config::from_toml(
             "cp.toml",
-            "[alerts]\nchannel_capacity = 8\ntick_ms = 500\nrefresh_secs = 30\n",
+            "[alerts]\nqueue_samples = 8000\ntick_ms = 500\nrefresh_secs = 30\n",
             Vec::new(),
         )
         .unwrap();
         let engine = cfg.alerts.engine_config();
-        assert_eq!(engine.channel_capacity, 8);
+        assert_eq!(engine.queue_samples, 8000);
         assert_eq!(engine.tick, std::time::Duration::from_millis(500));
         assert_eq!(engine.refresh, std::time::Duration::from_secs(30));
         for (toml, key) in [
-            (
-                "[alerts]\nchannel_capacity = 0\n",
-                "alerts.channel_capacity",
-            ),
+            ("[alerts]\nqueue_samples = 10\n", "alerts.queue_samples"),
             ("[alerts]\ntick_ms = 5\n", "alerts.tick_ms"),
             ("[alerts]\nrefresh_secs = 0\n", "alerts.refresh_secs"),
             ("[alerts]\ntick = 5\n", "tick"),

@@ -17,14 +17,13 @@ use octoisp_controlplane::alerts::{Engine, EngineConfig};
 use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
 use octoisp_controlplane::auth::Caller;
-use octoisp_controlplane::ingest::store::{Store, StoredSamples};
+use octoisp_controlplane::ingest::store::Store;
 use octoisp_controlplane::notify::{self, NotifyConfig};
 use octoisp_shared::{Event, Record, Sample, SeriesDef, Severity, Tr069Result};
 use serde_json::Value;
 use support::TestDb;
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
 use support::standins::HttpReceiver;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -38,7 +37,7 @@ struct Rig {
     t: Tenant,
     store: Store,
     engine: Engine,
-    rx: mpsc::Receiver<StoredSamples>,
+    rx: octoisp_controlplane::alerts::SampleReceiver,
     seq: u64,
     base: i64,
 }
