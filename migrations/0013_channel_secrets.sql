@@ -15,6 +15,22 @@ ALTER TABLE notification_channels
     ADD CONSTRAINT notification_channels_secret_one_form
         CHECK (secret IS NULL OR secret_ciphertext IS NULL);
 
+-- The providers' VAPID private keys (0010), sealed the same way (associated data: the provider). Without a
+-- configured key a new VAPID key is still stored in `private_key` (Web Push needs no tenant secret), and the start-up
+-- pass seals it once a key is configured.
+ALTER TABLE push_vapid_keys
+    ALTER COLUMN private_key DROP NOT NULL,
+    ADD COLUMN private_key_ciphertext bytea
+        CHECK (private_key_ciphertext IS NULL OR length(private_key_ciphertext) BETWEEN 29 AND 4096),
+    ADD COLUMN private_key_key_id text
+        CHECK (private_key_key_id IS NULL OR length(private_key_key_id) BETWEEN 1 AND 64),
+    ADD CONSTRAINT push_vapid_keys_sealed_with_key
+        CHECK ((private_key_ciphertext IS NULL) = (private_key_key_id IS NULL)),
+    ADD CONSTRAINT push_vapid_keys_one_form
+        CHECK ((private_key IS NULL) <> (private_key_ciphertext IS NULL));
+-- For the start-up pass that seals plaintext keys.
+GRANT UPDATE (private_key, private_key_ciphertext, private_key_key_id) ON push_vapid_keys TO octoisp_app;
+
 COMMENT ON COLUMN notification_channels.secret IS
     'Plaintext secret of rows older than 0013, sealed and cleared at start; never written otherwise.';
 COMMENT ON COLUMN notification_channels.secret_ciphertext IS

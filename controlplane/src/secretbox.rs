@@ -211,6 +211,11 @@ impl SecretBox {
 
     /// Seals `plaintext` with the current key; `aad` names where it will be stored.
     pub fn seal(&self, plaintext: &str, aad: &[u8]) -> Result<Sealed, SecretError> {
+        self.seal_bytes(plaintext.as_bytes(), aad)
+    }
+
+    /// Seals bytes (a private key) with the current key.
+    pub fn seal_bytes(&self, plaintext: &[u8], aad: &[u8]) -> Result<Sealed, SecretError> {
         if !self.has_current {
             return Err(SecretError::NoKey);
         }
@@ -221,7 +226,7 @@ impl SecretBox {
             .map_err(|_| SecretError::Random)?;
         let mut out = Vec::with_capacity(NONCE_LEN + plaintext.len() + AES_256_GCM.tag_len());
         out.extend_from_slice(&nonce);
-        let mut body = plaintext.as_bytes().to_vec();
+        let mut body = plaintext.to_vec();
         key.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -240,6 +245,20 @@ impl SecretBox {
 
     /// Opens a secret sealed with key `key_id` for `aad`.
     pub fn open(&self, ciphertext: &[u8], key_id: &str, aad: &[u8]) -> Result<String, SecretError> {
+        String::from_utf8(self.open_bytes(ciphertext, key_id, aad)?).map_err(|_| {
+            SecretError::Corrupt {
+                key_id: key_id.to_owned(),
+            }
+        })
+    }
+
+    /// Opens bytes sealed with key `key_id` for `aad`.
+    pub fn open_bytes(
+        &self,
+        ciphertext: &[u8],
+        key_id: &str,
+        aad: &[u8],
+    ) -> Result<Vec<u8>, SecretError> {
         let key =
             self.keys
                 .iter()
@@ -260,7 +279,7 @@ impl SecretBox {
             .key
             .open_in_place(nonce, Aad::from(aad), &mut body)
             .map_err(|_| corrupt())?;
-        String::from_utf8(plain.to_vec()).map_err(|_| corrupt())
+        Ok(plain.to_vec())
     }
 }
 
@@ -269,16 +288,23 @@ pub fn channel_aad(provider_id: Uuid, channel_id: Uuid) -> Vec<u8> {
     format!("octoisp:notification_channels.secret:{provider_id}:{channel_id}").into_bytes()
 }
 
-/// Seals every notification channel secret still stored in plaintext (rows from before migration 0013) and clears
-/// the plaintext; returns how many rows it sealed. Safe with several instances starting at once: a row is changed
-/// only if it still holds plaintext. Without a current key it fails with [`SecretError::NoKey`] if any row waits.
+/// Associated data of a provider's VAPID private key.
+pub fn vapid_aad(provider_id: Uuid) -> Vec<u8> {
+    format!("octoisp:push_vapid_keys.private_key:{provider_id}").into_bytes()
+}
+
+/// Seals every notification channel secret and VAPID private key still stored in plaintext (rows from before
+/// migration 0013, or VAPID keys made while no key was configured) and clears the plaintext; returns how many rows
+/// it sealed. Safe with several instances starting at once: rows are locked (`FOR UPDATE`, which waits and then
+/// re-checks that the row still holds plaintext) and changed only if they do. Without a current key it fails with
+/// [`SecretError::NoKey`] if any row waits.
 pub async fn seal_plaintext_channels(
     pool: &PgPool,
     secrets: &SecretBox,
 ) -> Result<u64, SealPassError> {
     let mut tx = crate::db::global_admin_tx(pool).await?;
     let rows: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
-        "SELECT provider_id, id, secret FROM notification_channels WHERE secret IS NOT NULL FOR UPDATE SKIP LOCKED",
+        "SELECT provider_id, id, secret FROM notification_channels WHERE secret IS NOT NULL FOR UPDATE",
     )
     .fetch_all(&mut *tx)
     .await
@@ -299,20 +325,42 @@ pub async fn seal_plaintext_channels(
         .map_err(crate::db::DbError::query("seal a channel secret"))?
         .rows_affected();
     }
+    let keys: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+        "SELECT provider_id, private_key FROM push_vapid_keys WHERE private_key IS NOT NULL FOR UPDATE",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(crate::db::DbError::query("read plaintext VAPID keys"))?;
+    for (provider_id, der) in keys {
+        let s = secrets.seal_bytes(&der, &vapid_aad(provider_id))?;
+        sealed += sqlx::query(
+            "UPDATE push_vapid_keys SET private_key_ciphertext = $2, private_key_key_id = $3, private_key = NULL \
+             WHERE provider_id = $1 AND private_key IS NOT NULL",
+        )
+        .bind(provider_id)
+        .bind(&s.ciphertext)
+        .bind(&s.key_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(crate::db::DbError::query("seal a VAPID key"))?
+        .rows_affected();
+    }
     tx.commit()
         .await
         .map_err(crate::db::DbError::query("commit the sealed secrets"))?;
     Ok(sealed)
 }
 
-/// How many notification channel secrets are still stored in plaintext.
+/// How many notification channel secrets and VAPID keys are still stored in plaintext.
 pub async fn plaintext_channels(pool: &PgPool) -> Result<i64, SealPassError> {
     let mut tx = crate::db::global_admin_tx(pool).await?;
-    let n =
-        sqlx::query_scalar("SELECT count(*) FROM notification_channels WHERE secret IS NOT NULL")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(crate::db::DbError::query("count plaintext channel secrets"))?;
+    let n = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM notification_channels WHERE secret IS NOT NULL) \
+              + (SELECT count(*) FROM push_vapid_keys WHERE private_key IS NOT NULL)",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(crate::db::DbError::query("count plaintext secrets"))?;
     tx.rollback()
         .await
         .map_err(crate::db::DbError::query("end the count"))?;
@@ -339,7 +387,7 @@ pub async fn startup_pass(pool: &PgPool, secrets: &SecretBox) {
             Ok(n) => tracing::info!(
                 key_id = id,
                 sealed = n,
-                "Encrypted the notification channel secrets stored in plaintext."
+                "Encrypted the notification secrets stored in plaintext."
             ),
             Err(err) => {
                 tracing::error!(error = %err, "Cannot encrypt the plaintext channel secrets.")

@@ -1219,6 +1219,23 @@ async fn channel_secrets_are_stored_encrypted_and_still_sign_and_authenticate() 
         !dump.contains("sealed_token_value") && !dump.contains(&hook_secret),
         "{dump}"
     );
+    // The provider's VAPID private key, made on first use, is sealed too.
+    let r = h
+        .call("GET", "/api/v1/push/vapid-public-key", "a", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let (plain, sealed, key_id): (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>) = sqlx::query_as(
+        "SELECT private_key, private_key_ciphertext, private_key_key_id FROM push_vapid_keys WHERE provider_id = $1",
+    )
+    .bind(h.a.provider_id)
+    .fetch_one(&h.db.admin)
+    .await
+    .unwrap();
+    assert!(
+        plain.is_none() && sealed.is_some(),
+        "VAPID key stored in plaintext"
+    );
+    assert_eq!(key_id.as_deref(), Some(secretbox::key_id(&KEY_1).as_str()));
     let listed = h
         .call("GET", "/api/v1/notifications/channels", "a", None)
         .await;

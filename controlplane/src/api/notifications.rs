@@ -1310,7 +1310,7 @@ pub async fn vapid_public_key(
 ) -> Result<axum::Json<VapidPublicKey>, ApiError> {
     let provider = own_provider(&caller)?;
     let mut tx = caller.tx(&state.pool, None).await?;
-    let key = webpush::vapid_key(&mut tx, provider)
+    let key = webpush::vapid_key(&mut tx, provider, &state.secrets)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tx.commit().await?;

@@ -117,7 +117,7 @@ pub async fn deliver_provider(
     .await
     .map_err(NotifyError::db("read claimed deliveries"))?;
     let vapid = if claimed.iter().any(|d| d.kind == "webpush") {
-        match webpush::vapid_key(&mut tx, provider).await {
+        match webpush::vapid_key(&mut tx, provider, sender.secrets()).await {
             Ok(k) => Some(k),
             Err(err) => {
                 tracing::warn!(provider = %provider, error = %err, "No VAPID key: push deliveries will be retried.");

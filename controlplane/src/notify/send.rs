@@ -185,6 +185,11 @@ impl Sender {
         self
     }
 
+    /// The keys that open sealed secrets.
+    pub fn secrets(&self) -> &crate::secretbox::SecretBox {
+        &self.secrets
+    }
+
     /// `d` with its sealed secret opened (a key that is missing is an error the delivery retries: the operator
     /// may add it to the configuration).
     fn opened(&self, d: &Claimed) -> Result<Option<Claimed>, SendError> {
