@@ -4,8 +4,8 @@
 # alert_events rows it causes (p50/p90/p99/max), plus the engine's in-memory evaluation rate.
 #
 # Usage: scripts/bench-alerts.sh [SERIES] [SECONDS]   (defaults 1,000,000 and 60)
-# Environment: WRITERS (default 2), BATCH (default 50000), CHANNEL (store -> engine channel capacity in batches,
-# default 64 as in production), OCTOISP_TEST_PG (admin URL of the PostgreSQL to create
+# Environment: WRITERS (default 2), BATCH (default 50000), QUEUE (store -> engine queue capacity in samples,
+# default 100000 as in production), OCTOISP_TEST_PG (admin URL of the PostgreSQL to create
 # the benchmark database in; default postgres://postgres@127.0.0.1:5432/postgres), CARGO_TARGET_DIR,
 # BENCH_NO_BUILD=1 to use the example already built.
 #
@@ -26,5 +26,5 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
 fi
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/alert_bench"
 /usr/bin/time -v "$BIN" --series "$SERIES" --seconds "$SECONDS_LOAD" --writers "$WRITERS" --batch "$BATCH" \
-    --channel-capacity "${CHANNEL:-64}" \
+    --queue-samples "${QUEUE:-100000}" \
     2> >(grep -E "Maximum resident|Elapsed" >&2)

@@ -53,9 +53,9 @@ struct Args {
     /// Length of the load phase.
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-    /// Capacity of the store -> engine channel, in batches (the `[alerts] channel_capacity` setting).
-    #[arg(long, default_value_t = 64)]
-    channel_capacity: usize,
+    /// Capacity of the store -> engine queue, in samples (the `[alerts] queue_samples` setting).
+    #[arg(long, default_value_t = octoisp_controlplane::alerts::engine::DEFAULT_QUEUE_SAMPLES)]
+    queue_samples: u32,
     /// Passes over all series for the in-memory evaluation rate.
     #[arg(long, default_value_t = 3)]
     eval_passes: u64,
@@ -109,7 +109,7 @@ async fn main() {
         engine_pool,
         EngineConfig {
             refresh: Duration::from_secs(3600),
-            channel_capacity: args.channel_capacity,
+            queue_samples: args.queue_samples,
             ..EngineConfig::default()
         },
     );

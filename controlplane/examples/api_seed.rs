@@ -175,6 +175,7 @@ async fn serve(url: &str, listen: SocketAddr, token: &str) -> anyhow::Result<()>
         ca_fingerprint: None,
         live: Default::default(),
         commands: None,
+        secrets: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(listen).await?;
     println!("serving on {listen}");

@@ -157,6 +157,7 @@ async fn main() {
         notify::spawn(
             db.app_pool(12).await,
             cfg.clone(),
+            Default::default(),
             &tracker,
             shutdown.clone(),
         )

@@ -250,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
         ca_fingerprint: None,
         live: Default::default(),
         commands: None,
+        secrets: Default::default(),
     });
     let iso = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     for (label, days, points) in [

@@ -37,6 +37,8 @@ pub struct Config {
     pub queue: QueueSection,
     /// Command dispatch (workers role) and delivery to agents (ingest role).
     pub commands: crate::commands::CommandsConfig,
+    /// Keys that encrypt stored secrets (notification channel secrets); see docs/NOTIFICATIONS.md.
+    pub secrets: crate::secretbox::SecretsConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             alerts: AlertsSection::default(),
             queue: QueueSection::default(),
             commands: crate::commands::CommandsConfig::default(),
+            secrets: crate::secretbox::SecretsConfig::default(),
         }
     }
 }
@@ -337,8 +340,8 @@ impl Config {
         }
         self.api.validate().map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
-        if !(1..=4096).contains(&self.alerts.channel_capacity) {
-            return bad("alerts.channel_capacity must be between 1 and 4096 (stored batches)");
+        if !(1_000..=100_000_000).contains(&self.alerts.queue_samples) {
+            return bad("alerts.queue_samples must be between 1000 and 100000000 (samples)");
         }
         if !(100..=60_000).contains(&self.alerts.tick_ms) {
             return bad("alerts.tick_ms must be between 100 and 60000");
@@ -360,6 +363,7 @@ impl Config {
         self.notify.validate().map_err(ConfigError::Invalid)?;
         self.queue.validate().map_err(ConfigError::Invalid)?;
         self.commands.validate().map_err(ConfigError::Invalid)?;
+        self.secrets.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -476,9 +480,9 @@ impl QueueSection {
 pub struct AlertsSection {
     /// Evaluate alert rules on this instance's ingest. Off: samples are stored and no rule is evaluated here.
     pub enabled: bool,
-    /// Stored batches queued for the engine; when the queue is full, ingest waits (acks slow down, nothing is
-    /// skipped).
-    pub channel_capacity: usize,
+    /// Samples queued for the engine (stored batches count their samples); when the queue is full, ingest waits
+    /// (acks slow down, nothing is skipped). Bounds the alert latency whatever the batch size.
+    pub queue_samples: u32,
     /// Period of the absence/offline timer, milliseconds.
     pub tick_ms: u64,
     /// A provider's rules and series metadata are reloaded at least this often, seconds, even without a change
@@ -491,7 +495,7 @@ impl Default for AlertsSection {
         let engine = crate::alerts::EngineConfig::default();
         Self {
             enabled: true,
-            channel_capacity: engine.channel_capacity,
+            queue_samples: engine.queue_samples,
             tick_ms: engine.tick.as_millis() as u64,
             refresh_secs: engine.refresh.as_secs(),
         }
@@ -502,7 +506,7 @@ impl AlertsSection {
     /// The engine's settings.
     pub fn engine_config(&self) -> crate::alerts::EngineConfig {
         crate::alerts::EngineConfig {
-            channel_capacity: self.channel_capacity,
+            queue_samples: self.queue_samples,
             tick: std::time::Duration::from_millis(self.tick_ms),
             refresh: std::time::Duration::from_secs(self.refresh_secs),
         }
@@ -533,19 +537,16 @@ mod tests {
     fn the_alert_engine_is_configured_from_its_section() {
         let cfg = Config::from_toml(
             "cp.toml",
-            "[alerts]\nchannel_capacity = 8\ntick_ms = 500\nrefresh_secs = 30\n",
+            "[alerts]\nqueue_samples = 8000\ntick_ms = 500\nrefresh_secs = 30\n",
             Vec::new(),
         )
         .unwrap();
         let engine = cfg.alerts.engine_config();
-        assert_eq!(engine.channel_capacity, 8);
+        assert_eq!(engine.queue_samples, 8000);
         assert_eq!(engine.tick, std::time::Duration::from_millis(500));
         assert_eq!(engine.refresh, std::time::Duration::from_secs(30));
         for (toml, key) in [
-            (
-                "[alerts]\nchannel_capacity = 0\n",
-                "alerts.channel_capacity",
-            ),
+            ("[alerts]\nqueue_samples = 10\n", "alerts.queue_samples"),
             ("[alerts]\ntick_ms = 5\n", "alerts.tick_ms"),
             ("[alerts]\nrefresh_secs = 0\n", "alerts.refresh_secs"),
             ("[alerts]\ntick = 5\n", "tick"),
@@ -620,5 +621,27 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{cfg:?}").contains("pw@"));
+    }
+
+    #[test]
+    fn the_secrets_key_comes_from_the_environment_and_is_never_printed() {
+        let key = "ERERERERERERERERERERERERERERERERERERERERERE=";
+        let env = vec![("OCTOISP_CP__SECRETS__KEY".to_owned(), key.to_owned())];
+        let cfg = Config::from_toml("c", "", env).unwrap();
+        assert_eq!(cfg.secrets.key.as_deref(), Some(key));
+        assert!(!format!("{cfg:?}").contains(key));
+        let b = crate::secretbox::SecretBox::from_config(&cfg.secrets).unwrap();
+        assert_eq!(
+            b.current_key_id(),
+            Some(crate::secretbox::key_id(&[0x11; 32]).as_str())
+        );
+        let err = Config::from_toml(
+            "c",
+            "[secrets]\nkey_file = \"/etc/k\"\n",
+            vec![("OCTOISP_CP__SECRETS__KEY".to_owned(), key.to_owned())],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("secrets.key"), "{err}");
     }
 }

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod queue;
 pub mod registry;
 pub mod rollup;
+pub mod secretbox;
 pub mod serve;
 pub mod telemetry;
 pub mod tls;

@@ -95,6 +95,11 @@ pub async fn run(
         })?;
     let tracker = TaskTracker::new();
     let commands = commands_state(&cfg, pool.clone()).await;
+    let secrets = Arc::new(
+        crate::secretbox::SecretBox::from_config(&cfg.secrets)
+            .context("invalid [secrets] configuration")?,
+    );
+    crate::secretbox::startup_pass(&pool, &secrets).await;
 
     if roles.contains(&Role::Ingest) {
         let ca = Arc::new(ca::Ca::load_or_create(&cfg.data_dir).context("cannot load the CA")?);
@@ -163,8 +168,14 @@ pub async fn run(
             tracker.spawn(async move { dispatch::reconcile_loop(c1, sd).await });
         }
         if cfg.notify.enabled {
-            crate::notify::spawn(pool.clone(), cfg.notify.clone(), &tracker, shutdown.clone())
-                .context("cannot start the notifier")?;
+            crate::notify::spawn(
+                pool.clone(),
+                cfg.notify.clone(),
+                secrets.clone(),
+                &tracker,
+                shutdown.clone(),
+            )
+            .context("cannot start the notifier")?;
         }
     }
     // Every instance serves /healthz, /readyz and /metrics; the REST API only with the `api` role.
@@ -187,7 +198,7 @@ pub async fn run(
         let live = crate::api::live::LiveHub::new(shutdown.child_token());
         app = app
             .merge(crate::api::router(
-                api_state(&cfg, pool.clone(), live, commands.clone()).await?,
+                api_state(&cfg, pool.clone(), live, commands.clone(), secrets.clone()).await?,
             ))
             .merge(crate::console::router(&cfg.http.web_dir));
     }
@@ -218,6 +229,7 @@ async fn api_state(
     pool: PgPool,
     live: crate::api::live::LiveHub,
     commands: Option<crate::commands::Commands>,
+    secrets: Arc<crate::secretbox::SecretBox>,
 ) -> anyhow::Result<crate::api::AppState> {
     let auth_cfg = cfg.auth.auth_config().context(
         "the api role needs auth.jwt_secret (at least 32 bytes; set OCTOISP_CP__AUTH__JWT_SECRET), the same on every instance",
@@ -280,6 +292,7 @@ async fn api_state(
             .ok(),
         live,
         commands,
+        secrets,
     })
 }
 

@@ -17,14 +17,13 @@ use octoisp_controlplane::alerts::{Engine, EngineConfig};
 use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
 use octoisp_controlplane::auth::Caller;
-use octoisp_controlplane::ingest::store::{Store, StoredSamples};
+use octoisp_controlplane::ingest::store::Store;
 use octoisp_controlplane::notify::{self, NotifyConfig};
 use octoisp_shared::{Event, Record, Sample, SeriesDef, Severity, Tr069Result};
 use serde_json::Value;
 use support::TestDb;
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
 use support::standins::HttpReceiver;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -38,7 +37,7 @@ struct Rig {
     t: Tenant,
     store: Store,
     engine: Engine,
-    rx: mpsc::Receiver<StoredSamples>,
+    rx: octoisp_controlplane::alerts::SampleReceiver,
     seq: u64,
     base: i64,
 }
@@ -401,7 +400,14 @@ async fn a_flapping_link_notifies_once_until_stable_and_a_normal_fire_and_resolv
         allow_private_targets: true,
         ..NotifyConfig::default()
     };
-    notify::spawn(rig.db.app.clone(), cfg, &tracker, shutdown.clone()).unwrap();
+    notify::spawn(
+        rig.db.app.clone(),
+        cfg,
+        Default::default(),
+        &tracker,
+        shutdown.clone(),
+    )
+    .unwrap();
     tracker.close();
 
     let defs = vec![def(0, "router-1", "if.oper_status")];
@@ -1013,6 +1019,7 @@ async fn the_routes_check_permissions_validate_input_and_audit_changes() {
         ca_fingerprint: None,
         live: Default::default(),
         commands: None,
+        secrets: Default::default(),
     });
     let good = serde_json::json!({
         "rule_key": "cpu", "name": "CPU alta", "metric": "cpu.load_percent", "kind": "threshold",

@@ -464,6 +464,7 @@ async fn harness_with(config: ApiConfig) -> Harness {
         ca_fingerprint: None,
         live: Default::default(),
         commands: Some(commands),
+        secrets: Default::default(),
     };
     Harness {
         router: api::router(state),
@@ -1310,6 +1311,7 @@ async fn login_harness() -> LoginHarness {
         ca_fingerprint: None,
         live: Default::default(),
         commands: None,
+        secrets: Default::default(),
     };
     let h = Harness {
         router: api::router(state),

@@ -168,6 +168,7 @@ async fn harness() -> Harness {
         ca_fingerprint: None,
         live: Default::default(),
         commands: Some(cmds.clone()),
+        secrets: Default::default(),
     };
     Harness {
         router: api::router(state),

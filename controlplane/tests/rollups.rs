@@ -659,6 +659,7 @@ async fn the_series_api_picks_its_resolution_sums_scopes_and_isolates_tenants() 
         ca_fingerprint: None,
         live: Default::default(),
         commands: None,
+        secrets: Default::default(),
     });
 
     // The list of a device's series.

@@ -124,6 +124,7 @@ async fn harness() -> Harness {
         ca_fingerprint: None,
         live: LiveHub::new(shutdown.clone()),
         commands: None,
+        secrets: Default::default(),
     };
     let web = console_dir();
     // The same composition as `serve`: the API, then the console at `/`.

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -32,12 +31,16 @@ pub const CONFIG_CHANNEL: &str = "octoisp_alert_config";
 /// Most latencies kept for [`EngineStats::latencies`].
 const MAX_LATENCIES: usize = 1_000_000;
 
+/// Default bound of the store -> engine queue: 100,000 samples, about half a second of evaluation on a loaded
+/// 2-core machine (docs/BENCHMARKS.md).
+pub const DEFAULT_QUEUE_SAMPLES: u32 = 100_000;
+
 /// Settings of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Capacity of the channel from the store (messages = stored batches). When full, the store waits: ingest
-    /// acks slow down rather than samples being skipped.
-    pub channel_capacity: usize,
+    /// Capacity of the queue from the store, in samples (`crate::alerts::queue`). When full, the store waits:
+    /// ingest acks slow down rather than samples being skipped.
+    pub queue_samples: u32,
     /// Period of the absence/offline timer.
     pub tick: Duration,
     /// A provider's configuration is reloaded at least this often even without a notification.
@@ -47,7 +50,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            channel_capacity: 64,
+            queue_samples: DEFAULT_QUEUE_SAMPLES,
             tick: Duration::from_secs(1),
             refresh: Duration::from_secs(60),
         }
@@ -166,15 +169,15 @@ impl std::fmt::Debug for Engine {
 }
 
 /// The sending end the store takes ([`crate::ingest::store::Store::with_sample_observer`]).
-pub type SampleSender = mpsc::Sender<StoredSamples>;
+pub type SampleSender = super::queue::SampleSender;
 
 impl Engine {
     /// An engine over `pool` (connected as `octoisp_app`), and the sender to give the store.
     pub fn new(
         pool: PgPool,
         cfg: EngineConfig,
-    ) -> (Engine, SampleSender, mpsc::Receiver<StoredSamples>) {
-        let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
+    ) -> (Engine, SampleSender, super::queue::SampleReceiver) {
+        let (tx, rx) = super::queue::sample_queue(cfg.queue_samples);
         let engine = Engine {
             pool,
             cfg,
@@ -194,7 +197,7 @@ impl Engine {
 
     /// Runs until `shutdown` is cancelled or every sender is gone: samples from `rx`, the timer, and
     /// configuration notifications.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<StoredSamples>, shutdown: CancellationToken) {
+    pub async fn run(mut self, mut rx: super::queue::SampleReceiver, shutdown: CancellationToken) {
         let listener = tokio::spawn(listen(
             self.pool.clone(),
             self.stale.clone(),

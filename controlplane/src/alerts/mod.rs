@@ -12,8 +12,10 @@
 pub mod apply;
 pub mod engine;
 pub mod eval;
+pub mod queue;
 pub mod rules;
 
 pub use engine::{
     Engine, EngineConfig, EngineError, EngineStats, LAST_SEEN_FLUSH_MS, SampleSender,
 };
+pub use queue::SampleReceiver;

@@ -236,6 +236,8 @@ pub struct AppState {
     pub live: live::LiveHub,
     /// Commands to agents: the queue and its settings (`None`: the command routes answer 503).
     pub commands: Option<crate::commands::Commands>,
+    /// Seals secrets before they are stored (notification channels); without a key, storing one is refused.
+    pub secrets: Arc<crate::secretbox::SecretBox>,
 }
 
 impl std::fmt::Debug for AppState {

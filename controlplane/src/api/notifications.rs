@@ -85,9 +85,9 @@ pub struct ChannelWithSecret {
 }
 
 const CHANNEL_COLUMNS: &str = "SELECT id, provider_id, name, kind, config, language, rate_limit_per_minute, enabled, \
-     secret IS NOT NULL AS has_secret, created_at, updated_at FROM notification_channels WHERE true";
+     (secret IS NOT NULL OR secret_ciphertext IS NOT NULL) AS has_secret, created_at, updated_at FROM notification_channels WHERE true";
 const CHANNEL_RETURNING: &str = "RETURNING id, provider_id, name, kind, config, language, rate_limit_per_minute, \
-     enabled, secret IS NOT NULL AS has_secret, created_at, updated_at";
+     enabled, (secret IS NOT NULL OR secret_ciphertext IS NOT NULL) AS has_secret, created_at, updated_at";
 
 /// A new channel.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -139,6 +139,31 @@ pub struct ChannelUpdate {
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
+}
+
+/// Seals a channel's secret for its row; without a configured key the secret is refused, never stored in plaintext.
+fn seal(
+    state: &AppState,
+    provider: Uuid,
+    channel: Uuid,
+    secret: Option<&str>,
+) -> Result<(Option<Vec<u8>>, Option<String>), ApiError> {
+    let Some(secret) = secret else {
+        return Ok((None, None));
+    };
+    match state
+        .secrets
+        .seal(secret, &crate::secretbox::channel_aad(provider, channel))
+    {
+        Ok(s) => Ok((Some(s.ciphertext), Some(s.key_id))),
+        Err(crate::secretbox::SecretError::NoKey) => Err(ApiError::Unprocessable(format!(
+            "this control plane cannot store channel secrets: it has no key to encrypt them (the operator sets {})",
+            crate::secretbox::CONFIG_HINT
+        ))),
+        Err(err) => Err(ApiError::Internal(format!(
+            "sealing a channel secret: {err}"
+        ))),
+    }
 }
 
 fn language(v: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -335,19 +360,25 @@ pub async fn create_channel(
     };
     let lang = language(body.language.as_deref())?.unwrap_or_else(|| "pt-BR".into());
     let rate = rate_limit(body.rate_limit_per_minute)?.unwrap_or(30);
+    // The id is chosen here: the sealed secret is bound to its row.
+    let id = Uuid::new_v4();
+    let (ciphertext, key_id) = seal(&state, provider, id, secret.as_deref())?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let channel: Channel = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO notification_channels (provider_id, name, kind, config, secret, language, rate_limit_per_minute, \
-         enabled) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) {CHANNEL_RETURNING}"
+        "INSERT INTO notification_channels (provider_id, name, kind, config, secret_ciphertext, secret_key_id, \
+         language, rate_limit_per_minute, enabled, id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         {CHANNEL_RETURNING}"
     )))
     .bind(provider)
     .bind(&name)
     .bind(&body.kind)
     .bind(&config)
-    .bind(&secret)
+    .bind(&ciphertext)
+    .bind(&key_id)
     .bind(&lang)
     .bind(rate)
     .bind(body.enabled.unwrap_or(true))
+    .bind(id)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(
@@ -423,9 +454,13 @@ pub async fn update_channel(
         (None, true) => return Err(bad("rotate_secret applies to webhook channels only")),
         (None, false) => None,
     };
+    let (ciphertext, key_id) = seal(&state, before.provider_id, id, secret.as_deref())?;
+    // A new secret replaces the old one in whichever form it was stored.
     let after: Channel = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE notification_channels SET name = coalesce($3, name), config = coalesce($4, config), \
-         secret = coalesce($5, secret), language = coalesce($6, language), \
+         secret = CASE WHEN $5::bytea IS NULL THEN secret END, \
+         secret_ciphertext = coalesce($5, secret_ciphertext), secret_key_id = coalesce($9, secret_key_id), \
+         language = coalesce($6, language), \
          rate_limit_per_minute = coalesce($7, rate_limit_per_minute), enabled = coalesce($8, enabled), \
          updated_at = now() WHERE provider_id = $1 AND id = $2 {CHANNEL_RETURNING}"
     )))
@@ -433,10 +468,11 @@ pub async fn update_channel(
     .bind(id)
     .bind(name)
     .bind(&body.config)
-    .bind(secret.as_deref())
+    .bind(&ciphertext)
     .bind(lang)
     .bind(rate)
     .bind(body.enabled)
+    .bind(&key_id)
     .fetch_one(&mut *tx)
     .await?;
     let mut after_audit = to_json(&after);
@@ -1274,7 +1310,7 @@ pub async fn vapid_public_key(
 ) -> Result<axum::Json<VapidPublicKey>, ApiError> {
     let provider = own_provider(&caller)?;
     let mut tx = caller.tx(&state.pool, None).await?;
-    let key = webpush::vapid_key(&mut tx, provider)
+    let key = webpush::vapid_key(&mut tx, provider, &state.secrets)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tx.commit().await?;

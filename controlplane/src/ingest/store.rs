@@ -42,7 +42,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 use octoisp_shared::{Batch, MetricKind, Sample, SeriesDef};
 use sqlx::{PgConnection, PgPool};
 use thiserror::Error;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use self::records::{Records, clean, pairs_json};
@@ -135,7 +134,7 @@ pub struct Store {
     pool: PgPool,
     series: Mutex<SeriesCache>,
     partitions: Mutex<HashMap<i64, Arc<str>>>,
-    observer: Option<mpsc::Sender<StoredSamples>>,
+    observer: Option<crate::alerts::SampleSender>,
     command_queue: Option<crate::queue::Queue>,
 }
 
@@ -179,10 +178,10 @@ impl Store {
         self
     }
 
-    /// Sends the samples of every stored batch, after its commit, to `observer` (the alert engine). The channel
-    /// is bounded: when it is full, `store_batch` waits, so a slow observer slows acks rather than losing
-    /// samples. Duplicates are not sent (their samples were sent when first stored).
-    pub fn with_sample_observer(mut self, observer: mpsc::Sender<StoredSamples>) -> Store {
+    /// Sends the samples of every stored batch, after its commit, to `observer` (the alert engine). The queue
+    /// is bounded in samples (`crate::alerts::queue`): when it is full, `store_batch` waits, so a slow observer
+    /// slows acks rather than losing samples. Duplicates are not sent (their samples were sent when first stored).
+    pub fn with_sample_observer(mut self, observer: crate::alerts::SampleSender) -> Store {
         self.observer = Some(observer);
         self
     }

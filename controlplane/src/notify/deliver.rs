@@ -102,7 +102,8 @@ pub async fn deliver_provider(
         return Ok(WorkOutcome::Idle);
     }
     let claimed: Vec<Claimed> = sqlx::query_as(
-        "SELECT d.id, d.provider_id, d.channel_id, c.kind, c.config, c.secret, d.recipient, d.subject, d.body, \
+        "SELECT d.id, d.provider_id, d.channel_id, c.kind, c.config, c.secret, \
+                c.secret_ciphertext, c.secret_key_id, d.recipient, d.subject, d.body, \
                 d.payload, d.attempts, d.language, s.endpoint, s.p256dh, s.auth \
          FROM notification_deliveries d \
          JOIN notification_channels c ON c.provider_id = d.provider_id AND c.id = d.channel_id \
@@ -116,7 +117,7 @@ pub async fn deliver_provider(
     .await
     .map_err(NotifyError::db("read claimed deliveries"))?;
     let vapid = if claimed.iter().any(|d| d.kind == "webpush") {
-        match webpush::vapid_key(&mut tx, provider).await {
+        match webpush::vapid_key(&mut tx, provider, sender.secrets()).await {
             Ok(k) => Some(k),
             Err(err) => {
                 tracing::warn!(provider = %provider, error = %err, "No VAPID key: push deliveries will be retried.");

@@ -165,13 +165,15 @@ impl NotifyError {
 }
 
 /// Starts the dispatcher and the delivery worker on `tracker`; they stop when `shutdown` is cancelled.
+/// `secrets` opens the channels' sealed secrets.
 pub fn spawn(
     pool: PgPool,
     cfg: NotifyConfig,
+    secrets: std::sync::Arc<crate::secretbox::SecretBox>,
     tracker: &TaskTracker,
     shutdown: CancellationToken,
 ) -> Result<(), NotifyError> {
-    let sender = send::Sender::new(&cfg)?;
+    let sender = send::Sender::new(&cfg)?.with_secrets(secrets);
     let (p, c, sd) = (pool.clone(), cfg.clone(), shutdown.clone());
     tracker.spawn(async move { dispatch::run(p, c, sd).await });
     tracker.spawn(async move { deliver::run(pool, cfg, sender, shutdown).await });

@@ -22,8 +22,8 @@ pub const DELIVERY_HEADER: &str = "x-octoisp-delivery";
 /// Longest error text kept from a peer's answer.
 const MAX_ERROR_TEXT: usize = 300;
 
-/// A delivery claimed by a worker, with what sending it needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A delivery claimed by a worker, with what sending it needs. Its `Debug` leaves the secret out.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Claimed {
     /// Delivery id.
     pub id: Uuid,
@@ -35,8 +35,12 @@ pub struct Claimed {
     pub kind: String,
     /// The channel's settings.
     pub config: Value,
-    /// The channel's secret (never logged).
+    /// The channel's secret in plaintext (never logged): a row from before migration 0013, or once opened.
     pub secret: Option<String>,
+    /// The channel's sealed secret (`crate::secretbox`).
+    pub secret_ciphertext: Option<Vec<u8>>,
+    /// The id of the key that sealed it.
+    pub secret_key_id: Option<String>,
     /// '' (the channel's own target), an email address, or a push subscription id.
     pub recipient: String,
     /// Subject.
@@ -55,6 +59,24 @@ pub struct Claimed {
     pub p256dh: Option<String>,
     /// Its auth secret.
     pub auth: Option<String>,
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("provider_id", &self.provider_id)
+            .field("channel_id", &self.channel_id)
+            .field("kind", &self.kind)
+            .field(
+                "has_secret",
+                &(self.secret.is_some() || self.secret_ciphertext.is_some()),
+            )
+            .field("secret_key_id", &self.secret_key_id)
+            .field("recipient", &self.recipient)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a send failed.
@@ -130,6 +152,7 @@ pub struct Sender {
     telegram_api_url: String,
     vapid_subject: String,
     allow_private: bool,
+    secrets: std::sync::Arc<crate::secretbox::SecretBox>,
 }
 
 impl Sender {
@@ -152,11 +175,43 @@ impl Sender {
             telegram_api_url: cfg.telegram_api_url.trim_end_matches('/').to_owned(),
             vapid_subject: cfg.vapid_subject.clone(),
             allow_private: cfg.allow_private_targets,
+            secrets: Default::default(),
         })
+    }
+
+    /// The same sender, opening sealed channel secrets with `secrets`.
+    pub fn with_secrets(mut self, secrets: std::sync::Arc<crate::secretbox::SecretBox>) -> Sender {
+        self.secrets = secrets;
+        self
+    }
+
+    /// The keys that open sealed secrets.
+    pub fn secrets(&self) -> &crate::secretbox::SecretBox {
+        &self.secrets
+    }
+
+    /// `d` with its sealed secret opened (a key that is missing is an error the delivery retries: the operator
+    /// may add it to the configuration).
+    fn opened(&self, d: &Claimed) -> Result<Option<Claimed>, SendError> {
+        let (Some(ct), Some(key_id)) = (&d.secret_ciphertext, &d.secret_key_id) else {
+            return Ok(None);
+        };
+        let aad = crate::secretbox::channel_aad(d.provider_id, d.channel_id);
+        let plain = self
+            .secrets
+            .open(ct, key_id, &aad)
+            .map_err(|e| SendError::transient(format!("the channel's secret: {e}")))?;
+        Ok(Some(Claimed {
+            secret: Some(plain),
+            secret_ciphertext: None,
+            ..d.clone()
+        }))
     }
 
     /// Sends `d`; `vapid` is the provider's key (web push only).
     pub async fn send(&self, d: &Claimed, vapid: Option<&VapidKey>) -> Result<(), SendError> {
+        let opened = self.opened(d)?;
+        let d = opened.as_ref().unwrap_or(d);
         match d.kind.as_str() {
             "email" => self.email(d).await,
             "telegram" => self.telegram(d).await,

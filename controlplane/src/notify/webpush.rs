@@ -11,6 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::secretbox::SecretBox;
+
 /// Record size announced in the `aes128gcm` header (one record carries the whole message).
 const RECORD_SIZE: u32 = 4096;
 /// Largest plaintext accepted: one record minus the padding delimiter and the AEAD tag.
@@ -33,6 +35,9 @@ pub enum PushError {
     /// The stored VAPID key is unusable, or the crypto library failed.
     #[error("crypto failure: {0}")]
     Crypto(&'static str),
+    /// The stored key is sealed with a key that is not configured, or does not open.
+    #[error("cannot open the VAPID key: {0}")]
+    Sealed(#[from] crate::secretbox::SecretError),
     /// Reading or storing the key pair failed.
     #[error("cannot load the VAPID key: {0}")]
     Db(#[from] sqlx::Error),
@@ -110,36 +115,72 @@ pub fn origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
-/// The provider's VAPID key, made and stored on first use (`tx` is a transaction of that provider).
+/// The stored form of a VAPID private key: plaintext (from before 0013, or made with no key configured) or sealed.
+type StoredVapid = (Option<Vec<u8>>, Option<Vec<u8>>, Option<String>);
+
+async fn stored_vapid(
+    tx: &mut Transaction<'static, Postgres>,
+    provider_id: Uuid,
+) -> Result<Option<StoredVapid>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT private_key, private_key_ciphertext, private_key_key_id FROM push_vapid_keys WHERE provider_id = $1",
+    )
+    .bind(provider_id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+fn open_vapid(
+    secrets: &SecretBox,
+    provider_id: Uuid,
+    stored: StoredVapid,
+) -> Result<VapidKey, PushError> {
+    match stored {
+        (_, Some(ct), Some(key_id)) => {
+            let der =
+                secrets.open_bytes(&ct, &key_id, &crate::secretbox::vapid_aad(provider_id))?;
+            VapidKey::from_pkcs8(&der)
+        }
+        (Some(der), _, _) => VapidKey::from_pkcs8(&der),
+        _ => Err(PushError::Crypto("the stored VAPID key is empty")),
+    }
+}
+
+/// The provider's VAPID key, made and stored on first use (`tx` is a transaction of that provider). The private key
+/// is stored sealed by `secrets` when a key is configured, in plaintext otherwise (sealed by the next start-up
+/// pass with a key).
 pub async fn vapid_key(
     tx: &mut Transaction<'static, Postgres>,
     provider_id: Uuid,
+    secrets: &SecretBox,
 ) -> Result<VapidKey, PushError> {
-    let stored: Option<Vec<u8>> =
-        sqlx::query_scalar("SELECT private_key FROM push_vapid_keys WHERE provider_id = $1")
-            .bind(provider_id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    if let Some(der) = stored {
-        return VapidKey::from_pkcs8(&der);
+    if let Some(stored) = stored_vapid(tx, provider_id).await? {
+        return open_vapid(secrets, provider_id, stored);
     }
     let (key, der) = VapidKey::generate()?;
+    let (plain, sealed, key_id) = match secrets.current_key_id() {
+        Some(_) => {
+            let s = secrets.seal_bytes(&der, &crate::secretbox::vapid_aad(provider_id))?;
+            (None, Some(s.ciphertext), Some(s.key_id))
+        }
+        None => (Some(der), None, None),
+    };
     // Two instances may race: the first insert wins and both read it back.
     sqlx::query(
-        "INSERT INTO push_vapid_keys (provider_id, private_key, public_key) VALUES ($1, $2, $3) \
-         ON CONFLICT (provider_id) DO NOTHING",
+        "INSERT INTO push_vapid_keys (provider_id, private_key, private_key_ciphertext, private_key_key_id, \
+         public_key) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (provider_id) DO NOTHING",
     )
     .bind(provider_id)
-    .bind(&der)
+    .bind(&plain)
+    .bind(&sealed)
+    .bind(&key_id)
     .bind(&key.public_key)
     .execute(&mut **tx)
     .await?;
-    let der: Vec<u8> =
-        sqlx::query_scalar("SELECT private_key FROM push_vapid_keys WHERE provider_id = $1")
-            .bind(provider_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    VapidKey::from_pkcs8(&der)
+    let stored = stored_vapid(tx, provider_id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    open_vapid(secrets, provider_id, stored)
 }
 
 fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
