@@ -22,8 +22,9 @@ use crate::db;
 pub const COMMAND: &str = "config.update";
 /// What a secret value reads as for callers who may not change the configuration.
 pub const REDACTED: &str = "********";
-/// Largest document accepted (serialized JSON).
-pub const MAX_DOCUMENT_BYTES: usize = 4 << 20;
+/// Largest document accepted (serialized JSON): the command frame carrying it must stay under the agent's 4 MiB
+/// decompressed frame limit.
+pub const MAX_DOCUMENT_BYTES: usize = 3 << 20;
 
 /// Checks a document's sections (unknown sections and non-objects are refused, naming the key). The agent
 /// validates every field before applying anything and reports the key it refused.
