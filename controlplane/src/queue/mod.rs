@@ -448,18 +448,12 @@ impl Queue {
 
     /// Extends a lease by the visibility timeout; `false` when the lease is not this attempt's any more.
     pub async fn extend(&self, id: Uuid, attempt: u32) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .extend
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.extend.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(id.to_string())
             .arg(attempt)
-            .arg(ms(self.cfg.visibility_timeout))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: extend")?;
-        Ok(n == 1)
+            .arg(ms(self.cfg.visibility_timeout));
+        self.flag(&inv, "extend").await
     }
 
     /// Completes a leased job (`attempt: None` accepts any attempt: the result came from the agent);
@@ -469,18 +463,12 @@ impl Queue {
     /// delayed for a retry): the agent's result proves the command ran, and delivering it again would run it a
     /// second time. Its id is then refused by `enqueue` for `dedup_window`.
     pub async fn complete(&self, id: Uuid, attempt: Option<u32>) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .complete
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.complete.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(id.to_string())
             .arg(attempt.map(|a| a.to_string()).unwrap_or_default())
-            .arg(ms(self.cfg.dedup_window))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: complete")?;
-        Ok(n == 1)
+            .arg(ms(self.cfg.dedup_window));
+        self.flag(&inv, "complete").await
     }
 
     /// [`Queue::complete`] for many jobs in one round trip and one atomic step per [`ENQUEUE_CHUNK`] jobs;
@@ -525,21 +513,24 @@ impl Queue {
         })
     }
 
+    /// Runs a script that answers 1 when it applied (0: the lease or job was not there any more).
+    async fn flag(&self, inv: &redis::ScriptInvocation<'_>, what: &str) -> anyhow::Result<bool> {
+        let n: i64 = inv
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .with_context(|| format!("queue: {what}"))?;
+        Ok(n == 1)
+    }
+
     /// Puts a leased job back in the delayed set until `until_ms` without counting an attempt (its agent is
     /// offline); `false` when the lease is stale.
     pub async fn defer(&self, id: Uuid, attempt: u32, until_ms: i64) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .defer
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.defer.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(id.to_string())
             .arg(attempt)
-            .arg(until_ms)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: defer")?;
-        Ok(n == 1)
+            .arg(until_ms);
+        self.flag(&inv, "defer").await
     }
 
     /// Makes deferred or delayed jobs ready now, in their original order (an agent came back).
@@ -565,18 +556,12 @@ impl Queue {
 
     /// Dead-letters a leased job at once (a permanent failure).
     pub async fn dead_letter(&self, id: Uuid, attempt: u32, error: &str) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .dead_letter
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.dead_letter.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(id.to_string())
             .arg(attempt)
-            .arg(error)
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: dead_letter")?;
-        Ok(n == 1)
+            .arg(error);
+        self.flag(&inv, "dead_letter").await
     }
 
     /// Removes a job wherever it is (ready, delayed, leased, dead); `false` when unknown.
@@ -584,18 +569,12 @@ impl Queue {
     /// A job of another tenant counts as unknown. The id is then refused by `enqueue` for `dedup_window`. A
     /// leased job's worker finds out at its next `extend` or `complete` (both answer `false`).
     pub async fn cancel(&self, provider_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .cancel
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.cancel.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(provider_id.to_string())
             .arg(id.to_string())
-            .arg(ms(self.cfg.dedup_window))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: cancel")?;
-        Ok(n == 1)
+            .arg(ms(self.cfg.dedup_window));
+        self.flag(&inv, "cancel").await
     }
 
     /// Reclaims expired leases and promotes due delayed jobs; returns (reclaimed, promoted). Safe to run from
@@ -665,33 +644,21 @@ impl Queue {
     ///
     /// It goes to the back of its tenant's queue, like a new job.
     pub async fn requeue_dead(&self, provider_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .requeue_dead
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.requeue_dead.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(provider_id.to_string())
-            .arg(id.to_string())
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: requeue_dead")?;
-        Ok(n == 1)
+            .arg(id.to_string());
+        self.flag(&inv, "requeue_dead").await
     }
 
     /// Deletes a dead letter.
     pub async fn discard_dead(&self, provider_id: Uuid, id: Uuid) -> anyhow::Result<bool> {
-        let n: i64 = self
-            .scripts
-            .discard_dead
-            .prepare_invoke()
-            .arg(&self.cfg.prefix)
+        let mut inv = self.scripts.discard_dead.prepare_invoke();
+        inv.arg(&self.cfg.prefix)
             .arg(provider_id.to_string())
             .arg(id.to_string())
-            .arg(ms(self.cfg.dedup_window))
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .context("queue: discard_dead")?;
-        Ok(n == 1)
+            .arg(ms(self.cfg.dedup_window));
+        self.flag(&inv, "discard_dead").await
     }
 
     /// The whole queue's counts.
