@@ -239,6 +239,8 @@ try {
     assert((await text('count-offline')) === '2', 'offline: ' + (await text('count-offline')));
     assert((await text('count-pops')).includes('2'), 'pops: ' + (await text('count-pops')));
     assert((await text('card-agents')).includes('2'), 'agents');
+    // The agent list is its own request, answered after the summary's counts: wait for it, not for the counts.
+    await page.getByTestId('dash-agent').nth(1).waitFor();
     const agents = await page.getByTestId('dash-agent').allInnerTexts();
     assert(agents.some((a) => a.includes('agente-centro')) && agents.some((a) => a.includes('agente-norte')), 'agents listed: ' + agents);
     await page.getByTestId('dash-audit').waitFor();
