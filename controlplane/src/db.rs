@@ -143,25 +143,66 @@ pub async fn tenant_tx(
     pool: &PgPool,
     provider_id: Uuid,
 ) -> Result<Transaction<'static, Postgres>, DbError> {
-    // One round trip for both: BEGIN and the tenant go in one simple query. A `Uuid` formats as hex digits and
+    tenant_tx_planned(pool, provider_id, Plans::Cached).await
+}
+
+/// How the statements of a transaction are planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plans {
+    /// PostgreSQL's default: a prepared statement may switch to a generic plan after five executions.
+    Cached,
+    /// Every execution is planned for its values (`plan_cache_mode = force_custom_plan`, transaction-local). For
+    /// searches whose best plan depends on the values: a generic plan of the device search by address range walks
+    /// and sorts the whole range (13 ms) where the custom one walks the id index (1 ms).
+    Custom,
+}
+
+/// [`tenant_tx`] with a choice of [`Plans`], still one round trip.
+pub async fn tenant_tx_planned(
+    pool: &PgPool,
+    provider_id: Uuid,
+    plans: Plans,
+) -> Result<Transaction<'static, Postgres>, DbError> {
+    // One round trip for all: BEGIN and the settings go in one simple query. A `Uuid` formats as hex digits and
     // dashes only, so putting it in the SQL text is safe.
-    let begin = format!("BEGIN; SELECT set_config('app.provider_id', '{provider_id}', true)");
+    let begin = format!(
+        "BEGIN; SELECT set_config('app.provider_id', '{provider_id}', true){}",
+        plans.setting()
+    );
     pool.begin_with(sqlx::AssertSqlSafe(begin))
         .await
         .map_err(DbError::query("begin a tenant transaction"))
 }
 
+impl Plans {
+    /// The extra `set_config` of the BEGIN query.
+    fn setting(self) -> &'static str {
+        match self {
+            Plans::Cached => "",
+            Plans::Custom => ", set_config('plan_cache_mode', 'force_custom_plan', true)",
+        }
+    }
+}
+
 /// Begins a transaction on the global-admin path: every row-level security policy lets it read and write every
 /// provider's rows. Only audited operations may call this (see the module documentation); it logs each use.
 pub async fn global_admin_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, DbError> {
-    let mut tx = pool
-        .begin()
+    global_admin_tx_planned(pool, Plans::Cached).await
+}
+
+/// [`global_admin_tx`] with a choice of [`Plans`].
+pub async fn global_admin_tx_planned(
+    pool: &PgPool,
+    plans: Plans,
+) -> Result<Transaction<'static, Postgres>, DbError> {
+    let begin = format!(
+        "BEGIN; SELECT set_config('app.global_admin', 'on', true){}",
+        plans.setting()
+    );
+    let tx = pool
+        .begin_with(sqlx::AssertSqlSafe(begin))
         .await
         .map_err(DbError::query("begin a global-admin transaction"))?;
-    sqlx::query("SELECT set_config('app.global_admin', 'on', true)")
-        .execute(&mut *tx)
-        .await
-        .map_err(DbError::query("enter the global-admin path"))?;
     tracing::debug!("Global-admin transaction opened.");
     Ok(tx)
 }

@@ -170,8 +170,21 @@ impl Filters {
         })
     }
 
-    /// Appends ` AND ...` for each filter.
-    fn push(&self, qb: &mut QueryBuilder<Postgres>) {
+    /// How the search is best planned: prefix searches and address ranges need plans made for their values (the
+    /// generic plan of a /16 walks and sorts the whole range: 13 ms against 1 ms); the other filters do as well
+    /// with a cached generic plan, which saves the planning (about as long as the execution here).
+    pub fn plans(&self, order: &Order) -> crate::db::Plans {
+        if *order != Order::Id || matches!(self.ip, Some(IpFilter::Within(..))) {
+            crate::db::Plans::Custom
+        } else {
+            crate::db::Plans::Cached
+        }
+    }
+
+    /// Appends ` AND ...` for each filter. `after_id`: the cursor of an id-ordered walk, repeated inside the tag
+    /// subquery so that its index range starts there too (without it a merge join reads the tag's rows from the
+    /// first one on every page: 16 ms for a common tag deep in the list).
+    fn push(&self, qb: &mut QueryBuilder<Postgres>, after_id: Option<Uuid>) {
         if let Some(p) = self.provider {
             qb.push(" AND provider_id = ").push_bind(p);
         }
@@ -222,6 +235,9 @@ impl Filters {
             if let Some(p) = self.provider {
                 qb.push(" AND provider_id = ").push_bind(p);
             }
+            if let Some(id) = after_id {
+                qb.push(" AND device_id > ").push_bind(id);
+            }
             qb.push(")");
         }
     }
@@ -252,7 +268,7 @@ fn prefix_branch(
     if let Some((sql, bind)) = extra {
         qb.push(sql).push_bind(like_prefix(bind)).push(")");
     }
-    filters.push(qb);
+    filters.push(qb, None);
     if let Some(a) = after {
         qb.push(format_args!(" AND {column} ~>=~ "))
             .push_bind(a.key.clone())
@@ -280,7 +296,7 @@ pub fn build(
     match order {
         Order::Id => {
             qb.push("SELECT id, NULL::text AS k FROM devices WHERE true");
-            filters.push(&mut qb);
+            filters.push(&mut qb, after.map(|a| a.id));
             if let Some(a) = after {
                 qb.push(" AND id > ").push_bind(a.id);
             }

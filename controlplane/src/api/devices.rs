@@ -163,7 +163,9 @@ pub async fn list(
         after.as_ref(),
         i64::from(limit) + 1,
     );
-    let mut tx = caller.tx(&state.pool, None).await?;
+    let mut tx = caller
+        .tx_planned(&state.pool, None, filters.plans(&order))
+        .await?;
     let rows: Vec<Device> = qb.build_query_as().fetch_all(&mut *tx).await?;
     tx.commit().await?;
     Ok(axum::Json(Page::from_rows_keyed(rows, limit, |d| {

@@ -10,6 +10,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
+use crate::db::Plans;
 
 /// The authenticated principal of a request.
 #[derive(Debug, Clone)]
@@ -53,16 +54,26 @@ impl Caller {
         pool: &PgPool,
         on_behalf_of: Option<Uuid>,
     ) -> Result<Transaction<'static, Postgres>, ApiError> {
+        self.tx_planned(pool, on_behalf_of, Plans::Cached).await
+    }
+
+    /// [`Caller::tx`] with a choice of [`Plans`] (custom plans for searches whose best plan depends on the values).
+    pub async fn tx_planned(
+        &self,
+        pool: &PgPool,
+        on_behalf_of: Option<Uuid>,
+        plans: Plans,
+    ) -> Result<Transaction<'static, Postgres>, ApiError> {
         let provider = match (self.provider_id, on_behalf_of) {
             (Some(own), _) => Some(own),
             (None, p) if self.global_admin => p,
             (None, _) => return Err(ApiError::Unauthenticated),
         };
         match provider {
-            Some(p) => Ok(crate::db::tenant_tx(pool, p).await?),
+            Some(p) => Ok(crate::db::tenant_tx_planned(pool, p, plans).await?),
             None => {
                 tracing::info!(request_id = %self.request_id, user = ?self.user_id, "Global admin transaction.");
-                Ok(crate::db::global_admin_tx(pool).await?)
+                Ok(crate::db::global_admin_tx_planned(pool, plans).await?)
             }
         }
     }
