@@ -384,7 +384,10 @@ pub struct QueueSection {
     pub redis_url: String,
     /// Prefix of every key.
     pub prefix: String,
-    /// Relative share of dispatch slots per tier, `[small, medium, large]`, when every tier has work.
+    /// Relative share of dispatch slots per tier, `[small, medium, large]`, when every tier has work. The
+    /// default 4, 2, 1 serves the small tier first: its tenants send few commands and wait on each (one
+    /// diagnostic), where a large tenant's bulk work is bounded by its rate anyway; a tier without work gives its
+    /// share to the others, so a large tenant alone still gets every slot.
     pub tier_weights: [u32; 3],
     /// A lease not extended for this many seconds is reclaimed and delivered again.
     pub visibility_timeout_secs: u64,

@@ -240,28 +240,11 @@ const TENANT_SCAN: usize = 1024;
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Default for QueueConfig {
-    /// Production defaults:
-    /// - `prefix` `octoisp:queue`;
-    /// - `tier_weights` 1, 2, 4 (small, medium, large): when all tiers have work a large-tier tenant pool gets
-    ///   four slots for each small-tier one, and every tier with work gets slots in every round;
-    /// - `visibility_timeout` 60 s (workers extend leases of longer commands);
-    /// - `max_attempts` 5, `backoff_base` 1 s, `backoff_max` 5 min (retries after about 0-1, 0-2, 0-4, 0-8 s);
-    /// - `tenant_concurrency` 20, 100, 500 leased jobs per tenant;
-    /// - `tenant_rate` 10, 50, 200 jobs started per second per tenant (a large provider's 50,000 ONT reboots
-    ///   take about four minutes instead of hitting its network at once);
-    /// - `dedup_window` 24 h.
+    /// The defaults of the `[queue]` config section ([`crate::config::QueueSection`]), the one place they are
+    /// written: tier weights 4, 2, 1 (small, medium, large), 30 s visibility timeout, 5 attempts with backoff from
+    /// 1 s to 5 min, per-tenant limits 50/500/5,000 leased jobs and jobs per second per tier, a 24 h dedup window.
     fn default() -> QueueConfig {
-        QueueConfig {
-            prefix: "octoisp:queue".to_owned(),
-            tier_weights: [1, 2, 4],
-            visibility_timeout: Duration::from_secs(60),
-            max_attempts: 5,
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            tenant_concurrency: [20, 100, 500],
-            tenant_rate: [10.0, 50.0, 200.0],
-            dedup_window: Duration::from_secs(24 * 3600),
-        }
+        crate::config::QueueSection::default().queue_config()
     }
 }
 
