@@ -224,6 +224,9 @@ pub struct MtrMonitor {
     /// Milliseconds between cycles.
     #[serde(default = "default_mtr_interval")]
     pub interval_ms: u64,
+    /// DSCP of the probes, 0-63 (46 = EF): to watch the path the way a marked service (VoIP) travels it.
+    #[serde(default)]
+    pub dscp: Option<u8>,
 }
 
 fn default_mtr_protocol() -> String {
@@ -367,6 +370,11 @@ impl Config {
                     "monitors.ping[{i}] ({}): dscp must be 0-63 and ttl 1-255",
                     m.name
                 ));
+            }
+        }
+        for (i, m) in self.monitors.mtr.iter().enumerate() {
+            if m.dscp.is_some_and(|d| d > 63) {
+                return bad(format!("monitors.mtr[{i}] ({}): dscp must be 0-63", m.name));
             }
         }
         for (i, r) in self.scan.allowed.iter().enumerate() {

@@ -347,6 +347,7 @@ impl Args {
                 range("count", u64::from(a.count), 1, u64::from(MAX_PING_COUNT))?;
                 range("interval_ms", a.interval_ms, 10, 60_000)?;
                 range("timeout_ms", a.timeout_ms, 1, 30_000)?;
+                dscp(a.dscp)?;
                 range("size", u64::from(a.size), 0, 65_000)
             }
             Args::Mtr(a) => {
@@ -360,11 +361,13 @@ impl Args {
                         a.cycles, a.interval_ms
                     ));
                 }
+                dscp(a.dscp)?;
                 range("max_ttl", u64::from(a.max_ttl), 1, 64)
             }
             Args::Traceroute(a) => {
                 range("rounds", u64::from(a.rounds), 1, 10)?;
                 range("timeout_ms", a.timeout_ms, 1, 30_000)?;
+                dscp(a.dscp)?;
                 range("max_ttl", u64::from(a.max_ttl), 1, 64)
             }
             Args::Sweep(a) => {
@@ -489,6 +492,11 @@ fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     })
 }
 
+/// A DSCP is 6 bits.
+fn dscp(v: Option<u8>) -> Result<(), String> {
+    v.map_or(Ok(()), |d| range("dscp", u64::from(d), 0, 63))
+}
+
 fn range(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), String> {
     if (lo..=hi).contains(&v) {
         Ok(())
@@ -584,6 +592,9 @@ pub struct PingArgs {
     /// ICMP payload bytes (default 56).
     #[serde(default = "d_size")]
     pub size: u16,
+    /// DSCP of the probes, 0..=63 (46 = EF); unmarked when absent.
+    #[serde(default)]
+    pub dscp: Option<u8>,
     /// Timeout override, seconds.
     #[serde(default)]
     pub timeout_secs: Option<u32>,
@@ -610,6 +621,9 @@ pub struct MtrArgs {
     /// Destination port for udp/tcp.
     #[serde(default)]
     pub port: Option<u16>,
+    /// DSCP of the probes, 0..=63 (46 = EF); unmarked when absent.
+    #[serde(default)]
+    pub dscp: Option<u8>,
     /// Timeout override, seconds.
     #[serde(default)]
     pub timeout_secs: Option<u32>,
@@ -636,6 +650,9 @@ pub struct TracerouteArgs {
     /// Destination port for udp/tcp.
     #[serde(default)]
     pub port: Option<u16>,
+    /// DSCP of the probes, 0..=63 (46 = EF); unmarked when absent.
+    #[serde(default)]
+    pub dscp: Option<u8>,
     /// Timeout override, seconds.
     #[serde(default)]
     pub timeout_secs: Option<u32>,
@@ -988,6 +1005,13 @@ mod tests {
         assert!(m.contains("colour"), "{m}");
         let m = bad("mtr", r#"{"target":"127.0.0.1","protocol":"sctp"}"#);
         assert!(m.starts_with("protocol"), "{m}");
+        for kind in ["mtr", "traceroute"] {
+            let m = bad(kind, r#"{"target":"127.0.0.1","dscp":64}"#);
+            assert!(m.starts_with("dscp:"), "{kind}: {m}");
+        }
+        let m = bad("ping", r#"{"targets":["127.0.0.1"],"dscp":64}"#);
+        assert!(m.starts_with("dscp:"), "{m}");
+        assert!(validate("ping", r#"{"targets":["127.0.0.1"],"dscp":46}"#).is_ok());
         let m = bad("sweep", r#"{"cidrs":["10.0.0.0/8"]}"#);
         assert!(m.starts_with("cidrs:"), "{m}");
         let m = bad("sweep", r#"{"cidrs":["10.0.0.0/33"]}"#);

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::Progress;
 use crate::acs::tasks::TaskKind;
 use crate::central::Runtime;
-use crate::diag::ping::{IcmpEngine, PingOptions};
+use crate::diag::ping::{IcmpEngine, PingOptions, SocketOptions};
 use crate::diag::stats::RttSummary;
 use crate::diag::target::Cidr;
 use crate::diag::trace::{TraceOptions, TraceProtocol};
@@ -98,7 +98,14 @@ fn scan_allowed(ctx: &Ctx, targets: &[Cidr]) -> Result<(), String> {
 }
 
 async fn run_ping(ctx: &Ctx, a: PingArgs) -> Result<Value, String> {
-    let engine = IcmpEngine::open(&a.targets, None).map_err(|e| e.to_string())?;
+    let engine = IcmpEngine::open_with(
+        &a.targets,
+        SocketOptions {
+            ttl: None,
+            tos: a.dscp.map(|d| d << 2),
+        },
+    )
+    .map_err(|e| e.to_string())?;
     let opts = PingOptions {
         count: Some(u64::from(a.count)),
         interval: Duration::from_millis(a.interval_ms),
@@ -155,6 +162,7 @@ async fn run_mtr(ctx: &Ctx, a: MtrArgs) -> Result<Value, String> {
         timeout: Duration::from_millis(a.interval_ms),
         max_ttl: a.max_ttl,
         port: a.port,
+        tos: a.dscp.map_or(0, |d| d << 2),
     };
     let target = a.target;
     let progress = ctx.progress.clone();
@@ -191,6 +199,7 @@ async fn run_traceroute(a: TracerouteArgs) -> Result<Value, String> {
         timeout: Duration::from_millis(a.timeout_ms),
         max_ttl: a.max_ttl,
         port: a.port,
+        tos: a.dscp.map_or(0, |d| d << 2),
     };
     let target = a.target;
     let table = tokio::task::spawn_blocking(move || trace::run_blocking(target, &opts, |_| {}))

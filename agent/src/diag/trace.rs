@@ -62,6 +62,8 @@ pub struct TraceOptions {
     pub max_ttl: u8,
     /// Destination port for UDP and TCP (`None`: 33434 for UDP, 80 for TCP).
     pub port: Option<u16>,
+    /// TOS byte (IPv4) / traffic class (IPv6) of the probes: DSCP << 2 (0: unmarked).
+    pub tos: u8,
 }
 
 impl Default for TraceOptions {
@@ -73,6 +75,7 @@ impl Default for TraceOptions {
             timeout: Duration::from_secs(1),
             max_ttl: 30,
             port: None,
+            tos: 0,
         }
     }
 }
@@ -167,6 +170,7 @@ fn builder(target: IpAddr, opts: &TraceOptions) -> Builder {
         .trace_identifier(trace_id)
         .max_rounds(Some(opts.rounds.max(1)))
         .max_ttl(opts.max_ttl)
+        .tos(opts.tos)
         .min_round_duration(opts.interval)
         .max_round_duration(opts.interval.max(opts.timeout))
         .grace_duration(Duration::from_millis(100))

@@ -47,6 +47,7 @@ impl MtrTask {
                 protocol,
                 rounds: cfg.cycles.max(1),
                 interval: Duration::from_millis(cfg.interval_ms),
+                tos: cfg.dscp.map_or(0, |d| d << 2),
                 ..TraceOptions::default()
             },
             outbox,

@@ -58,7 +58,7 @@ struct HostResult {
     stats: RttSummary,
 }
 
-fn parse_tos(s: &str) -> Result<u8, String> {
+pub(super) fn parse_tos(s: &str) -> Result<u8, String> {
     let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u8::from_str_radix(hex, 16),
         None => s.parse(),

@@ -43,8 +43,22 @@ struct PathArgs {
     /// DNS server for the AS lookups, IP[:PORT] (default: the system's first resolver).
     #[arg(long, requires = "asn")]
     asn_server: Option<String>,
+    /// TOS byte (IPv4) / traffic class (IPv6) of the probes, like mtr's -Q: decimal or 0x hex.
+    #[arg(short = 'Q', long, value_parser = super::ping::parse_tos, conflicts_with = "dscp")]
+    tos: Option<u8>,
+    /// DSCP of the probes, 0-63 (e.g. 46 = EF): TOS = DSCP << 2. A path that treats marked traffic differently
+    /// (a policer, a QoS drop) shows up only with the marking the customer's traffic carries.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=63))]
+    dscp: Option<u8>,
     #[command(flatten)]
     common: Common,
+}
+
+impl PathArgs {
+    /// The TOS byte asked for (`-Q`, or `--dscp` shifted), 0 when neither.
+    fn tos_byte(&self) -> u8 {
+        self.tos.or(self.dscp.map(|d| d << 2)).unwrap_or(0)
+    }
 }
 
 /// Arguments of `trace`.
@@ -193,6 +207,7 @@ pub(super) async fn trace(a: TraceArgs) -> anyhow::Result<ExitCode> {
         timeout: secs(p.timeout, "--timeout")?,
         max_ttl: p.max_ttl,
         port: p.port,
+        tos: p.tos_byte(),
     };
     if !p.common.json {
         let proto = format!("{:?}", p.protocol).to_lowercase();
@@ -242,6 +257,7 @@ pub(super) async fn mtr(a: MtrArgs) -> anyhow::Result<ExitCode> {
         timeout: secs(p.timeout, "--timeout")?,
         max_ttl: p.max_ttl,
         port: p.port,
+        tos: p.tos_byte(),
     };
     let (hops, reached) = run_path(target, opts).await?;
     let names = names(&hops, p.numeric).await;
