@@ -62,11 +62,6 @@ impl Kind {
             Kind::Traffic | Kind::Availability => "metrics:read",
         }
     }
-
-    /// Parses a kind from its name.
-    pub fn parse(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
 }
 
 /// How a column is aligned (numbers to the right).

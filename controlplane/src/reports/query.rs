@@ -17,6 +17,8 @@ use crate::rollup::{self, Level, MetricsConfig};
 
 /// Buckets a traffic report may read per series: 30 days at 5 minutes (8,640) fit, a year falls to 1 hour.
 pub const TRAFFIC_BUCKETS: u32 = 10_000;
+/// Buckets a traffic chart reads per series (a chart is at most ~700 points wide).
+const CHART_BUCKETS: u32 = 1_000;
 /// Bars in a chart.
 const MAX_BARS: usize = 10;
 /// The traffic metrics, in and out.
@@ -74,7 +76,6 @@ pub async fn build(
         .await?
         .ok_or(ReportError::NotFound)?;
     let scope = scope_line(conn, p).await?;
-    let lang = p.lang;
     let mut report = Report {
         kind: p.kind,
         title: String::new(),
@@ -99,7 +100,6 @@ pub async fn build(
         report.rows.truncate(MAX_ROWS);
         report.truncated = true;
     }
-    let _ = lang;
     Ok(report)
 }
 
@@ -407,7 +407,7 @@ async fn traffic(
         col(l.t("Saída máx.", "Out max"), Align::Right, 1.0),
     ];
     // The series in scope and the group each belongs to.
-    let series_cte = |qb: &mut QueryBuilder<Postgres>| {
+    let series_cte = |qb: &mut QueryBuilder<Postgres>, level: Level| {
         qb.push(format!(
             "WITH s AS (SELECT s.id, s.metric, {group_col} AS gid FROM series s JOIN devices d \
              ON d.provider_id = s.provider_id AND d.id = s.device_id WHERE s.provider_id = "
@@ -428,7 +428,7 @@ async fn traffic(
         qb.push(" AND r.bucket < ").push_bind(p.to);
     };
     let mut qb = QueryBuilder::<Postgres>::new("");
-    series_cte(&mut qb);
+    series_cte(&mut qb, level);
     qb.push(format!(
         " GROUP BY 1, 2, 3) SELECT g.id, g.name, b.metric, avg(b.v), \
          percentile_disc(0.95) WITHIN GROUP (ORDER BY b.v), max(b.v) \
@@ -459,9 +459,11 @@ async fn traffic(
             row
         })
         .collect();
-    // Chart: the whole scope's traffic over time.
+    // Chart: the whole scope's traffic over time, at the level with at most CHART_BUCKETS buckets (a 30-day chart
+    // reads the hourly rollups, not the 5-minute ones the figures need).
+    let chart_level = rollup::choose_level(metrics, p.from, p.to, p.now, CHART_BUCKETS);
     let mut qb = QueryBuilder::<Postgres>::new("");
-    series_cte(&mut qb);
+    series_cte(&mut qb, chart_level);
     qb.push(" GROUP BY 1, 2, 3) SELECT metric, bucket, sum(v) FROM b GROUP BY 1, 2 ORDER BY 2");
     let points: Vec<(String, DateTime<Utc>, f64)> =
         qb.build_query_as().fetch_all(&mut *conn).await?;
@@ -481,8 +483,11 @@ async fn traffic(
     }
     r.chart = Some(Chart::Lines {
         title: match l {
-            Lang::PtBr => format!("Tráfego total (bit/s, intervalos de {})", level.as_str()),
-            Lang::En => format!("Total traffic (bit/s, {} intervals)", level.as_str()),
+            Lang::PtBr => format!(
+                "Tráfego total (bit/s, intervalos de {})",
+                chart_level.as_str()
+            ),
+            Lang::En => format!("Total traffic (bit/s, {} intervals)", chart_level.as_str()),
         },
         series: lines.into(),
     });
