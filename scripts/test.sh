@@ -21,6 +21,8 @@ ensure_pkg dig dnsutils
 ensure_pkg dnsmasq dnsmasq-base
 ensure_pkg iptables iptables
 ensure_pkg nft nftables
+# The report tests open the PDFs with poppler (pdftoppm renders a page, pdftotext reads the table).
+ensure_pkg pdftoppm poppler-utils
 if [ -z "${OCTOISP_TEST_PG:-}" ]; then
     if pg_superuser_ok "postgres://postgres@127.0.0.1:5432/postgres"; then
         export OCTOISP_TEST_PG="postgres://postgres@127.0.0.1:5432/postgres"

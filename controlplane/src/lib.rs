@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod notify;
 pub mod queue;
 pub mod registry;
+pub mod reports;
 pub mod rollup;
 pub mod secretbox;
 pub mod serve;

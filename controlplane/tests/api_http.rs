@@ -675,6 +675,10 @@ async fn another_providers_objects_are_404_or_403_and_never_listed() {
         if route.path == "/api/v1/queues" {
             continue;
         }
+        // Reports are files, not JSON lists: tests/reports.rs checks that they never show another tenant's rows.
+        if route.path.starts_with("/api/v1/reports/") {
+            continue;
+        }
         let uri = match route.path {
             "/api/v1/metrics/aggregate" => {
                 format!("{}?metric=if.in_bps&scope=provider", route.path)

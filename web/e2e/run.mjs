@@ -13,7 +13,7 @@
 // Environment: OCTOISP_TEST_PG (admin URL, required), OCTOISP_TEST_REDIS (default redis://127.0.0.1:6379),
 // OCTOISP_CP_BIN (default $CARGO_TARGET_DIR/debug/octoisp-controlplane), CHROMIUM (default /usr/bin/chromium).
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync, rmSync, openSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, openSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -426,6 +426,20 @@ try {
     await page.screenshot({ path: join(artifacts, 'diagnostics-desktop-light.png'), fullPage: true });
   });
 
+  await step('reports: the traffic PDF is generated on the server and downloaded', async () => {
+    await page.getByRole('link', { name: 'Reports' }).click();
+    await page.getByTestId('report-form').waitFor();
+    await page.getByTestId('report-kind').selectOption('traffic');
+    await page.getByTestId('report-format-pdf').check();
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('report-download').click()]);
+    assert(/^octoisp-traffic-.*\.pdf$/.test(download.suggestedFilename()), 'file name: ' + download.suggestedFilename());
+    const pdf = readFileSync(await download.path());
+    assert(pdf.subarray(0, 5).toString('latin1') === '%PDF-', 'not a PDF: ' + pdf.subarray(0, 16).toString('latin1'));
+    assert(pdf.length > 3000, 'PDF of ' + pdf.length + ' bytes');
+    await page.getByTestId('report-status').getByText('Report downloaded').waitFor();
+    await page.screenshot({ path: join(artifacts, 'reports-desktop-light.png'), fullPage: true });
+  });
+
   await step('accessibility of the new pages: device graphs, alerts, notifications', async () => {
     const found = [];
     for (const [path, ready] of [[`/devices/${anaId}?range=24h`, 'graph-traffic'], ['/alerts?tab=active', 'alert-row'], ['/alerts?tab=rules', 'rule-row'], ['/notifications', 'channel-row']]) {
@@ -484,7 +498,7 @@ try {
 
   await step('accessibility: no serious or critical axe-core violation on the main pages, light and dark', async () => {
     const found = [];
-    for (const [path, ready] of [['/', 'count-devices'], ['/devices', 'device-row'], ['/pops', 'pop-card'], ['/agents', 'agent-row'], ['/audit', 'audit-row']]) {
+    for (const [path, ready] of [['/', 'count-devices'], ['/devices', 'device-row'], ['/pops', 'pop-card'], ['/agents', 'agent-row'], ['/audit', 'audit-row'], ['/reports', 'report-form']]) {
       await page.evaluate((p) => { window.history.pushState(null, '', p); window.dispatchEvent(new PopStateEvent('popstate')); }, path);
       await page.getByTestId(ready).first().waitFor();
       for (const theme of ['light', 'dark']) {

@@ -20,6 +20,7 @@ const Audit = lazy(() => import('./pages/Audit'));
 const Alerts = lazy(() => import('./pages/Alerts'));
 const Notifications = lazy(() => import('./pages/Notifications'));
 const Diagnostics = lazy(() => import('./pages/Diagnostics'));
+const Reports = lazy(() => import('./pages/Reports'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -43,6 +44,7 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
     case '/alerts': return { node: <Alerts />, help: 'alerts', title: 'nav.alerts' };
     case '/diagnostics': return { node: <Diagnostics />, help: 'diagnostics', title: 'nav.diagnostics' };
     case '/notifications': return { node: <Notifications />, help: 'notifications', title: 'nav.notifications' };
+    case '/reports': return { node: <Reports />, help: 'reports', title: 'nav.reports' };
     default: return { node: <Dashboard />, help: 'dashboard', title: 'nav.dashboard' };
   }
 }

@@ -8,7 +8,7 @@ const me = (permissions: string[], global_admin = false): Me =>
 describe('navigation by permission', () => {
   it('shows a viewer only what it may read', () => {
     const paths = visibleNav(me(['devices:read', 'pops:read'])).map((n) => n.path);
-    expect(paths).toEqual(['/', '/pops', '/devices', '/notifications']);
+    expect(paths).toEqual(['/', '/pops', '/devices', '/notifications', '/reports']);
   });
   it('shows an admin the admin pages', () => {
     const paths = visibleNav(me(['users:read', 'roles:read', 'audit:read', 'agents:read'])).map((n) => n.path);

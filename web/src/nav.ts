@@ -3,7 +3,11 @@ import type { MessageKey } from './i18n/pt-BR';
 import type { HelpPage } from './components/help';
 import type { Me } from './api/types';
 
-export interface NavEntry { path: string; label: MessageKey; permission: string | null; help: HelpPage; icon: string }
+export interface NavEntry {
+  path: string; label: MessageKey; permission: string | null; help: HelpPage; icon: string;
+  /** Shown when the user holds any of these (instead of `permission`). */
+  anyOf?: string[];
+}
 
 /**
  * The navigation; `permission` decides whether the entry shows (null: everyone signed in). Notifications is for
@@ -20,10 +24,13 @@ export const NAV: NavEntry[] = [
   { path: '/users', label: 'nav.users', permission: 'users:read', help: 'users', icon: '☺' },
   { path: '/roles', label: 'nav.roles', permission: 'roles:read', help: 'roles', icon: '⚑' },
   { path: '/audit', label: 'nav.audit', permission: 'audit:read', help: 'audit', icon: '☰' },
+  // Each report has its own permission: the page shows with any of them and lists the reports allowed.
+  { path: '/reports', label: 'nav.reports', permission: null, anyOf: ['devices:read', 'alerts:read', 'metrics:read'], help: 'reports', icon: '⇩' },
 ];
 
 export function visibleNav(me: Me | null): NavEntry[] {
   if (!me) return [];
-  return NAV.filter((n) => n.permission === null || me.global_admin || me.permissions.includes(n.permission));
+  const may = (p: string) => me.global_admin || me.permissions.includes(p);
+  return NAV.filter((n) => (n.anyOf ? n.anyOf.some(may) : n.permission === null || may(n.permission)));
 }
 

@@ -5,7 +5,8 @@
 // - API GETs (/api/v1/..., except the live socket): network first; each successful answer is kept as "the last
 //   data seen". When the network fails, the cached answer is returned with `x-octoisp-stale: <ISO time it was
 //   fetched>` so that the console shows it marked stale; with nothing cached, a 503 `offline` error.
-//   Graph data (series points, aggregates) is not kept: its URLs carry the time range, so they never repeat.
+//   Graph data (series points, aggregates) is not kept: its URLs carry the time range, so they never repeat;
+//   nor are report downloads (files of up to megabytes, generated for one moment).
 // - The page may ask to forget the data (logout): {type: 'clear-data'}.
 // - Web Push: a push message from the control plane ({title, body, tag, data: {severity}}) is shown as a
 //   notification; clicking it focuses an open console on the alerts page (or opens one).
@@ -82,7 +83,7 @@ self.addEventListener('fetch', (event) => {
   const url = new URL(request.url);
   if (url.origin !== self.location.origin) return;
   if (url.pathname === '/api/v1/live') return;
-  if (/^\/api\/v1\/(series\/\d+\/points|metrics\/aggregate)$/.test(url.pathname)) {
+  if (/^\/api\/v1\/(series\/\d+\/points|metrics\/aggregate|reports\/[a-z]+)$/.test(url.pathname)) {
     event.respondWith(fetch(request).catch(() => offline()));
   } else if (url.pathname.startsWith('/api/')) {
     event.respondWith(apiGet(request));

@@ -30,6 +30,7 @@ pub mod pagination;
 pub mod pops;
 pub mod providers;
 pub mod ratelimit;
+pub mod reports;
 pub mod roles;
 pub mod series;
 pub mod summary;
@@ -376,6 +377,11 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/series", "metrics:read"),
     route("GET", "/api/v1/series/{id}/points", "metrics:read"),
     route("GET", "/api/v1/metrics/aggregate", "metrics:read"),
+    // Reports (api/reports.rs): one route per kind, so each has its permission; any other kind answers 400.
+    route("GET", "/api/v1/reports/inventory", "devices:read"),
+    route("GET", "/api/v1/reports/alerts", "alerts:read"),
+    route("GET", "/api/v1/reports/traffic", "metrics:read"),
+    route("GET", "/api/v1/reports/availability", "metrics:read"),
     // Notifications (api/notifications.rs).
     route(
         "GET",
@@ -587,6 +593,10 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(series::list))
         .routes(routes!(series::points))
         .routes(routes!(series::aggregate))
+        .routes(routes!(reports::inventory))
+        .routes(routes!(reports::alerts))
+        .routes(routes!(reports::traffic))
+        .routes(routes!(reports::availability))
         .routes(routes!(
             notifications::list_channels,
             notifications::create_channel
@@ -671,6 +681,11 @@ pub fn router(state: AppState) -> Router {
             header::RETRY_AFTER,
         ]);
     routes
+        // Not in ROUTES: it reads nothing and answers 400 naming the report kinds.
+        .route(
+            "/api/v1/reports/{kind}",
+            axum::routing::get(reports::unknown),
+        )
         .fallback(|| async { ApiError::NotFound })
         .layer(from_fn_with_state(state.clone(), gateway::gate))
         .layer(from_fn_with_state(state.clone(), gateway::limits))

@@ -195,6 +195,18 @@ export class ApiClient {
     return { data, staleSince: staleSince !== null ? staleSince || '' : null };
   }
 
+  /** A file from the API (a report): its body and the name from Content-Disposition; a 401 refreshes once. */
+  async download(path: string): Promise<{ blob: Blob; filename: string | null }> {
+    if (!this.access && this.store.getRefresh()) await this.refresh();
+    let resp = await this.send('GET', path, undefined, this.access);
+    if (resp.status === 401 && this.store.getRefresh()) {
+      if (await this.refresh()) resp = await this.send('GET', path, undefined, this.access);
+    }
+    if (!resp.ok) throw await ApiClient.error(resp);
+    const m = /filename="([^"]+)"/.exec(resp.headers.get('content-disposition') ?? '');
+    return { blob: await resp.blob(), filename: m ? m[1] : null };
+  }
+
   get<T>(path: string) { return this.request<T>('GET', path); }
   post<T>(path: string, body?: unknown) { return this.request<T>('POST', path, body ?? {}); }
   patch<T>(path: string, body: unknown) { return this.request<T>('PATCH', path, body); }

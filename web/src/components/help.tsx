@@ -3,7 +3,7 @@
 import { useEffect, useLayoutEffect, useState } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 
-export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDetail' | 'users' | 'roles' | 'audit' | 'alerts' | 'notifications' | 'diagnostics';
+export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDetail' | 'users' | 'roles' | 'audit' | 'alerts' | 'notifications' | 'diagnostics' | 'reports';
 
 /** Tour steps per page: the data-tour target and its text. */
 const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
@@ -15,6 +15,7 @@ const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
   diagnostics: [['diag-where', 'tour.diagnostics.1'], ['diag-fields', 'tour.diagnostics.2'], ['diag-run', 'tour.diagnostics.3']],
   alerts: [['alert-tabs', 'tour.alerts.1'], ['alert-filters', 'tour.alerts.2'], ['alert-list', 'tour.alerts.3']],
   deviceDetail: [['range', 'tour.deviceDetail.1'], ['graphs', 'tour.deviceDetail.2']],
+  reports: [['report-kind', 'tour.reports.1'], ['report-scope', 'tour.reports.2'], ['report-download', 'tour.reports.3']],
 };
 const GENERIC: [string, MessageKey][] = [['main', 'tour.generic.1'], ['help', 'tour.generic.2']];
 
