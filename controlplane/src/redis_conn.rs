@@ -5,8 +5,9 @@
 //! a `ConnectionManager` (which reconnects to the same address after a restart). Through Sentinel it asks the
 //! Sentinels for the master at start, and again whenever the master it holds stops being one: a `READONLY`
 //! answer (a demoted master), a refused or dropped connection, an I/O error. A command that failed with
-//! `READONLY` or a refused connection was not executed, so it is sent once more to the new master; any other
-//! error goes back to the caller (the command may have run), and the next command uses the new master.
+//! `READONLY`, a refused connection or a broken pipe was not executed, so it is sent once more to the new
+//! master; any other error goes back to the caller (the command may have run), and the next command uses the
+//! new master.
 //!
 //! Redis replicates asynchronously: a write acknowledged by the old master just before it failed can be lost
 //! (docs/DEPLOYMENT.md says how to bound that with `min-replicas-to-write`).
@@ -260,9 +261,13 @@ fn lost_master(err: &RedisError) -> bool {
         || err.is_unrecoverable_error()
 }
 
-/// Whether the command surely did not run (so sending it again cannot run it twice).
+/// Whether the command surely did not run (so sending it again cannot run it twice):
+/// `READONLY`; a refused connection; a broken pipe: the write of the command itself failed because the server
+/// had closed the connection (Sentinel closes the clients of a master it demotes), so the server never read it.
 fn not_executed(err: &RedisError) -> bool {
-    read_only(err) || err.is_connection_refusal()
+    read_only(err)
+        || err.is_connection_refusal()
+        || (err.is_io_error() && err.to_string().to_ascii_lowercase().contains("broken pipe"))
 }
 
 impl ConnectionLike for RedisConn {
