@@ -41,7 +41,15 @@ if [ ! -f web/dist/index.html ] || [ -n "$(find web/src web/index.html web/packa
     (cd web && npm ci --no-audit --no-fund --loglevel=error && npm run build) >&2
 fi
 
-mkdir -p "$OUT_DIR"
+# The SBOM of each package (CycloneDX JSON of every crate compiled into its binary), shipped in the package as
+# /usr/share/doc/PKG/sbom.cdx.json and left beside the .deb as PKG_VERSION.cdx.json.
+ensure_pkg python3 python3
+ensure_pkg jq jq
+mkdir -p "$OUT_DIR" packaging/deb/sbom
+for pkg in octoisp-agent octoisp-controlplane; do
+    say "SBOM of $pkg"
+    python3 scripts/sbom.py "$pkg" > "packaging/deb/sbom/$pkg.cdx.json"
+done
 for pkg in octoisp-agent octoisp-controlplane; do
     args=(deb --no-build --locked -p "$pkg" --profile "$PROFILE" --output "$OUT_DIR" --strip)
     [ "$PROFILE" = release ] || args+=(--fast)
@@ -49,5 +57,9 @@ for pkg in octoisp-agent octoisp-controlplane; do
     say "packaging $pkg"
     cargo "${args[@]}" >/dev/null
 done
-ls -l "$OUT_DIR"/*.deb >&2
+for pkg in octoisp-agent octoisp-controlplane; do
+    version=$(jq -r .metadata.component.version "packaging/deb/sbom/$pkg.cdx.json")
+    cp "packaging/deb/sbom/$pkg.cdx.json" "$OUT_DIR/${pkg}_${DEB_VERSION:-$version}.cdx.json"
+done
+ls -l "$OUT_DIR"/*.deb "$OUT_DIR"/*.cdx.json >&2
 [ -n "$profile_dir" ]

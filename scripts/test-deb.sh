@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || die "the packaging test needs root (chroot)"
 ensure_pkg mmdebstrap mmdebstrap
 ensure_pkg dpkg-deb dpkg
+ensure_pkg jq jq
 
 suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
 cache=/var/cache/octoisp-debroot-$suite.tar
@@ -81,6 +82,20 @@ done
 check "backup timer installed" test -f "$root/lib/systemd/system/octoisp-backup.timer"
 check "console shipped" test -f "$root/usr/share/octoisp/web/index.html"
 check "console assets shipped" bash -c "ls '$root'/usr/share/octoisp/web/assets/*.js"
+# The SBOM of each package: CycloneDX JSON beside the package docs, naming the package and the crates in it.
+for pkg in octoisp-agent octoisp-controlplane; do
+    sbom=$root/usr/share/doc/$pkg/sbom.cdx.json
+    check "$pkg: SBOM shipped" test -f "$sbom"
+    check "$pkg: SBOM is CycloneDX for $pkg" \
+        jq -e --arg p "$pkg" '.bomFormat == "CycloneDX" and .metadata.component.name == $p' "$sbom"
+    tokio=$(jq -r '.components[] | select(.name == "tokio") | .version' "$sbom" 2>/dev/null)
+    locked=$(awk '/^name = "tokio"$/ { getline; gsub(/"/, "", $3); print $3; exit }' Cargo.lock)
+    [ -n "$tokio" ] && [ "$tokio" = "$locked" ] && pass "$pkg: SBOM lists tokio $tokio (as Cargo.lock)" \
+        || fail "$pkg: SBOM lists tokio '${tokio}', Cargo.lock has '${locked}'"
+    check "$pkg: SBOM has licences and checksums" \
+        jq -e '[.components[] | select(.licenses == null)] | length == 0' "$sbom"
+    check "$pkg: SBOM beside the .deb" bash -c "ls '$DEBS'/${pkg}_*.cdx.json"
+done
 
 say "configuration"
 check "the shipped agent config validates" \

@@ -49,6 +49,12 @@ say "cargo fmt --check"
 cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Licences, bans and sources of the crates; RustSec and npm advisories when their sources can be reached
+# (scripts/supply-chain.sh says loudly when they cannot). OCTOISP_SKIP_SUPPLY_CHAIN=1 skips it.
+if [ -z "${OCTOISP_SKIP_SUPPLY_CHAIN:-}" ]; then
+    say "supply chain (scripts/supply-chain.sh)"
+    scripts/supply-chain.sh
+fi
 say "building (the end-to-end tests run the real binaries)"
 cargo build --workspace --all-targets --locked
 if [ "$(id -u)" = 0 ] && [ -z "${OCTOISP_SKIP_PACKAGING:-}" ]; then

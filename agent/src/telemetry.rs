@@ -24,9 +24,20 @@ pub fn init_logs(cfg: &LogSection) {
     };
 }
 
+/// Buckets of every histogram of the agent, seconds (without them a histogram renders as a summary, which
+/// cannot be aggregated across agents).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The recorder with the buckets of the agent's histograms (docs/OPERATIONS.md, "Prometheus metrics").
+pub fn builder() -> anyhow::Result<PrometheusBuilder> {
+    Ok(PrometheusBuilder::new().set_buckets(SECONDS_BUCKETS)?)
+}
+
 /// Installs the Prometheus recorder (once per process).
 pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
-    Ok(PrometheusBuilder::new().install_recorder()?)
+    Ok(builder()?.install_recorder()?)
 }
 
 /// Serves `/metrics` and `/healthz` on `listen` until `shutdown`, and refreshes the outbox gauges.

@@ -35,6 +35,9 @@ pub struct Config {
     pub alerts: AlertsSection,
     /// The command queue in Redis (docs/COMMANDS.md).
     pub queue: QueueSection,
+    /// Redis Sentinel: when set, every Redis connection (queue, API) goes to the master it names, and follows
+    /// failovers (docs/DEPLOYMENT.md).
+    pub redis: crate::redis_conn::SentinelSection,
     /// Command dispatch (workers role) and delivery to agents (ingest role).
     pub commands: crate::commands::CommandsConfig,
     /// Keys that encrypt stored secrets (notification channel secrets); see docs/NOTIFICATIONS.md.
@@ -55,6 +58,7 @@ impl Default for Config {
             notify: crate::notify::NotifyConfig::default(),
             alerts: AlertsSection::default(),
             queue: QueueSection::default(),
+            redis: crate::redis_conn::SentinelSection::default(),
             commands: crate::commands::CommandsConfig::default(),
             secrets: crate::secretbox::SecretsConfig::default(),
         }
@@ -339,6 +343,7 @@ impl Config {
             return bad("ingest.max_batch_bytes must be at least 65536");
         }
         self.api.validate().map_err(ConfigError::Invalid)?;
+        self.redis.validate().map_err(ConfigError::Invalid)?;
         self.metrics.validate().map_err(ConfigError::Invalid)?;
         if !(1_000..=100_000_000).contains(&self.alerts.queue_samples) {
             return bad("alerts.queue_samples must be between 1000 and 100000000 (samples)");

@@ -13,6 +13,7 @@ pub mod db;
 pub mod ingest;
 pub mod notify;
 pub mod queue;
+pub mod redis_conn;
 pub mod registry;
 pub mod reports;
 pub mod rollup;

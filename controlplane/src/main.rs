@@ -70,6 +70,12 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         keep: usize,
     },
+    /// Print the API's OpenAPI document (JSON), or with --markdown the reference kept in docs/API.md.
+    Openapi {
+        /// Print the Markdown reference instead of the JSON document.
+        #[arg(long)]
+        markdown: bool,
+    },
     /// Restore a backup into an EMPTY database, apply newer migrations and verify the audit chains.
     Restore {
         /// The backup file.
@@ -232,6 +238,16 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<ExitCode> {
             let shutdown = CancellationToken::new();
             cancel_on_signals(shutdown.clone());
             serve::run(cfg, roles, metrics, shutdown).await?;
+        }
+        Command::Openapi { markdown } => {
+            if markdown {
+                print!("{}", octoisp_controlplane::api::reference_markdown());
+            } else {
+                let json = octoisp_controlplane::api::openapi()
+                    .to_pretty_json()
+                    .context("cannot render the OpenAPI document")?;
+                println!("{json}");
+            }
         }
         Command::Migrate => {
             let admin = db::connect(cfg.admin_url(), 2).await.with_context(|| {

@@ -202,6 +202,8 @@ pub async fn run(
             ))
             .merge(crate::console::router(&cfg.http.web_dir));
     }
+    // Request rate and latency per route template (`octoisp_http_*`), for every route of the instance.
+    let app = app.layer(axum::middleware::from_fn(crate::api::http_metrics::track));
     let sd = shutdown.clone();
     tracker.spawn(async move {
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -234,16 +236,18 @@ async fn api_state(
     let auth_cfg = cfg.auth.auth_config().context(
         "the api role needs auth.jwt_secret (at least 32 bytes; set OCTOISP_CP__AUTH__JWT_SECRET), the same on every instance",
     )?;
-    let redis = redis::Client::open(cfg.api.redis_url.as_str())
-        .context("api.redis_url is not a valid Redis URL")?
-        .get_connection_manager()
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach Redis at {} (api.redis_url): login throttling needs it",
-                cfg.api.redis_url
-            )
-        })?;
+    let api_redis = crate::redis_conn::RedisTarget::new(&cfg.api.redis_url, &cfg.redis);
+    let redis = crate::redis_conn::RedisConn::connect(
+        &api_redis,
+        redis::aio::ConnectionManagerConfig::new(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot reach Redis ({}, api.redis_url or [redis]): login throttling needs it",
+            api_redis.describe()
+        )
+    })?;
     let auth = crate::auth::AuthService::new(
         pool.clone(),
         redis,
@@ -260,7 +264,7 @@ async fn api_state(
     let limiter = if api_cfg.rate_limit.enabled {
         let window = Duration::from_secs(api_cfg.rate_limit.window_secs);
         let connect = crate::api::ratelimit::RateLimiter::connect(
-            &api_cfg.redis_url,
+            api_redis.clone(),
             &api_cfg.redis_prefix,
             window,
         );
@@ -302,11 +306,10 @@ async fn commands_state(cfg: &Config, pool: PgPool) -> Option<crate::commands::C
     let qcfg = cfg.queue.queue_config();
     let extend_every = (qcfg.visibility_timeout / 3).max(Duration::from_millis(200));
     let connect = async {
-        let queue = crate::queue::Queue::connect(&cfg.queue.redis_url, qcfg).await?;
+        let target = crate::redis_conn::RedisTarget::new(&cfg.queue.redis_url, &cfg.redis);
+        let queue = crate::queue::Queue::connect(target.clone(), qcfg).await?;
         let ttl = Duration::from_secs(u64::from(cfg.ingest.heartbeat_secs) * 3);
-        let links =
-            crate::commands::AgentLinks::connect(&cfg.queue.redis_url, &cfg.queue.prefix, ttl)
-                .await?;
+        let links = crate::commands::AgentLinks::connect(target, &cfg.queue.prefix, ttl).await?;
         anyhow::Ok((queue, links))
     };
     match tokio::time::timeout(Duration::from_secs(10), connect).await {

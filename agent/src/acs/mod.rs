@@ -61,7 +61,37 @@ pub async fn start_in_daemon(
             tracing::error!(error = %err, "ACS stopped.");
         }
     });
+    let (sd, exported) = (shutdown.clone(), acs.clone());
+    tracker.spawn(async move { export_metrics(exported, sd).await });
     Ok(Some(acs))
+}
+
+/// Copies the ACS counters to the Prometheus recorder every few seconds (`octoisp_agent_acs_*`,
+/// docs/OPERATIONS.md, "Prometheus metrics").
+async fn export_metrics(acs: std::sync::Arc<Acs>, shutdown: tokio_util::sync::CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = &acs.stats;
+        metrics::counter!("octoisp_agent_acs_sessions_started_total")
+            .absolute(s.sessions_started.load(Relaxed));
+        metrics::counter!("octoisp_agent_acs_sessions_completed_total")
+            .absolute(s.sessions_completed.load(Relaxed));
+        for (reason, v) in [
+            ("duplicate", &s.duplicate_refused),
+            ("overload", &s.overload_refused),
+            ("malformed", &s.malformed),
+            ("auth", &s.auth_failed),
+        ] {
+            metrics::counter!("octoisp_agent_acs_rejected_total", "reason" => reason)
+                .absolute(v.load(Relaxed));
+        }
+        metrics::gauge!("octoisp_agent_acs_sessions_active").set(acs.sessions_active() as f64);
+    }
 }
 
 /// Milliseconds since the Unix epoch.

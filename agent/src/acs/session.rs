@@ -355,6 +355,13 @@ impl Acs {
         }
     }
 
+    /// Sessions holding a permit now (at most `max_sessions`).
+    pub fn sessions_active(&self) -> usize {
+        self.opts
+            .max_sessions
+            .saturating_sub(self.permits.available_permits())
+    }
+
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -21,9 +21,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::client::{Session, Target};
+use super::client::{Session, SnmpError, Target};
 use super::collect::{self, CollectConfig, DeviceState, PollReport};
-use super::engine::Engine;
+use super::engine::{Engine, ExchangeError};
 use super::fingerprint::Rules;
 use super::profile::ProfileSet;
 use crate::outbox::Outbox;
@@ -151,6 +151,7 @@ impl Poller {
         let mut next = tokio::time::Instant::now() + Duration::from_millis(jitter_ms);
         let mut failures = 0u32;
         let mut reachable: Option<bool> = None;
+        let _scheduled = ScheduledGauge::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -160,6 +161,11 @@ impl Poller {
             let Some(permit) = self.permit(spec.priority).await else {
                 return;
             };
+            // Late: the poll starts (holds its permit) more than a tenth of its interval after its time.
+            let polling = tokio::time::Instant::now();
+            if polling.saturating_duration_since(next) > spec.interval / 10 {
+                metrics::counter!(POLLS_LATE).increment(1);
+            }
             session.set_retries(if failures > 0 { Some(0) } else { None });
             let now_ms = crate::monitors::ping::now_ms();
             // Boxed: the poll's state machine is allocated only while it runs, so an idle device costs its
@@ -178,6 +184,8 @@ impl Poller {
             )
             .await;
             drop(permit);
+            metrics::histogram!(POLL_SECONDS).record(polling.elapsed().as_secs_f64());
+            metrics::counter!(POLLS, "result" => poll_result(&result)).increment(1);
             let mut report = match result {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => failed(&spec.key, now_ms, e.to_string()),
@@ -203,6 +211,41 @@ impl Poller {
             }
             next = started + backoff(spec.interval, failures, self.cfg.max_backoff);
         }
+    }
+}
+
+/// Histogram of the time of one poll, seconds, from its permit to its report. Every metric is listed in
+/// docs/OPERATIONS.md ("Prometheus metrics").
+pub const POLL_SECONDS: &str = "octoisp_agent_snmp_poll_duration_seconds";
+/// Counter of polls by `result`: `ok`, `timeout` (no answer, or the budget ran out), `error`.
+pub const POLLS: &str = "octoisp_agent_snmp_polls_total";
+/// Counter of polls that started more than a tenth of their interval late (waiting for a permit).
+pub const POLLS_LATE: &str = "octoisp_agent_snmp_polls_late_total";
+/// Gauge of devices on a schedule.
+pub const DEVICES_SCHEDULED: &str = "octoisp_agent_snmp_devices_scheduled";
+
+/// The `result` label of a finished poll.
+fn poll_result<E>(r: &Result<Result<PollReport, SnmpError>, E>) -> &'static str {
+    match r {
+        Ok(Ok(report)) if report.error.is_none() => "ok",
+        Ok(Err(SnmpError::Exchange(ExchangeError::Timeout { .. }))) | Err(_) => "timeout",
+        _ => "error",
+    }
+}
+
+/// Counts a device in [`DEVICES_SCHEDULED`] while its task runs.
+struct ScheduledGauge;
+
+impl ScheduledGauge {
+    fn new() -> ScheduledGauge {
+        metrics::gauge!(DEVICES_SCHEDULED).increment(1.0);
+        ScheduledGauge
+    }
+}
+
+impl Drop for ScheduledGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(DEVICES_SCHEDULED).decrement(1.0);
     }
 }
 

@@ -210,14 +210,23 @@ impl Engine {
                 () = shutdown.cancelled() => break,
                 msg = rx.recv() => match msg {
                     Some(msg) => {
+                        let (started, samples) = (std::time::Instant::now(), msg.rows.len());
+                        metrics::gauge!("octoisp_alerts_queue_samples").set(f64::from(rx.queued()));
                         if let Err(err) = self.process(msg).await {
+                            metrics::counter!("octoisp_alerts_evaluation_failures_total", "phase" => "samples")
+                                .increment(1);
                             tracing::warn!(error = %err, "Alert evaluation failed; the provider's state reloads.");
                         }
+                        metrics::histogram!("octoisp_alerts_evaluation_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        metrics::counter!("octoisp_alerts_samples_evaluated_total").increment(samples as u64);
                     }
                     None => break,
                 },
                 _ = tick.tick() => {
                     if let Err(err) = self.tick(Utc::now().timestamp_millis()).await {
+                        metrics::counter!("octoisp_alerts_evaluation_failures_total", "phase" => "timer")
+                            .increment(1);
                         tracing::warn!(error = %err, "Alert timer failed; the provider's state reloads.");
                     }
                 }
@@ -533,8 +542,18 @@ impl Engine {
         let Some(state) = self.providers.get_mut(&provider) else {
             return Ok(());
         };
-        match apply::apply(&self.pool, provider, state, pending, &self.stats).await {
+        let events_before = self.stats.events.load(Ordering::Relaxed);
+        let result = apply::apply(&self.pool, provider, state, pending, &self.stats).await;
+        metrics::counter!("octoisp_alerts_events_total").increment(
+            self.stats
+                .events
+                .load(Ordering::Relaxed)
+                .saturating_sub(events_before),
+        );
+        match result {
             Ok(Some(stored_at)) => {
+                metrics::histogram!("octoisp_alerts_store_to_event_seconds")
+                    .record(stored_at.elapsed().as_secs_f64());
                 self.stats.record_latency(stored_at.elapsed());
                 Ok(())
             }

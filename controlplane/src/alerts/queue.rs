@@ -43,6 +43,7 @@ impl std::fmt::Debug for SampleSender {
 pub struct SampleReceiver {
     rx: mpsc::UnboundedReceiver<Queued>,
     permits: Arc<Semaphore>,
+    capacity: u32,
 }
 
 impl std::fmt::Debug for SampleReceiver {
@@ -67,7 +68,11 @@ pub fn sample_queue(capacity: u32) -> (SampleSender, SampleReceiver) {
             permits: permits.clone(),
             capacity,
         },
-        SampleReceiver { rx, permits },
+        SampleReceiver {
+            rx,
+            permits,
+            capacity,
+        },
     )
 }
 
@@ -106,6 +111,12 @@ impl SampleReceiver {
     /// The next batch; `None` when every sender is gone and the queue is empty. Its samples leave the bound.
     pub async fn recv(&mut self) -> Option<StoredSamples> {
         self.rx.recv().await.map(|q| q.msg)
+    }
+
+    /// Samples queued now (an oversized batch counts as the whole capacity).
+    pub fn queued(&self) -> u32 {
+        self.capacity
+            .saturating_sub(self.permits.available_permits() as u32)
     }
 
     /// The next batch if one is queued.

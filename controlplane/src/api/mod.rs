@@ -24,12 +24,14 @@ pub mod error;
 pub mod extract;
 pub mod gateway;
 pub mod groups;
+pub mod http_metrics;
 pub mod live;
 pub mod notifications;
 pub mod pagination;
 pub mod pops;
 pub mod providers;
 pub mod ratelimit;
+pub mod reference;
 pub mod reports;
 pub mod roles;
 pub mod series;
@@ -637,6 +639,12 @@ fn documented() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     documented().split_for_parts().1
+}
+
+/// The API reference in Markdown (docs/API.md), from the OpenAPI document and [`ROUTES`].
+pub fn reference_markdown() -> String {
+    let doc = serde_json::to_value(openapi()).unwrap_or_default();
+    reference::markdown(&doc, ROUTES)
 }
 
 fn openapi_text() -> &'static str {

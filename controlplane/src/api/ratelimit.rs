@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use redis::Script;
-use redis::aio::ConnectionManager;
+use redis::aio::ConnectionManagerConfig;
+
+use crate::redis_conn::{RedisConn, RedisTarget};
 
 /// How long the limiter waits for Redis before letting a request through.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
@@ -45,7 +47,7 @@ pub struct Subject {
 /// The shared limiter of an instance.
 #[derive(Clone)]
 pub struct RateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     script: Script,
     prefix: String,
     window: Duration,
@@ -63,12 +65,11 @@ impl std::fmt::Debug for RateLimiter {
 impl RateLimiter {
     /// Connects to Redis at `url`; keys are `<prefix>:rl:<subject>`.
     pub async fn connect(
-        url: &str,
+        redis: impl Into<RedisTarget>,
         prefix: &str,
         window: Duration,
     ) -> redis::RedisResult<RateLimiter> {
-        let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let conn = RedisConn::connect(&redis.into(), ConnectionManagerConfig::new()).await?;
         Ok(RateLimiter {
             conn,
             script: Script::new(SCRIPT),

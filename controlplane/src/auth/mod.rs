@@ -25,8 +25,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
+
+use crate::redis_conn::RedisConn;
 
 pub use api_keys::{ApiKey, create_api_key, list_api_keys, revoke_api_key};
 pub use caller::Caller;
@@ -172,7 +173,7 @@ pub struct AuthService {
 
 struct Inner {
     pool: PgPool,
-    redis: ConnectionManager,
+    redis: RedisConn,
     config: AuthConfig,
     keys: jwt::Keys,
     mailer: Arc<dyn Mailer>,
@@ -192,7 +193,7 @@ impl AuthService {
     /// default cost): call it at start-up.
     pub fn new(
         pool: PgPool,
-        redis: ConnectionManager,
+        redis: impl Into<RedisConn>,
         config: AuthConfig,
         mailer: Arc<dyn Mailer>,
     ) -> Result<AuthService, AuthConfigError> {
@@ -220,7 +221,7 @@ impl AuthService {
         Ok(AuthService {
             inner: Arc::new(Inner {
                 pool,
-                redis,
+                redis: redis.into(),
                 config,
                 keys,
                 mailer,
@@ -247,7 +248,7 @@ impl AuthService {
         password::hash(self.inner.config.password_params, password).await
     }
 
-    fn redis(&self) -> ConnectionManager {
+    fn redis(&self) -> RedisConn {
         self.inner.redis.clone()
     }
 }

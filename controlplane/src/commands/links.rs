@@ -22,7 +22,7 @@ pub struct AgentLinks {
     ttl: Duration,
     local: Arc<Mutex<HashMap<Uuid, quinn::Connection>>>,
     order: super::order::AgentOrder,
-    redis: redis::aio::ConnectionManager,
+    redis: crate::redis_conn::RedisConn,
 }
 
 impl std::fmt::Debug for AgentLinks {
@@ -42,14 +42,13 @@ impl AgentLinks {
     /// Links of a new instance (a fresh random instance id) on `redis_url`; `ttl` is how long a registration
     /// lives without a heartbeat.
     pub async fn connect(
-        redis_url: &str,
+        redis: impl Into<crate::redis_conn::RedisTarget>,
         prefix: &str,
         ttl: Duration,
     ) -> anyhow::Result<AgentLinks> {
-        let client = redis::Client::open(redis_url)?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(5)));
-        let redis = redis::aio::ConnectionManager::new_with_config(client, cfg).await?;
+        let redis = crate::redis_conn::RedisConn::connect(&redis.into(), cfg).await?;
         Ok(AgentLinks {
             instance_id: Uuid::now_v7().to_string().into(),
             prefix: prefix.into(),
@@ -150,7 +149,7 @@ impl AgentLinks {
     }
 
     /// The Redis connection (for the inbox consumer).
-    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
+    pub(crate) fn redis(&self) -> crate::redis_conn::RedisConn {
         self.redis.clone()
     }
 }

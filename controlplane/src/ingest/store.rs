@@ -346,6 +346,12 @@ impl Store {
             .as_ref()
             .map(|_| rows.iter().map(|(_, r)| *r).collect());
         tx.commit().await.map_err(classify)?;
+        // Ingest lag: how old the batch's newest sample is once stored (a backlog drained after an outage
+        // shows as a long tail).
+        if let Some(newest) = samples.iter().map(|s| s.ts_ms).max() {
+            let lag_ms = (Utc::now().timestamp_millis() - newest).max(0);
+            metrics::histogram!("octoisp_ingest_lag_seconds").record(lag_ms as f64 / 1000.0);
+        }
 
         // The rows are final now; the queue jobs of those commands are done (a failure here only leaves a job
         // that the dispatcher completes when it next sees the finished row).

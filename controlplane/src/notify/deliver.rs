@@ -135,7 +135,10 @@ pub async fn deliver_provider(
     let vapid = vapid.as_ref();
     let results: Vec<(Claimed, Result<(), SendError>)> = futures::stream::iter(claimed)
         .map(|d| async move {
+            let started = std::time::Instant::now();
             let r = sender.send(&d, vapid).await;
+            metrics::histogram!("octoisp_notify_send_seconds", "kind" => d.kind.clone())
+                .record(started.elapsed().as_secs_f64());
             (d, r)
         })
         .buffer_unordered(cfg.max_concurrent_sends)

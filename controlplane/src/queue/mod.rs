@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
+
+use crate::redis_conn::{RedisConn, RedisTarget};
 use uuid::Uuid;
 
 use self::scripts::Scripts;
@@ -280,7 +282,7 @@ impl QueueConfig {
 /// A handle on the queue; cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
+    conn: RedisConn,
     cfg: QueueConfig,
     scripts: Arc<Scripts>,
 }
@@ -329,19 +331,23 @@ fn backoff_ms(cfg: &QueueConfig, attempt: u32) -> u64 {
 }
 
 impl Queue {
-    /// Connects (the connection manager reconnects on its own after a Redis restart).
-    pub async fn connect(redis_url: &str, cfg: QueueConfig) -> anyhow::Result<Queue> {
+    /// Connects to a Redis URL or, through Sentinel, to its master ([`crate::redis_conn`]); the connection
+    /// reconnects on its own after a Redis restart and follows a failover.
+    pub async fn connect(redis: impl Into<RedisTarget>, cfg: QueueConfig) -> anyhow::Result<Queue> {
         cfg.validate()?;
-        let client = redis::Client::open(redis_url)
-            .with_context(|| format!("queue: invalid Redis URL {redis_url:?}"))?;
+        let target = redis.into();
+        if let RedisTarget::Url(url) = &target {
+            redis::Client::open(url.as_str())
+                .with_context(|| format!("queue: invalid Redis URL {url:?}"))?;
+        }
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_max_delay(Duration::from_secs(2))
             .set_number_of_retries(6);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = RedisConn::connect(&target, config)
             .await
-            .context("queue: connecting to Redis")?;
+            .with_context(|| format!("queue: connecting to Redis ({})", target.describe()))?;
         Ok(Queue {
             conn,
             cfg,
