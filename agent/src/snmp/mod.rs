@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod collect;
 pub mod config;
+pub mod discovered;
 pub mod discovery;
 pub mod engine;
 pub mod enterprises;
