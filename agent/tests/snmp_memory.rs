@@ -177,3 +177,27 @@ async fn poller_footprint_per_device_is_small() {
     stop.cancel();
     tracker.close();
 }
+
+/// The whole IANA registry (62,000 rows) costs its index only: the text stays in the binary.
+#[test]
+fn enterprise_table_is_indexed_in_place() {
+    use octoisp_agent::snmp::enterprises::Enterprises;
+    use octoisp_agent::snmp::fingerprint::BUILTIN_ENTERPRISES;
+    let before = live();
+    let started = std::time::Instant::now();
+    let t = Enterprises::parse(BUILTIN_ENTERPRISES);
+    let took = started.elapsed();
+    let bytes = live() - before;
+    eprintln!(
+        "enterprise table: {} entries, {bytes} bytes held, indexed in {took:?}",
+        t.len()
+    );
+    assert!(t.len() > 62_000, "{}", t.len());
+    assert_eq!(t.name(14988), Some("MikroTik"));
+    assert_eq!(t.name(26138), Some("INTELBRAS S/A"));
+    assert!(
+        bytes < 300_000,
+        "the table holds {bytes} bytes for {} entries",
+        t.len()
+    );
+}

@@ -93,6 +93,44 @@ pub fn in_cidrs(ip: IpAddr, cidrs: &[String]) -> bool {
     })
 }
 
+/// The hosts of `cidrs` that answer an ICMP echo (one round, 1 s timeout, `rate_per_sec` probes per second), as
+/// `/32` or `/128` entries for [`sweep`]; None when raw sockets are not available (the caller probes every address).
+pub async fn live_hosts(
+    cidrs: &[String],
+    rate_per_sec: u32,
+) -> Result<Option<Vec<String>>, String> {
+    let mut hosts = Vec::new();
+    for c in cidrs {
+        hosts.extend(expand_cidr(c)?);
+    }
+    let opts = crate::diag::echo::EchoSweep {
+        count: 1,
+        timeout: Duration::from_secs(1),
+        rate: rate_per_sec.max(1),
+    };
+    let h = hosts.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let result =
+        tokio::task::spawn_blocking(move || crate::diag::echo::sweep_blocking(&h, opts, &cancel))
+            .await
+            .map_err(|e| format!("ICMP sweep: {e}"))?;
+    match result {
+        Ok(rtts) => Ok(Some(
+            hosts
+                .iter()
+                .zip(rtts)
+                .filter(|(_, rtt)| *rtt != u32::MAX)
+                .map(|(ip, _)| ip.to_string())
+                .collect(),
+        )),
+        Err(crate::diag::echo::EchoError::NotPrivileged(e)) => {
+            tracing::warn!(error = %e, "No ICMP sweep before SNMP discovery: probing every address.");
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Probes every address of `cidrs` on `port` with each credential in turn (first that answers wins), at most
 /// `rate_per_sec` probes started per second and 256 at once; returns what answered, fingerprinted.
 pub async fn sweep(

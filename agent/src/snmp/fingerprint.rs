@@ -412,9 +412,9 @@ mod tests {
         // Datacom on a Broadcom OID.
         let fp = classify("1.3.6.1.4.1.4413", "DmOS 5.8.0 DM4170");
         assert_eq!(vendor_os(&fp), (Some("Datacom"), Some("DmOS")));
-        // And a plain Broadcom reference design stays Broadcom.
+        // And a plain Broadcom reference design stays Broadcom (IANA's name for 4413).
         let fp = classify("1.3.6.1.4.1.4413", "Broadcom FASTPATH Switching");
-        assert_eq!(fp.vendor.as_deref(), Some("Broadcom"));
+        assert_eq!(fp.vendor.as_deref(), Some("Broadcom Limited"));
     }
 
     #[test]

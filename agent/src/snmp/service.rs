@@ -151,10 +151,25 @@ pub fn spawn_all(
                 }
             }
             loop {
+                let targets = if d.icmp_sweep {
+                    match discovery::live_hosts(&d.cidrs, d.rate_per_sec).await {
+                        Ok(Some(live)) => {
+                            tracing::info!(live = live.len(), "ICMP sweep before SNMP discovery.");
+                            live
+                        }
+                        Ok(None) => d.cidrs.clone(),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "ICMP sweep failed: probing every address.");
+                            d.cidrs.clone()
+                        }
+                    }
+                } else {
+                    d.cidrs.clone()
+                };
                 match discovery::sweep(
                     &engine,
                     Rules::builtin(),
-                    &d.cidrs,
+                    &targets,
                     d.port,
                     &creds,
                     timeout,
