@@ -369,6 +369,36 @@ async fn recordings_fingerprint_and_profile_metrics() {
 }
 
 /// A device with only the 32-bit ifTable, whose counters and sysUpTime the test sets.
+/// A device no rule knows, from an enterprise the agent's first, partial table did not list (Furukawa Electric
+/// LatAm, a Brazilian GPON maker): the technician's `snmp fingerprint` still names it from the IANA registry.
+#[tokio::test]
+async fn unknown_device_is_named_from_the_whole_iana_registry() {
+    let stop = CancellationToken::new();
+    let mib: sim::Mib = Arc::new(RwLock::new(sim::standard_mib(1, 1)));
+    let dev = SimDevice::new(mib, "public", Behaviour::Normal);
+    dev.set(
+        "1.3.6.1.2.1.1.2.0",
+        Cell::Static(Value::Oid(oid("1.3.6.1.4.1.10428.1.7"))),
+    );
+    dev.set(
+        "1.3.6.1.2.1.1.1.0",
+        Cell::Static(Value::OctetString(b"FK-OLT-G2500".to_vec())),
+    );
+    let addr = serve(dev, &stop).await;
+    let host = addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        agent_cli(&["snmp", "fingerprint", "-c", "public", "--json", &host])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let fp: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fp["enterprise"], "Furukawa Electric LatAm S.A", "{fp}");
+    assert_eq!(fp["vendor"], "Furukawa Electric LatAm S.A", "{fp}");
+    assert_eq!(fp["rule"], serde_json::Value::Null, "{fp}");
+    stop.cancel();
+}
+
 fn counter32_device() -> SimDevice {
     let mut mib = std::collections::BTreeMap::new();
     let text = |s: &str| Cell::Static(Value::OctetString(s.as_bytes().to_vec()));

@@ -71,31 +71,92 @@ impl Default for CollectConfig {
     }
 }
 
+/// Separates the label values of a cached row. [`label_text`] never produces it (control characters are
+/// hex-encoded), so it cannot be confused with a value.
+const LABEL_SEP: char = '\u{1f}';
+/// Stands for a label the device did not return for a row.
+const LABEL_ABSENT: &str = "\u{1e}";
+
+/// The label columns of one table, per row: the values in the order of the table's `labels`, joined by
+/// [`LABEL_SEP`] in one string (the names live once, in the profile). Rows sorted by the hash of their index.
 #[derive(Debug, Default, Clone)]
 struct LabelCache {
-    rows: HashMap<Vec<u32>, Vec<(String, String)>>,
+    rows: Vec<(u64, Box<str>)>,
 }
 
-/// What the poller remembers about a device between polls.
+impl LabelCache {
+    fn get(&self, idx: &[u32]) -> Option<&str> {
+        let k = key_of(idx);
+        let i = self.rows.binary_search_by_key(&k, |r| r.0).ok()?;
+        self.rows.get(i).map(|r| &*r.1)
+    }
+}
+
+/// A 64-bit key for `parts` (a metric name and a row index): per-device maps keep this instead of the strings and
+/// index vectors (collisions among a device's few hundred keys are negligible at 64 bits).
+fn key_of(idx: &[u32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // DefaultHasher::new() has fixed keys: the same key in every process, which the state does not need but
+    // makes it reproducible.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    idx.hash(&mut h);
+    h.finish()
+}
+
+fn metric_key(metric: &str, idx: &[u32]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    metric.hash(&mut h);
+    idx.hash(&mut h);
+    h.finish()
+}
+
+/// The last reading of one counter.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    key: u64,
+    value: u64,
+    at_ms: i64,
+}
+
+/// What the poller remembers about a device between polls. Kept compact, since an agent holds one per device
+/// (tens of thousands): label values packed per row, counters and column choices keyed by 64-bit hashes in
+/// sorted vectors (see docs/SNMP.md, "Memory").
 #[derive(Debug, Default)]
 pub struct DeviceState {
-    fingerprint: Option<Fingerprint>,
+    fingerprint: Option<Box<Fingerprint>>,
     profiles: Vec<Arc<Profile>>,
-    labels: HashMap<String, LabelCache>,
+    labels: Vec<(Box<str>, LabelCache)>,
     labels_at_ms: Option<i64>,
     labels_stale: bool,
-    counters: HashMap<(String, Vec<u32>), Reading>,
+    /// Last reading per (metric, row index), sorted by [`metric_key`]. A reboot clears them, so a reading needs
+    /// no sysUpTime of its own.
+    counters: Vec<Kept>,
     last_uptime: Option<(u32, i64)>,
     if_signature: Option<(Option<i64>, Option<i64>)>,
-    /// Per metric name: true = the fallback column is used, false = the main one. Absent = not known yet.
-    column_choice: HashMap<String, bool>,
+    /// Per metric name ([`metric_key`] with no index): true = the fallback column is used, false = the main one.
+    /// Absent = not known yet.
+    column_choice: Vec<(u64, bool)>,
     refingerprint: bool,
 }
 
 impl DeviceState {
     /// The device's fingerprint, once known.
     pub fn fingerprint(&self) -> Option<&Fingerprint> {
-        self.fingerprint.as_ref()
+        self.fingerprint.as_deref()
+    }
+
+    fn choice(&self, metric: &str) -> Option<bool> {
+        let k = metric_key(metric, &[]);
+        let i = self.column_choice.binary_search_by_key(&k, |c| c.0).ok()?;
+        self.column_choice.get(i).map(|c| c.1)
+    }
+
+    fn label_cache(&self, table: &str) -> Option<&LabelCache> {
+        self.labels
+            .iter()
+            .find(|(name, _)| &**name == table)
+            .map(|(_, c)| c)
     }
 
     /// Names of the profiles applied.
@@ -104,11 +165,13 @@ impl DeviceState {
     }
 }
 
+/// A label's text: strings as text when they are UTF-8 without control characters (so `Cliente São José` stays
+/// readable), otherwise hex (MAC addresses, binary indexes).
 fn label_text(v: &Value) -> String {
     match v {
         Value::OctetString(b)
-            if b.iter()
-                .any(|c| !(c.is_ascii_graphic() || *c == b' ' || *c == 0)) =>
+            if std::str::from_utf8(b)
+                .map_or(true, |s| s.chars().any(|c| c.is_control() && c != '\0')) =>
         {
             hex::encode_upper(b)
         }
@@ -140,10 +203,10 @@ pub async fn poll(
     if state.fingerprint.is_none() || state.refingerprint {
         let fp = fingerprint::fingerprint(session, rules).await?;
         state.profiles = profiles.for_device(&fp);
-        if state.fingerprint.as_ref() != Some(&fp) {
+        if state.fingerprint.as_deref() != Some(&fp) {
             report.fingerprint = Some(fp.clone());
         }
-        state.fingerprint = Some(fp);
+        state.fingerprint = Some(Box::new(fp));
         state.refingerprint = false;
     }
 
@@ -172,6 +235,7 @@ pub async fn poll(
         && rate::rebooted(prev, cur, now_ms - prev_ms)
     {
         state.labels.clear();
+        state.counters.clear();
         state.refingerprint = true;
         report.events.push(Event {
             id: uuid::Uuid::now_v7(),
@@ -208,7 +272,7 @@ pub async fn poll(
                 continue;
             };
             if s.kind == MetricType::Rate {
-                if let Some(v) = counter_rate(state, &s.metric, &[], raw, uptime, now_ms, None) {
+                if let Some(v) = counter_rate(state, &s.metric, &[], raw, now_ms, None) {
                     report.metrics.push(MetricValue {
                         metric: s.metric.clone(),
                         labels: Vec::new(),
@@ -239,7 +303,7 @@ pub async fn poll(
     let plans: Vec<(Table, Vec<Oid>)> = tables
         .into_iter()
         .map(|t| {
-            let cols = columns_of(&t, &state.column_choice, walk_labels);
+            let cols = columns_of(&t, state, walk_labels);
             (t, cols)
         })
         .collect();
@@ -255,16 +319,7 @@ pub async fn poll(
     let mut first_err = None;
     for (table, cols, result) in walks {
         match result {
-            Ok(rows) => collect_table(
-                state,
-                table,
-                cols,
-                &rows,
-                walk_labels,
-                uptime,
-                now_ms,
-                &mut report,
-            ),
+            Ok(rows) => collect_table(state, table, cols, &rows, walk_labels, now_ms, &mut report),
             Err(e) if e.is_auth() => return Err(e),
             Err(e) => {
                 tracing::debug!(device = device_key, table = %table.name, error = %e, "Table walk failed.");
@@ -274,6 +329,10 @@ pub async fn poll(
     }
     if walk_labels {
         state.labels_at_ms = Some(now_ms);
+    }
+    // The counter set is complete after the first poll: give back what growth over-allocated.
+    if state.counters.capacity() > state.counters.len() + state.counters.len() / 4 + 4 {
+        state.counters.shrink_to_fit();
     }
     if report.metrics.is_empty()
         && let Some(e) = first_err
@@ -318,7 +377,7 @@ async fn get_tolerant(session: &Session, oids: &[Oid]) -> Result<HashMap<Oid, Va
     }
 }
 
-fn columns_of(t: &Table, choice: &HashMap<String, bool>, with_labels: bool) -> Vec<Oid> {
+fn columns_of(t: &Table, state: &DeviceState, with_labels: bool) -> Vec<Oid> {
     let mut cols: Vec<Oid> = Vec::new();
     let mut add = |o: &Oid| {
         if !cols.contains(o) {
@@ -331,7 +390,7 @@ fn columns_of(t: &Table, choice: &HashMap<String, bool>, with_labels: bool) -> V
         }
     }
     for m in &t.metrics {
-        match (choice.get(&m.metric), &m.fallback_oid) {
+        match (state.choice(&m.metric), &m.fallback_oid) {
             (Some(true), Some(f)) => add(f),
             (None, Some(f)) => {
                 add(&m.oid);
@@ -356,14 +415,17 @@ fn collect_table(
     cols: &[Oid],
     rows: &BTreeMap<Vec<u32>, Vec<Option<Value>>>,
     walked_labels: bool,
-    uptime: Option<u32>,
     now_ms: i64,
     report: &mut PollReport,
 ) {
     let col = |o: &Oid| cols.iter().position(|c| c == o);
     // Decide main vs fallback columns the first time we see the table.
     for m in &table.metrics {
-        if state.column_choice.contains_key(&m.metric) || rows.is_empty() {
+        let k = metric_key(&m.metric, &[]);
+        let Err(at) = state.column_choice.binary_search_by_key(&k, |c| c.0) else {
+            continue;
+        };
+        if rows.is_empty() {
             continue;
         }
         let main_has = col(&m.oid).is_some_and(|i| {
@@ -372,28 +434,45 @@ fn collect_table(
         });
         state
             .column_choice
-            .insert(m.metric.clone(), !main_has && m.fallback_oid.is_some());
+            .insert(at, (k, !main_has && m.fallback_oid.is_some()));
     }
     if walked_labels {
-        let cache = state.labels.entry(table.name.clone()).or_default();
-        cache.rows.clear();
+        let mut cache = LabelCache::default();
         for (idx, vals) in rows {
-            let labels = table
-                .labels
-                .iter()
-                .filter_map(|l| {
-                    let v = vals.get(col(&l.oid)?)?.as_ref()?;
-                    Some((l.name.clone(), label_text(v)))
-                })
-                .collect();
-            cache.rows.insert(idx.clone(), labels);
+            let mut packed = String::new();
+            for (i, l) in table.labels.iter().enumerate() {
+                if i > 0 {
+                    packed.push(LABEL_SEP);
+                }
+                match col(&l.oid)
+                    .and_then(|c| vals.get(c))
+                    .and_then(Option::as_ref)
+                {
+                    Some(v) => packed.push_str(&label_text(v)),
+                    None => packed.push_str(LABEL_ABSENT),
+                }
+            }
+            cache.rows.push((key_of(idx), packed.into_boxed_str()));
+        }
+        cache.rows.sort_unstable_by_key(|r| r.0);
+        cache.rows.dedup_by_key(|r| r.0);
+        cache.rows.shrink_to_fit();
+        match state.labels.iter_mut().find(|(n, _)| **n == *table.name) {
+            Some((_, c)) => *c = cache,
+            None => state.labels.push((table.name.as_str().into(), cache)),
         }
     }
     let mut unknown_row = false;
     for (idx, vals) in rows {
         let mut labels: Vec<(String, String)> = index_labels(&table.index, idx);
-        match state.labels.get(&table.name).and_then(|c| c.rows.get(idx)) {
-            Some(l) => labels.extend(l.iter().cloned()),
+        match state.label_cache(&table.name).and_then(|c| c.get(idx)) {
+            Some(packed) => {
+                for (l, v) in table.labels.iter().zip(packed.split(LABEL_SEP)) {
+                    if v != LABEL_ABSENT {
+                        labels.push((l.name.clone(), v.to_owned()));
+                    }
+                }
+            }
             None if !table.labels.is_empty() => unknown_row = true,
             None => {}
         }
@@ -410,7 +489,7 @@ fn collect_table(
             .filter(|m| m.kind == MetricType::Gauge)
             .chain(table.metrics.iter().filter(|m| m.kind == MetricType::Rate));
         for m in ordered {
-            let fallback = state.column_choice.get(&m.metric).copied().unwrap_or(false);
+            let fallback = state.choice(&m.metric).unwrap_or(false);
             let (oid, scale) = match (&m.fallback_oid, fallback) {
                 (Some(f), true) => (f, m.fallback_scale.unwrap_or(m.scale)),
                 _ => (&m.oid, m.scale),
@@ -457,7 +536,7 @@ fn collect_table(
                         .and_then(|n| row_values.get(n))
                         .filter(|v| **v > 0.0)
                         .map(|v| v * 1.1 / scale);
-                    match counter_rate(state, &m.metric, idx, raw, uptime, now_ms, max) {
+                    match counter_rate(state, &m.metric, idx, raw, now_ms, max) {
                         Some(r) => r * scale,
                         None => continue,
                     }
@@ -499,7 +578,6 @@ fn counter_rate(
     metric: &str,
     idx: &[u32],
     raw: &Value,
-    uptime: Option<u32>,
     now_ms: i64,
     max_rate: Option<f64>,
 ) -> Option<f64> {
@@ -508,13 +586,55 @@ fn counter_rate(
         Value::Counter32(v) => (u64::from(*v), Width::Bits32),
         other => (other.as_u64()?, Width::Bits32),
     };
-    let cur = Reading {
+    let key = metric_key(metric, idx);
+    let kept = Kept {
+        key,
         value,
         at_ms: now_ms,
-        uptime,
+    };
+    let prev = match state.counters.binary_search_by_key(&key, |c| c.key) {
+        Ok(i) => state
+            .counters
+            .get_mut(i)
+            .map(|slot| std::mem::replace(slot, kept)),
+        Err(i) => {
+            state.counters.insert(i, kept);
+            None
+        }
+    };
+    // Reboots were handled for the whole device (the readings cleared): no uptime per reading needed.
+    let reading = |k: Kept| Reading {
+        value: k.value,
+        at_ms: k.at_ms,
+        uptime: None,
         discontinuity: None,
     };
-    let key = (metric.to_owned(), idx.to_vec());
-    let prev = state.counters.insert(key, cur);
-    rate::rate(prev.as_ref(), &cur, width, max_rate).ok()
+    rate::rate(prev.map(reading).as_ref(), &reading(kept), width, max_rate).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_text_keeps_utf8_and_hex_encodes_binary() {
+        let s = |b: &[u8]| label_text(&Value::OctetString(b.to_vec()));
+        assert_eq!(s("Cliente São José".as_bytes()), "Cliente São José");
+        assert_eq!(s(b"eth0\0"), "eth0");
+        assert_eq!(s(&[0x00, 0xa0, 0xc9, 0x14, 0x0c, 0x2a]), "00A0C9140C2A");
+        assert_eq!(s(b"a\x1fb"), "611F62");
+        assert!(!s(b"tab\there").contains(LABEL_SEP));
+    }
+
+    #[test]
+    fn label_cache_finds_rows_by_index() {
+        let mut c = LabelCache::default();
+        for idx in [[3u32], [1], [2]] {
+            c.rows
+                .push((key_of(&idx), format!("if{}", idx[0]).into_boxed_str()));
+        }
+        c.rows.sort_unstable_by_key(|r| r.0);
+        assert_eq!(c.get(&[2]), Some("if2"));
+        assert_eq!(c.get(&[1, 0]), None);
+    }
 }

@@ -173,6 +173,15 @@ pub struct DiscoveryDef {
     /// Probes per second (rate limit). Default 50.
     #[serde(default = "fifty")]
     pub rate_per_sec: u32,
+    /// Whether an ICMP echo sweep finds the live hosts first, so only they are probed with SNMP (saves the SNMP
+    /// timeouts of every empty address). Needs raw sockets (root or CAP_NET_RAW); without them every address is
+    /// probed. Set false for networks that filter ICMP. Default true.
+    #[serde(default = "yes")]
+    pub icmp_sweep: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn port161() -> u16 {

@@ -69,6 +69,68 @@ pub fn expand_cidr(s: &str) -> Result<Vec<IpAddr>, String> {
     }
 }
 
+/// Whether `ip` is one of the addresses `cidrs` expand to (CIDRs that do not parse contain nothing).
+pub fn in_cidrs(ip: IpAddr, cidrs: &[String]) -> bool {
+    cidrs.iter().any(|c| {
+        let (net, len) = match c.split_once('/') {
+            Some((n, l)) => (n.parse::<IpAddr>(), l.parse::<u32>()),
+            None => (
+                c.parse::<IpAddr>(),
+                Ok(if c.contains(':') { 128 } else { 32 }),
+            ),
+        };
+        match (net, len, ip) {
+            (Ok(IpAddr::V4(n)), Ok(len), IpAddr::V4(a)) if len <= 32 => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (Ok(IpAddr::V6(n)), Ok(len), IpAddr::V6(a)) if len <= 128 => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    })
+}
+
+/// The hosts of `cidrs` that answer an ICMP echo (one round, 1 s timeout, `rate_per_sec` probes per second), as
+/// `/32` or `/128` entries for [`sweep`]; None when raw sockets are not available (the caller probes every address).
+pub async fn live_hosts(
+    cidrs: &[String],
+    rate_per_sec: u32,
+) -> Result<Option<Vec<String>>, String> {
+    let mut hosts = Vec::new();
+    for c in cidrs {
+        hosts.extend(expand_cidr(c)?);
+    }
+    let opts = crate::diag::echo::EchoSweep {
+        count: 1,
+        timeout: Duration::from_secs(1),
+        rate: rate_per_sec.max(1),
+    };
+    let h = hosts.clone();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let result =
+        tokio::task::spawn_blocking(move || crate::diag::echo::sweep_blocking(&h, opts, &cancel))
+            .await
+            .map_err(|e| format!("ICMP sweep: {e}"))?;
+    match result {
+        Ok(rtts) => Ok(Some(
+            hosts
+                .iter()
+                .zip(rtts)
+                .filter(|(_, rtt)| *rtt != u32::MAX)
+                .map(|(ip, _)| ip.to_string())
+                .collect(),
+        )),
+        Err(crate::diag::echo::EchoError::NotPrivileged(e)) => {
+            tracing::warn!(error = %e, "No ICMP sweep before SNMP discovery: probing every address.");
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Probes every address of `cidrs` on `port` with each credential in turn (first that answers wins), at most
 /// `rate_per_sec` probes started per second and 256 at once; returns what answered, fingerprinted.
 pub async fn sweep(
@@ -190,5 +252,14 @@ mod tests {
         assert_eq!(expand_cidr("2001:db8::/126").unwrap().len(), 4);
         assert!(expand_cidr("10.0.0.0/8").is_err());
         assert!(expand_cidr("nope/24").is_err());
+        let nets = ["192.0.2.0/24".to_owned(), "2001:db8::7".to_owned()];
+        assert!(in_cidrs("192.0.2.9".parse().unwrap(), &nets));
+        assert!(!in_cidrs("192.0.3.9".parse().unwrap(), &nets));
+        assert!(in_cidrs("2001:db8::7".parse().unwrap(), &nets));
+        assert!(!in_cidrs("2001:db8::8".parse().unwrap(), &nets));
+        assert!(!in_cidrs(
+            "192.0.2.9".parse().unwrap(),
+            &["bad/99".to_owned()]
+        ));
     }
 }

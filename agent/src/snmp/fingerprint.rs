@@ -8,6 +8,7 @@
 //! OID refined by sysDescr) come before general ones. Named groups `model` and `version` of `sys_descr` fill those
 //! fields; `model_oid` / `version_oid` values override them.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -16,11 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::ber::Oid;
 use super::client::{Session, SnmpError};
+use super::enterprises::Enterprises;
 use super::pdu::Value;
 
 /// The rules shipped with the agent.
 pub const BUILTIN_RULES: &str = include_str!("../../fingerprints/rules.toml");
-/// The IANA enterprise numbers shipped with the agent (partial; see docs/SNMP.md).
+/// The IANA enterprise numbers shipped with the agent: the whole registry (see docs/SNMP.md).
 pub const BUILTIN_ENTERPRISES: &str = include_str!("../../fingerprints/enterprise-numbers.tsv");
 
 /// sysDescr.0.
@@ -96,7 +98,7 @@ struct Rule {
 #[derive(Debug)]
 pub struct Rules {
     rules: Vec<Rule>,
-    enterprises: HashMap<u32, String>,
+    enterprises: Enterprises,
 }
 
 /// What a device is.
@@ -148,15 +150,19 @@ impl Rules {
                     tracing::error!(error = %err, "Built-in fingerprint rules are invalid.");
                     Rules {
                         rules: Vec::new(),
-                        enterprises: HashMap::new(),
+                        enterprises: Enterprises::default(),
                     }
                 }
             }
         })
     }
 
-    /// Parses rules (TOML) and an enterprise table (`number<TAB>name` lines, `#` comments).
-    pub fn parse(source_name: &str, rules: &str, enterprises: &str) -> Result<Rules, RulesError> {
+    /// Parses rules (TOML) and an enterprise table (`number<TAB>name` lines, `#` comments; see [`Enterprises`]).
+    pub fn parse(
+        source_name: &str,
+        rules: &str,
+        enterprises: impl Into<Cow<'static, str>>,
+    ) -> Result<Rules, RulesError> {
         let file: RulesFile = toml::from_str(rules).map_err(|e| RulesError::Parse {
             source_name: source_name.into(),
             message: e.to_string(),
@@ -176,17 +182,9 @@ impl Rules {
                 probes,
             });
         }
-        let enterprises = enterprises
-            .lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| {
-                let (n, name) = l.split_once('\t')?;
-                Some((n.trim().parse().ok()?, name.trim().to_owned()))
-            })
-            .collect();
         Ok(Rules {
             rules: out,
-            enterprises,
+            enterprises: Enterprises::parse(enterprises),
         })
     }
 
@@ -202,7 +200,7 @@ impl Rules {
 
     /// The IANA name of enterprise `n`.
     pub fn enterprise(&self, n: u32) -> Option<&str> {
-        self.enterprises.get(&n).map(String::as_str)
+        self.enterprises.name(n)
     }
 
     /// Number of enterprises in the table.
@@ -377,8 +375,9 @@ mod tests {
     fn builtin_files_parse() {
         let r = Rules::parse("rules.toml", BUILTIN_RULES, BUILTIN_ENTERPRISES).unwrap();
         assert!(r.len() >= 30, "{}", r.len());
-        assert!(r.enterprise_count() >= 140, "{}", r.enterprise_count());
+        assert!(r.enterprise_count() >= 62_000, "{}", r.enterprise_count());
         assert_eq!(r.enterprise(9), Some("ciscoSystems"));
+        assert_eq!(r.enterprise(0), Some("Reserved"));
     }
 
     #[test]
@@ -413,9 +412,9 @@ mod tests {
         // Datacom on a Broadcom OID.
         let fp = classify("1.3.6.1.4.1.4413", "DmOS 5.8.0 DM4170");
         assert_eq!(vendor_os(&fp), (Some("Datacom"), Some("DmOS")));
-        // And a plain Broadcom reference design stays Broadcom.
+        // And a plain Broadcom reference design stays Broadcom (IANA's name for 4413).
         let fp = classify("1.3.6.1.4.1.4413", "Broadcom FASTPATH Switching");
-        assert_eq!(fp.vendor.as_deref(), Some("Broadcom"));
+        assert_eq!(fp.vendor.as_deref(), Some("Broadcom Limited"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! | [`ber`], [`pdu`], [`message`], [`usm`] | bytes in, bytes out; fuzzable, never panic |
 //! | [`engine`] | shared UDP sockets, request-id demultiplexing, timeouts and retries |
 //! | [`client`] | a session with one device: GET/GETNEXT/GETBULK, walks, v3 discovery and resync |
-//! | [`fingerprint`], [`profile`] | rules and profiles read from data files |
+//! | [`fingerprint`], [`enterprises`], [`profile`] | rules, the IANA table and profiles read from data files |
 //! | [`rate`] | counters to rates, wrap and reboot detection (pure) |
 //! | [`collect`], [`poller`] | one poll of one device; the scheduler of thousands |
 //! | [`discovery`], [`traps`], [`cli`], [`config`] | sweeps, notifications, the technician's commands, `[snmp]` |
@@ -20,8 +20,10 @@ pub mod cli;
 pub mod client;
 pub mod collect;
 pub mod config;
+pub mod discovered;
 pub mod discovery;
 pub mod engine;
+pub mod enterprises;
 pub mod fingerprint;
 pub mod message;
 pub mod pdu;

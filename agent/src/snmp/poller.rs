@@ -87,7 +87,7 @@ pub struct Poller {
     engine: Engine,
     rules: &'static Rules,
     profiles: Arc<ProfileSet>,
-    cfg: PollerConfig,
+    cfg: Arc<PollerConfig>,
     common: Arc<Semaphore>,
     high: Arc<Semaphore>,
     reports: mpsc::Sender<PollReport>,
@@ -118,7 +118,7 @@ impl Poller {
             profiles,
             common: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             high: Arc::new(Semaphore::new(cfg.reserved_high)),
-            cfg,
+            cfg: Arc::new(cfg),
             reports,
         }
     }
@@ -140,17 +140,32 @@ impl Poller {
         }
     }
 
+    /// A device's life: wait for its time, poll, repeat. This future lives as long as the device (one per device,
+    /// tens of thousands), so it holds only the schedule, the session and the state between polls; everything a
+    /// poll needs while it runs is in [`Poller::poll_once`]'s future, boxed and freed when the poll ends.
     async fn run_device(self, spec: DeviceSpec, shutdown: CancellationToken) {
-        let session = Session::new(self.engine.clone(), spec.target.clone());
-        let mut state = DeviceState::default();
+        let DeviceSpec {
+            key,
+            target,
+            interval,
+            priority,
+            budget,
+        } = spec;
+        let mut device = Device {
+            key,
+            priority,
+            budget,
+            session: Session::new(self.engine.clone(), target),
+            state: DeviceState::default(),
+            failures: 0,
+            reachable: None,
+        };
         let jitter_ms = if self.cfg.start_jitter {
-            rand::rng().random_range(0..=spec.interval.as_millis().max(1) as u64)
+            rand::rng().random_range(0..=interval.as_millis().max(1) as u64)
         } else {
             0
         };
         let mut next = tokio::time::Instant::now() + Duration::from_millis(jitter_ms);
-        let mut failures = 0u32;
-        let mut reachable: Option<bool> = None;
         let _scheduled = ScheduledGauge::new();
         loop {
             tokio::select! {
@@ -158,60 +173,80 @@ impl Poller {
                 _ = tokio::time::sleep_until(next) => {}
             }
             let started = tokio::time::Instant::now();
-            let Some(permit) = self.permit(spec.priority).await else {
-                return;
-            };
-            // Late: the poll starts (holds its permit) more than a tenth of its interval after its time.
-            let polling = tokio::time::Instant::now();
-            if polling.saturating_duration_since(next) > spec.interval / 10 {
-                metrics::counter!(POLLS_LATE).increment(1);
-            }
-            session.set_retries(if failures > 0 { Some(0) } else { None });
-            let now_ms = crate::monitors::ping::now_ms();
-            // Boxed: the poll's state machine is allocated only while it runs, so an idle device costs its
-            // DeviceState and little else.
-            let result = tokio::time::timeout(
-                spec.budget,
-                Box::pin(collect::poll(
-                    &session,
-                    &mut state,
-                    self.rules,
-                    &self.profiles,
-                    &self.cfg.collect,
-                    &spec.key,
-                    now_ms,
-                )),
-            )
-            .await;
-            drop(permit);
-            metrics::histogram!(POLL_SECONDS).record(polling.elapsed().as_secs_f64());
-            metrics::counter!(POLLS, "result" => poll_result(&result)).increment(1);
-            let mut report = match result {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => failed(&spec.key, now_ms, e.to_string()),
-                Err(_) => failed(
-                    &spec.key,
-                    now_ms,
-                    format!("poll exceeded its budget of {:?}", spec.budget),
-                ),
-            };
-            let ok = report.error.is_none();
-            failures = if ok { 0 } else { failures.saturating_add(1) };
-            if reachable.is_some_and(|was| was != ok) || (reachable.is_none() && !ok) {
-                report.events.push(reachability_event(
-                    &spec.key,
-                    now_ms,
-                    ok,
-                    report.error.as_deref(),
-                ));
-            }
-            reachable = Some(ok);
-            if self.reports.send(report).await.is_err() {
+            if !Box::pin(self.poll_once(&mut device, next, interval)).await {
                 return;
             }
-            next = started + backoff(spec.interval, failures, self.cfg.max_backoff);
+            next = started + backoff(interval, device.failures, self.cfg.max_backoff);
         }
     }
+
+    /// One poll of `d` within its budget, its report sent; false when the poller is shutting down. `due`: when
+    /// the poll should have started (a poll holding its permit more than a tenth of `interval` later is late).
+    async fn poll_once(
+        &self,
+        d: &mut Device,
+        due: tokio::time::Instant,
+        interval: Duration,
+    ) -> bool {
+        let Some(permit) = self.permit(d.priority).await else {
+            return false;
+        };
+        let polling = tokio::time::Instant::now();
+        if polling.saturating_duration_since(due) > interval / 10 {
+            metrics::counter!(POLLS_LATE).increment(1);
+        }
+        d.session
+            .set_retries(if d.failures > 0 { Some(0) } else { None });
+        let now_ms = crate::monitors::ping::now_ms();
+        let result = tokio::time::timeout(
+            d.budget,
+            collect::poll(
+                &d.session,
+                &mut d.state,
+                self.rules,
+                &self.profiles,
+                &self.cfg.collect,
+                &d.key,
+                now_ms,
+            ),
+        )
+        .await;
+        drop(permit);
+        metrics::histogram!(POLL_SECONDS).record(polling.elapsed().as_secs_f64());
+        metrics::counter!(POLLS, "result" => poll_result(&result)).increment(1);
+        let mut report = match result {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => failed(&d.key, now_ms, e.to_string()),
+            Err(_) => failed(
+                &d.key,
+                now_ms,
+                format!("poll exceeded its budget of {:?}", d.budget),
+            ),
+        };
+        let ok = report.error.is_none();
+        d.failures = if ok { 0 } else { d.failures.saturating_add(1) };
+        if d.reachable.is_some_and(|was| was != ok) || (d.reachable.is_none() && !ok) {
+            report.events.push(reachability_event(
+                &d.key,
+                now_ms,
+                ok,
+                report.error.as_deref(),
+            ));
+        }
+        d.reachable = Some(ok);
+        self.reports.send(report).await.is_ok()
+    }
+}
+
+/// What the poller keeps for one device between polls.
+struct Device {
+    key: String,
+    priority: Priority,
+    budget: Duration,
+    session: Session,
+    state: DeviceState,
+    failures: u32,
+    reachable: Option<bool>,
 }
 
 /// Histogram of the time of one poll, seconds, from its permit to its report. Every metric is listed in
