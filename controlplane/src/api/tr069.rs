@@ -325,17 +325,17 @@ pub async fn get(
     let updated_at = params.iter().map(|p| p.ts).max();
 
     params.retain(|p| {
-        p.name.starts_with(&prefix)
+        p.name.starts_with(prefix)
             && q.as_deref().is_none_or(|q| {
                 p.name.to_lowercase().contains(q) || p.value.to_lowercase().contains(q)
             })
     });
     let matched = params.len() as u64;
-    let children = children_of(&prefix, &params);
+    let children = children_of(prefix, &params);
     if f.direct {
         params.retain(|p| {
             p.name
-                .strip_prefix(&prefix)
+                .strip_prefix(prefix)
                 .is_some_and(|rest| !rest.contains('.'))
         });
     }
