@@ -12,7 +12,7 @@ import {
   deliveryState, emptyMonitor, monitorRows, parseDocument, redactedPaths, withMonitors,
   type AgentConfigDocument, type AgentConfigVersion, type AgentConfigView, type AgentConfigWritten, type MonitorRow,
 } from '../lib/agentConfig';
-import './tr069.css';
+import './agentConfig.css';
 
 type Mode = 'form' | 'json';
 
