@@ -167,7 +167,7 @@ export default function AgentConfig({ popId }: { popId: string }) {
             {writer && (
               <div className="form-row">
                 <label htmlFor="agentcfg-comment">{t('agentcfg.comment')}<input id="agentcfg-comment" value={comment} maxLength={500} onChange={(e) => setComment(e.target.value)} data-testid="agentcfg-comment" /></label>
-                <button className="btn btn-primary" onClick={save} disabled={busy || !doc} data-testid="agentcfg-save" data-tour="agentcfg-save">{t('agentcfg.save')}</button>
+                <button className="btn btn-primary" onClick={save} disabled={busy} data-testid="agentcfg-save" data-tour="agentcfg-save">{t('agentcfg.save')}</button>
               </div>
             )}
             {error && (
