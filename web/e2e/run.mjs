@@ -160,6 +160,37 @@ function seedMetricsAndAlerts() {
     VALUES ('${provider}', '${rule}', 'series:${ids[2]}', 'Cliente Ana', '${anaId}', '${pops[0]}', ${ids[2]}, 'firing', 'critical', 97.5, 3, now() - interval '20 minutes', now())`);
 }
 
+// A GPON ONT on POP Centro known through TR-069: a full read two hours ago (5,000+ parameters: its hosts table
+// makes the tree large, as real ones are), an Inform's changes since (the optical power dropped), and an
+// accepted write of the SSID (which makes it known writable), as the ingest stores them in tr069_results.
+const ONT_KEY = 'cwmp:00259E-EG8145V5-E2E0000000001';
+const IGD = 'InternetGatewayDevice.';
+const WAN = IGD + 'WANDevice.1.WANConnectionDevice.1.WANPPPConnection.1.';
+const SSID = IGD + 'LANDevice.1.WLANConfiguration.1.SSID';
+const RXP = IGD + 'WANDevice.1.X_GponInterafceConfig.RXPower';
+let ontId;
+const psqlIn = (db, sql) => execFileSync('psql', [adminUrl(db), '-XqtA', '-v', 'ON_ERROR_STOP=1'], { input: sql, encoding: 'utf8' }).trim();
+function seedTr069() {
+  ontId = psql(dbName, `INSERT INTO devices (provider_id, pop_id, device_key, name, vendor, model, serial_number, oui, product_class, firmware, last_seen)
+    VALUES ('${provider}', '${pops[0]}', '${ONT_KEY}', 'Cliente Elisa', 'Huawei', 'EG8145V5', 'E2E0000000001', '00259E', 'EG8145V5', 'V5R020C10S115', now()) RETURNING id`);
+  const agent = psql(dbName, `SELECT id FROM agents WHERE pop_id = '${pops[0]}'`);
+  const full = {
+    [WAN + 'ConnectionStatus']: 'Connected', [WAN + 'ExternalIPAddress']: '198.51.100.77', [WAN + 'Username']: 'elisa@provedor',
+    [WAN + 'ConnectionType']: 'IP_Routed', [SSID]: 'Elisa', [IGD + 'LANDevice.1.WLANConfiguration.5.SSID']: 'Elisa-5G',
+    [IGD + 'LANDevice.1.WLANConfiguration.1.Channel']: '6', [IGD + 'LANDevice.1.WLANConfiguration.1.TotalAssociations']: '3',
+    [RXP]: '-19.5', [IGD + 'WANDevice.1.X_GponInterafceConfig.TXPower']: '2.3',
+    [IGD + 'DeviceInfo.SoftwareVersion']: 'V5R020C10S115', [IGD + 'DeviceInfo.UpTime']: '86400',
+    [IGD + 'ManagementServer.PeriodicInformInterval']: '300',
+  };
+  const insert = (ago, kind, params) => psqlIn(dbName, `INSERT INTO tr069_results (provider_id, id, agent_id, device_id, ts, kind, ok, parameters)
+    VALUES ('${provider}', gen_random_uuid(), '${agent}', '${ontId}', now() - interval '${ago}', '${kind}', true,
+      $json$${JSON.stringify(params)}$json$::jsonb || (SELECT coalesce(jsonb_object_agg('${IGD}LANDevice.1.Hosts.Host.' || i || '.IPAddress', '192.168.' || (i / 250) || '.' || (i % 250 + 2)), '{}')
+        FROM generate_series(1, ${kind === 'get' ? 5000 : 0}) AS i))`);
+  insert('2 hours', 'get', full);
+  insert('30 minutes', 'ParameterChanges', { [RXP]: '-26.2' });
+  insert('20 minutes', 'set', { [SSID]: 'Elisa' });
+}
+
 /** Serious or critical axe-core violations on the current page, light and dark. */
 async function axeViolations(page, label) {
   const found = [];
@@ -460,6 +491,98 @@ try {
     await page.getByTestId('count-devices').waitFor();
   });
 
+  await step('TR-069: summary with the optical level coloured, the tree, a search, a write queued as a task', async () => {
+    seedTr069(); // a seventh device, online: the counts checked later include it
+    await go(page, `/devices/${ontId}`);
+    await page.getByTestId('open-tr069').click();
+    await page.getByTestId('tr069-title').waitFor();
+    const rx = page.getByTestId('optical-rx');
+    await rx.waitFor();
+    // -26.2 dBm: below the -25 dBm green edge, above the -27 dBm sensitivity: yellow, drawn in the warning colour.
+    assert((await rx.getAttribute('data-level')) === 'yellow', 'rx level: ' + (await rx.getAttribute('data-level')));
+    const colours = await rx.locator('.level').evaluate((el) => {
+      const probe = document.createElement('span');
+      probe.style.color = 'var(--warn)';
+      document.body.append(probe);
+      const warn = getComputedStyle(probe).color;
+      probe.remove();
+      return [getComputedStyle(el).color, warn];
+    });
+    assert(colours[0] === colours[1], 'rx drawn in the warning colour: ' + colours);
+    assert((await rx.innerText()).includes('26.2') && (await rx.innerText()).includes('marginal'), 'rx text: ' + (await rx.innerText()));
+    assert((await page.getByTestId('optical-tx').getAttribute('data-level')) === 'green', 'tx level');
+    assert((await text('tr-wan-ip')) === '198.51.100.77', 'wan ip: ' + (await text('tr-wan-ip')));
+    assert((await text('tr-wan')).includes('PPPoE') && (await text('tr-wan')).includes('elisa@provedor'), 'wan: ' + (await text('tr-wan')));
+    assert((await text('tr-ssids')).includes('Elisa-5G'), 'ssids: ' + (await text('tr-ssids')));
+    // Browse: the root's one object holds every parameter; its level lists the next objects.
+    const root = page.getByTestId('tr-child').first();
+    assert((await root.innerText()).includes('InternetGatewayDevice') && /5[,.]?01\d/.test(await root.innerText()), 'root child: ' + (await root.innerText()));
+    await root.click();
+    await page.getByTestId('tr-child').filter({ hasText: 'LANDevice' }).waitFor();
+    // Search: a substring of the name finds the SSIDs; the optical power is read-only, the SSID was written before.
+    await page.getByTestId('tr-search').fill('RXPower');
+    const rxRow = page.locator(`[data-testid="param-row"][data-name="${RXP}"]`);
+    await rxRow.waitFor();
+    assert((await rxRow.innerText()).includes('read-only') && (await rxRow.getByTestId('param-edit').count()) === 0, 'rx row: ' + (await rxRow.innerText()));
+    await page.getByTestId('tr-search').fill('WLANConfiguration.1.SSID');
+    const row = page.locator(`[data-testid="param-row"][data-name="${SSID}"]`);
+    await row.waitFor();
+    assert((await row.innerText()).includes('writable'), 'ssid row: ' + (await row.innerText()));
+    await row.getByTestId('param-edit').click();
+    await row.getByTestId('param-input').fill('Elisa-Nova');
+    await row.getByTestId('param-save').click();
+    const task = page.getByTestId('tr-task');
+    await task.getByTestId('task-status').waitFor();
+    // The card fills in from GET /commands/{id} right after the 202.
+    await task.getByText(`${SSID} = Elisa-Nova`).waitFor();
+    await page.getByTestId('tr-task-row').filter({ hasText: 'Elisa-Nova' }).waitFor();
+    const args = JSON.parse(psql(dbName, `SELECT args FROM commands WHERE name = 'tr069.set_params' AND device_id = '${ontId}'`));
+    assert(args.device_key === ONT_KEY && args.values[0].name === SSID && args.values[0].value === 'Elisa-Nova', 'command args: ' + JSON.stringify(args));
+    // Reboot asks first; cancelling sends nothing.
+    await page.getByTestId('tr-reboot').click();
+    await page.getByTestId('confirm').waitFor();
+    await page.getByTestId('confirm').getByRole('button', { name: 'Cancel' }).click();
+    assert(psql(dbName, `SELECT count(*) FROM commands WHERE name = 'tr069.reboot'`) === '0', 'no reboot sent');
+    await page.getByTestId('tr-search').fill('');
+    await page.getByTestId('tr-child').first().waitFor();
+    await page.screenshot({ path: join(artifacts, 'tr069-desktop-light.png'), fullPage: true });
+    const found = await axeViolations(page, 'tr069');
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+  });
+
+  await step("agent configuration: a POP's ping monitors edited in the form, saved as version 1 then 2", async () => {
+    await go(page, '/pops');
+    await page.getByTestId('pop-card').filter({ hasText: 'POP Centro' }).getByTestId('pop-agent-config').click();
+    await page.getByTestId('agentcfg-version').waitFor();
+    assert((await text('agentcfg-version')).includes('version 0'), 'no version yet: ' + (await text('agentcfg-version')));
+    assert((await text('agentcfg-agents')).includes('agente-centro'), 'agents: ' + (await text('agentcfg-agents')));
+    await page.getByTestId('agentcfg-add').click();
+    await page.getByLabel('Name', { exact: true }).fill('gateway');
+    await page.getByLabel('Targets (IPs)').fill('192.0.2.1');
+    await page.getByTestId('agentcfg-save').click();
+    await page.getByTestId('agentcfg-saved').waitFor();
+    await page.waitForFunction(() => document.querySelector('[data-testid="agentcfg-version"]')?.textContent?.includes('version 1'));
+    // A second monitor with a name for a target: refused beside the field, then fixed.
+    await page.getByTestId('agentcfg-add').click();
+    await page.getByLabel('Name', { exact: true }).nth(1).fill('dns');
+    await page.getByLabel('Targets (IPs)').nth(1).fill('dns.example');
+    await page.getByTestId('agentcfg-save').click();
+    await page.getByTestId('err-m1-targets').waitFor();
+    await page.getByLabel('Targets (IPs)').nth(1).fill('198.51.100.53');
+    await page.getByTestId('agentcfg-comment').fill('DNS monitor');
+    await page.getByTestId('agentcfg-save').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="agentcfg-version"]')?.textContent?.includes('version 2'));
+    await page.getByTestId('agentcfg-history-row').nth(1).waitFor();
+    const stored = JSON.parse(psql(dbName, `SELECT config FROM agent_configs WHERE pop_id = '${pops[0]}' AND version = 2`));
+    assert(stored.monitors.ping.length === 2 && stored.monitors.ping[1].targets[0] === '198.51.100.53', 'version 2: ' + JSON.stringify(stored));
+    // The JSON editor names the line of a syntax error.
+    await page.getByTestId('agentcfg-tab-json').click();
+    await page.getByTestId('agentcfg-json').fill('{\n  "monitors": {\n    "ping": [,]\n  }\n}');
+    await page.getByTestId('err-agentcfg-json').waitFor();
+    assert((await text('err-agentcfg-json')).includes('line 3'), 'json error: ' + (await text('err-agentcfg-json')));
+    await page.screenshot({ path: join(artifacts, 'agent-config-desktop-light.png'), fullPage: true });
+  });
+
   await step('a Viewer sees alerts and graphs but no action buttons, and the API refuses the action', async () => {
     const vctx = await browser.newContext({ viewport: { width: 1366, height: 900 }, locale: 'en-US', serviceWorkers: 'block' });
     const v = await vctx.newPage();
@@ -484,6 +607,12 @@ try {
     assert((await v.getByTestId('channel-new').count()) === 0, 'viewer sees channel editing');
     await go(v, `/devices/${anaId}?range=1h`);
     await v.waitForFunction(() => Number(document.querySelector('[data-testid="graph-traffic"] [data-testid="chart"]')?.dataset.points) > 0);
+    // TR-069: the Viewer reads the summary and the tree, with nothing to change or reboot.
+    await go(v, `/devices/${ontId}/tr069`);
+    await v.getByTestId('optical-rx').waitFor();
+    await v.getByTestId('tr-child').first().waitFor();
+    assert((await v.getByTestId('param-edit').count()) === 0 && (await v.getByTestId('tr-reboot').count()) === 0
+      && (await v.getByTestId('tr-factory-reset').count()) === 0, 'viewer sees TR-069 actions');
     // The server refuses anyway.
     const login = await (await fetch(base + '/api/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ email: VIEWER, password: PASSWORD }) })).json();
@@ -493,6 +622,9 @@ try {
     const rr = await fetch(`${base}/api/v1/alert-rules`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' },
       body: JSON.stringify({ rule_key: 'viewer-rule', name: 'Viewer rule', metric: 'cpu.load_percent', kind: 'threshold', op: '>', threshold: 1 }) });
     assert(rr.status === 403, 'viewer rule create: ' + rr.status);
+    const set = await fetch(`${base}/api/v1/commands`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'tr069.set_params', device_id: ontId, args: { values: [{ name: SSID, value: 'x' }] } }) });
+    assert(set.status === 403, 'viewer tr069.set_params: ' + set.status);
     await vctx.close();
   });
 
@@ -542,13 +674,13 @@ try {
     await page.getByTestId('stale-banner').waitFor({ timeout: 20000 });
     const banner = await text('stale-banner');
     assert(banner.includes('last data seen') && /from .*\d/.test(banner), 'banner with the time of the data: ' + banner);
-    assert((await text('count-devices')).includes('6'), 'last counts still shown');
+    assert((await text('count-devices')).includes('7'), 'last counts still shown');
     await page.screenshot({ path: join(artifacts, 'dashboard-stale.png') });
     // A page visited before is shown from the cache too, after a reload of the app shell.
     await page.reload();
     await page.getByTestId('count-devices').waitFor();
     await page.getByTestId('stale-banner').waitFor();
-    assert((await text('count-devices')).includes('6'), 'cached counts after reload');
+    assert((await text('count-devices')).includes('7'), 'cached counts after reload');
   });
 
   await step('server back: the console is live again by itself', async () => {
@@ -556,7 +688,7 @@ try {
     startServer();
     await waitReady();
     await page.getByTestId('stale-banner').waitFor({ state: 'detached', timeout: 30000 });
-    await page.waitForFunction(() => document.querySelector('[data-testid="count-online"]')?.textContent === '5', null, { timeout: 15000 });
+    await page.waitForFunction(() => document.querySelector('[data-testid="count-online"]')?.textContent === '6', null, { timeout: 15000 });
     await page.getByTestId('live-status').and(page.locator('[data-status="live"]')).waitFor({ timeout: 30000 });
   });
 

@@ -21,6 +21,8 @@ const Alerts = lazy(() => import('./pages/Alerts'));
 const Notifications = lazy(() => import('./pages/Notifications'));
 const Diagnostics = lazy(() => import('./pages/Diagnostics'));
 const Reports = lazy(() => import('./pages/Reports'));
+const Tr069 = lazy(() => import('./pages/Tr069'));
+const AgentConfig = lazy(() => import('./pages/AgentConfig'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -34,6 +36,10 @@ function initialTheme(): Theme {
 function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKey } {
   const m = path.match(/^\/devices\/([0-9a-f-]{36})$/);
   if (m) return { node: <DeviceDetail id={m[1]} />, help: 'deviceDetail', title: 'devices.detail' };
+  const tr = path.match(/^\/devices\/([0-9a-f-]{36})\/tr069$/);
+  if (tr) return { node: <Tr069 id={tr[1]} />, help: 'tr069', title: 'tr069.title' };
+  const ac = path.match(/^\/pops\/([0-9a-f-]{36})\/agent-config$/);
+  if (ac) return { node: <AgentConfig popId={ac[1]} />, help: 'agentConfig', title: 'pops.agentConfig' };
   switch (path) {
     case '/pops': return { node: <Pops />, help: 'pops', title: 'nav.pops' };
     case '/agents': return { node: <Agents />, help: 'agents', title: 'nav.agents' };

@@ -36,6 +36,7 @@ pub mod reports;
 pub mod roles;
 pub mod series;
 pub mod summary;
+pub mod tr069;
 pub mod users;
 pub mod validate;
 
@@ -324,6 +325,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/devices/{id}", "devices:read"),
     route("PATCH", "/api/v1/devices/{id}", "devices:write"),
     route("DELETE", "/api/v1/devices/{id}", "devices:write"),
+    route("GET", "/api/v1/devices/{id}/tr069", "tr069:read"),
+    route("GET", "/api/v1/devices/{id}/tr069/tasks", "tr069:read"),
     route("GET", "/api/v1/groups", "groups:read"),
     route("POST", "/api/v1/groups", "groups:write"),
     route("GET", "/api/v1/groups/{id}", "groups:read"),
@@ -561,6 +564,8 @@ fn documented() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(devices::list))
         .routes(routes!(devices::get, devices::update, devices::delete))
+        .routes(routes!(tr069::get))
+        .routes(routes!(tr069::tasks))
         .routes(routes!(groups::list, groups::create))
         .routes(routes!(groups::get, groups::update, groups::delete))
         .routes(routes!(groups::members, groups::add_member))

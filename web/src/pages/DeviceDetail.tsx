@@ -37,6 +37,9 @@ export default function DeviceDetail({ id }: { id: string }) {
               <dt>{t('devices.lastSeen')}</dt><dd>{i18n.dateTime(d.last_seen)} ({i18n.relative(d.last_seen)})</dd>
             </dl>
           </Card>
+          {can('tr069:read') && (d.device_key.startsWith('cwmp:') || d.oui) && (
+            <p><Link to={`/devices/${d.id}/tr069`} className="btn" data-testid="open-tr069">{t('devices.tr069')}</Link></p>
+          )}
           {can('metrics:read') && <DeviceGraphs deviceId={d.id} />}
         </>
       )}

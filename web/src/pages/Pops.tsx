@@ -2,7 +2,7 @@ import { useState, type FormEvent } from 'react';
 import { useI18n } from '../i18n';
 import { ApiError, query } from '../api/client';
 import type { Agent, EnrollmentToken, Page, Pop } from '../api/types';
-import { client, useApp, useGet } from '../state';
+import { client, Link, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, Pill } from '../components/ui';
 
 export default function Pops() {
@@ -57,7 +57,10 @@ export default function Pops() {
               <dt>{t('pops.created')}</dt><dd>{i18n.dateTime(p.created_at)}</dd>
               {agents.data && <><dt>{t('pops.agents')}</dt><dd><Pill kind={count(p) ? 'ok' : 'warn'}>{i18n.number(count(p))}</Pill></dd></>}
             </dl>
-            {can('agents:enroll') && <button className="btn" data-tour="enroll" onClick={() => enroll(p)}>{t('pops.enroll')}</button>}
+            <div className="row">
+              {can('agents:enroll') && <button className="btn" data-tour="enroll" onClick={() => enroll(p)}>{t('pops.enroll')}</button>}
+              {can('agents:read') && <Link to={`/pops/${p.id}/agent-config`} className="btn" data-testid="pop-agent-config">{t('pops.agentConfig')}</Link>}
+            </div>
           </Card>
         ))}
       </div>
