@@ -239,27 +239,6 @@ async fn cli_uses_net_snmp_flags_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong digest"));
 }
 
-async fn poll_recording(name: &str) -> (DeviceState, PollReport) {
-    let stop = CancellationToken::new();
-    let addr = serve_recording(name, &stop).await;
-    let s = Session::new(engine(), v2c(addr));
-    let profiles = ProfileSet::builtin().unwrap();
-    let mut state = DeviceState::default();
-    let report = collect::poll(
-        &s,
-        &mut state,
-        Rules::builtin(),
-        &profiles,
-        &CollectConfig::default(),
-        &device_key(addr),
-        1_000,
-    )
-    .await
-    .unwrap();
-    stop.cancel();
-    (state, report)
-}
-
 fn metric(r: &PollReport, name: &str, label: (&str, &str)) -> Option<f64> {
     r.metrics
         .iter()

@@ -4,33 +4,11 @@
 
 mod snmp_support;
 
-use octoisp_agent::snmp::client::Session;
-use octoisp_agent::snmp::collect::{self, CollectConfig, DeviceState, PollReport};
-use octoisp_agent::snmp::device_key;
-use octoisp_agent::snmp::fingerprint::Rules;
-use octoisp_agent::snmp::profile::ProfileSet;
+use octoisp_agent::snmp::collect::{DeviceState, PollReport};
 use snmp_support::*;
-use tokio_util::sync::CancellationToken;
 
 async fn poll_capture(name: &str) -> (DeviceState, PollReport) {
-    let stop = CancellationToken::new();
-    let addr = serve_recording(&format!("snmpsim-data/{name}"), &stop).await;
-    let s = Session::new(engine(), v2c(addr));
-    let profiles = ProfileSet::builtin().expect("profiles");
-    let mut state = DeviceState::default();
-    let report = collect::poll(
-        &s,
-        &mut state,
-        Rules::builtin(),
-        &profiles,
-        &CollectConfig::default(),
-        &device_key(addr),
-        1_000,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{name}: {e}"));
-    stop.cancel();
-    (state, report)
+    poll_recording(&format!("snmpsim-data/{name}")).await
 }
 
 /// Interfaces the device itself lists (rows of ifIndex in the capture).

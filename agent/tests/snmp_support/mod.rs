@@ -9,10 +9,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use octoisp_agent::snmp::client::{Credentials, Session, Target};
+use octoisp_agent::snmp::collect::{self, CollectConfig, DeviceState, PollReport};
 use octoisp_agent::snmp::engine::{Engine, EngineConfig};
+use octoisp_agent::snmp::fingerprint::Rules;
+use octoisp_agent::snmp::profile::ProfileSet;
 use octoisp_agent::snmp::sim::{self, Behaviour, SimDevice};
 use octoisp_agent::snmp::usm::{AuthProto, PrivProto, SecurityLevel, UsmUser};
-use octoisp_agent::snmp::{Oid, Version};
+use octoisp_agent::snmp::{Oid, Version, device_key};
 use tokio_util::sync::CancellationToken;
 
 /// A free UDP port on 127.0.0.1 (bound and released; the small race is acceptable on loopback).
@@ -145,4 +148,27 @@ pub async fn serve(device: SimDevice, stop: &CancellationToken) -> SocketAddr {
     sim::spawn("127.0.0.1:0".parse().expect("addr"), device, stop.clone())
         .await
         .expect("spawn")
+}
+
+/// One poll (builtin rules and profiles) of the recording `name` served on a free port: the device's state after
+/// it (fingerprint, profiles) and the report.
+pub async fn poll_recording(name: &str) -> (DeviceState, PollReport) {
+    let stop = CancellationToken::new();
+    let addr = serve_recording(name, &stop).await;
+    let s = Session::new(engine(), v2c(addr));
+    let profiles = ProfileSet::builtin().expect("profiles");
+    let mut state = DeviceState::default();
+    let report = collect::poll(
+        &s,
+        &mut state,
+        Rules::builtin(),
+        &profiles,
+        &CollectConfig::default(),
+        &device_key(addr),
+        1_000,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
+    stop.cancel();
+    (state, report)
 }
