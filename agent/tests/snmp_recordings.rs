@@ -38,10 +38,19 @@ fn has(r: &PollReport, metric: &str) -> bool {
     r.metrics.iter().any(|m| m.metric == metric)
 }
 
+/// A capture and what its device says it is: vendor, OS, model, version.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 #[tokio::test]
 async fn captures_of_real_devices_are_fingerprinted_and_polled() {
     // (capture, vendor, os, model, version) as the sysDescr of each device says.
-    let cases: [(&str, &str, Option<&str>, Option<&str>, Option<&str>); 6] = [
+    let cases: [Case; 6] = [
         (
             "cisco-c3560",
             "Cisco",
