@@ -7,11 +7,14 @@
 // device) refreshing the dashboard without reload, the server stopped (stale banner over the last data) and
 // started again (live again); the device graphs over seeded samples and rollups (resolution follows the range,
 // drag-to-zoom), the provider's bandwidth, alerts (acknowledge, rule editor with inline errors, silence,
-// maintenance window), a notification channel, and a Viewer who sees no action buttons and gets 403 from the API.
+// maintenance window), a notification channel, an MTR run from a POP on a real enrolled agent (hops drawn from its
+// progress), reports, TR-069, the agent configuration, and a Viewer who sees no action buttons and gets 403 from
+// the API.
 // Screenshots go to web/e2e/artifacts/.
 //
 // Environment: OCTOISP_TEST_PG (admin URL, required), OCTOISP_TEST_REDIS (default redis://127.0.0.1:6379),
-// OCTOISP_CP_BIN (default $CARGO_TARGET_DIR/debug/octoisp-controlplane), CHROMIUM (default /usr/bin/chromium).
+// OCTOISP_CP_BIN (default $CARGO_TARGET_DIR/debug/octoisp-controlplane), OCTOISP_AGENT_BIN (default
+// $CARGO_TARGET_DIR/debug/octoisp-agent), CHROMIUM (default /usr/bin/chromium).
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, writeFileSync, readFileSync, rmSync, openSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -84,6 +87,10 @@ web_dir = "${dist}"
 redis_url = "${redis}"
 redis_prefix = "octoisp-e2e-${randomBytes(4).toString('hex')}"
 
+[queue]
+redis_url = "${redis}"
+prefix = "octoisp-e2e-q-${randomBytes(4).toString('hex')}"
+
 [auth]
 jwt_secret = "${randomBytes(32).toString('hex')}"
 `);
@@ -112,9 +119,62 @@ async function stopServer() {
   if (s.exitCode === null) s.kill('SIGKILL');
 }
 
+// The agent side, for the MTR step only: a second control plane instance (ingest: the agent's QUIC
+// connection; workers: the command dispatcher) on the same database and queue, with alerts and notifications
+// off so that nothing else changes the seeded data, and a real agent enrolled in POP Norte.
+const agentBin = process.env.OCTOISP_AGENT_BIN ?? join(targetDir, 'debug', 'octoisp-agent');
+let workers = null, agent = null;
+async function startAgentSide() {
+  const httpPort = await freePort();
+  const quic = `127.0.0.1:${await freePort()}`;
+  const config2 = join(work, 'controlplane-workers.toml');
+  writeFileSync(config2, readFileSync(config, 'utf8').replace(`listen = "127.0.0.1:${port}"`, `listen = "127.0.0.1:${httpPort}"`) + `
+[ingest]
+listen = "${quic}"
+
+[alerts]
+enabled = false
+
+[notify]
+enabled = false
+`);
+  const env2 = { ...env, OCTOISP_CP_CONFIG: config2 };
+  const wlog = openSync(join(work, 'controlplane-workers.log'), 'a');
+  workers = spawn(cpBin, ['serve', '--roles', 'ingest,workers'], { env: env2, stdio: ['ignore', wlog, wlog] });
+  for (let i = 0; ; i++) {
+    try { if ((await fetch(`http://127.0.0.1:${httpPort}/readyz`)).ok) break; } catch { /* not yet */ }
+    if (i > 150) throw new Error('the second control plane did not become ready; see ' + join(work, 'controlplane-workers.log'));
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const token = cp('pop', 'enroll-token', '--provider', 'e2e', '--pop', 'norte', '--ttl-secs', '600').split('\n').pop().trim();
+  const agentConfig = join(work, 'agent.toml');
+  writeFileSync(agentConfig, `state_dir = "${join(work, 'agent-state')}"
+[uplink]
+server = "${quic}"
+backoff_min_ms = 100
+backoff_max_ms = 1000
+`);
+  execFileSync(agentBin, ['--config', agentConfig, 'enroll', '--server', quic, '--token', token], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  agent = spawn(agentBin, ['--config', agentConfig, 'run'], { stdio: ['ignore', 'ignore', openSync(join(work, 'agent.log'), 'a')] });
+}
+async function stopProcess(p) {
+  if (!p || p.exitCode !== null) return;
+  const done = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await Promise.race([done, new Promise((r) => setTimeout(r, 15000))]);
+  if (p.exitCode === null) p.kill('SIGKILL');
+}
+async function stopAgentSide() {
+  await stopProcess(agent);
+  await stopProcess(workers);
+  agent = null;
+  workers = null;
+}
+
 let browser = null;
 async function cleanup() {
   try { await browser?.close(); } catch { /* ignore */ }
+  await stopAgentSide();
   await stopServer();
   try { psql(url.pathname.slice(1) || 'postgres', `DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`); } catch { /* ignore */ }
   rmSync(work, { recursive: true, force: true });
@@ -455,6 +515,32 @@ try {
     if (status === 404) await page.getByTestId('not-available').first().waitFor();
     else await page.getByTestId('diag-result').getByTestId('run-status').waitFor();
     await page.screenshot({ path: join(artifacts, 'diagnostics-desktop-light.png'), fullPage: true });
+  });
+
+  await step('diagnostics: an MTR from POP Norte runs on its real agent and the hops appear', async () => {
+    try {
+      await startAgentSide();
+      // A fresh page (the port scan of the step before still waits for POP Centro's agent).
+      await page.getByRole('link', { name: 'Dashboard' }).click();
+      await page.getByRole('link', { name: 'Diagnostics' }).click();
+      await page.getByTestId('diag-form').waitFor();
+      await page.locator('#diag-pop').selectOption({ label: 'POP Norte' });
+      await page.getByTestId('diag-tool').selectOption('mtr');
+      await page.locator('#diag-target').fill('127.0.0.1');
+      await page.locator('#diag-cycles').fill('3');
+      await page.getByTestId('diag-run').click();
+      await page.getByTestId('hop-row').first().waitFor({ timeout: 60000 });
+      await page.locator('[data-testid="diag-result"] [data-testid="run-status"][data-status="succeeded"]').waitFor({ timeout: 60000 });
+      const hops = await page.getByTestId('hop-row').allInnerTexts();
+      assert(hops.some((h) => h.includes('127.0.0.1')), 'hops: ' + hops);
+      await page.getByTestId('mtr-graph').waitFor();
+      const stored = psql(dbName, `SELECT status FROM commands WHERE name = 'mtr' AND pop_id = '${pops[1]}'`);
+      assert(stored === 'succeeded', 'command row: ' + stored);
+      await page.screenshot({ path: join(artifacts, 'diagnostics-mtr-desktop-light.png'), fullPage: true });
+    } finally {
+      // Later steps expect commands to stay queued: no agent, no dispatcher.
+      await stopAgentSide();
+    }
   });
 
   await step('reports: the traffic PDF is generated on the server and downloaded', async () => {
