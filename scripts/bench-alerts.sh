@@ -7,9 +7,11 @@
 # Environment: WRITERS (default 2), BATCH (default 50000), QUEUE (store -> engine queue capacity in samples,
 # default 100000 as in production), OCTOISP_TEST_PG (admin URL of the PostgreSQL to create
 # the benchmark database in; default postgres://postgres@127.0.0.1:5432/postgres), CARGO_TARGET_DIR,
-# BENCH_NO_BUILD=1 to use the example already built.
+# BENCH_NO_BUILD=1 to use the example already built, NOTIFY=0 to leave the notifier out.
 #
-# The notification leg (alert_events -> notifier -> channel) is not measured here: it belongs to the notifier.
+# By default the real notifier (default [notify] settings) also runs, to a webhook receiver in the same process,
+# and the run prints the latency from a batch's commit to the webhook request carrying each event it caused:
+# sample arrival to notification, end to end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +28,5 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
 fi
 BIN="${CARGO_TARGET_DIR:-target}/release/examples/alert_bench"
 /usr/bin/time -v "$BIN" --series "$SERIES" --seconds "$SECONDS_LOAD" --writers "$WRITERS" --batch "$BATCH" \
-    --queue-samples "${QUEUE:-100000}" \
+    --queue-samples "${QUEUE:-100000}" $([ "${NOTIFY:-1}" = 0 ] || echo --notify) \
     2> >(grep -E "Maximum resident|Elapsed" >&2)

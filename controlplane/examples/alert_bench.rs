@@ -21,6 +21,10 @@
 //!    cycle the series whose id is a multiple of 10,000 cross the threshold (fire in even cycles, resolve in odd
 //!    ones), so most batches carry a few transitions. Latency = time from the commit of the batch (just before
 //!    `store_batch` returns) to the commit of the transaction holding its events, as the engine records it.
+//! 4. **To the notification leaving** (`--notify`): the real notifier (dispatcher and delivery worker, default
+//!    `[notify]` settings but for the loopback target) runs beside the engine with one webhook channel and one
+//!    policy; the receiver is an HTTP server in this process. Latency = from the commit of the batch that caused an
+//!    event to the arrival of the webhook request carrying it: sample arrival to notification, the issue's figure.
 
 #[path = "../tests/support/mod.rs"]
 #[allow(dead_code)]
@@ -33,10 +37,13 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use octoisp_controlplane::alerts::{Engine, EngineConfig};
 use octoisp_controlplane::ingest::store::{CopyRow, Store, StoredSamples};
+use octoisp_controlplane::notify::{self, NotifyConfig};
 use octoisp_shared::{Batch, Sample, SampleBlock, SeriesDef};
 use support::TestDb;
 use support::fixtures::{now_ms, tenant};
+use support::standins::HttpReceiver;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Parser)]
 #[command(about = "Alert engine latency and evaluation rate")]
@@ -59,6 +66,9 @@ struct Args {
     /// Passes over all series for the in-memory evaluation rate.
     #[arg(long, default_value_t = 3)]
     eval_passes: u64,
+    /// Also run the notifier to a local webhook and measure sample arrival -> notification received.
+    #[arg(long)]
+    notify: bool,
 }
 
 const STEP_MS: i64 = 10_000;
@@ -209,12 +219,51 @@ async fn main() {
         evaluated as f64 / eval_secs
     );
 
+    // 4. (set up before the load) The notifier, to a webhook receiver in this process.
+    let (notify_stop, notifiers) = (CancellationToken::new(), TaskTracker::new());
+    let hook = HttpReceiver::start(&[], 200).await;
+    if args.notify {
+        let channel: uuid::Uuid = sqlx::query_scalar(
+            "INSERT INTO notification_channels (provider_id, name, kind, config, secret, rate_limit_per_minute) \
+             VALUES ($1, 'bench', 'webhook', jsonb_build_object('url', $2::text), 'whsec_bench', 10000) \
+             RETURNING id",
+        )
+        .bind(t.provider_id)
+        .bind(format!("{}/hook", hook.url()))
+        .fetch_one(&db.admin)
+        .await
+        .expect("insert the channel");
+        sqlx::query(
+            "INSERT INTO notification_policies (provider_id, name, channel_id, severities) \
+             VALUES ($1, 'all', $2, '{info,warning,critical}')",
+        )
+        .bind(t.provider_id)
+        .bind(channel)
+        .execute(&db.admin)
+        .await
+        .expect("insert the policy");
+        let cfg = NotifyConfig {
+            allow_private_targets: true,
+            ..NotifyConfig::default()
+        };
+        notify::spawn(
+            db.app_pool(8).await,
+            cfg,
+            Default::default(),
+            &notifiers,
+            notify_stop.clone(),
+        )
+        .expect("start the notifier");
+    }
+    notifiers.close();
+
     // 3. Latency under load.
     let stats = engine.stats();
     let events_before = stats.events.load(Ordering::Relaxed);
     let shutdown = CancellationToken::new();
     let engine_task = tokio::spawn(engine.run(rx, shutdown.clone()));
     let next_batch = Arc::new(AtomicU64::new(0));
+    let committed: Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>> = Arc::default();
     let stored = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let per_cycle = args.series.div_ceil(args.batch);
@@ -222,11 +271,12 @@ async fn main() {
     let t2 = Instant::now();
     let mut writers = Vec::new();
     for _ in 0..args.writers {
-        let (store, next, stored, agent) = (
+        let (store, next, stored, agent, committed) = (
             store.clone(),
             next_batch.clone(),
             stored.clone(),
             t.agent.clone(),
+            committed.clone(),
         );
         let (series, size) = (args.series, args.batch);
         writers.push(tokio::spawn(async move {
@@ -251,6 +301,10 @@ async fn main() {
                     )
                     .await
                     .expect("store a batch");
+                committed
+                    .lock()
+                    .expect("commit times")
+                    .insert(n, Instant::now());
                 stored.fetch_add(samples.len() as u64, Ordering::Relaxed);
             }
         }));
@@ -299,5 +353,89 @@ async fn main() {
             pct(1.0)
         );
     }
+    if args.notify {
+        notify_leg(&db, &hook, &committed, per_cycle, args.batch, start_ms).await;
+    }
+    notify_stop.cancel();
+    notifiers.wait().await;
     db.cleanup().await;
+}
+
+/// Waits (at most 120 s) until every event is delivered, then prints the latency from the commit of the batch that
+/// caused each event to the arrival of its webhook request.
+async fn notify_leg(
+    db: &TestDb,
+    hook: &HttpReceiver,
+    committed: &std::sync::Mutex<std::collections::HashMap<u64, Instant>>,
+    per_cycle: u64,
+    batch: u64,
+    start_ms: i64,
+) {
+    let wait_until = Instant::now() + Duration::from_secs(120);
+    let events: i64 = loop {
+        let (events, pending): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM alert_events WHERE ts > to_timestamp($1::float8 / 1000) \
+                       AND suppressed IS NULL), \
+                    (SELECT count(*) FROM alert_events WHERE dispatched_at IS NULL) \
+                  + (SELECT count(*) FROM notification_deliveries WHERE status <> 'sent')",
+        )
+        .bind((start_ms + 60_000) as f64)
+        .fetch_one(&db.admin)
+        .await
+        .expect("count the pending notifications");
+        if pending == 0 || Instant::now() > wait_until {
+            if pending > 0 {
+                println!("notify: {pending} events or deliveries still pending after 120 s");
+            }
+            break events;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Each event's series (local id) and sample time give the batch that caused it.
+    let rows: Vec<(i64, i64, f64)> = sqlx::query_as(
+        "SELECT e.id, s.local_id, EXTRACT(EPOCH FROM e.ts)::float8 * 1000 FROM alert_events e \
+         JOIN alerts a ON a.provider_id = e.provider_id AND a.id = e.alert_id \
+         JOIN series s ON s.provider_id = e.provider_id AND 'series:' || s.id = a.target_key \
+         WHERE e.ts > to_timestamp($1::float8 / 1000)",
+    )
+    .bind((start_ms + 60_000) as f64)
+    .fetch_all(&db.admin)
+    .await
+    .expect("read the events");
+    let cause: std::collections::HashMap<i64, u64> = rows
+        .into_iter()
+        .map(|(id, local, ts)| {
+            let cycle = ((ts as i64 - start_ms - 60_000) / STEP_MS) as u64;
+            (id, (cycle - 1) * per_cycle + local as u64 / batch)
+        })
+        .collect();
+    let committed = committed.lock().expect("commit times");
+    let mut lat = Vec::new();
+    for req in hook.requests() {
+        let body = req.json();
+        let Some(ids) = body["notification"]["event_ids"].as_array() else {
+            continue;
+        };
+        for id in ids.iter().filter_map(serde_json::Value::as_i64) {
+            if let Some(at) = cause.get(&id).and_then(|n| committed.get(n)) {
+                lat.push(req.at.saturating_duration_since(*at).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "notify: {events} events to notify, {} webhook requests, {} events matched to their batch",
+        hook.requests().len(),
+        lat.len()
+    );
+    if !lat.is_empty() {
+        let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
+        println!(
+            "latency store commit -> webhook received: p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            pct(0.50),
+            pct(0.90),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
 }

@@ -596,6 +596,104 @@ async fn a_pop_uplink_down_notifies_once_and_inhibits_the_devices_behind_it() {
     rig.db.cleanup().await;
 }
 
+/// The dispatcher claims an ordinary alert's events at once, whatever the grouping window, and holds a POP uplink
+/// alert's group (which collects the alerts it inhibits) until the window has passed; then it is one message.
+#[tokio::test]
+async fn an_ordinary_alert_leaves_at_once_and_only_an_uplink_group_waits_for_the_window() {
+    let mut rig = Rig::new().await;
+    rig.rule("rule_key = 'ping-down'; name = 'Sem resposta'; metric = 'ping.up'; kind = 'threshold'; op = '<'; \
+              threshold = 1; severity = 'warning'; flap_enabled = false")
+        .await;
+    let defs = vec![
+        def(0, "uplink", "ping.up"),
+        def(1, "cpe-1", "ping.up"),
+        def(2, "cpe-2", "ping.up"),
+    ];
+    rig.push(defs, &[(0, 0, 1.0), (1, 0, 1.0), (2, 0, 1.0)])
+        .await;
+    let uplink = rig.device("uplink").await;
+    rig.rule(&format!(
+        "rule_key = 'ping-down'; name = 'Uplink do POP'; metric = 'ping.up'; kind = 'threshold'; op = '<'; \
+         threshold = 1; severity = 'critical'; flap_enabled = false; is_uplink = true; scope = 'device'; \
+         scope_id = '{uplink}'"
+    ))
+    .await;
+    rig.engine.invalidate(rig.t.provider_id);
+    let provider = rig.t.provider_id;
+    let hour = NotifyConfig {
+        grouping_window_ms: 3_600_000,
+        ..NotifyConfig::default()
+    };
+    let undispatched = |db: &TestDb| {
+        let admin = db.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM alert_events WHERE dispatched_at IS NULL",
+            )
+            .fetch_one(&admin)
+            .await
+            .unwrap()
+        }
+    };
+    let messages = |db: &TestDb| {
+        let admin = db.admin.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notification_messages")
+                .fetch_one(&admin)
+                .await
+                .unwrap()
+        }
+    };
+
+    // One CPE goes down: its fire is claimed in the next round, not an hour later.
+    rig.push(vec![], &[(0, 1, 1.0), (1, 1, 0.0), (2, 1, 1.0)])
+        .await;
+    assert_eq!(rig.events().await.len(), 1);
+    notify::dispatch::dispatch_provider(&rig.db.app, &hour, provider)
+        .await
+        .unwrap();
+    assert_eq!(
+        undispatched(&rig.db).await,
+        0,
+        "the fire was claimed at once"
+    );
+    assert_eq!(messages(&rig.db).await, 1);
+
+    // The uplink goes down and inhibits cpe-2: that group waits for the window.
+    rig.push(vec![], &[(0, 2, 0.0), (1, 2, 0.0), (2, 2, 0.0)])
+        .await;
+    assert_eq!(
+        undispatched(&rig.db).await,
+        2,
+        "{:?}",
+        kinds(&rig.events().await)
+    );
+    let outcome = notify::dispatch::dispatch_provider(&rig.db.app, &hour, provider)
+        .await
+        .unwrap();
+    assert_eq!(undispatched(&rig.db).await, 2, "the uplink group is held");
+    assert_eq!(messages(&rig.db).await, 1);
+    match outcome {
+        notify::WorkOutcome::RetryIn(d) => assert!(d > Duration::from_secs(600), "{d:?}"),
+        other => panic!("the dispatcher should come back when the window ends: {other:?}"),
+    }
+    // Once the window has passed (here: a dispatcher with none), the group is one message.
+    let now = NotifyConfig {
+        grouping_window_ms: 0,
+        ..NotifyConfig::default()
+    };
+    notify::dispatch::dispatch_provider(&rig.db.app, &now, provider)
+        .await
+        .unwrap();
+    assert_eq!(undispatched(&rig.db).await, 0);
+    assert_eq!(
+        messages(&rig.db).await,
+        2,
+        "the uplink and the CPE it inhibits: one message"
+    );
+    rig.db.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_most_specific_rule_of_a_key_applies() {
     let mut rig = Rig::new().await;

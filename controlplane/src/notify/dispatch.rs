@@ -1,12 +1,17 @@
 //! The dispatcher: alert events -> messages -> deliveries, per provider, in one tenant transaction.
 //!
 //! A round for one provider: take the provider's advisory lock (another dispatcher skips the provider, so a group
-//! is never split between two instances), claim the undispatched events of every group whose first event is older
-//! than the grouping window (`FOR UPDATE SKIP LOCKED`), mark them dispatched, build one message per `group_key`
+//! is never split between two instances), claim the undispatched events of every ready group (`FOR UPDATE SKIP
+//! LOCKED`), mark them dispatched, build one message per `group_key`
 //! (the lead event plus the count of dependent alerts; suppressed rows are counted, never sent), route it through
 //! the enabled policies (severity, kind, scope, quiet hours), fold what exceeds each channel's rate limit into one
 //! summary per recipient, insert the deliveries and commit. Everything commits together: an event becomes
 //! deliveries once, or not at all (and is claimed again).
+//!
+//! A group is ready at once when it cannot grow: all its events come from rules that are not uplink rules, so
+//! nothing else will join their `alert:<id>` key (a fire is notified within the dispatcher's round trip, not a
+//! window later). A group that can grow waits the grouping window from its first event: a POP uplink alert's,
+//! which collects the alerts it inhibits in the following seconds, and events whose rule is gone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -180,8 +185,12 @@ pub async fn dispatch_provider(
     let events: Vec<EventRow> = sqlx::query_as(
         "SELECT id, alert_id, kind, severity, device_id, pop_id, group_key, suppressed, rule_name, target, facts \
          FROM alert_events WHERE provider_id = $1 AND dispatched_at IS NULL AND group_key IN ( \
-             SELECT group_key FROM alert_events WHERE provider_id = $1 AND dispatched_at IS NULL \
-             GROUP BY group_key HAVING min(created_at) <= clock_timestamp() - make_interval(secs => $2)) \
+             SELECT e.group_key FROM alert_events e \
+             LEFT JOIN alert_rules r ON r.provider_id = e.provider_id AND r.id = e.rule_id \
+             WHERE e.provider_id = $1 AND e.dispatched_at IS NULL \
+             GROUP BY e.group_key \
+             HAVING min(e.created_at) <= clock_timestamp() - make_interval(secs => $2) \
+                 OR bool_and(r.is_uplink IS FALSE)) \
          ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
     )
     .bind(provider)
@@ -191,6 +200,8 @@ pub async fn dispatch_provider(
     .await
     .map_err(NotifyError::db("claim alert events"))?;
 
+    // A full round may have left ready groups behind: come back at once.
+    let full = events.len() as i64 >= MAX_EVENTS_PER_ROUND;
     let mut made = 0usize;
     if !events.is_empty() {
         let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
@@ -229,6 +240,7 @@ pub async fn dispatch_provider(
         tracing::debug!(provider = %provider, deliveries = made, "Alert events dispatched.");
     }
     Ok(match wait {
+        _ if full => WorkOutcome::More,
         None => WorkOutcome::Idle,
         Some(secs) => WorkOutcome::RetryIn(Duration::from_secs_f64(secs.clamp(0.02, 3600.0))),
     })

@@ -5,8 +5,9 @@
 //!
 //! - the **dispatcher** ([`dispatch`]) wakes on `LISTEN octoisp_alert_events` (and a fallback poll), finds the
 //!   providers with undispatched events (`octoisp_alert_event_providers()`), and per provider, in a tenant
-//!   transaction, claims the events of every group whose first event is older than the grouping window
-//!   (`FOR UPDATE SKIP LOCKED`), marks them dispatched, builds one message per `group_key`, routes it through the
+//!   transaction, claims the events of every ready group (`FOR UPDATE SKIP LOCKED`: at once for an ordinary
+//!   alert's events, after the grouping window for a POP uplink alert's group, which collects the alerts it
+//!   inhibits), marks them dispatched, builds one message per `group_key`, routes it through the
 //!   provider's policies and writes one `notification_deliveries` row per (message, channel, recipient), folding
 //!   what exceeds a channel's rate limit into a summary. Claiming and writing the deliveries commit together, so an
 //!   event becomes deliveries exactly once whatever the number of dispatchers;
@@ -46,8 +47,8 @@ pub const DELIVERIES_CHANNEL: &str = "octoisp_notification_deliveries";
 pub struct NotifyConfig {
     /// Run the dispatcher and the delivery worker in the `workers` role.
     pub enabled: bool,
-    /// Events sharing a `group_key` that arrive within this many milliseconds of the group's first event are sent as
-    /// one message.
+    /// Events sharing the `group_key` of a POP uplink alert that arrive within this many milliseconds of the group's
+    /// first event are sent as one message (other groups cannot grow and are sent at once).
     pub grouping_window_ms: u64,
     /// Fallback poll interval when no PostgreSQL notification arrives, milliseconds.
     pub poll_interval_ms: u64,
