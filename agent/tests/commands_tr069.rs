@@ -199,6 +199,60 @@ async fn get_and_set_params_reach_the_cpe_once_the_acs_is_enabled_centrally() {
     agent.stop().await;
 }
 
+/// Provisioning templates pushed in the central configuration (`acs.templates`) are applied at the CPE's next boot
+/// without a restart; a bad template is refused with the field named and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_pushed_by_the_centre_are_applied_at_the_next_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = local_config(dir.path());
+    let agent = Agent::start(&cfg, CommandsSection::default()).await;
+    let p = pair().await;
+    agent.serve(p.agent.clone());
+    let acs_addr = free_tcp_addr();
+    const INTERVAL: &str = "InternetGatewayDevice.ManagementServer.PeriodicInformInterval";
+    let acs = |set: Value| {
+        json!({"listen": acs_addr.to_string(), "templates": [{
+            "name": "inform-interval", "version": 1,
+            "when": {"oui": ["00259E"]},
+            "set": [set]
+        }]})
+    };
+
+    let good = command(
+        "config.update",
+        json!({"version": 1, "config": {"acs": acs(json!({
+            "name": INTERVAL, "value": "{spread:3600:600}", "type": "xsd:unsignedInt"
+        }))}}),
+    );
+    assert_eq!(send(&p.cp, &good).await.state(), "started");
+    let cpe = Cpe::minimal(CpeConfig::huawei("TPLC"));
+    cpe.set(INTERVAL, "300");
+    let log = cpe.session(acs_addr, &["1 BOOT"]).await.unwrap();
+    assert_eq!(log.rpcs, ["SetParameterValues"]);
+    let interval: u32 = cpe.get(INTERVAL).unwrap().parse().unwrap();
+    assert!((3600..4200).contains(&interval), "{interval}");
+
+    // An unknown placeholder: refused before anything is persisted or restarted.
+    let bad = command(
+        "config.update",
+        json!({"version": 2, "config": {"acs": acs(json!({
+            "name": INTERVAL, "value": "{serial_number}", "type": "xsd:unsignedInt"
+        }))}}),
+    );
+    let seen = send(&p.cp, &bad).await;
+    assert_eq!(seen.state(), "rejected");
+    let error = seen.frames[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("acs.templates[0]") && error.contains("set[0].value"),
+        "{error}"
+    );
+    assert_eq!(agent.runtime.version(), 1);
+    // The ACS in force still has the good template: a second boot writes nothing (applied once).
+    let log = cpe.session(acs_addr, &["1 BOOT"]).await.unwrap();
+    assert!(log.rpcs.is_empty(), "{log:?}");
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reboot_delivered_twice_reboots_the_cpe_once() {
     let dir = tempfile::tempdir().unwrap();

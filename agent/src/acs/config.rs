@@ -41,6 +41,9 @@ pub struct AcsSection {
     pub task_backoff_s: u64,
     /// Directory of provisioning templates (`*.toml`); unset: none.
     pub templates_dir: Option<PathBuf>,
+    /// Provisioning templates written in the configuration itself (`[[acs.templates]]`, the shape of a template
+    /// file): how the control plane pushes them. Applied after those of `templates_dir`; names unique across both.
+    pub templates: Vec<super::templates::Template>,
     /// Normalization rules replacing the built-in ones; unset: the built-in `normalize.toml`.
     pub normalize_file: Option<PathBuf>,
     /// Directory of firmware images served at `/firmware/NAME` (each with `NAME.sha256`); unset: none.
@@ -70,6 +73,7 @@ impl Default for AcsSection {
             task_max_attempts: 3,
             task_backoff_s: 60,
             templates_dir: None,
+            templates: Vec::new(),
             normalize_file: None,
             firmware_dir: None,
             tls_cert: None,
@@ -96,6 +100,7 @@ impl AcsSection {
         if self.session_timeout_s == 0 || self.task_max_attempts == 0 {
             return Err("acs.session_timeout_s and acs.task_max_attempts must be > 0".into());
         }
+        super::templates::load(None, &self.templates).map_err(|e| e.to_string())?;
         Ok(())
     }
 }

@@ -130,10 +130,8 @@ impl AcsOptions {
     /// Options from the `[acs]` section (reads the templates and rules files it names).
     pub fn from_section(s: &AcsSection) -> Result<AcsOptions, String> {
         s.validate()?;
-        let templates = match &s.templates_dir {
-            Some(dir) => super::templates::load_dir(dir).map_err(|e| e.to_string())?,
-            None => Vec::new(),
-        };
+        let templates = super::templates::load(s.templates_dir.as_deref(), &s.templates)
+            .map_err(|e| e.to_string())?;
         let rules = match &s.normalize_file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)

@@ -103,12 +103,49 @@ fn glob(pattern: &str, s: &str) -> bool {
 }
 
 impl Template {
-    /// Parses one template file.
+    /// Parses one template file and checks it ([`Template::check`]).
     pub fn parse(path: &str, text: &str) -> Result<Template, TemplateError> {
-        toml::from_str(text).map_err(|e| TemplateError {
+        let t: Template = toml::from_str(text).map_err(|e| TemplateError {
             path: path.into(),
             message: e.to_string(),
-        })
+        })?;
+        t.check().map_err(|message| TemplateError {
+            path: path.into(),
+            message,
+        })?;
+        Ok(t)
+    }
+
+    /// What serde cannot say: a name, a version of 0 or more, something to set, parameter names without blanks
+    /// that do not end in `.` (objects are not values), `xsd:` types, and placeholders this module knows
+    /// (`{spread:BASE:RANGE}` with numbers). The message names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() || self.name.len() > 100 {
+            return Err("name must be 1 to 100 characters".into());
+        }
+        if self.version < 0 {
+            return Err(format!("{}: version must be 0 or more", self.name));
+        }
+        if self.set.is_empty() {
+            return Err(format!("{}: nothing to set ([[set]] is empty)", self.name));
+        }
+        for (i, p) in self.set.iter().enumerate() {
+            let at = format!("{}: set[{i}]", self.name);
+            if p.name.is_empty() || p.name.len() > 256 || p.name.contains(char::is_whitespace) {
+                return Err(format!("{at}.name must be a parameter path without blanks"));
+            }
+            if p.name.ends_with('.') {
+                return Err(format!(
+                    "{at}.name {:?} is an object, not a parameter",
+                    p.name
+                ));
+            }
+            if !p.xsd_type.starts_with("xsd:") {
+                return Err(format!("{at}.type {:?} must be an xsd: type", p.xsd_type));
+            }
+            check_placeholders(&p.value).map_err(|e| format!("{at}.value: {e}"))?;
+        }
+        Ok(())
     }
 
     /// Whether the device matches every condition.
@@ -131,6 +168,36 @@ impl Template {
             .filter_map(|s| Some((s.name.clone(), fill(&s.value, d)?, s.xsd_type.clone())))
             .collect()
     }
+}
+
+/// The placeholders of `value` are ones [`fill`] knows.
+fn check_placeholders(value: &str) -> Result<(), String> {
+    let mut rest = value;
+    while let Some(start) = rest.find('{') {
+        let Some(end) = rest[start..].find('}') else {
+            return Ok(());
+        };
+        let key = &rest[start + 1..start + end];
+        rest = &rest[start + end + 1..];
+        match key.split(':').collect::<Vec<_>>().as_slice() {
+            ["serial"] | ["oui"] | ["product_class"] => {}
+            ["tag", name] if !name.is_empty() => {}
+            ["spread", base, range]
+                if base.parse::<u64>().is_err() || range.parse::<u64>().is_err() =>
+            {
+                return Err(format!("{{{key}}}: spread takes two whole numbers"));
+            }
+            ["spread", _, _] => {}
+            _ if key.starts_with(|c: char| c.is_ascii_lowercase()) => {
+                return Err(format!(
+                    "unknown placeholder {{{key}}} (serial, oui, product_class, tag:NAME, spread:BASE:RANGE)"
+                ));
+            }
+            // Not a placeholder (a brace in a value such as a JSON string): kept as it is.
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn fill(value: &str, d: &DeviceFacts<'_>) -> Option<String> {
@@ -180,6 +247,27 @@ fn fill(value: &str, d: &DeviceFacts<'_>) -> Option<String> {
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// The templates of `acs.templates_dir` followed by those written inline in the configuration (`[[acs.templates]]`,
+/// which is how the control plane pushes them); every name must be unique across both.
+pub fn load(dir: Option<&Path>, inline: &[Template]) -> Result<Vec<Template>, TemplateError> {
+    let mut out = match dir {
+        Some(dir) => load_dir(dir)?,
+        None => Vec::new(),
+    };
+    for (i, t) in inline.iter().enumerate() {
+        let err = |message: String| TemplateError {
+            path: format!("acs.templates[{i}]"),
+            message,
+        };
+        t.check().map_err(err)?;
+        if out.iter().any(|o| o.name == t.name) {
+            return Err(err(format!("two templates named {}", t.name)));
+        }
+        out.push(t.clone());
+    }
+    Ok(out)
 }
 
 /// Loads every `*.toml` of a directory, sorted by file name; names must be unique.
@@ -252,6 +340,44 @@ value = "{tag:pppoe_user}"
             t.values(&facts("pppoe_user=ana@isp")),
             v,
             "the spread is stable per device"
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_refused_with_the_field_named() {
+        let with = |set: &str| format!("name = \"x\"\nversion = 1\n{set}");
+        let cases = [
+            (with(""), "nothing to set"),
+            (
+                with("[[set]]\nname = \"A.B.\"\nvalue = \"1\""),
+                "set[0].name \"A.B.\" is an object",
+            ),
+            (
+                with("[[set]]\nname = \"A.B\"\nvalue = \"1\"\ntype = \"int\""),
+                "set[0].type",
+            ),
+            (
+                with("[[set]]\nname = \"A.B\"\nvalue = \"{spread:ten:5}\""),
+                "spread takes two whole numbers",
+            ),
+            (
+                with("[[set]]\nname = \"A.B\"\nvalue = \"{serial_no}\""),
+                "unknown placeholder {serial_no}",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Template::parse("t.toml", &text).unwrap_err().to_string();
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+        // A brace that is not a placeholder stays a value.
+        let json = with("[[set]]\nname = \"A.B\"\nvalue = '{\"k\": 1}'");
+        Template::parse("t.toml", &json).unwrap();
+        // Inline templates: names unique, errors located.
+        let t = Template::parse("t.toml", T).unwrap();
+        let err = load(None, &[t.clone(), t]).unwrap_err().to_string();
+        assert!(
+            err.contains("acs.templates[1]") && err.contains("two templates named wifi"),
+            "{err}"
         );
     }
 }
