@@ -54,8 +54,12 @@ counters! {
     snmp_responses,
     /// Requests left unanswered on purpose (dead devices).
     snmp_ignored,
-    /// Polls started (the poller's first GET: sysUpTime.0, ifNumber.0...) that were answered.
+    /// Polls started (the poller's first GET: sysUpTime.0, ifNumber.0...) that were answered, each poll once
+    /// (retransmissions of its first GET are not counted again).
     snmp_polls_answered,
+    /// Retransmitted first GETs of a poll already counted (same poller address and request id): answered again,
+    /// not counted as polls.
+    snmp_poll_retransmissions,
     /// Link state changes of flapping interfaces.
     snmp_flaps,
 }

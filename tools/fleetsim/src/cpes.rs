@@ -105,10 +105,12 @@ pub fn make_cpe(plan: &Plan, prepared: &Prepared, i: usize, cr_addr: SocketAddr)
     }
 }
 
-/// Serves connection requests for `cpes` on `listener` until `shutdown`.
+/// Serves connection requests for `cpes` (this process's shard: CPE i at position i / `shards`) on `listener`
+/// until `shutdown`.
 pub async fn serve_connection_requests(
     listener: tokio::net::TcpListener,
     cpes: Arc<Vec<Arc<SimCpe>>>,
+    shards: usize,
     counters: Arc<Counters>,
     shutdown: CancellationToken,
 ) {
@@ -126,7 +128,9 @@ pub async fn serve_connection_requests(
                         .path()
                         .strip_prefix("/cr/")
                         .and_then(|s| s.parse::<usize>().ok());
-                    let status = match idx.and_then(|i| cpes.get(i)) {
+                    let status = match idx
+                        .and_then(|i| cpes.get(i / shards.max(1)).filter(|c| c.index == i))
+                    {
                         Some(c) => {
                             counters.connection_requests.fetch_add(1, Ordering::Relaxed);
                             c.wake.notify_one();
@@ -236,7 +240,8 @@ pub fn spawn_all(
     set: &mut JoinSet<()>,
 ) {
     let sessions = Arc::new(Semaphore::new(plan.max_sessions.max(1)));
-    let n = cpes.len().max(1) as f64;
+    // Spread over the whole fleet's indices, so that the shards' ramps interleave.
+    let n = plan.cpes.max(1) as f64;
     let interval = Duration::from_secs_f64(plan.inform_interval_secs.max(0.1));
     let ramp = plan.ramp_secs.unwrap_or(plan.inform_interval_secs).max(0.0);
     for c in cpes.iter() {

@@ -94,6 +94,14 @@ pub struct Plan {
     /// Seconds between link changes of the flapping interfaces.
     #[arg(long, default_value_t = 120)]
     pub flap_secs: u64,
+    /// This process simulates the devices of shard `--shard` of `--shards` (CPE i and SNMP device j when i, j mod
+    /// SHARDS = SHARD), so that a fleet larger than one process's open-file limit (a socket per SNMP device) runs
+    /// as several processes with the same flags but the shard.
+    #[arg(long, default_value_t = 0)]
+    pub shard: usize,
+    /// Processes the fleet is split over (see `--shard`).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
     /// Control plane QUIC address written to the agents' `[uplink] server` (none: identity's server).
     #[arg(long)]
     pub server: Option<String>,
@@ -106,6 +114,12 @@ impl Plan {
     /// Checks the plan; the error names the flag.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.agents >= 1, "--agents must be at least 1");
+        anyhow::ensure!(
+            self.shards >= 1 && self.shard < self.shards,
+            "--shard {} must be below --shards {} (at least 1)",
+            self.shard,
+            self.shards
+        );
         anyhow::ensure!(
             self.agents <= 1000 && usize::from(self.acs_port_base) + self.agents <= 65_535,
             "--agents {} does not fit above --acs-port-base {}",
@@ -130,6 +144,11 @@ impl Plan {
             "--dead-pct + --slow-pct + --flap-pct exceed 100"
         );
         Ok(())
+    }
+
+    /// Whether device `i` (a CPE's or an SNMP device's index) belongs to this process's shard.
+    pub fn mine(&self, i: usize) -> bool {
+        i % self.shards.max(1) == self.shard
     }
 }
 
@@ -174,12 +193,14 @@ impl Fleet {
         let cr_addr = listener.local_addr()?;
         let cpes: Arc<Vec<Arc<SimCpe>>> = Arc::new(
             (0..plan.cpes)
+                .filter(|&i| plan.mine(i))
                 .map(|i| Arc::new(cpes::make_cpe(plan, &models[i % models.len()], i, cr_addr)))
                 .collect(),
         );
         other_tasks.spawn(cpes::serve_connection_requests(
             listener,
             cpes.clone(),
+            plan.shards,
             counters.clone(),
             shutdown.clone(),
         ));

@@ -96,10 +96,11 @@ async fn run(
     drain: u64,
 ) -> anyhow::Result<()> {
     let nofile = raise_nofile()?;
-    let needed = plan.snmp as u64 + plan.max_sessions as u64 * 2 + 256;
+    let needed = plan.snmp.div_ceil(plan.shards.max(1)) as u64 + plan.max_sessions as u64 * 2 + 256;
     anyhow::ensure!(
         nofile >= needed,
-        "open-file limit {nofile} is below the ~{needed} sockets this fleet needs: raise `ulimit -Hn`"
+        "open-file limit {nofile} is below the ~{needed} sockets this fleet needs: raise `ulimit -Hn` or split the \
+         fleet over more processes (--shards)"
     );
     let started = Instant::now();
     let fleet = Fleet::start(&plan).await?;

@@ -66,25 +66,31 @@ const SYS_UPTIME: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 3, 0];
 const IF_NUMBER: [u32; 9] = [1, 3, 6, 1, 2, 1, 2, 1, 0];
 const IF_OPER_STATUS_1: &str = "1.3.6.1.2.1.2.2.1.8.1";
 
-/// Whether a request is the first GET of a poll (sysUpTime.0 then ifNumber.0: `snmp::collect::poll`).
-fn is_poll_start(bytes: &[u8]) -> bool {
+/// The request id of a request that is the first GET of a poll (sysUpTime.0 then ifNumber.0:
+/// `snmp::collect::poll`), `None` for any other request.
+fn poll_start_id(bytes: &[u8]) -> Option<i32> {
     match message::decode(bytes) {
         Ok(Message::Community {
             pdu: AnyPdu::Pdu(p),
             ..
-        }) => {
-            p.kind == PduKind::Get
-                && p.varbinds.first().is_some_and(|v| v.oid.0 == SYS_UPTIME)
-                && p.varbinds.get(1).is_some_and(|v| v.oid.0 == IF_NUMBER)
+        }) if p.kind == PduKind::Get
+            && p.varbinds.first().is_some_and(|v| v.oid.0 == SYS_UPTIME)
+            && p.varbinds.get(1).is_some_and(|v| v.oid.0 == IF_NUMBER) =>
+        {
+            Some(p.request_id)
         }
-        _ => false,
+        _ => None,
     }
 }
+
+/// Largest request datagram a device reads (the poller's GETs and GETBULKs are a few hundred bytes; a longer one
+/// is truncated, fails to decode and is ignored). Small, because there is one buffer per device.
+const REQUEST_BUF: usize = 4096;
 
 /// The SNMP side of a fleet.
 #[derive(Debug)]
 pub struct SnmpFleet {
-    /// Addresses, in device order.
+    /// Addresses of this process's devices, in device order.
     pub addrs: Vec<SocketAddr>,
     /// While set, the first GET of a poll is not answered (the rest of a poll in progress still is), so that a
     /// test can stop the poller with every answered poll complete.
@@ -105,7 +111,7 @@ pub async fn spawn_all(
     let paused = Arc::new(AtomicBool::new(false));
     let mut addrs = Vec::with_capacity(plan.snmp);
     let mut flapping = Vec::new();
-    for j in 0..plan.snmp {
+    for j in (0..plan.snmp).filter(|&j| plan.mine(j)) {
         let k = kind(plan, j);
         let variant = j % VARIANTS as usize;
         let mib = if k == Kind::Flapping {
@@ -171,7 +177,10 @@ async fn serve(
     paused: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut buf = vec![0u8; 65_535];
+    let mut buf = vec![0u8; REQUEST_BUF];
+    // The poller address and request id of the last poll start answered: the poller retransmits a request with
+    // the same id after its timeout (a slow device, a loaded agent), and a retransmission is the same poll.
+    let mut last_poll: Option<(SocketAddr, i32)> = None;
     loop {
         let (n, from) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -179,10 +188,22 @@ async fn serve(
         };
         counters.snmp_requests.fetch_add(1, Ordering::Relaxed);
         let req = &buf[..n];
-        let poll_start = is_poll_start(req);
+        let start_id = poll_start_id(req);
+        let retransmitted = start_id.is_some() && last_poll == start_id.map(|id| (from, id));
+        if retransmitted {
+            counters
+                .snmp_poll_retransmissions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let poll_start = start_id.is_some() && !retransmitted;
         if device.behaviour == Behaviour::Silent || (poll_start && paused.load(Ordering::Relaxed)) {
             counters.snmp_ignored.fetch_add(1, Ordering::Relaxed);
             continue;
+        }
+        if poll_start {
+            // Only a poll start that is answered is remembered: a retransmission of an ignored one (paused) is
+            // ignored again above.
+            last_poll = start_id.map(|id| (from, id));
         }
         let Some(resp) = device.respond(req) else {
             counters.snmp_ignored.fetch_add(1, Ordering::Relaxed);

@@ -189,3 +189,61 @@ async fn http_get(url: &str) -> u16 {
         .unwrap();
     sender.send_request(req).await.unwrap().status().as_u16()
 }
+
+/// A poller that retransmits the first GET of a poll (its timeout passed: a slow device, a loaded agent) gets
+/// an answer each time, but the simulator counts one poll, not two: the answered polls stay comparable with the
+/// polls the agent stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retransmitted_poll_start_is_one_poll() {
+    use octoisp_agent::snmp::ber::Oid;
+    use octoisp_agent::snmp::message::{Version, encode_community};
+    use octoisp_agent::snmp::pdu::{AnyPdu, Pdu, PduKind};
+
+    let port = free_udp_port();
+    let plan = Plan::parse_from([
+        "fleetsim",
+        "--agents",
+        "1",
+        "--cpes",
+        "0",
+        "--snmp",
+        "1",
+        "--dead-pct",
+        "0",
+        "--slow-pct",
+        "0",
+        "--flap-pct",
+        "0",
+        "--snmp-port",
+        &port.to_string(),
+    ]);
+    let fleet = Fleet::start(&plan).await.expect("the fleet starts");
+    let poll_start = |id: i32| {
+        let oids = [
+            Oid(vec![1, 3, 6, 1, 2, 1, 1, 3, 0]),
+            Oid(vec![1, 3, 6, 1, 2, 1, 2, 1, 0]),
+        ];
+        encode_community(
+            Version::V2c,
+            b"public",
+            &AnyPdu::Pdu(Pdu::request(PduKind::Get, id, &oids)),
+        )
+    };
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    // Poll 1 sent three times (two retransmissions), then poll 2: four answers, two polls.
+    for id in [7, 7, 7, 8] {
+        sock.send_to(&poll_start(id), fleet.snmp.addrs[0])
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), sock.recv_from(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+    }
+    let s = fleet.counters.snapshot();
+    assert_eq!(s.snmp_responses, 4, "{s:?}");
+    assert_eq!(s.snmp_polls_answered, 2, "{s:?}");
+    assert_eq!(s.snmp_poll_retransmissions, 2, "{s:?}");
+    fleet.shutdown().await;
+}
