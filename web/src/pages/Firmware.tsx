@@ -171,8 +171,8 @@ export default function Firmware() {
   const { t } = i18n;
   const { can } = useApp();
   const write = can('tr069:firmware');
-  const images = useGet<FirmwareImage[]>('/firmware/images' + query({ limit: 500 }));
-  const campaigns = useGet<Campaign[]>('/firmware/campaigns' + query({ limit: 100 }));
+  const images = useGet<Page<FirmwareImage>>('/firmware/images' + query({ limit: 500 }));
+  const campaigns = useGet<Page<Campaign>>('/firmware/campaigns' + query({ limit: 100 }));
   const pops = useGet<Page<Pop>>(can('pops:read') ? '/pops' + query({ limit: 500 }) : null);
   const [open, setOpen] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -197,7 +197,7 @@ export default function Firmware() {
             <table>
               <thead><tr><th scope="col">{t('fw.name')}</th><th scope="col">{t('fw.version')}</th><th scope="col">{t('fw.fits')}</th><th scope="col">{t('fw.size')}</th><th scope="col">SHA-256</th><th scope="col">{t('fw.uploaded')}</th>{write && <th />}</tr></thead>
               <tbody>
-                {images.data.map((i) => (
+                {images.data.items.map((i) => (
                   <tr key={i.id} data-testid="fw-image-row">
                     <td>{i.name}</td><td>{i.version}</td>
                     <td>{[i.vendor, i.oui, i.product_class].filter(Boolean).join(' · ') || t('fw.anyDevice')}</td>
@@ -209,7 +209,7 @@ export default function Firmware() {
                 ))}
               </tbody>
             </table>
-            {images.data.length === 0 && <p className="muted">{t('common.empty')}</p>}
+            {images.data.items.length === 0 && <p className="muted">{t('common.empty')}</p>}
           </div>
         )}
         {write && <Upload onDone={images.reload} />}
@@ -217,7 +217,7 @@ export default function Firmware() {
       <Card title={t('fw.campaigns')} tour="fw-campaigns" testid="fw-campaigns">
         {campaigns.error && !campaigns.data && <ErrorView error={campaigns.error} onRetry={campaigns.reload} />}
         {!campaigns.data && !campaigns.error && <Loading />}
-        {campaigns.data?.map((c) => {
+        {campaigns.data?.items.map((c) => {
           const fail = failurePct(c);
           return (
             <div key={c.id} className="card-section" data-testid="fw-campaign">
@@ -236,8 +236,8 @@ export default function Firmware() {
             </div>
           );
         })}
-        {campaigns.data?.length === 0 && <p className="muted">{t('common.empty')}</p>}
-        {write && images.data && <NewCampaign images={images.data} pops={pops.data?.items ?? []} onDone={campaigns.reload} />}
+        {campaigns.data?.items.length === 0 && <p className="muted">{t('common.empty')}</p>}
+        {write && images.data && <NewCampaign images={images.data.items} pops={pops.data?.items ?? []} onDone={campaigns.reload} />}
       </Card>
     </div>
   );
