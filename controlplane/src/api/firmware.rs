@@ -268,7 +268,7 @@ pub async fn delete_image(
     caller.require(WRITE)?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let image: FirmwareImage = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{IMAGE_COLUMNS} WHERE id = $1 FOR UPDATE"
+        "{IMAGE_COLUMNS} WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(&mut *tx)
