@@ -60,6 +60,28 @@ pub async fn record(
     Ok(())
 }
 
+/// Appends a row for a change the control plane made on its own (no user or API key: a worker's decision, such
+/// as a firmware campaign halted by its stop rule), in the tenant transaction of that change.
+pub async fn record_system(
+    conn: &mut sqlx::PgConnection,
+    action: &str,
+    target_type: &str,
+    target_id: &str,
+    after: serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, provider_id, action, target_type, target_id, after, prev_hash, hash) \
+         VALUES (0, octoisp_tenant(), $1, $2, $3, $4, '', '')",
+    )
+    .bind(action)
+    .bind(target_type)
+    .bind(target_id)
+    .bind(after)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A row of the audit log, as the API lists it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {

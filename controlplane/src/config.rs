@@ -42,6 +42,8 @@ pub struct Config {
     pub commands: crate::commands::CommandsConfig,
     /// Keys that encrypt stored secrets (notification channel secrets); see docs/NOTIFICATIONS.md.
     pub secrets: crate::secretbox::SecretsConfig,
+    /// CPE firmware images (storage, upload limits) and campaigns; see docs/ACS.md.
+    pub firmware: crate::firmware::FirmwareConfig,
 }
 
 impl Default for Config {
@@ -61,6 +63,7 @@ impl Default for Config {
             redis: crate::redis_conn::SentinelSection::default(),
             commands: crate::commands::CommandsConfig::default(),
             secrets: crate::secretbox::SecretsConfig::default(),
+            firmware: crate::firmware::FirmwareConfig::default(),
         }
     }
 }
@@ -369,6 +372,7 @@ impl Config {
         self.queue.validate().map_err(ConfigError::Invalid)?;
         self.commands.validate().map_err(ConfigError::Invalid)?;
         self.secrets.validate().map_err(ConfigError::Invalid)?;
+        self.firmware.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

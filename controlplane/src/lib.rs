@@ -10,6 +10,7 @@ pub mod commands;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod firmware;
 pub mod ingest;
 pub mod notify;
 pub mod queue;

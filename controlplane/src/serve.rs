@@ -132,6 +132,7 @@ pub async fn run(
         });
         let (mut server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
             .context("cannot start the QUIC ingest")?;
+        server = server.with_firmware(cfg.firmware.clone());
         if let Some(c) = &commands {
             server = server.with_commands(c.clone());
             // Commands other instances' dispatchers hand over for the agents this instance holds.
@@ -166,6 +167,10 @@ pub async fn run(
             tracker.spawn(async move { dispatch::maintain_loop(c1, sd).await });
             let (c1, sd) = (c.clone(), shutdown.clone());
             tracker.spawn(async move { dispatch::reconcile_loop(c1, sd).await });
+            let (p, c1, sd) = (pool.clone(), c.clone(), shutdown.clone());
+            let tick = Duration::from_secs(cfg.firmware.campaign_tick_secs);
+            tracker
+                .spawn(async move { crate::firmware::campaign::run_loop(p, c1, tick, sd).await });
         }
         if cfg.notify.enabled {
             crate::notify::spawn(
@@ -261,6 +266,7 @@ async fn api_state(
     .context("invalid [auth] configuration")?;
     let mut api_cfg = cfg.api.clone();
     api_cfg.metrics = cfg.metrics.clone();
+    api_cfg.firmware = cfg.firmware.clone();
     let limiter = if api_cfg.rate_limit.enabled {
         let window = Duration::from_secs(api_cfg.rate_limit.window_secs);
         let connect = crate::api::ratelimit::RateLimiter::connect(

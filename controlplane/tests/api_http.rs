@@ -104,6 +104,9 @@ struct Objects {
     /// A command on the tenant's agent, in a fan-out batch (`command_batch`).
     command: Uuid,
     command_batch: Uuid,
+    /// A firmware image and a running campaign of it over `device`.
+    firmware_image: Uuid,
+    firmware_campaign: Uuid,
 }
 
 impl Objects {
@@ -140,6 +143,14 @@ impl Objects {
             "push" => self.push_subscription,
             "commands" => self.command,
             "command-batches" => self.command_batch,
+            "firmware" => match path
+                .trim_start_matches("/api/v1/firmware/")
+                .split('/')
+                .next()
+            {
+                Some("images") => self.firmware_image,
+                _ => self.firmware_campaign,
+            },
             other => panic!(
                 "the isolation test does not know resource `{other}`: add it to Objects::id_for"
             ),
@@ -167,6 +178,8 @@ impl Objects {
             self.push_subscription,
             self.command,
             self.command_batch,
+            self.firmware_image,
+            self.firmware_campaign,
         ]
     }
 }
@@ -297,7 +310,10 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
     .execute(&db.admin)
     .await
     .unwrap();
+    let (firmware_image, firmware_campaign) = firmware_objects(db, t.provider_id, device).await;
     Objects {
+        firmware_image,
+        firmware_campaign,
         command,
         command_batch,
         series,
@@ -317,6 +333,42 @@ async fn objects(db: &TestDb, slug: &str) -> Objects {
         dead_letter,
         push_subscription,
     }
+}
+
+/// A firmware image (row only) and a running campaign of it over `device`.
+async fn firmware_objects(db: &TestDb, provider: Uuid, device: Uuid) -> (Uuid, Uuid) {
+    let (image, campaign) = (Uuid::now_v7(), Uuid::now_v7());
+    let sha = format!("{:064x}", image.as_u128());
+    sqlx::query(
+        "INSERT INTO firmware_images (id, provider_id, name, version, size, sha256) VALUES ($1, $2, 'HG8245H', 'V3', 1000, $3)",
+    )
+    .bind(image)
+    .bind(provider)
+    .bind(&sha)
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO firmware_campaigns (id, provider_id, name, image_id, image_sha256, target, stages_pct, \
+           max_failure_pct, come_back_secs) VALUES ($1, $2, 'HG8245H V3', $3, $4, '{}', '{100}', 10, 600)",
+    )
+    .bind(campaign)
+    .bind(provider)
+    .bind(image)
+    .bind(&sha)
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO firmware_campaign_devices (provider_id, campaign_id, position, device_id) VALUES ($1, $2, 0, $3)",
+    )
+    .bind(provider)
+    .bind(campaign)
+    .bind(device)
+    .execute(&db.admin)
+    .await
+    .unwrap();
+    (image, campaign)
 }
 
 /// An alert rule, a firing alert with one event, a silence and a maintenance window of `t`.

@@ -1,6 +1,7 @@
 //! The QUIC + mutual TLS layer against a real PostgreSQL and real QUIC on loopback: enrollment, streaming batches
 //! from a real agent outbox, refusals (tokens, revocation, a foreign CA), bad frames that must close only their
-//! own stream or connection, and tenant isolation (an agent's data lands under its certificate's provider).
+//! own stream or connection, tenant isolation (an agent's data lands under its certificate's provider), and
+//! firmware images fetched by agents (resumed, checksum-verified, only their own provider's).
 
 #[path = "support/mod.rs"]
 #[allow(dead_code)]
@@ -11,11 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use octoisp_agent::acs::fetch::{self, FetchError};
 use octoisp_agent::enroll::{self, EnrollError};
 use octoisp_agent::identity::Identity;
 use octoisp_agent::outbox::{Outbox, OutboxConfig};
 use octoisp_agent::uplink::{self, UplinkConfig};
 use octoisp_controlplane::ca::{Ca, EnrollmentToken};
+use octoisp_controlplane::firmware::FirmwareConfig;
 use octoisp_controlplane::ingest::server::{IngestConfig, IngestServer};
 use octoisp_controlplane::ingest::store::Store;
 use octoisp_controlplane::registry;
@@ -85,6 +88,10 @@ impl Fixture {
         let store = Arc::new(Store::new(db.app.clone()));
         let (server, addr) =
             IngestServer::bind(cfg, ca.clone(), db.app.clone(), store).expect("bind");
+        let server = server.with_firmware(FirmwareConfig {
+            dir: dir.path().join("firmware"),
+            ..FirmwareConfig::default()
+        });
         let shutdown = CancellationToken::new();
         let server = tokio::spawn(server.run(shutdown.clone()));
         Fixture {
@@ -971,5 +978,109 @@ async fn an_agent_cannot_store_data_under_another_provider() {
         .expect("count");
     assert_eq!(visible, 50);
     tx.rollback().await.expect("rollback");
+    fx.stop().await;
+}
+
+/// Stores a firmware image for `provider` as an upload would: the file under its SHA-256, the row. Returns the
+/// SHA-256.
+async fn put_image(fx: &Fixture, provider: Uuid, name: &str, data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let sha = hex::encode(sha2::Sha256::digest(data));
+    let cfg = FirmwareConfig {
+        dir: fx.dir.path().join("firmware"),
+        ..FirmwareConfig::default()
+    };
+    let path = cfg.image_path(provider, &sha);
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&path, data).expect("write image");
+    let mut tx = octoisp_controlplane::db::tenant_tx(&fx.db.app, provider)
+        .await
+        .expect("tenant tx");
+    sqlx::query(
+        "INSERT INTO firmware_images (provider_id, name, version, size, sha256) VALUES ($1, $2, 'v1', $3, $4)",
+    )
+    .bind(provider)
+    .bind(name)
+    .bind(data.len() as i64)
+    .bind(&sha)
+    .execute(&mut *tx)
+    .await
+    .expect("insert image");
+    tx.commit().await.expect("commit");
+    sha
+}
+
+fn image_bytes(seed: u8, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_fetch_their_providers_firmware_resumed_and_verified_and_nothing_else() {
+    let fx = Fixture::start().await;
+    let (dir_a, _) = fx.enroll("agent-a", "isp-a").await;
+    let image_a = image_bytes(1, 3_000_000);
+    let sha_a = put_image(&fx, fx.provider_a, "fw-a", &image_a).await;
+    let image_b = image_bytes(2, 200_000);
+    let sha_b = put_image(&fx, fx.provider_b, "fw-b", &image_b).await;
+    let identity = Identity::load(&dir_a).expect("load").expect("identity");
+    let config = octoisp_agent::tls::uplink_config(&identity).expect("config");
+    // The control stream stays open (an agent that finishes it is leaving: the server closes the connection).
+    let (conn, _control_send, _control_recv, welcome) =
+        connect_and_send_hello(&fx.server(), config, 1, 1)
+            .await
+            .expect("connect");
+    assert!(matches!(welcome, Message::Welcome(_)), "{welcome:?}");
+    let cache = fx.dir.path().join("agent-a-firmware");
+    std::fs::create_dir_all(&cache).expect("mkdir");
+
+    // A transfer that broke off halfway is resumed from what the agent holds.
+    std::fs::create_dir_all(cache.join(".partial")).expect("mkdir");
+    std::fs::write(cache.join(".partial").join(&sha_a), &image_a[..1_234_567]).expect("partial");
+    let path = fetch::fetch(&conn, &cache, &sha_a)
+        .await
+        .expect("fetch A's image");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        image_a,
+        "byte-identical"
+    );
+    assert!(fetch::is_cached(&cache, &sha_a));
+    assert!(!cache.join(".partial").join(&sha_a).exists());
+
+    // Another provider's image does not exist for this agent.
+    match fetch::fetch(&conn, &cache, &sha_b).await {
+        Err(FetchError::Refused { message, .. }) => {
+            assert!(message.contains("no firmware image"), "{message}")
+        }
+        other => panic!("B's image must be refused to A's agent, got {other:?}"),
+    }
+    assert!(!cache.join(&sha_b).exists());
+
+    // Bytes damaged on the control plane's disk (same size): refused by the checksum, nothing kept.
+    let image_c = image_bytes(3, 500_000);
+    let sha_c = put_image(&fx, fx.provider_a, "fw-c", &image_c).await;
+    let cp_file = fx
+        .dir
+        .path()
+        .join("firmware")
+        .join(fx.provider_a.to_string())
+        .join(&sha_c);
+    let mut damaged = image_c.clone();
+    damaged[250_000] ^= 0xff;
+    std::fs::write(&cp_file, &damaged).expect("damage");
+    match fetch::fetch(&conn, &cache, &sha_c).await {
+        Err(FetchError::Checksum { actual, .. }) => assert_ne!(actual, sha_c),
+        other => panic!("a corrupted transfer must be refused, got {other:?}"),
+    }
+    assert!(!fetch::is_cached(&cache, &sha_c));
+    assert!(!cache.join(&sha_c).exists());
+    assert!(!cache.join(".partial").join(&sha_c).exists());
+    // The agent's firmware server refuses what is not verified: nothing under that name is served.
+    let served = octoisp_agent::acs::firmware::FirmwareDir::new(&cache);
+    assert!(served.load(&sha_c).is_err());
+    assert_eq!(served.load(&sha_a).expect("served"), image_a);
+    conn.close(0u32.into(), b"done");
     fx.stop().await;
 }

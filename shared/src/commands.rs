@@ -453,10 +453,22 @@ impl Args {
             Args::Tr069Reboot(a) | Args::Tr069FactoryReset(a) => device_key(&a.device_key),
             Args::Tr069Download(a) => {
                 device_key(&a.device_key)?;
-                if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
-                    return Err("url: must start with http:// or https://".into());
+                match (&a.sha256, a.url.is_empty(), a.image_id.is_some()) {
+                    (Some(sha), true, _) => {
+                        if !is_sha256_hex(sha) {
+                            return Err("sha256: must be 64 lowercase hex digits".into());
+                        }
+                        Ok(())
+                    }
+                    (None, true, true) => Ok(()),
+                    (None, false, false) => {
+                        if !(a.url.starts_with("http://") || a.url.starts_with("https://")) {
+                            return Err("url: must start with http:// or https://".into());
+                        }
+                        Ok(())
+                    }
+                    _ => Err("url: give exactly one of url, sha256 or image_id".into()),
                 }
-                Ok(())
             }
             Args::ConfigUpdate(a) => {
                 if a.version == 0 {
@@ -879,8 +891,17 @@ pub struct Tr069DeviceArgs {
 pub struct Tr069DownloadArgs {
     /// The CPE.
     pub device_key: String,
-    /// Where the CPE fetches the file.
+    /// Where the CPE fetches the file. Empty when `sha256` names an image of the control plane instead.
+    #[serde(default)]
     pub url: String,
+    /// A firmware image held by the control plane (SHA-256, lowercase hex): the agent fetches it over its uplink
+    /// unless cached, and gives the CPE a URL on its own firmware server. Exactly one of `url` and `sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The same image by its id at the API (`/api/v1/firmware/images/{id}`): the control plane replaces it by
+    /// `sha256` (and `file_size`) before queueing; the agent never sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<uuid::Uuid>,
     /// CWMP FileType (default `1 Firmware Upgrade Image`).
     #[serde(default = "d_file_type")]
     pub file_type: String,
@@ -954,6 +975,11 @@ fn d_rows() -> usize {
 fn d_xsd() -> String {
     "xsd:string".into()
 }
+/// Whether `s` is a SHA-256 digest in lowercase hex (how firmware images are named everywhere).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 fn d_file_type() -> String {
     "1 Firmware Upgrade Image".into()
 }

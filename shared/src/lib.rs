@@ -2,6 +2,7 @@
 //!
 //! This crate does no I/O: it turns messages into bytes and bytes into messages, with every size bounded.
 
+pub mod campaign;
 pub mod commands;
 pub mod frame;
 pub mod protocol;

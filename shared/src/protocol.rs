@@ -65,6 +65,11 @@ pub enum Message {
     Command(Command),
     /// Agent → control plane: streamed progress of a running command (not durable; the result is).
     CommandProgress(CommandProgress),
+    /// Agent → control plane, first and only frame of a stream of its own: send me this firmware image.
+    FirmwareFetch(FirmwareFetch),
+    /// Control plane → agent on a [`Message::FirmwareFetch`] stream: the image's size, then its bytes from
+    /// `offset` to the end as the raw rest of the stream (not framed); or why not.
+    FirmwareOffer(FirmwareOffer),
 }
 
 /// First message of an enrolled agent.
@@ -386,6 +391,33 @@ pub struct DropReport {
     pub records_refused: u64,
     /// Why, for the operator.
     pub reason: String,
+}
+
+/// A request for a firmware image held by the control plane (`POST /api/v1/firmware/images`). Only images of the
+/// agent's own provider (from its certificate) are sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirmwareFetch {
+    /// SHA-256 of the image, lowercase hex: images are content-addressed.
+    pub sha256: String,
+    /// Bytes the agent already holds (a resumed transfer); the control plane sends from here.
+    pub offset: u64,
+}
+
+/// The answer to a [`FirmwareFetch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FirmwareOffer {
+    /// The image follows on the stream: bytes `offset..size`, then the stream finishes.
+    Sending {
+        /// Whole size of the image, bytes.
+        size: u64,
+        /// Where the bytes that follow start (the request's offset, or 0 when it was beyond the end).
+        offset: u64,
+    },
+    /// Not sent: no such image for this agent's provider, or the control plane cannot read it.
+    Refused {
+        /// Why, for the operator.
+        message: String,
+    },
 }
 
 /// Periodic liveness and outbox health.

@@ -39,7 +39,7 @@ fn every_variant_has_a_golden_vector() {
     }
     assert_eq!(
         messages.len(),
-        11,
+        13,
         "a Message variant was added: add its golden vector"
     );
 }

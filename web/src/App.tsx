@@ -23,6 +23,7 @@ const Diagnostics = lazy(() => import('./pages/Diagnostics'));
 const Reports = lazy(() => import('./pages/Reports'));
 const Tr069 = lazy(() => import('./pages/Tr069'));
 const AgentConfig = lazy(() => import('./pages/AgentConfig'));
+const Firmware = lazy(() => import('./pages/Firmware'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -51,6 +52,7 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
     case '/diagnostics': return { node: <Diagnostics />, help: 'diagnostics', title: 'nav.diagnostics' };
     case '/notifications': return { node: <Notifications />, help: 'notifications', title: 'nav.notifications' };
     case '/reports': return { node: <Reports />, help: 'reports', title: 'nav.reports' };
+    case '/firmware': return { node: <Firmware />, help: 'firmware', title: 'nav.firmware' };
     default: return { node: <Dashboard />, help: 'dashboard', title: 'nav.dashboard' };
   }
 }

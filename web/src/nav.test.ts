@@ -14,6 +14,11 @@ describe('navigation by permission', () => {
     const paths = visibleNav(me(['users:read', 'roles:read', 'audit:read', 'agents:read'])).map((n) => n.path);
     expect(paths).toEqual(['/', '/agents', '/notifications', '/users', '/roles', '/audit']);
   });
+  it('shows CPE firmware to whoever reads TR-069 data', () => {
+    const paths = visibleNav(me(['tr069:read'])).map((n) => n.path);
+    expect(paths).toContain('/firmware');
+    expect(visibleNav(me(['devices:read'])).map((n) => n.path)).not.toContain('/firmware');
+  });
   it('shows a Global Admin everything and nobody signed out anything', () => {
     expect(visibleNav(me([], true)).length).toBeGreaterThan(8);
     expect(visibleNav(null)).toEqual([]);

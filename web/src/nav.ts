@@ -18,6 +18,7 @@ export const NAV: NavEntry[] = [
   { path: '/pops', label: 'nav.pops', permission: 'pops:read', help: 'pops', icon: '⌂' },
   { path: '/agents', label: 'nav.agents', permission: 'agents:read', help: 'agents', icon: '⚙' },
   { path: '/devices', label: 'nav.devices', permission: 'devices:read', help: 'devices', icon: '▤' },
+  { path: '/firmware', label: 'nav.firmware', permission: 'tr069:read', help: 'firmware', icon: '⇪' },
   { path: '/diagnostics', label: 'nav.diagnostics', permission: 'diagnostics:run', help: 'diagnostics', icon: '⌁' },
   { path: '/alerts', label: 'nav.alerts', permission: 'alerts:read', help: 'alerts', icon: '⚠' },
   { path: '/notifications', label: 'nav.notifications', permission: null, help: 'notifications', icon: '✉' },

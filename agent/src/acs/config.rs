@@ -46,8 +46,13 @@ pub struct AcsSection {
     pub templates: Vec<super::templates::Template>,
     /// Normalization rules replacing the built-in ones; unset: the built-in `normalize.toml`.
     pub normalize_file: Option<PathBuf>,
-    /// Directory of firmware images served at `/firmware/NAME` (each with `NAME.sha256`); unset: none.
+    /// Directory of firmware images served at `/firmware/NAME` (each with `NAME.sha256`); images fetched from
+    /// the control plane are cached here under their SHA-256. Unset: none.
     pub firmware_dir: Option<PathBuf>,
+    /// Base URL CPEs reach the firmware server at, such as `http://192.0.2.1:7547` (the agent appends
+    /// `/firmware/<sha256>`). Unset: `listen`'s address, or when that is `0.0.0.0`/`::`, the agent's address on
+    /// the route to the CPE.
+    pub firmware_url: Option<String>,
     /// PEM certificate chain of the CWMP listener; with `tls_key`, the listener speaks HTTPS only (and CPEs may
     /// then authenticate with Basic as well as Digest). Unset: plain HTTP.
     pub tls_cert: Option<PathBuf>,
@@ -76,6 +81,7 @@ impl Default for AcsSection {
             templates: Vec::new(),
             normalize_file: None,
             firmware_dir: None,
+            firmware_url: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -96,6 +102,11 @@ impl AcsSection {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("acs.tls_cert and acs.tls_key must be set together".into());
+        }
+        if let Some(u) = &self.firmware_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err("acs.firmware_url must start with http:// or https://".into());
         }
         if self.session_timeout_s == 0 || self.task_max_attempts == 0 {
             return Err("acs.session_timeout_s and acs.task_max_attempts must be > 0".into());

@@ -14,13 +14,15 @@
 //! - [`normalize`]: the normalized view from `agent/acs/normalize.toml`.
 //! - [`session`]: the session state machine and the shared ACS state. [`server`]: the HTTP endpoint.
 //! - [`connreq`]: Connection Requests. [`templates`]: provisioning templates. [`cli`]: `octoisp-agent acs ...`.
-//! - [`firmware`]: images served with Range, staged rollouts with a stop rule.
+//! - [`firmware`]: images served with Range, staged rollouts with a stop rule; [`fetch`]: images fetched from the
+//!   control plane over the uplink.
 
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod connreq;
 pub mod cwmp;
+pub mod fetch;
 pub mod firmware;
 pub mod normalize;
 pub mod server;

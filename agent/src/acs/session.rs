@@ -80,6 +80,10 @@ pub struct AcsOptions {
     pub firmware: Option<FirmwareDir>,
     /// HTTPS on the CWMP listener (`acs.tls_cert`/`acs.tls_key`); `None`: plain HTTP.
     pub tls: Option<TlsServer>,
+    /// The CWMP listen address (`acs.listen`), for the firmware URLs given to CPEs.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Base URL of the firmware server as CPEs reach it (`acs.firmware_url`); unset: from `listen`.
+    pub firmware_url: Option<String>,
 }
 
 /// The CWMP listener's TLS acceptor.
@@ -123,6 +127,8 @@ fn unreachable_defaults() -> AcsOptions {
         rules: Rules::builtin(),
         firmware: None,
         tls: None,
+        listen: None,
+        firmware_url: None,
     }
 }
 
@@ -173,6 +179,8 @@ impl AcsOptions {
                 ),
                 _ => None,
             },
+            listen: s.listen,
+            firmware_url: s.firmware_url.clone(),
         })
     }
 }
@@ -323,6 +331,8 @@ pub struct Acs {
     permits: Arc<Semaphore>,
     /// Counters.
     pub stats: AcsStats,
+    /// Firmware images fetched from the control plane (one transfer per image at a time).
+    pub firmware_cache: super::fetch::FirmwareCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +360,7 @@ impl Acs {
             outbox,
             sessions: Mutex::new(Sessions::default()),
             stats: AcsStats::default(),
+            firmware_cache: Default::default(),
         }
     }
 

@@ -85,6 +85,8 @@ struct Inner {
     queued: Arc<Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// The connection commands arrive on: `tr069.download` fetches firmware images over it.
+    uplink: crate::acs::fetch::UplinkLink,
 }
 
 impl std::fmt::Debug for Executor {
@@ -144,6 +146,7 @@ impl Executor {
                 queued: Arc::new(Semaphore::new(cfg.max_queued.max(1))),
                 shutdown,
                 tracker,
+                uplink: Default::default(),
             }),
         })
     }
@@ -165,6 +168,7 @@ impl Executor {
     /// admitted (ledger claim, local queue, place in line for a running slot) only after the previous stream's
     /// command was: commands start in the order they were sent.
     pub async fn accept_streams(&self, conn: quinn::Connection) {
+        self.inner.uplink.set(conn.clone());
         let mut previous: Option<Admission> = None;
         loop {
             let accepted = tokio::select! {
@@ -298,6 +302,8 @@ fn kind(m: &Message) -> &'static str {
         Message::Heartbeat(_) => "Heartbeat",
         Message::Command(_) => "Command",
         Message::CommandProgress(_) => "CommandProgress",
+        Message::FirmwareFetch(_) => "FirmwareFetch",
+        Message::FirmwareOffer(_) => "FirmwareOffer",
     }
 }
 
@@ -480,6 +486,7 @@ impl Executor {
             progress: progress.clone(),
             cancel: cancel.clone(),
             timeout,
+            uplink: inner.uplink.clone(),
         };
         let work = async {
             let out = tokio::select! {

@@ -29,6 +29,8 @@ pub(super) struct Ctx {
     pub(super) cancel: CancellationToken,
     /// The command's timeout (the executor fails it when it passes).
     pub(super) timeout: Duration,
+    /// The uplink connection (firmware images are fetched over it).
+    pub(super) uplink: crate::acs::fetch::UplinkLink,
 }
 
 /// Runs one command to its output (`Ok`) or its error message (`Err`).
@@ -75,9 +77,19 @@ pub(super) async fn run(ctx: &Ctx, args: Args) -> Result<Value, String> {
             super::tr069::run(ctx, &a.device_key, TaskKind::FactoryReset).await
         }
         Args::Tr069Download(a) => {
+            let url = match &a.sha256 {
+                Some(sha) => super::tr069::firmware_url(ctx, &a.device_key, sha).await?,
+                None if a.url.is_empty() => {
+                    return Err(
+                        "url: give url or sha256 (image_id is resolved by the control plane)"
+                            .into(),
+                    );
+                }
+                None => a.url,
+            };
             let kind = TaskKind::Download {
                 file_type: a.file_type,
-                url: a.url,
+                url,
                 file_size: a.file_size,
                 target_file_name: String::new(),
             };

@@ -65,6 +65,86 @@ pub(super) fn device_id(device_key: &str) -> &str {
     device_key.strip_prefix("cwmp:").unwrap_or(device_key)
 }
 
+/// For a `tr069.download` of a control plane image: makes sure the image is in `acs.firmware_dir` (fetched over
+/// the uplink when it is not, resumed when a part is there, SHA-256 checked) and returns the URL the CPE
+/// downloads it from on this agent's firmware server.
+pub(super) async fn firmware_url(
+    ctx: &Ctx,
+    device_key: &str,
+    sha256: &str,
+) -> Result<String, String> {
+    let acs: Arc<Acs> = ctx
+        .runtime
+        .as_ref()
+        .and_then(|r| r.acs())
+        .ok_or("the ACS is not enabled on this agent (acs.listen is unset)")?;
+    let dir = acs
+        .opts
+        .firmware
+        .as_ref()
+        .ok_or("acs.firmware_dir is unset: this agent has nowhere to keep firmware images for its CPEs")?
+        .dir()
+        .to_path_buf();
+    let cached = crate::acs::fetch::is_cached(&dir, sha256);
+    ctx.progress.send(
+        json!({"step": if cached { "image_cached" } else { "fetching_image" }, "sha256": sha256}),
+    );
+    let fetched = tokio::select! {
+        _ = ctx.cancel.cancelled() => return Err("cancelled".into()),
+        r = acs.firmware_cache.ensure(&dir, sha256, ctx.uplink.current()) => r,
+    };
+    let path = fetched.map_err(|e| e.to_string())?;
+    let size = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    ctx.progress
+        .send(json!({"step": "image_ready", "sha256": sha256, "size": size}));
+    let base = match &acs.opts.firmware_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => {
+            let listen = acs.opts.listen.ok_or("acs.listen is unset")?;
+            let scheme = if acs.opts.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let ip = if listen.ip().is_unspecified() {
+                let device = device_id(device_key).to_owned();
+                let store = acs.store.clone();
+                let row = tokio::task::spawn_blocking(move || store.device(&device))
+                    .await
+                    .map_err(|e| format!("ACS store task failed: {e}"))?
+                    .map_err(|e| format!("ACS store: {e}"))?;
+                let cpe: std::net::IpAddr = row
+                    .and_then(|r| r.ip.parse().ok())
+                    .ok_or("the CPE's address is unknown: set acs.firmware_url")?;
+                local_address_towards(cpe)
+                    .map_err(|e| format!("no route to the CPE {cpe} ({e}): set acs.firmware_url"))?
+            } else {
+                listen.ip()
+            };
+            format!(
+                "{scheme}://{}",
+                std::net::SocketAddr::new(ip, listen.port())
+            )
+        }
+    };
+    Ok(format!("{base}/firmware/{sha256}"))
+}
+
+/// The agent's own address on the route to `peer` (a connected UDP socket: nothing is sent).
+fn local_address_towards(peer: std::net::IpAddr) -> std::io::Result<std::net::IpAddr> {
+    let bind: std::net::SocketAddr = if peer.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sock = std::net::UdpSocket::bind(bind)?;
+    sock.connect((peer, 7547))?;
+    Ok(sock.local_addr()?.ip())
+}
+
 /// Runs one TR-069 command: `kind` for the CPE `device_key`.
 pub(super) async fn run(ctx: &Ctx, device_key: &str, kind: TaskKind) -> Result<Value, String> {
     let acs: Arc<Acs> = ctx

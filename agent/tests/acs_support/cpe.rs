@@ -154,6 +154,13 @@ pub struct Cpe {
     pub fail_downloads: Mutex<Option<u32>>,
     /// Reboots performed.
     pub reboots: Mutex<u32>,
+    /// Fetch the file of each Download (HTTP GET of its URL, after the session, as a real CPE does) and report
+    /// the TransferComplete by what arrived; off: report success without fetching.
+    pub fetch_downloads: Mutex<bool>,
+    /// Downloads to fetch after the session: (CommandKey, URL, FileSize).
+    pending_fetches: Mutex<Vec<(String, String, u64)>>,
+    /// Files fetched, in order: (URL, bytes).
+    pub fetched: Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 /// An HTTP exchange failed.
@@ -260,6 +267,9 @@ impl Cpe {
             pending_transfers: Mutex::new(Vec::new()),
             fail_downloads: Mutex::new(None),
             reboots: Mutex::new(0),
+            fetch_downloads: Mutex::new(false),
+            pending_fetches: Mutex::new(Vec::new()),
+            fetched: Mutex::new(Vec::new()),
         }
     }
 
@@ -411,6 +421,7 @@ impl Cpe {
             match resp.status {
                 204 => {
                     log.completed = true;
+                    self.run_fetches().await;
                     return Ok(log);
                 }
                 200 => {}
@@ -426,6 +437,35 @@ impl Cpe {
             let answer = self.execute(&env.body);
             let out = Envelope::new(CwmpVersion(self.cfg.ns), env.id.clone(), answer);
             resp = http.post(&self.cfg, Some(self.render(&out))).await?;
+        }
+    }
+
+    /// Fetches the files of the Downloads of the session just ended, and queues their TransferCompletes (fault
+    /// 9010 when the file could not be fetched or its size is not the one announced).
+    async fn run_fetches(&self) {
+        let fetches: Vec<_> = self.pending_fetches.lock().unwrap().drain(..).collect();
+        for (command_key, url, size) in fetches {
+            let fault = match http_get(&url).await {
+                Ok(bytes) if size == 0 || bytes.len() as u64 == size => {
+                    self.fetched.lock().unwrap().push((url.clone(), bytes));
+                    None
+                }
+                Ok(bytes) => Some((9010, format!("got {} bytes, expected {size}", bytes.len()))),
+                Err(e) => Some((9010, format!("Download failure: {e}"))),
+            };
+            self.pending_events.lock().unwrap().push(EventStruct {
+                code: "7 TRANSFER COMPLETE".into(),
+                command_key: String::new(),
+            });
+            self.pending_transfers
+                .lock()
+                .unwrap()
+                .push(TransferComplete {
+                    command_key,
+                    fault,
+                    start_time: "2024-01-01T00:00:00Z".into(),
+                    complete_time: "2024-01-01T00:01:00Z".into(),
+                });
         }
     }
 
@@ -572,6 +612,17 @@ impl Cpe {
                     .lock()
                     .unwrap()
                     .map(|c| (c, "Download failure".to_owned()));
+                if fault.is_none() && *self.fetch_downloads.lock().unwrap() {
+                    self.pending_fetches.lock().unwrap().push((
+                        d.command_key.clone(),
+                        d.url.clone(),
+                        d.file_size,
+                    ));
+                    return Body::DownloadResponse(TransferResponse {
+                        status: 1,
+                        ..TransferResponse::default()
+                    });
+                }
                 self.pending_events.lock().unwrap().push(EventStruct {
                     code: "7 TRANSFER COMPLETE".into(),
                     command_key: String::new(),
@@ -608,4 +659,25 @@ impl std::fmt::Debug for OpenSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("OpenSession")
     }
+}
+
+/// HTTP GET of `url` (`http://HOST:PORT/PATH`): the body of a 200, or why not.
+pub async fn http_get(url: &str) -> Result<Vec<u8>, SimError> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| SimError(format!("not an http:// URL: {url}")))?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let addr: SocketAddr = host.parse().map_err(err)?;
+    let mut sender = Http::connect(addr).await?;
+    let req = hyper::Request::get(format!("/{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .map_err(err)?;
+    let resp = sender.send_request(req).await.map_err(err)?;
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map_err(err)?.to_bytes();
+    if status != 200 {
+        return Err(SimError(format!("GET {url} answered {status}")));
+    }
+    Ok(body.to_vec())
 }

@@ -197,7 +197,7 @@ pub async fn create(
     State(state): State<AppState>,
     Authed(caller): Authed,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<NewCommand>,
+    ApiJson(mut body): ApiJson<NewCommand>,
 ) -> Result<(StatusCode, axum::Json<serde_json::Value>), ApiError> {
     let spec = octoisp_shared::commands::spec_of(&body.name)
         .ok_or_else(|| ApiError::Unprocessable(format!("name: unknown command {:?}", body.name)))?;
@@ -259,6 +259,9 @@ pub async fn create(
     {
         tx.commit().await?;
         return Ok((StatusCode::OK, axum::Json(existing)));
+    }
+    if body.name == "tr069.download" {
+        resolve_firmware(&mut tx, provider, &mut body.args).await?;
     }
     let tier = provider_tier(&mut tx, provider).await?;
     if fan_out {
@@ -366,6 +369,67 @@ pub async fn create(
         StatusCode::ACCEPTED,
         axum::Json(serde_json::to_value(&view).unwrap_or_default()),
     ))
+}
+
+/// A `tr069.download` of a control plane image: `image_id` becomes the image's `sha256` (and `file_size`), and a
+/// `sha256` must name one of the provider's images (422 otherwise), so the agent is never sent for one it
+/// cannot fetch.
+async fn resolve_firmware(
+    tx: &mut sqlx::PgConnection,
+    provider: Uuid,
+    args: &mut serde_json::Value,
+) -> Result<(), ApiError> {
+    let Some(obj) = args.as_object_mut() else {
+        return Ok(());
+    };
+    let image_id = match obj.remove("image_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(
+            v.as_str()
+                .and_then(|s| s.parse::<Uuid>().ok())
+                .ok_or_else(|| ApiError::Unprocessable("args: image_id: not a UUID".into()))?,
+        ),
+    };
+    let sha = obj
+        .get("sha256")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned);
+    let row: Option<(String, i64)> = match (image_id, &sha) {
+        (Some(id), _) => sqlx::query_as(
+            "SELECT sha256, size FROM firmware_images WHERE provider_id = $1 AND id = $2",
+        )
+        .bind(provider)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(Some)
+        .ok_or_else(|| ApiError::Unprocessable(format!("args: image_id: no such firmware image {id}")))?,
+        (None, Some(sha)) => Some(
+            sqlx::query_as(
+                "SELECT sha256, size FROM firmware_images WHERE provider_id = $1 AND sha256 = $2 LIMIT 1",
+            )
+            .bind(provider)
+            .bind(sha)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!("args: sha256: no firmware image {sha} here"))
+            })?,
+        ),
+        (None, None) => None,
+    };
+    if let Some((sha256, size)) = row {
+        if sha.as_deref().is_some_and(|s| s != sha256) {
+            return Err(ApiError::Unprocessable(
+                "args: sha256 and image_id name different images".into(),
+            ));
+        }
+        obj.insert("sha256".into(), sha256.into());
+        if obj.get("file_size").and_then(|v| v.as_u64()).unwrap_or(0) == 0 {
+            obj.insert("file_size".into(), size.into());
+        }
+    }
+    Ok(())
 }
 
 fn unreachable_target() -> Result<(Uuid, Option<Uuid>), ApiError> {

@@ -87,10 +87,22 @@ pub async fn limits(State(state): State<AppState>, req: Request, next: Next) -> 
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.config.max_body_bytes as u64) {
+    // A firmware upload streams the image to disk under limits of its own (`[firmware]`).
+    let upload = req.method() == axum::http::Method::POST
+        && req.uri().path() == super::firmware::UPLOAD_PATH;
+    let (max_body, timeout_secs) = if upload {
+        let fw = &state.config.firmware;
+        (fw.max_bytes(), fw.upload_timeout_secs)
+    } else {
+        (
+            state.config.max_body_bytes as u64,
+            state.config.request_timeout_secs,
+        )
+    };
+    if declared.is_some_and(|n| n > max_body) {
         return ApiError::PayloadTooLarge.into_response();
     }
-    let timeout = Duration::from_secs(state.config.request_timeout_secs.max(1));
+    let timeout = Duration::from_secs(timeout_secs.max(1));
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::Unavailable("request timed out".into()).into_response(),

@@ -22,6 +22,7 @@ pub mod device_search;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod firmware;
 pub mod gateway;
 pub mod groups;
 pub mod http_metrics;
@@ -84,6 +85,9 @@ pub struct ApiConfig {
     /// Retention and graph sizes of the series routes: not an `[api]` key, copied from `[metrics]` at start.
     #[serde(skip)]
     pub metrics: crate::rollup::MetricsConfig,
+    /// Firmware storage and upload limits: not an `[api]` key, copied from `[firmware]` at start.
+    #[serde(skip)]
+    pub firmware: crate::firmware::FirmwareConfig,
 }
 
 impl Default for ApiConfig {
@@ -98,6 +102,7 @@ impl Default for ApiConfig {
             online_threshold_secs: 300,
             trust_forwarded_for: false,
             metrics: crate::rollup::MetricsConfig::default(),
+            firmware: crate::firmware::FirmwareConfig::default(),
         }
     }
 }
@@ -475,6 +480,29 @@ pub const ROUTES: &[RouteSpec] = &[
         "commands:manage",
     ),
     route("GET", "/api/v1/queues", "commands:read"),
+    // Firmware images and campaigns (api/firmware.rs).
+    route("POST", "/api/v1/firmware/images", "tr069:firmware"),
+    route("GET", "/api/v1/firmware/images", "tr069:read"),
+    route("GET", "/api/v1/firmware/images/{id}", "tr069:read"),
+    route("DELETE", "/api/v1/firmware/images/{id}", "tr069:firmware"),
+    route("POST", "/api/v1/firmware/campaigns", "tr069:firmware"),
+    route("GET", "/api/v1/firmware/campaigns", "tr069:read"),
+    route("GET", "/api/v1/firmware/campaigns/{id}", "tr069:read"),
+    route(
+        "POST",
+        "/api/v1/firmware/campaigns/{id}/pause",
+        "tr069:firmware",
+    ),
+    route(
+        "POST",
+        "/api/v1/firmware/campaigns/{id}/resume",
+        "tr069:firmware",
+    ),
+    route(
+        "POST",
+        "/api/v1/firmware/campaigns/{id}/cancel",
+        "tr069:firmware",
+    ),
 ];
 
 /// The caller's own provider: creating tenant objects needs one (a Global Admin acts through a provider's users).
@@ -639,6 +667,13 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(commands::requeue_dead))
         .routes(routes!(commands::discard_dead))
         .routes(routes!(commands::queues))
+        .routes(routes!(firmware::list_images, firmware::upload))
+        .routes(routes!(firmware::get_image, firmware::delete_image))
+        .routes(routes!(firmware::list_campaigns, firmware::create_campaign))
+        .routes(routes!(firmware::get_campaign))
+        .routes(routes!(firmware::pause_campaign))
+        .routes(routes!(firmware::resume_campaign))
+        .routes(routes!(firmware::cancel_campaign))
 }
 
 /// The OpenAPI document of the API.

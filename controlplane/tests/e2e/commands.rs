@@ -52,19 +52,19 @@ impl Drop for PrefixGuard {
 
 /// An installation with every role, the queue on the test Redis under a prefix of its own, a NOC user signed
 /// in, and one enrolled, running agent.
-struct Setup {
-    inst: Installation,
-    agent: Agent,
-    token: String,
+pub(crate) struct Setup {
+    pub(crate) inst: Installation,
+    pub(crate) agent: Agent,
+    pub(crate) token: String,
     _keys: PrefixGuard,
 }
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("OCTOISP_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// One HTTP/1.1 request to the control plane (`Connection: close`): `(status, JSON body)`, or why it failed.
-async fn http(
+pub(crate) async fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -117,6 +117,18 @@ impl Setup {
 
     /// Like [`Setup::start`], with the queue and the API on the Redis at `url`.
     async fn start_on(url: &str, queue_extra: &str) -> Setup {
+        Setup::start_full(url, queue_extra, "", "", "NOC").await
+    }
+
+    /// Like [`Setup::start`], with `cp_extra` appended to the control plane's config, `agent_extra` to the
+    /// agent's, and the signed-in user given `role`.
+    pub(crate) async fn start_full(
+        url: &str,
+        queue_extra: &str,
+        cp_extra: &str,
+        agent_extra: &str,
+        role: &str,
+    ) -> Setup {
         let prefix = format!("octoisp-test-e2e-cmd-{:016x}", rand::random::<u64>());
         let url = url.to_owned();
         let keys = PrefixGuard {
@@ -126,7 +138,7 @@ impl Setup {
         let extra = format!(
             "[queue]\nredis_url = {url:?}\nprefix = \"{prefix}:q\"\nvisibility_timeout_secs = 5\nbackoff_base_ms = 200\n{queue_extra}\n\
              [api]\nredis_url = {url:?}\nredis_prefix = \"{prefix}:api\"\n\
-             [auth]\njwt_secret = \"e2e-commands-secret-0123456789abcdef0123456789\"\n"
+             [auth]\njwt_secret = \"e2e-commands-secret-0123456789abcdef0123456789\"\n{cp_extra}\n"
         );
         let inst = Installation::start_with(&extra, "api,ingest,workers").await;
         run_ok(
@@ -141,10 +153,10 @@ impl Setup {
                     "--email",
                     "noc@a.example",
                 ])
-                .args(["--name", "NOC", "--role", "NOC"])
+                .args(["--name", "NOC", "--role", role])
                 .env("OCTOISP_USER_PASSWORD", PASSWORD),
         );
-        let mut agent = Agent::new(&inst.quic_addr, "");
+        let mut agent = Agent::new(&inst.quic_addr, agent_extra);
         agent.enroll(&inst.quic_addr, &inst.token());
         agent.start();
         // The API answers once the control plane is up.
@@ -180,7 +192,7 @@ impl Setup {
         }
     }
 
-    async fn pop_id(&self) -> uuid::Uuid {
+    pub(crate) async fn pop_id(&self) -> uuid::Uuid {
         sqlx::query_scalar("SELECT id FROM pops WHERE slug = 'centro'")
             .fetch_one(&self.inst.admin)
             .await
@@ -201,7 +213,7 @@ impl Setup {
         r["id"].as_str().unwrap().to_owned()
     }
 
-    async fn http(
+    pub(crate) async fn http(
         &self,
         method: &str,
         path: &str,
@@ -211,7 +223,12 @@ impl Setup {
     }
 
     /// Polls `GET /api/v1/commands/{id}` until `done(body)`; panics with the logs after `timeout`.
-    async fn wait(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let start = Instant::now();
         let mut last = Value::Null;
         while start.elapsed() < timeout {

@@ -8,4 +8,7 @@ mod support;
 mod harness;
 
 mod commands;
+#[path = "../../../agent/tests/acs_support/cpe.rs"]
+mod cpe;
 mod data_path;
+mod firmware;

@@ -187,6 +187,20 @@ pub fn golden_messages() -> Vec<(&'static str, Message)> {
                 payload_json: r#"{"hop":4,"rtt_ms":12.5}"#.into(),
             }),
         ),
+        (
+            "firmware_fetch",
+            Message::FirmwareFetch(FirmwareFetch {
+                sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                offset: 1_048_576,
+            }),
+        ),
+        (
+            "firmware_offer",
+            Message::FirmwareOffer(FirmwareOffer::Sending {
+                size: 31_457_280,
+                offset: 1_048_576,
+            }),
+        ),
     ]
 }
 
@@ -823,5 +837,16 @@ pub fn message() -> impl Strategy<Value = Message> {
                 payload_json,
             })
         }),
+        (text(), any::<u64>())
+            .prop_map(|(sha256, offset)| Message::FirmwareFetch(FirmwareFetch { sha256, offset })),
+        (any::<u64>(), any::<u64>(), text(), any::<bool>()).prop_map(
+            |(size, offset, message, ok)| {
+                Message::FirmwareOffer(if ok {
+                    FirmwareOffer::Sending { size, offset }
+                } else {
+                    FirmwareOffer::Refused { message }
+                })
+            }
+        ),
     ]
 }

@@ -207,6 +207,26 @@ export class ApiClient {
     return { blob: await resp.blob(), filename: m ? m[1] : null };
   }
 
+  /** A file uploaded as the raw request body (`application/octet-stream`, a firmware image); a 401 refreshes once. */
+  async upload<T>(path: string, body: Blob): Promise<T> {
+    if (!this.access && this.store.getRefresh()) await this.refresh();
+    const send = async () => {
+      const headers: Record<string, string> = { accept: 'application/json', 'content-type': 'application/octet-stream' };
+      if (this.access) headers.authorization = `Bearer ${this.access}`;
+      try {
+        return await this.doFetch(this.base + path, { method: 'POST', headers, body });
+      } catch {
+        throw new ApiError(0, 'offline', 'no connection to the server');
+      }
+    };
+    let resp = await send();
+    if (resp.status === 401 && this.store.getRefresh()) {
+      if (await this.refresh()) resp = await send();
+    }
+    if (!resp.ok) throw await ApiClient.error(resp);
+    return (await resp.json()) as T;
+  }
+
   get<T>(path: string) { return this.request<T>('GET', path); }
   post<T>(path: string, body?: unknown) { return this.request<T>('POST', path, body ?? {}); }
   patch<T>(path: string, body: unknown) { return this.request<T>('PATCH', path, body); }

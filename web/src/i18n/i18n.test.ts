@@ -54,7 +54,7 @@ describe('i18n tables', () => {
   });
 
   it('has help texts (about, fields, actions) for every page with help', () => {
-    const pages = ['dashboard', 'pops', 'agents', 'devices', 'deviceDetail', 'users', 'roles', 'audit', 'alerts', 'notifications', 'diagnostics', 'tr069', 'agentConfig'];
+    const pages = ['dashboard', 'pops', 'agents', 'devices', 'deviceDetail', 'users', 'roles', 'audit', 'alerts', 'notifications', 'diagnostics', 'tr069', 'agentConfig', 'firmware'];
     for (const p of pages) for (const part of ['about', 'fields', 'actions']) expect(`help.${p}.${part}` in ptBR, `${p}.${part}`).toBe(true);
   });
 

@@ -15,6 +15,8 @@
 //!    committed, or `Nack`) goes back on the same stream. QUIC's stream limit (`max_in_flight` + the control
 //!    stream) bounds the batches of one agent; a global semaphore of `db_writers` bounds the transactions of the
 //!    whole instance, so a slow PostgreSQL slows the acks and the agents, and nothing buffers without bound.
+//! 4. **Firmware streams** (`server/firmware.rs`): one `FirmwareFetch`, answered by a `FirmwareOffer` and the
+//!    image's bytes, only for images of the agent's own provider.
 //!
 //! Bad input closes the smallest thing it can: an undecodable, oversize or bomb frame on a batch stream gets
 //! `Nack { code: Malformed }` (with `seq` 0 when the frame could not be decoded far enough to know it) on that
@@ -22,6 +24,7 @@
 //! other agents.
 
 mod enroll;
+mod firmware;
 mod session;
 mod wire;
 
@@ -170,6 +173,8 @@ struct Shared {
     revoked: watch::Sender<Arc<HashSet<String>>>,
     /// Commands: agent registration for the dispatchers (`None`: this endpoint does not serve commands).
     commands: Option<crate::commands::Commands>,
+    /// Firmware images agents may fetch (`None`: fetches are refused).
+    firmware: Option<crate::firmware::FirmwareConfig>,
 }
 
 /// A bound ingest endpoint, not serving yet. [`IngestServer::run`] serves it until shutdown.
@@ -215,8 +220,8 @@ impl IngestServer {
             .map_err(|err| IngestError::Quic(err.to_string()))?;
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
         let mut transport = quinn::TransportConfig::default();
-        // The control stream plus max_in_flight batch streams.
-        transport.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(cfg.max_in_flight) + 1));
+        // The control stream, max_in_flight batch streams and one firmware fetch.
+        transport.max_concurrent_bidi_streams(VarInt::from_u32(u32::from(cfg.max_in_flight) + 2));
         transport.max_concurrent_uni_streams(VarInt::from_u32(0));
         let idle = quinn::IdleTimeout::try_from(cfg.idle_timeout)
             .map_err(|_| IngestError::Config("idle_timeout is too large".into()))?;
@@ -251,6 +256,7 @@ impl IngestServer {
             store,
             revoked,
             commands: None,
+            firmware: None,
         });
         Ok((IngestServer { endpoint, shared }, addr))
     }
@@ -261,6 +267,16 @@ impl IngestServer {
         match Arc::get_mut(&mut self.shared) {
             Some(shared) => shared.commands = Some(commands),
             None => tracing::error!("Commands attached after the ingest server started; ignored."),
+        }
+        self
+    }
+
+    /// Serves the firmware images under `cfg.dir` to the agents of their provider (`Message::FirmwareFetch`).
+    /// Call before [`IngestServer::run`].
+    pub fn with_firmware(mut self, cfg: crate::firmware::FirmwareConfig) -> IngestServer {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.firmware = Some(cfg),
+            None => tracing::error!("Firmware attached after the ingest server started; ignored."),
         }
         self
     }

@@ -354,6 +354,10 @@ async fn handle_batch(mut send: SendStream, mut recv: RecvStream, ctx: BatchCont
         .increment(u64::from(header.len) + HEADER_LEN as u64);
     let batch = match msg {
         Message::Batch(batch) => batch,
+        Message::FirmwareFetch(req) => {
+            drop(_permit);
+            return super::firmware::serve(send, req, &agent, &shared).await;
+        }
         other => {
             let msg = format!(
                 "expected Batch on a batch stream, got {}",

@@ -142,5 +142,7 @@ pub(super) fn message_name(msg: &Message) -> &'static str {
         Message::Heartbeat(_) => "Heartbeat",
         Message::Command(_) => "Command",
         Message::CommandProgress(_) => "CommandProgress",
+        Message::FirmwareFetch(_) => "FirmwareFetch",
+        Message::FirmwareOffer(_) => "FirmwareOffer",
     }
 }
