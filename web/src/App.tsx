@@ -23,6 +23,7 @@ const Diagnostics = lazy(() => import('./pages/Diagnostics'));
 const Reports = lazy(() => import('./pages/Reports'));
 const Tr069 = lazy(() => import('./pages/Tr069'));
 const AgentConfig = lazy(() => import('./pages/AgentConfig'));
+const ApiKeys = lazy(() => import('./pages/ApiKeys'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -46,6 +47,7 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
     case '/devices': return { node: <Devices />, help: 'devices', title: 'nav.devices' };
     case '/users': return { node: <Users />, help: 'users', title: 'nav.users' };
     case '/roles': return { node: <Roles />, help: 'roles', title: 'nav.roles' };
+    case '/api-keys': return { node: <ApiKeys />, help: 'apiKeys', title: 'nav.apiKeys' };
     case '/audit': return { node: <Audit />, help: 'audit', title: 'nav.audit' };
     case '/alerts': return { node: <Alerts />, help: 'alerts', title: 'nav.alerts' };
     case '/diagnostics': return { node: <Diagnostics />, help: 'diagnostics', title: 'nav.diagnostics' };

@@ -14,6 +14,10 @@ describe('navigation by permission', () => {
     const paths = visibleNav(me(['users:read', 'roles:read', 'audit:read', 'agents:read'])).map((n) => n.path);
     expect(paths).toEqual(['/', '/agents', '/notifications', '/users', '/roles', '/audit']);
   });
+  it('shows API keys only to who may manage them', () => {
+    expect(visibleNav(me(['users:read', 'users:manage'])).map((n) => n.path)).not.toContain('/api-keys');
+    expect(visibleNav(me(['users:read', 'api_keys:manage'])).map((n) => n.path)).toContain('/api-keys');
+  });
   it('shows a Global Admin everything and nobody signed out anything', () => {
     expect(visibleNav(me([], true)).length).toBeGreaterThan(8);
     expect(visibleNav(null)).toEqual([]);

@@ -45,7 +45,7 @@ describe('i18n tables', () => {
     for (const file of sources(root)) {
       const text = readFileSync(file, 'utf8');
       for (const m of text.matchAll(/\bt\(\s*'([a-zA-Z0-9.\-]+)'/g)) used.add(m[1]);
-      for (const m of text.matchAll(/'((?:nav|tour|dash|devices|agents|pops|users|roles|audit|common|conn|help|login|theme|lang|graph|alerts|rules|silences|maint|notif|diag|agentcfg)\.[a-zA-Z0-9.\-]+)'/g)) used.add(m[1]);
+      for (const m of text.matchAll(/'((?:nav|tour|dash|devices|agents|pops|users|roles|audit|common|conn|help|login|theme|lang|graph|alerts|rules|silences|maint|notif|diag|agentcfg|apikeys|ifmon|tpl)\.[a-zA-Z0-9.\-]+)'/g)) used.add(m[1]);
     }
     expect(used.size).toBeGreaterThan(50);
     // A key ending with '.' is a prefix completed at run time (checked with its values in the modules' tests).
@@ -54,7 +54,7 @@ describe('i18n tables', () => {
   });
 
   it('has help texts (about, fields, actions) for every page with help', () => {
-    const pages = ['dashboard', 'pops', 'agents', 'devices', 'deviceDetail', 'users', 'roles', 'audit', 'alerts', 'notifications', 'diagnostics', 'tr069', 'agentConfig'];
+    const pages = ['dashboard', 'pops', 'agents', 'devices', 'deviceDetail', 'users', 'roles', 'audit', 'alerts', 'notifications', 'diagnostics', 'tr069', 'agentConfig', 'apiKeys'];
     for (const p of pages) for (const part of ['about', 'fields', 'actions']) expect(`help.${p}.${part}` in ptBR, `${p}.${part}`).toBe(true);
   });
 
