@@ -24,6 +24,7 @@ const Reports = lazy(() => import('./pages/Reports'));
 const Tr069 = lazy(() => import('./pages/Tr069'));
 const AgentConfig = lazy(() => import('./pages/AgentConfig'));
 const ApiKeys = lazy(() => import('./pages/ApiKeys'));
+const Interfaces = lazy(() => import('./pages/Interfaces'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -41,6 +42,8 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
   if (tr) return { node: <Tr069 id={tr[1]} />, help: 'tr069', title: 'tr069.title' };
   const ac = path.match(/^\/pops\/([0-9a-f-]{36})\/agent-config$/);
   if (ac) return { node: <AgentConfig popId={ac[1]} />, help: 'agentConfig', title: 'pops.agentConfig' };
+  const ifs = path.match(/^\/pops\/([0-9a-f-]{36})\/interfaces$/);
+  if (ifs) return { node: <Interfaces key={ifs[1]} popId={ifs[1]} />, help: 'interfaces', title: 'ifmon.open' };
   switch (path) {
     case '/pops': return { node: <Pops />, help: 'pops', title: 'nav.pops' };
     case '/agents': return { node: <Agents />, help: 'agents', title: 'nav.agents' };
