@@ -25,6 +25,7 @@ pub mod extract;
 pub mod gateway;
 pub mod groups;
 pub mod http_metrics;
+pub mod interfaces;
 pub mod live;
 pub mod notifications;
 pub mod pagination;
@@ -600,6 +601,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(series::list))
         .routes(routes!(series::points))
         .routes(routes!(series::aggregate))
+        .routes(routes!(interfaces::list))
         .routes(routes!(reports::inventory))
         .routes(routes!(reports::alerts))
         .routes(routes!(reports::traffic))
