@@ -726,7 +726,7 @@ try {
     await page.getByTestId('err-ak-name').waitFor();
     await page.getByTestId('err-ak-perms').waitFor();
     assert((await page.getByTestId('apikey-row').count()) === 0, 'no key created');
-    await page.getByLabel('Name', { exact: true }).fill('Zabbix NOC');
+    await page.locator('#ak-name').fill('Zabbix NOC');
     await page.locator('[data-perm="devices:read"]').check();
     await page.locator('[data-perm="metrics:read"]').check();
     await page.getByTestId('apikey-create').click();
