@@ -96,7 +96,7 @@ try {
   browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   const login = await (await fetch(base + '/api/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ email: 'b@bench.example', password: PASSWORD }) })).json();
   let refresh = login.refresh_token;
-  const fcp = [], loadEv = [], dash = [];
+  const fcp = [], loadEv = [], dash = [], parts = [];
   for (let i = 0; i < RUNS; i++) {
     const ctx = await browser.newContext({ serviceWorkers: 'block' });
     const page = await ctx.newPage();
@@ -115,6 +115,22 @@ try {
     await p2.goto(base + '/');
     await p2.waitForFunction(() => document.querySelector('[data-testid="count-devices"]')?.textContent?.includes('10'));
     dash.push(await p2.evaluate(() => performance.now()));
+    // Where the wait went: when the app's script, the token refresh and the summary answer arrived, and the
+    // first paint (all from navigation start).
+    parts.push(await p2.evaluate(() => {
+      const rs = performance.getEntriesByType('resource');
+      const at = (re, f) => { const m = rs.filter((e) => re.test(e.name)).map(f); return m.length ? Math.max(...m) : NaN; };
+      return {
+        html: performance.getEntriesByType('navigation')[0].responseEnd,
+        js: at(/\/assets\/index-[^/]*\.js$/, (e) => e.responseEnd),
+        refreshStart: at(/\/auth\/refresh$/, (e) => e.startTime), refresh: at(/\/auth\/refresh$/, (e) => e.responseEnd),
+        // The first /summary (index.html's boot script starts it with the refreshed token) and the last one
+        // (refetches on live events).
+        summaryStart: -at(/\/summary$/, (e) => -e.startTime), summary: -at(/\/summary$/, (e) => -e.responseEnd),
+        summaries: rs.filter((e) => /\/summary$/.test(e.name)).length, lastSummary: at(/\/summary$/, (e) => e.responseEnd),
+        fcp: performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? NaN,
+      };
+    }));
     refresh = await p2.evaluate(() => localStorage.getItem('octoisp.refresh'));
     await ctx2.close();
   }
@@ -158,6 +174,10 @@ try {
   console.log(`initial JS+CSS (${initial.join(', ')}): ${(raw / 1024).toFixed(1)} KiB raw, ${(gz / 1024).toFixed(1)} KiB gzip -9; all JS chunks gzip: ${(allJs / 1024).toFixed(1)} KiB`);
   console.log(`login page, cold (n=${RUNS}): FCP median ${f(median(fcp))} ms, p90 ${f(p90(fcp))} ms; load event median ${f(median(loadEv))} ms`);
   console.log(`dashboard with 10,000 devices, cold, signed in (n=${RUNS}): counts on screen median ${f(median(dash))} ms, p90 ${f(p90(dash))} ms`);
+  const part = (k) => f(median(parts.map((p) => p[k])));
+  console.log(`  of which (medians from navigation start): HTML ${part('html')} ms, app script arrived ${part('js')} ms, `
+    + `refresh ${part('refreshStart')}→${part('refresh')} ms, first summary ${part('summaryStart')}→${part('summary')} ms `
+    + `(${part('summaries')} summary requests, the last answered at ${part('lastSummary')} ms), first paint ${part('fcp')} ms`);
   console.log(`one-year traffic graph (2 × 365 daily points), last answer → drawn and painted (n=${RUNS}): median ${f(median(yearRender))} ms, p90 ${f(p90(yearRender))} ms, max ${f(Math.max(...yearRender))} ms`);
 } finally {
   try { await browser?.close(); } catch { /* ignore */ }

@@ -193,8 +193,8 @@ function seedMetricsAndAlerts() {
   anaId = psql(dbName, "SELECT id FROM devices WHERE device_key = 'cpe-1'");
   const agent = psql(dbName, `SELECT id FROM agents WHERE pop_id = '${pops[0]}'`);
   const ids = psql(dbName, `INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, labels, kind) VALUES
-    ('${provider}', '${agent}', 1, '${anaId}', 'if.in_bps', '{"ifName": "pon0"}', 'gauge'),
-    ('${provider}', '${agent}', 2, '${anaId}', 'if.out_bps', '{"ifName": "pon0"}', 'gauge'),
+    ('${provider}', '${agent}', 1, '${anaId}', 'if.in_bps', '{"ifIndex": "1", "ifName": "pon0"}', 'gauge'),
+    ('${provider}', '${agent}', 2, '${anaId}', 'if.out_bps', '{"ifIndex": "1", "ifName": "pon0"}', 'gauge'),
     ('${provider}', '${agent}', 3, '${anaId}', 'cpu.load_percent', '{}', 'gauge') RETURNING id`).split('\n');
   psql(dbName, "SELECT count(*) FROM octoisp_sample_partitions(ARRAY[(now() AT TIME ZONE 'UTC')::date, (now() AT TIME ZONE 'UTC')::date - 1])");
   psql(dbName, "SELECT count(*) FROM octoisp_rollup_partitions('1h', ARRAY(SELECT generate_series(now() - interval '32 days', now(), interval '1 day')))");
@@ -214,10 +214,30 @@ function seedMetricsAndAlerts() {
       SELECT '${provider}', ${id}, b, v * 0.9, v * 1.1, v * 5, 5, v, b + interval '4 minutes', v * 1.05
       FROM (SELECT b, ${shape(i, base, amp, 'b')} AS v FROM generate_series(octoisp_rollup_bucket('5m', now()) - interval '1 day', octoisp_rollup_bucket('5m', now()), interval '5 minutes') AS b) x`);
   });
+  seedInterfaces(agent);
   const rule = psql(dbName, `INSERT INTO alert_rules (provider_id, rule_key, name, metric, kind, op, threshold)
     VALUES ('${provider}', 'cpu', 'CPU high', 'cpu.load_percent', 'threshold', '>', 90) RETURNING id`);
   psql(dbName, `INSERT INTO alerts (provider_id, rule_id, target_key, target, device_id, pop_id, series_id, state, severity, value, occurrences, started_at, changed_ts)
     VALUES ('${provider}', '${rule}', 'series:${ids[2]}', 'Cliente Ana', '${anaId}', '${pops[0]}', ${ids[2]}, 'firing', 'critical', 97.5, 3, now() - interval '20 minutes', now())`);
+}
+
+// Interfaces of POP Centro for the interface monitoring page: Ana's pon0 (the traffic above, ~50 Mbit/s in, of
+// 1 Gbit/s), Bruno's eth0 (900 Mbit/s in, 100 out of 1 Gbit/s: 90 % used, 5 errors/s) and eth1 (down, no
+// traffic). One sample each, a minute ago: the page shows the newest value of the last 15 minutes.
+function seedInterfaces(agent) {
+  const bruno = psql(dbName, "SELECT id FROM devices WHERE device_key = 'cpe-2'");
+  const rows = [
+    [anaId, '1', 'pon0', 'if.speed_bps', 1e9], [anaId, '1', 'pon0', 'if.oper_status', 1],
+    [bruno, '1', 'eth0', 'if.in_bps', 9e8], [bruno, '1', 'eth0', 'if.out_bps', 1e8], [bruno, '1', 'eth0', 'if.speed_bps', 1e9],
+    [bruno, '1', 'eth0', 'if.in_errors_per_s', 5], [bruno, '1', 'eth0', 'if.oper_status', 1],
+    [bruno, '2', 'eth1', 'if.in_bps', 0], [bruno, '2', 'eth1', 'if.out_bps', 0], [bruno, '2', 'eth1', 'if.speed_bps', 1e9],
+    [bruno, '2', 'eth1', 'if.oper_status', 2], [bruno, '2', 'eth1', 'if.admin_status', 1],
+  ];
+  const values = rows.map(([dev, idx, name, metric], i) =>
+    `('${provider}', '${agent}', ${100 + i}, '${dev}', '${metric}', '{"ifIndex": "${idx}", "ifName": "${name}"}', 'gauge')`).join(',\n');
+  const ids = psql(dbName, `INSERT INTO series (provider_id, agent_id, local_id, device_id, metric, labels, kind) VALUES ${values} RETURNING id`).split('\n');
+  psql(dbName, `SET app.provider_id = '${provider}'; INSERT INTO samples (provider_id, series_id, ts, value) VALUES
+    ${ids.map((id, i) => `('${provider}', ${id}, now() - interval '1 minute', ${rows[i][4]})`).join(', ')}`);
 }
 
 // A GPON ONT on POP Centro known through TR-069: a full read two hours ago (5,000+ parameters: its hosts table
@@ -669,6 +689,90 @@ try {
     await page.screenshot({ path: join(artifacts, 'agent-config-desktop-light.png'), fullPage: true });
   });
 
+  await step("interface monitoring: a POP's interfaces busiest first, sorted by a column, a row opens its graph", async () => {
+    await go(page, '/pops');
+    await page.getByTestId('pop-card').filter({ hasText: 'POP Centro' }).getByTestId('pop-interfaces').click();
+    await page.getByTestId('ifmon-row').nth(2).waitFor();
+    const order = () => page.getByTestId('ifmon-row').evaluateAll((rows) => rows.map((r) => r.dataset.if));
+    assert(JSON.stringify(await order()) === '["eth0","pon0","eth1"]', 'busiest first: ' + (await order()));
+    const eth0 = page.getByTestId('ifmon-row').filter({ hasText: 'eth0' });
+    assert((await eth0.getByTestId('ifmon-util').getAttribute('data-level')) === 'bad', 'eth0 at 90 % is red');
+    const eth0Text = await eth0.innerText();
+    assert(eth0Text.includes('900 Mbit/s') && eth0Text.includes('90%') && eth0Text.includes('5/s'), 'eth0: ' + eth0Text);
+    assert((await page.getByTestId('ifmon-row').filter({ hasText: 'eth1' }).innerText()).includes('down'), 'eth1 down');
+    await page.getByTestId('ifmon-sort-name').click();
+    await page.waitForFunction(() => [...document.querySelectorAll('[data-testid="ifmon-row"]')].map((r) => r.dataset.if).join() === 'pon0,eth0,eth1');
+    assert(page.url().includes('sort=name'), 'sort in the URL: ' + page.url());
+    await page.getByTestId('ifmon-sort-errors').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="ifmon-row"]')?.dataset.if === 'eth0' && location.search.includes('sort=errors'));
+    await page.screenshot({ path: join(artifacts, 'interfaces-desktop-light.png'), fullPage: true });
+    const found = await axeViolations(page, '/pops/…/interfaces');
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+    // The row's name opens the device page with that interface chosen in the traffic graph.
+    await page.getByTestId('ifmon-row').filter({ hasText: 'eth1' }).getByRole('link', { name: 'eth1' }).click();
+    await page.getByTestId('device-title').waitFor();
+    assert((await text('device-title')).includes('Cliente Bruno'), 'device page: ' + (await text('device-title')));
+    await page.getByTestId('graph-choice-traffic').waitFor();
+    assert((await page.getByTestId('graph-choice-traffic').inputValue()) === 'eth1', 'interface chosen');
+  });
+
+  await step('API keys: created with chosen permissions, shown once, used, revoked', async () => {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: base });
+    await go(page, '/users');
+    await page.getByTestId('users-api-keys').click();
+    await page.getByTestId('apikey-form').waitFor();
+    // Nothing chosen: both errors beside their fields, nothing sent.
+    await page.getByTestId('apikey-create').click();
+    await page.getByTestId('err-ak-name').waitFor();
+    await page.getByTestId('err-ak-perms').waitFor();
+    assert((await page.getByTestId('apikey-row').count()) === 0, 'no key created');
+    await page.locator('#ak-name').fill('Zabbix NOC');
+    await page.locator('[data-perm="devices:read"]').check();
+    await page.locator('[data-perm="metrics:read"]').check();
+    await page.getByTestId('apikey-create').click();
+    await page.getByTestId('apikey-secret').waitFor();
+    const key = (await text('apikey-secret')).trim();
+    assert(/^oik_[a-z0-9]{8}_\S{20,}$/.test(key), 'key shown: ' + key);
+    await page.getByTestId('apikey-copy').click();
+    await page.getByTestId('apikey-copy').filter({ hasText: 'Copied' }).waitFor();
+    assert((await page.evaluate(() => navigator.clipboard.readText())) === key, 'key copied');
+    await page.screenshot({ path: join(artifacts, 'api-keys-desktop-light.png'), fullPage: true });
+    const row = page.getByTestId('apikey-row').filter({ hasText: 'Zabbix NOC' });
+    await row.waitFor();
+    assert((await row.getAttribute('data-state')) === 'active' && (await row.innerText()).includes(key.slice(0, 12) + '_…'), 'row: ' + (await row.innerText()));
+    // The key works for what it was given, and only for that.
+    const withKey = (path) => fetch(base + '/api/v1' + path, { headers: { 'x-api-key': key } });
+    assert((await withKey('/devices')).status === 200, 'the key reads devices');
+    assert((await withKey('/alerts')).status === 403, 'the key may not read alerts');
+    // Shown once: closed, it is nowhere on the page.
+    await page.getByTestId('apikey-done').click();
+    assert((await page.getByTestId('apikey-secret').count()) === 0 && !(await page.locator('main').innerText()).includes(key), 'key gone');
+    const found = await axeViolations(page, '/api-keys');
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+    await row.getByTestId('apikey-revoke').click();
+    await row.getByTestId('apikey-revoke-confirm').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="apikey-row"][data-name="Zabbix NOC"]')?.dataset.state === 'revoked');
+    assert((await withKey('/devices')).status === 401, 'a revoked key is refused');
+    assert(psql(dbName, "SELECT count(*) FROM audit_log WHERE action IN ('api_keys.create', 'api_keys.revoke')") === '2', 'audited');
+  });
+
+  await step('screenshots of the new pages: light and dark, desktop and phone', async () => {
+    for (const [name, path, ready] of [['interfaces', `/pops/${pops[0]}/interfaces`, 'ifmon-row'], ['api-keys', '/api-keys', 'apikey-row']]) {
+      await go(page, path);
+      await page.getByTestId(ready).first().waitFor();
+      for (const [size, vp] of [['desktop', { width: 1366, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
+        await page.setViewportSize(vp);
+        for (const theme of ['light', 'dark']) {
+          await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+          await page.getByTestId(ready).first().waitFor();
+          await page.screenshot({ path: join(artifacts, `${name}-${size}-${theme}.png`), fullPage: true });
+        }
+      }
+    }
+    await page.setViewportSize({ width: 1366, height: 900 });
+    await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+  });
+
   await step('a Viewer sees alerts and graphs but no action buttons, and the API refuses the action', async () => {
     const vctx = await browser.newContext({ viewport: { width: 1366, height: 900 }, locale: 'en-US', serviceWorkers: 'block' });
     const v = await vctx.newPage();
@@ -711,6 +815,12 @@ try {
     const set = await fetch(`${base}/api/v1/commands`, { method: 'POST', headers: { authorization: 'Bearer ' + login.access_token, 'content-type': 'application/json' },
       body: JSON.stringify({ name: 'tr069.set_params', device_id: ontId, args: { values: [{ name: SSID, value: 'x' }] } }) });
     assert(set.status === 403, 'viewer tr069.set_params: ' + set.status);
+    // API keys: no entry in the menu, and the API refuses the list; the interface page is read-only anyway.
+    assert((await v.getByRole('link', { name: 'API keys' }).count()) === 0, 'viewer sees API keys in the menu');
+    const keys = await fetch(`${base}/api/v1/api-keys`, { headers: { authorization: 'Bearer ' + login.access_token } });
+    assert(keys.status === 403, 'viewer api-keys: ' + keys.status);
+    await go(v, `/pops/${pops[0]}/interfaces`);
+    await v.getByTestId('ifmon-row').first().waitFor();
     await vctx.close();
   });
 

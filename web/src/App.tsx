@@ -24,6 +24,8 @@ const Reports = lazy(() => import('./pages/Reports'));
 const Tr069 = lazy(() => import('./pages/Tr069'));
 const AgentConfig = lazy(() => import('./pages/AgentConfig'));
 const Firmware = lazy(() => import('./pages/Firmware'));
+const ApiKeys = lazy(() => import('./pages/ApiKeys'));
+const Interfaces = lazy(() => import('./pages/Interfaces'));
 
 type Theme = 'light' | 'dark';
 function initialTheme(): Theme {
@@ -41,12 +43,15 @@ function page(path: string): { node: ReactNode; help: HelpPage; title: MessageKe
   if (tr) return { node: <Tr069 id={tr[1]} />, help: 'tr069', title: 'tr069.title' };
   const ac = path.match(/^\/pops\/([0-9a-f-]{36})\/agent-config$/);
   if (ac) return { node: <AgentConfig popId={ac[1]} />, help: 'agentConfig', title: 'pops.agentConfig' };
+  const ifs = path.match(/^\/pops\/([0-9a-f-]{36})\/interfaces$/);
+  if (ifs) return { node: <Interfaces key={ifs[1]} popId={ifs[1]} />, help: 'interfaces', title: 'ifmon.open' };
   switch (path) {
     case '/pops': return { node: <Pops />, help: 'pops', title: 'nav.pops' };
     case '/agents': return { node: <Agents />, help: 'agents', title: 'nav.agents' };
     case '/devices': return { node: <Devices />, help: 'devices', title: 'nav.devices' };
     case '/users': return { node: <Users />, help: 'users', title: 'nav.users' };
     case '/roles': return { node: <Roles />, help: 'roles', title: 'nav.roles' };
+    case '/api-keys': return { node: <ApiKeys />, help: 'apiKeys', title: 'nav.apiKeys' };
     case '/audit': return { node: <Audit />, help: 'audit', title: 'nav.audit' };
     case '/alerts': return { node: <Alerts />, help: 'alerts', title: 'nav.alerts' };
     case '/diagnostics': return { node: <Diagnostics />, help: 'diagnostics', title: 'nav.diagnostics' };

@@ -19,6 +19,10 @@ describe('navigation by permission', () => {
     expect(paths).toContain('/firmware');
     expect(visibleNav(me(['devices:read'])).map((n) => n.path)).not.toContain('/firmware');
   });
+  it('shows API keys only to who may manage them', () => {
+    expect(visibleNav(me(['users:read', 'users:manage'])).map((n) => n.path)).not.toContain('/api-keys');
+    expect(visibleNav(me(['users:read', 'api_keys:manage'])).map((n) => n.path)).toContain('/api-keys');
+  });
   it('shows a Global Admin everything and nobody signed out anything', () => {
     expect(visibleNav(me([], true)).length).toBeGreaterThan(8);
     expect(visibleNav(null)).toEqual([]);

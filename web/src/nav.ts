@@ -24,6 +24,7 @@ export const NAV: NavEntry[] = [
   { path: '/notifications', label: 'nav.notifications', permission: null, help: 'notifications', icon: '✉' },
   { path: '/users', label: 'nav.users', permission: 'users:read', help: 'users', icon: '☺' },
   { path: '/roles', label: 'nav.roles', permission: 'roles:read', help: 'roles', icon: '⚑' },
+  { path: '/api-keys', label: 'nav.apiKeys', permission: 'api_keys:manage', help: 'apiKeys', icon: '⚿' },
   { path: '/audit', label: 'nav.audit', permission: 'audit:read', help: 'audit', icon: '☰' },
   // Each report has its own permission: the page shows with any of them and lists the reports allowed.
   { path: '/reports', label: 'nav.reports', permission: null, anyOf: ['devices:read', 'alerts:read', 'metrics:read'], help: 'reports', icon: '⇩' },

@@ -26,6 +26,7 @@ pub mod firmware;
 pub mod gateway;
 pub mod groups;
 pub mod http_metrics;
+pub mod interfaces;
 pub mod live;
 pub mod notifications;
 pub mod pagination;
@@ -628,6 +629,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(series::list))
         .routes(routes!(series::points))
         .routes(routes!(series::aggregate))
+        .routes(routes!(interfaces::list))
         .routes(routes!(reports::inventory))
         .routes(routes!(reports::alerts))
         .routes(routes!(reports::traffic))

@@ -4,6 +4,7 @@
 //!
 //! Each test binary uses part of it (`#[allow(dead_code)]` on the `mod support;` line is expected).
 
+pub mod api;
 pub mod fixtures;
 pub mod pg;
 pub mod standins;

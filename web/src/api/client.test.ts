@@ -1,7 +1,7 @@
 // The API client's session logic against a small in-memory server with the control plane's refresh semantics:
 // refresh tokens are single use (a reused one is refused), access tokens expire.
 import { describe, expect, it } from 'vitest';
-import { ApiClient, ApiError, type TokenStore } from './client';
+import { ApiClient, ApiError, type Boot, type TokenStore } from './client';
 
 class FakeServer {
   refreshCalls = 0;
@@ -145,5 +145,78 @@ describe('ApiClient', () => {
     const r = await c.get('/pops');
     expect(r.staleSince).toBe('2026-01-01T00:00:00Z');
     expect(seen.at(-1)).toBe(true);
+  });
+
+  describe('the boot script started by index.html', () => {
+    /** What the boot script does, against the fake server: one exchange, then GETs with its access token. */
+    function boot(server: FakeServer, store: { value: string | null }, paths: string[]): Boot {
+      const refresh = server.fetch('/auth/refresh', { method: 'POST', body: JSON.stringify({ refresh_token: store.value }) })
+        .then(async (r) => {
+          if (!r.ok) return { status: r.status };
+          const pair = await r.json();
+          store.value = pair.refresh_token;
+          return { pair };
+        });
+      const gets: Record<string, Promise<Response>> = {};
+      for (const p of paths) {
+        gets[p] = refresh.then((r) => {
+          if (!r || !('pair' in r)) throw new Error('no session');
+          return server.fetch(p, { headers: { authorization: 'Bearer ' + r.pair.access_token } });
+        });
+        gets[p].catch(() => undefined);
+      }
+      return { refresh, gets };
+    }
+
+    it('takes its refreshed session and its first answers instead of asking again', async () => {
+      const server = new FakeServer();
+      server.issue();
+      const store = memoryStore('r1');
+      const b = boot(server, store, ['/me', '/summary']);
+      let calls = 0;
+      const counting: typeof fetch = (i, init) => { calls++; return server.fetch(i, init); };
+      const c = new ApiClient({ fetch: counting, store, base: '', boot: b });
+      const [me, summary] = await Promise.all([c.get<{ token: string }>('/me'), c.get<{ token: string }>('/summary')]);
+      expect(me.data.token).toBe('a2');
+      expect(summary.data.token).toBe('a2');
+      expect(calls).toBe(0);
+      expect(server.refreshCalls).toBe(1);
+      expect(store.value).toBe('r2');
+      // Used once: the next GET of the same path goes to the server.
+      await c.get('/summary');
+      expect(calls).toBe(1);
+    });
+
+    it('redoes what the boot could not: a refused token signs out, an unreachable server keeps the session', async () => {
+      const server = new FakeServer();
+      const store = memoryStore('stale');
+      const c = new ApiClient({ fetch: server.fetch, store, base: '', boot: boot(server, store, ['/me']) });
+      let lost = 0;
+      c.onAuthLost(() => lost++);
+      await expect(c.get('/me')).rejects.toBeInstanceOf(ApiError);
+      expect(lost).toBe(1);
+      expect(store.value).toBeNull();
+
+      const up = new FakeServer();
+      up.issue();
+      const kept = memoryStore('r1');
+      const failed = Promise.reject(new Error('offline'));
+      failed.catch(() => undefined);
+      const unreachable: Boot = { refresh: Promise.resolve(null), gets: { '/me': failed } };
+      const c2 = new ApiClient({ fetch: up.fetch, store: kept, base: '', boot: unreachable });
+      expect((await c2.get<{ token: string }>('/me')).data.token).toBe('a2');
+    });
+
+    it("never hands another session's answer to a user who signs in", async () => {
+      const server = new FakeServer();
+      server.issue();
+      const store = memoryStore('r1');
+      const b = boot(server, store, ['/summary']);
+      await b.refresh;
+      const c = new ApiClient({ fetch: server.fetch, store, base: '', boot: b });
+      await c.login('other@b', 'right');
+      const r = await c.get<{ token: string }>('/summary');
+      expect(r.data.token).toBe('a3');
+    });
   });
 });

@@ -47,12 +47,24 @@ export interface Connectivity {
 
 export interface TokenPair { access_token: string; refresh_token: string; expires_in: number }
 
+/**
+ * What index.html's boot script started before the app's code ran: the refresh exchange (its new pair, already
+ * stored; the refused status; or null when the server could not be reached) and GETs made with the new access
+ * token, by path. Each is used once; a failure is redone the normal way.
+ */
+export interface Boot {
+  refresh: Promise<{ pair: TokenPair } | { status: number } | null>;
+  gets: Record<string, Promise<Response>>;
+}
+
 export interface ClientOptions {
   base?: string;
   fetch?: typeof fetch;
   store?: TokenStore;
   /** Serialises refreshes across tabs (defaults to navigator.locks when present). */
   lock?: <T>(fn: () => Promise<T>) => Promise<T>;
+  /** The boot script's head start (defaults to `window.__octoispBoot`). */
+  boot?: Boot | null;
 }
 
 type Listener<T> = (v: T) => void;
@@ -67,11 +79,16 @@ export class ApiClient {
   private authLost = new Set<Listener<void>>();
   private tokenListeners = new Set<Listener<string>>();
   private connectivity = new Set<Listener<Connectivity>>();
+  private boot: Boot | null;
+  /** The access token the boot script's GETs were made with (its answers are used only in that session). */
+  private bootAccess: string | null = null;
 
   constructor(opts: ClientOptions = {}) {
     this.base = opts.base ?? '/api/v1';
     this.doFetch = opts.fetch ?? ((...a) => fetch(...a));
     this.store = opts.store ?? localTokenStore;
+    this.boot = opts.boot !== undefined ? opts.boot
+      : typeof window !== 'undefined' ? ((window as Window & { __octoispBoot?: Boot }).__octoispBoot ?? null) : null;
     const locks = typeof navigator !== 'undefined' ? (navigator as Navigator & { locks?: LockManager }).locks : undefined;
     this.lock = opts.lock ?? (locks
       ? <T,>(fn: () => Promise<T>) => locks.request('octoisp-refresh', fn) as Promise<T>
@@ -129,12 +146,14 @@ export class ApiClient {
   }
 
   async login(email: string, password: string): Promise<void> {
+    this.boot = null;
     const resp = await this.send('POST', '/auth/login', { email, password });
     if (!resp.ok) throw await ApiClient.error(resp);
     this.setTokens(await resp.json());
   }
 
   async logout(): Promise<void> {
+    this.boot = null;
     const rt = this.store.getRefresh();
     this.access = null;
     this.store.setRefresh(null);
@@ -151,6 +170,11 @@ export class ApiClient {
   refresh(): Promise<boolean> {
     if (!this.refreshing) {
       this.refreshing = this.lock(async () => {
+        // The boot script's exchange, once: its pair is the session; refused or unreachable, redo it below.
+        const early = this.boot?.refresh;
+        if (this.boot) this.boot = { ...this.boot, refresh: Promise.resolve(null) };
+        const done = early ? await early.catch(() => null) : null;
+        if (done && 'pair' in done) { this.setTokens(done.pair); this.bootAccess = done.pair.access_token; return true; }
         const rt = this.store.getRefresh();
         if (!rt) { this.lose(); return false; }
         const resp = await this.send('POST', '/auth/refresh', { refresh_token: rt });
@@ -179,7 +203,7 @@ export class ApiClient {
         if (!(e instanceof ApiError && e.offline) || method !== 'GET') throw e;
       }
     }
-    let resp = await this.send(method, path, body, this.access);
+    let resp = (method === 'GET' && (await this.early(path))) || (await this.send(method, path, body, this.access));
     if (resp.status === 401 && this.store.getRefresh()) {
       if (await this.refresh()) resp = await this.send(method, path, body, this.access);
     }
@@ -193,6 +217,14 @@ export class ApiClient {
     this.signal(staleSince !== null ? { stale: true, since: staleSince || null } : { stale: false, since: null });
     const data = resp.status === 204 ? (undefined as T) : ((await resp.json()) as T);
     return { data, staleSince: staleSince !== null ? staleSince || '' : null };
+  }
+
+  /** The boot script's answer to GET `path`, once, if it got one. */
+  private async early(path: string): Promise<Response | null> {
+    const p = this.boot?.gets[path];
+    if (!p || !this.boot || this.access === null || this.access !== this.bootAccess) return null;
+    delete this.boot.gets[path];
+    return p.catch(() => null);
   }
 
   /** A file from the API (a report): its body and the name from Content-Disposition; a 401 refreshes once. */

@@ -3,7 +3,7 @@
 import { useEffect, useLayoutEffect, useState } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 
-export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDetail' | 'users' | 'roles' | 'audit' | 'alerts' | 'notifications' | 'diagnostics' | 'reports' | 'tr069' | 'agentConfig' | 'firmware';
+export type HelpPage = 'dashboard' | 'pops' | 'agents' | 'devices' | 'deviceDetail' | 'users' | 'roles' | 'audit' | 'alerts' | 'notifications' | 'diagnostics' | 'reports' | 'tr069' | 'agentConfig' | 'firmware' | 'apiKeys' | 'interfaces';
 
 /** Tour steps per page: the data-tour target and its text. */
 const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
@@ -17,6 +17,8 @@ const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
   deviceDetail: [['range', 'tour.deviceDetail.1'], ['graphs', 'tour.deviceDetail.2']],
   reports: [['report-kind', 'tour.reports.1'], ['report-scope', 'tour.reports.2'], ['report-download', 'tour.reports.3']],
   tr069: [['tr-summary', 'tour.tr069.1'], ['tr-actions', 'tour.tr069.2'], ['tr-tree', 'tour.tr069.3'], ['tr-tasks', 'tour.tr069.4']],
+  interfaces: [['ifmon-pop', 'tour.interfaces.1'], ['ifmon-list', 'tour.interfaces.2']],
+  apiKeys: [['apikey-list', 'tour.apiKeys.1'], ['apikey-new', 'tour.apiKeys.2']],
   agentConfig: [['agentcfg-current', 'tour.agentConfig.1'], ['agentcfg-editor', 'tour.agentConfig.2'], ['agentcfg-history', 'tour.agentConfig.3']],
   firmware: [['fw-images', 'tour.firmware.1'], ['fw-campaigns', 'tour.firmware.2'], ['fw-campaign-new', 'tour.firmware.3']],
 };

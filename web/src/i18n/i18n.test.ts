@@ -34,7 +34,8 @@ describe('i18n tables', () => {
       'conn.offline', 'devices.oui', 'devices.firmware', 'pops.agents', 'agents.hostname', 'dash.onlineShare',
       // Units and abbreviations written the same way in both languages.
       'graph.preset.1h', 'graph.preset.6h', 'graph.preset.24h', 'graph.cpu', 'graph.interface', 'graph.res.5m', 'silences.hours',
-      'rules.scope.pop', 'notif.kind.webhook', 'notif.err.time']);
+      'rules.scope.pop', 'notif.kind.webhook', 'notif.err.time',
+      'ifmon.open', 'ifmon.pop', 'ifmon.interface', 'ifmon.perSecond']);
     const same = Object.keys(ptBR).filter((k) => ptBR[k as keyof typeof ptBR] === en[k as keyof typeof en]);
     expect(same.filter((k) => !allowed.has(k))).toEqual([]);
   });
@@ -45,7 +46,7 @@ describe('i18n tables', () => {
     for (const file of sources(root)) {
       const text = readFileSync(file, 'utf8');
       for (const m of text.matchAll(/\bt\(\s*'([a-zA-Z0-9.\-]+)'/g)) used.add(m[1]);
-      for (const m of text.matchAll(/'((?:nav|tour|dash|devices|agents|pops|users|roles|audit|common|conn|help|login|theme|lang|graph|alerts|rules|silences|maint|notif|diag|agentcfg)\.[a-zA-Z0-9.\-]+)'/g)) used.add(m[1]);
+      for (const m of text.matchAll(/'((?:nav|tour|dash|devices|agents|pops|users|roles|audit|common|conn|help|login|theme|lang|graph|alerts|rules|silences|maint|notif|diag|agentcfg|apikeys|ifmon|tpl)\.[a-zA-Z0-9.\-]+)'/g)) used.add(m[1]);
     }
     expect(used.size).toBeGreaterThan(50);
     // A key ending with '.' is a prefix completed at run time (checked with its values in the modules' tests).
@@ -54,7 +55,7 @@ describe('i18n tables', () => {
   });
 
   it('has help texts (about, fields, actions) for every page with help', () => {
-    const pages = ['dashboard', 'pops', 'agents', 'devices', 'deviceDetail', 'users', 'roles', 'audit', 'alerts', 'notifications', 'diagnostics', 'tr069', 'agentConfig', 'firmware'];
+    const pages = ['dashboard', 'pops', 'agents', 'devices', 'deviceDetail', 'users', 'roles', 'audit', 'alerts', 'notifications', 'diagnostics', 'tr069', 'agentConfig', 'firmware', 'apiKeys', 'interfaces'];
     for (const p of pages) for (const part of ['about', 'fields', 'actions']) expect(`help.${p}.${part}` in ptBR, `${p}.${part}`).toBe(true);
   });
 

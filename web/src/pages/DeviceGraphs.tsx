@@ -59,7 +59,11 @@ const PANEL_TITLE: Record<Panel['kind'], MessageKey> = {
 function GraphPanel({ panel, range, onZoom }: { panel: Panel; range: Range; onZoom(from: number, to: number): void }) {
   const i18n = useI18n();
   const { t } = i18n;
-  const [choiceKey, setChoiceKey] = useState(panel.choices[0].key);
+  // `?if=<name>` (a link from the POP's interface list) picks that interface in the traffic panel.
+  const [choiceKey, setChoiceKey] = useState(() => {
+    const wanted = panel.kind === 'traffic' ? new URLSearchParams(window.location.search).get('if') : null;
+    return panel.choices.find((c) => c.key === wanted)?.key ?? panel.choices[0].key;
+  });
   const choice = panel.choices.find((c) => c.key === choiceKey) ?? panel.choices[0];
   const ids = useMemo(() => choice.lines.map((l) => l.series.id), [choice]);
   const pts = usePoints(ids, range);

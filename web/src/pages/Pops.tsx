@@ -59,6 +59,7 @@ export default function Pops() {
             </dl>
             <div className="row">
               {can('agents:enroll') && <button className="btn" data-tour="enroll" onClick={() => enroll(p)}>{t('pops.enroll')}</button>}
+              {can('metrics:read') && can('devices:read') && <Link to={`/pops/${p.id}/interfaces`} className="btn" data-testid="pop-interfaces">{t('ifmon.open')}</Link>}
               {can('agents:read') && <Link to={`/pops/${p.id}/agent-config`} className="btn" data-testid="pop-agent-config">{t('pops.agentConfig')}</Link>}
             </div>
           </Card>

@@ -2,7 +2,7 @@ import { useState } from 'react';
 import { useI18n } from '../i18n';
 import { ApiError, query } from '../api/client';
 import type { Page, User } from '../api/types';
-import { client, useApp, useGet } from '../state';
+import { client, Link, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, Pill } from '../components/ui';
 
 export default function Users() {
@@ -19,7 +19,8 @@ export default function Users() {
 
   return (
     <div className="page">
-      <h1>{t('users.title')}</h1>
+      <div className="row"><h1>{t('users.title')}</h1><div className="spacer" />
+        {can('api_keys:manage') && <Link to="/api-keys" className="btn" data-testid="users-api-keys">{t('users.apiKeys')}</Link>}</div>
       {error && <p className="notice notice-bad" role="alert">{error}</p>}
       {users.loading && !users.data && <Loading />}
       {users.error && !users.data && <ErrorView error={users.error} onRetry={users.reload} />}
