@@ -33,6 +33,8 @@ use crate::{ca, db};
 
 /// How long shutdown waits for in-flight work.
 pub const GRACE: Duration = Duration::from_secs(15);
+/// How long the exit waits for the database connections to come back after the grace period.
+const POOL_CLOSE: Duration = Duration::from_secs(5);
 
 /// A role of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -225,7 +227,17 @@ pub async fn run(
     if tokio::time::timeout(GRACE, tracker.wait()).await.is_err() {
         tracing::warn!("Some tasks did not finish within the grace period.");
     }
-    pool.close().await;
+    // `close` waits for every connection to come back: a statement still running (a long rollup on a loaded
+    // database) would hold the exit for minutes. Its transaction is rolled back when the connection drops, and
+    // every job here is idempotent, so past a short wait the process exits anyway.
+    if tokio::time::timeout(POOL_CLOSE, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "Database statements still running after the grace period; exiting without them (their transactions roll back)."
+        );
+    }
     Ok(())
 }
 

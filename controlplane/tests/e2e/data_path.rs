@@ -198,3 +198,49 @@ async fn disk_cap_drops_oldest_samples_and_reports_every_drop_upstream() {
         sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// SIGTERM ends the control plane even when its statements hang (here: ingest blocked on a lock someone holds on
+/// `samples`): past the grace period it exits without them, their transactions roll back, and the agent's
+/// outbox still holds what was not acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_even_with_statements_stuck_on_a_lock() {
+    let mut inst = Installation::start().await;
+    let mut agent = Agent::new(&inst.quic_addr, &generator(10, 50, 1_000_000));
+    agent.enroll(&inst.quic_addr, &inst.token());
+    agent.start();
+    inst.wait_for_samples(10, Duration::from_secs(60), &[&agent])
+        .await;
+
+    let mut lock = inst.admin.begin().await.unwrap();
+    sqlx::query("LOCK TABLE samples IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // Wait until the control plane's ingest is stuck behind the lock.
+    let start = std::time::Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'octoisp_app' AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&inst.admin)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "ingest never blocked on the lock"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+    // `stop_cp` panics when the process ignores SIGTERM for 30 s; the lock is still held.
+    inst.stop_cp();
+    assert!(
+        inst.cp_log().contains("exiting without them"),
+        "{}",
+        inst.cp_log()
+    );
+    lock.rollback().await.unwrap();
+    agent.kill();
+}
