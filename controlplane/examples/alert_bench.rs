@@ -374,7 +374,7 @@ async fn notify_leg(
     let wait_until = Instant::now() + Duration::from_secs(120);
     let events: i64 = loop {
         let (events, pending): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM alert_events WHERE ts > to_timestamp($1::float8 / 1000) \
+            "SELECT (SELECT count(*) FROM alert_events WHERE event_ts > to_timestamp($1::float8 / 1000) \
                        AND suppressed IS NULL), \
                     (SELECT count(*) FROM alert_events WHERE dispatched_at IS NULL) \
                   + (SELECT count(*) FROM notification_deliveries WHERE status <> 'sent')",
@@ -393,10 +393,10 @@ async fn notify_leg(
     };
     // Each event's series (local id) and sample time give the batch that caused it.
     let rows: Vec<(i64, i64, f64)> = sqlx::query_as(
-        "SELECT e.id, s.local_id, EXTRACT(EPOCH FROM e.ts)::float8 * 1000 FROM alert_events e \
+        "SELECT e.id, s.local_id, EXTRACT(EPOCH FROM e.event_ts)::float8 * 1000 FROM alert_events e \
          JOIN alerts a ON a.provider_id = e.provider_id AND a.id = e.alert_id \
          JOIN series s ON s.provider_id = e.provider_id AND 'series:' || s.id = a.target_key \
-         WHERE e.ts > to_timestamp($1::float8 / 1000)",
+         WHERE e.event_ts > to_timestamp($1::float8 / 1000)",
     )
     .bind((start_ms + 60_000) as f64)
     .fetch_all(&db.admin)
