@@ -689,6 +689,42 @@ try {
     await page.screenshot({ path: join(artifacts, 'agent-config-desktop-light.png'), fullPage: true });
   });
 
+  await step('agent configuration: an ACS provisioning template checked beside its fields, previewed, saved as version 3', async () => {
+    await go(page, '/pops');
+    await page.getByTestId('pop-card').filter({ hasText: 'POP Centro' }).getByTestId('pop-agent-config').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="agentcfg-version"]')?.textContent?.includes('version 2'));
+    await page.getByTestId('agentcfg-tab-templates').click();
+    await page.getByTestId('agentcfg-add-template').click();
+    await page.locator('#t0-name').fill('inform-interval');
+    await page.locator('#t0p0-name').fill('InternetGatewayDevice.ManagementServer.PeriodicInformInterval');
+    await page.locator('#t0p0-type').fill('xsd:unsignedInt');
+    // No condition: every known device of the POP matches; an OUI nobody has: none.
+    const preview = () => text('agentcfg-template-preview');
+    await page.waitForFunction(() => /(\d+) of the \1 known/.test(document.querySelector('[data-testid="agentcfg-template-preview"]')?.textContent ?? ''));
+    const all = Number((await preview()).match(/of the (\d+)/)[1]);
+    assert(all > 0, 'the POP has known devices: ' + (await preview()));
+    await page.locator('#t0-oui').fill('FFFFFF');
+    await page.waitForFunction(() => (document.querySelector('[data-testid="agentcfg-template-preview"]')?.textContent ?? '').startsWith('Matches 0 of'));
+    await page.locator('#t0-oui').fill('');
+    // A placeholder the agent does not know is refused beside the field, before anything is sent.
+    await page.locator('#t0p0-value').fill('{serial_number}');
+    await page.getByTestId('agentcfg-save').click();
+    await page.getByTestId('err-t0p0-value').waitFor();
+    assert((await text('err-t0p0-value')).includes('Unknown placeholder'), 'error: ' + (await text('err-t0p0-value')));
+    await page.locator('#t0p0-value').fill('{spread:3600:600}');
+    await page.getByTestId('agentcfg-comment').fill('Inform interval spread');
+    await page.getByTestId('agentcfg-save').click();
+    await page.waitForFunction(() => document.querySelector('[data-testid="agentcfg-version"]')?.textContent?.includes('version 3'));
+    const stored = JSON.parse(psql(dbName, `SELECT config FROM agent_configs WHERE pop_id = '${pops[0]}' AND version = 3`));
+    const tpl = stored.acs?.templates?.[0];
+    assert(tpl?.name === 'inform-interval' && tpl.version === 1 && tpl.set[0].value === '{spread:3600:600}' && tpl.set[0].type === 'xsd:unsignedInt',
+      'version 3 template: ' + JSON.stringify(stored));
+    assert(stored.monitors.ping.length === 2, 'the monitors are kept: ' + JSON.stringify(stored));
+    await page.screenshot({ path: join(artifacts, 'agent-config-templates-desktop-light.png'), fullPage: true });
+    const found = await axeViolations(page, 'agent configuration, templates');
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+  });
+
   await step("interface monitoring: a POP's interfaces busiest first, sorted by a column, a row opens its graph", async () => {
     await go(page, '/pops');
     await page.getByTestId('pop-card').filter({ hasText: 'POP Centro' }).getByTestId('pop-interfaces').click();

@@ -1,10 +1,11 @@
 // A POP's agent configuration: the newest version and where each agent stands (applied version, latest push),
-// an editor (a form for ping monitors, or the whole document as JSON, checked as typed), saved as a new version
+// an editor (a form for ping monitors, one for the ACS provisioning templates, or the whole document as JSON,
+// checked as typed), saved as a new version
 // against the version it was based on (409: someone saved meanwhile), and the history with each version's document.
 import { useEffect, useState } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 import { ApiError, query } from '../api/client';
-import type { Pop } from '../api/types';
+import type { Device, Page, Pop } from '../api/types';
 import { client, Link, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, NotAvailable, Pill } from '../components/ui';
 import { Field, invalid } from '../components/forms';
@@ -12,9 +13,11 @@ import {
   deliveryState, emptyMonitor, monitorRows, parseDocument, redactedPaths, withMonitors,
   type AgentConfigDocument, type AgentConfigVersion, type AgentConfigView, type AgentConfigWritten, type MonitorRow,
 } from '../lib/agentConfig';
+import { templateRows, withTemplates, type TemplateRow } from '../lib/templates';
+import TemplatesEditor from './TemplatesEditor';
 import './agentConfig.css';
 
-type Mode = 'form' | 'json';
+type Mode = 'form' | 'templates' | 'json';
 
 const STATE_KIND = { current: 'ok', pending: 'warn', failed: 'bad', old: 'warn', none: 'muted' } as const;
 
@@ -34,6 +37,7 @@ export default function AgentConfig({ popId }: { popId: string }) {
   const [base, setBase] = useState<number | null>(null);
   const [text, setText] = useState('');
   const [rows, setRows] = useState<MonitorRow[]>([]);
+  const [tpls, setTpls] = useState<TemplateRow[]>([]);
   const [comment, setComment] = useState('');
   const [touched, setTouched] = useState(false);
   const [saved, setSaved] = useState<AgentConfigWritten | null>(null);
@@ -48,6 +52,7 @@ export default function AgentConfig({ popId }: { popId: string }) {
     setBase(version);
     setText(pretty(v.config));
     setRows(monitorRows(v.config));
+    setTpls(templateRows(v.config));
     setTouched(false);
     setConflict(false);
     setError(null);
@@ -56,12 +61,19 @@ export default function AgentConfig({ popId }: { popId: string }) {
 
   const parsed = parseDocument(text);
   const fromForm = mode === 'form' && parsed.config ? withMonitors(parsed.config, rows) : null;
-  const doc = mode === 'form' ? fromForm?.config ?? null : parsed.config;
+  const fromTpl = mode === 'templates' && parsed.config ? withTemplates(parsed.config, tpls) : null;
+  const doc = mode === 'form' ? fromForm?.config ?? null : mode === 'templates' ? fromTpl?.config ?? null : parsed.config;
+  // The POP's known devices, for the templates' preview.
+  const devices = useGet<Page<Device>>(mode === 'templates' && can('devices:read') ? '/devices' + query({ pop: popId, limit: 500 }) : null);
   const redacted = doc ? redactedPaths(doc) : [];
   const switchMode = (m: Mode) => {
     if (m === mode) return;
-    if (m === 'json' && fromForm?.config) setText(pretty(fromForm.config));
-    if (m === 'form' && parsed.config) setRows(monitorRows(parsed.config));
+    // What the current tab holds becomes the document the next tab starts from.
+    const current = mode === 'form' ? fromForm?.config : mode === 'templates' ? fromTpl?.config : parsed.config;
+    if (current && mode !== 'json') setText(pretty(current));
+    const from = current ?? parsed.config;
+    if (m === 'form' && from) setRows(monitorRows(from));
+    if (m === 'templates' && from) setTpls(templateRows(from));
     setMode(m);
   };
 
@@ -132,6 +144,7 @@ export default function AgentConfig({ popId }: { popId: string }) {
           <Card title={writer ? t('agentcfg.edit') : t('agentcfg.document')} testid="agentcfg-editor" tour="agentcfg-editor">
             <div className="tabs" role="tablist">
               <button className="tab" role="tab" aria-selected={mode === 'form'} onClick={() => switchMode('form')} disabled={mode === 'json' && !parsed.config} data-testid="agentcfg-tab-form">{t('agentcfg.pingForm')}</button>
+              <button className="tab" role="tab" aria-selected={mode === 'templates'} onClick={() => switchMode('templates')} disabled={mode === 'json' && !parsed.config} data-testid="agentcfg-tab-templates">{t('agentcfg.templates')}</button>
               <button className="tab" role="tab" aria-selected={mode === 'json'} onClick={() => switchMode('json')} data-testid="agentcfg-tab-json">{t('agentcfg.json')}</button>
             </div>
             {mode === 'form' && (
@@ -157,6 +170,9 @@ export default function AgentConfig({ popId }: { popId: string }) {
                 {writer && <button className="btn btn-small" onClick={() => setRows([...rows, emptyMonitor()])} data-testid="agentcfg-add">{t('agentcfg.addMonitor')}</button>}
                 <p className="muted small">{t('agentcfg.formNote')}</p>
               </div>
+            )}
+            {mode === 'templates' && (
+              <TemplatesEditor rows={tpls} setRows={setTpls} errors={touched ? fromTpl?.errors ?? null : null} writer={writer} devices={devices.data ?? null} />
             )}
             {mode === 'json' && (
               <Field id="agentcfg-json" label={t('agentcfg.json')} error={parsed.error ? t('agentcfg.jsonError', { line: parsed.line ?? 1, message: parsed.error === 'object' ? t('agentcfg.notObject') : parsed.error }) : null}>
