@@ -351,6 +351,8 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/agents/{id}/revoke", "agents:revoke"),
     route("GET", "/api/v1/pops/{id}/agent-config", "agents:read"),
     route("PUT", "/api/v1/pops/{id}/agent-config", "agents:write"),
+    // Interface monitoring per POP (api/interfaces.rs; also needs devices:read).
+    route("GET", "/api/v1/pops/{id}/interfaces", "metrics:read"),
     route(
         "GET",
         "/api/v1/pops/{id}/agent-config/versions",
