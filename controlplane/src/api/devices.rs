@@ -167,7 +167,7 @@ pub async fn list(
         .tx_planned(&state.pool, None, filters.plans(&order))
         .await?;
     let rows: Vec<Device> = qb.build_query_as().fetch_all(&mut *tx).await?;
-    tx.commit().await?;
+    crate::db::end_read(tx);
     Ok(axum::Json(Page::from_rows_keyed(rows, limit, |d| {
         encode_key_cursor(
             order.key(d.name.as_deref(), d.serial_number.as_deref()),
@@ -188,7 +188,7 @@ pub async fn get(
     caller.require("devices:read")?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let device = fetch(&mut tx, &state, id).await?;
-    tx.commit().await?;
+    crate::db::end_read(tx);
     Ok(axum::Json(device))
 }
 
