@@ -298,3 +298,75 @@ async fn mtr_to_loopback_streams_its_cycles() {
     assert_eq!(out["cycles"], 5);
     agent.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_port_scan_runs_as_a_syn_or_connect_scan_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = local_config(dir.path());
+    cfg.scan.allowed = vec!["127.0.0.0/8".into()];
+    let agent = Agent::start(&cfg, limits()).await;
+    let p = pair().await;
+    agent.serve(p.agent.clone());
+    // One port listening, the next one closed (nothing bound to it once the probe socket is gone).
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = open.local_addr().unwrap().port();
+    let closed = {
+        let s = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut results = Vec::new();
+    for method in ["syn", "connect", "auto"] {
+        let scan = command(
+            "portscan",
+            json!({"host": "127.0.0.1", "ports": [port, closed], "method": method}),
+        );
+        let seen = send(&p.cp, &scan).await;
+        assert_eq!(seen.state(), "started", "{method}: {:?}", seen.frames);
+        results.push((method, scan.id));
+    }
+    // A UDP scan takes no TCP method: refused before anything is sent.
+    let udp = command(
+        "portscan",
+        json!({"host": "127.0.0.1", "udp": true, "method": "syn"}),
+    );
+    send(&p.cp, &udp).await;
+
+    let mut up = Upstream::default();
+    up.drain(&agent.outbox);
+    for (method, id) in results {
+        let r = up.of(id);
+        assert_eq!(
+            r[0].status,
+            CommandStatus::Succeeded,
+            "{method}: {:?}",
+            r[0]
+        );
+        let out: serde_json::Value = serde_json::from_str(&r[0].output_json).unwrap();
+        // The agent runs as root here, so `auto` is a SYN scan.
+        let expected = if method == "connect" {
+            "connect"
+        } else {
+            "syn"
+        };
+        assert_eq!(out["method"], expected, "{method}: {out}");
+        let mut states: Vec<(u64, &str)> = out["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["port"].as_u64().unwrap(), p["state"].as_str().unwrap()))
+            .collect();
+        states.sort();
+        let mut expected = vec![(u64::from(port), "open"), (u64::from(closed), "closed")];
+        expected.sort();
+        assert_eq!(states, expected, "{method}: {out}");
+    }
+    let r = up.of(udp.id);
+    assert_eq!(r[0].status, CommandStatus::Rejected, "{:?}", r[0]);
+    assert!(
+        r[0].error.as_deref().unwrap().contains("method"),
+        "{:?}",
+        r[0].error
+    );
+    drop(open);
+    agent.stop().await;
+}

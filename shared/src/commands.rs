@@ -391,6 +391,9 @@ impl Args {
             }
             Args::Portscan(a) => {
                 range("ports", a.ports.len() as u64, 0, 65_536)?;
+                if a.udp && a.method != ScanMethod::Auto {
+                    return Err("method: applies to TCP scans only (leave it out with udp)".into());
+                }
                 if a.ports.contains(&0) {
                     return Err("ports: port 0 is not a port".into());
                 }
@@ -705,9 +708,12 @@ pub struct PortscanArgs {
     /// Ports; empty = the 100 most common (TCP) or 30 (UDP).
     #[serde(default)]
     pub ports: Vec<u16>,
-    /// UDP instead of TCP connect.
+    /// UDP instead of TCP.
     #[serde(default)]
     pub udp: bool,
+    /// How TCP ports are probed (default `auto`: SYN scan when the agent may use raw sockets).
+    #[serde(default)]
+    pub method: ScanMethod,
     /// Read service banners of open TCP ports.
     #[serde(default)]
     pub banners: bool,
@@ -717,6 +723,20 @@ pub struct PortscanArgs {
     /// Timeout override, seconds.
     #[serde(default)]
     pub timeout_secs: Option<u32>,
+}
+
+/// How a TCP `portscan` probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanMethod {
+    /// SYN scan when the agent holds CAP_NET_RAW (it does as installed from the package), connect scan
+    /// otherwise; the result says which ran.
+    #[default]
+    Auto,
+    /// SYN ("half-open") scan; the command fails when the agent may not use raw sockets.
+    Syn,
+    /// Full TCP connections.
+    Connect,
 }
 
 /// `dns`: one query.

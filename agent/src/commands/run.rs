@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use octoisp_shared::commands::{
-    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, SnmpDiscoverArgs, SnmpGetArgs,
-    SnmpTarget, SnmpWalkArgs, SweepArgs, TraceProto, TracerouteArgs,
+    Args, DnsArgs, HttpArgs, MtrArgs, PingArgs, PortscanArgs, ScanMethod, SnmpDiscoverArgs,
+    SnmpGetArgs, SnmpTarget, SnmpWalkArgs, SweepArgs, TraceProto, TracerouteArgs,
 };
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -286,15 +286,24 @@ async fn run_portscan(ctx: &Ctx, a: PortscanArgs) -> Result<Value, String> {
         max_parallel: a.max_parallel,
         initial_parallel: a.max_parallel.min(64),
         banners: a.banners,
+        method: match a.method {
+            ScanMethod::Auto => portscan::TcpMethod::Auto,
+            ScanMethod::Syn => portscan::TcpMethod::Syn,
+            ScanMethod::Connect => portscan::TcpMethod::Connect,
+        },
         ..Default::default()
     };
     let total = ports.len();
     let mut results = Vec::new();
+    let mut method = portscan::TcpMethod::Connect;
     for (n, chunk) in ports.chunks(PORT_STEP).enumerate() {
         if ctx.cancel.is_cancelled() {
             return Err("cancelled".into());
         }
-        let got = portscan::scan(a.host, chunk, a.udp, &opts).await;
+        let (got, used) = portscan::scan_with_method(a.host, chunk, a.udp, &opts)
+            .await
+            .map_err(|e| e.to_string())?;
+        method = used;
         let done = (n * PORT_STEP + chunk.len()).min(total);
         let open: Vec<_> = got
             .iter()
@@ -308,11 +317,15 @@ async fn run_portscan(ctx: &Ctx, a: PortscanArgs) -> Result<Value, String> {
         }));
         results.extend(got);
     }
-    Ok(json!({
+    let mut out = json!({
         "host": a.host,
         "protocol": if a.udp { "udp" } else { "tcp" },
         "ports": results,
-    }))
+    });
+    if !a.udp {
+        out["method"] = json!(method);
+    }
+    Ok(out)
 }
 
 async fn run_dns(a: DnsArgs) -> Result<Value, String> {
