@@ -11,17 +11,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use futures::future::BoxFuture;
+use axum::http::{Request, StatusCode, header};
 use octoisp_controlplane::alerts::{Engine, EngineConfig};
-use octoisp_controlplane::api::error::ApiError;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
-use octoisp_controlplane::auth::Caller;
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::ingest::store::Store;
 use octoisp_controlplane::notify::{self, NotifyConfig};
 use octoisp_shared::{Event, Record, Sample, SeriesDef, Severity, Tr069Result};
 use serde_json::Value;
 use support::TestDb;
+use support::api::{TestAuth, caller};
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
 use support::standins::HttpReceiver;
 use tokio_util::sync::CancellationToken;
@@ -1015,44 +1013,6 @@ async fn two_engines_fed_the_same_samples_write_each_event_once() {
 }
 
 // ------------------------------------------------------------------------------------------------- the API
-
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        _ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let token = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match token {
-                None => Ok(None),
-                Some(t) => self
-                    .0
-                    .get(t)
-                    .cloned()
-                    .map(Some)
-                    .ok_or(ApiError::Unauthenticated),
-            }
-        })
-    }
-}
-
-fn caller(provider: Uuid, perms: &[&str]) -> Caller {
-    Caller {
-        user_id: Some(Uuid::now_v7()),
-        api_key_id: None,
-        provider_id: Some(provider),
-        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
-        global_admin: false,
-        request_id: String::new(),
-        ip: None,
-    }
-}
 
 async fn call(
     router: &axum::Router,

@@ -15,47 +15,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use futures::future::BoxFuture;
-use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::ratelimit::RateLimiter;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::auth::{self, Caller, rbac};
 use octoisp_controlplane::db;
 use serde_json::Value;
 use support::TestDb;
+use support::api::TestAuth;
 use support::fixtures::{Tenant, tenant};
 use tower::ServiceExt as _;
 use uuid::Uuid;
-
-/// Bearer token -> caller.
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let Some(value) = headers.get(header::AUTHORIZATION) else {
-                return Ok(None);
-            };
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self
-                .0
-                .get(token)
-                .cloned()
-                .ok_or(ApiError::Unauthenticated)?;
-            caller.request_id = ctx.request_id.clone();
-            caller.ip = ctx.ip;
-            Ok(Some(caller))
-        })
-    }
-}
 
 fn caller(provider: Option<Uuid>, perms: &[&str], global_admin: bool) -> Caller {
     Caller {

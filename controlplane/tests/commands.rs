@@ -14,10 +14,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use futures::future::BoxFuture;
-use octoisp_controlplane::api::error::ApiError;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use axum::http::{Request, StatusCode, header};
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::commands::{AgentLinks, Commands, CommandsConfig};
 use octoisp_controlplane::config::QueueSection;
@@ -26,38 +24,10 @@ use octoisp_controlplane::queue::{Queue, Tier};
 use octoisp_shared::{CommandResult, CommandStatus, Record};
 use serde_json::{Value, json};
 use support::TestDb;
+use support::api::TestAuth;
 use support::fixtures::{Tenant, batch, tenant};
 use tower::ServiceExt as _;
 use uuid::Uuid;
-
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let Some(value) = headers.get(header::AUTHORIZATION) else {
-                return Ok(None);
-            };
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self
-                .0
-                .get(token)
-                .cloned()
-                .ok_or(ApiError::Unauthenticated)?;
-            caller.request_id = ctx.request_id.clone();
-            caller.ip = ctx.ip;
-            Ok(Some(caller))
-        })
-    }
-}
 
 fn caller(provider: Option<Uuid>, perms: &[&str]) -> Caller {
     Caller {

@@ -17,12 +17,10 @@ use aws_lc_rs::{aead, hmac};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures::future::BoxFuture;
-use octoisp_controlplane::api::error::ApiError;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::auth::{Caller, rbac};
 use octoisp_controlplane::db;
 use octoisp_controlplane::notify::{self, NotifyConfig, SmtpConfig, SmtpTls};
@@ -30,41 +28,13 @@ use octoisp_controlplane::secretbox::{self, SecretBox};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::TestDb;
+use support::api::TestAuth;
 use support::fixtures::{Tenant, tenant};
 use support::standins::{HttpReceiver, SmtpServer};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use uuid::Uuid;
-
-/// Bearer token -> caller.
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let Some(value) = headers.get(header::AUTHORIZATION) else {
-                return Ok(None);
-            };
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self
-                .0
-                .get(token)
-                .cloned()
-                .ok_or(ApiError::Unauthenticated)?;
-            caller.request_id = ctx.request_id.clone();
-            Ok(Some(caller))
-        })
-    }
-}
 
 fn caller(provider: Uuid, user: Uuid, perms: &[&str]) -> Caller {
     Caller {

@@ -6,17 +6,11 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
-use futures::future::BoxFuture;
-use octoisp_controlplane::api::error::ApiError;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
-use octoisp_controlplane::auth::Caller;
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::ingest::store::{Store, StoreOutcome};
 use octoisp_controlplane::rollup::{Level, MetricsConfig, RollupError, RollupJob};
 use octoisp_shared::{Sample, SeriesDef};
@@ -25,8 +19,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use support::TestDb;
+use support::api::{TestAuth, caller, get};
 use support::fixtures::{self, Tenant, def, tenant};
-use tower::ServiceExt as _;
 use uuid::Uuid;
 
 /// Retention long enough for data a couple of months old to be rolled up at every level.
@@ -531,63 +525,6 @@ async fn retention_drops_whole_old_partitions_and_keeps_recent_ones() {
     assert!(refused.is_err());
     assert!(exists(sample_name(day(0))).await);
     db.cleanup().await;
-}
-
-/// Bearer token -> caller.
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let token = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self
-                .0
-                .get(token)
-                .cloned()
-                .ok_or(ApiError::Unauthenticated)?;
-            caller.request_id = ctx.request_id.clone();
-            Ok(Some(caller))
-        })
-    }
-}
-
-fn caller(provider: Uuid, perms: &[&str]) -> Caller {
-    Caller {
-        user_id: Some(Uuid::now_v7()),
-        api_key_id: None,
-        provider_id: Some(provider),
-        permissions: perms.iter().map(|p| (*p).to_owned()).collect(),
-        global_admin: false,
-        request_id: String::new(),
-        ip: None,
-    }
-}
-
-async fn get(router: &axum::Router, token: &str, uri: &str) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 7], 4000))));
-    let resp = router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
 }
 
 fn iso(t: DateTime<Utc>) -> String {

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::TestDb;
 
-/// Bearer token -> caller.
+/// Bearer token -> caller. A request without `Authorization` is anonymous (the route then answers 401 if it
+/// needs a caller); an unknown token is refused.
 pub struct TestAuth(pub HashMap<String, Caller>);
 
 impl Authenticator for TestAuth {
@@ -28,9 +29,12 @@ impl Authenticator for TestAuth {
         ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
         Box::pin(async move {
-            let token = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
+            let Some(value) = headers.get(header::AUTHORIZATION) else {
+                return Ok(None);
+            };
+            let token = value
+                .to_str()
+                .ok()
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .ok_or(ApiError::Unauthenticated)?;
             let mut caller = self
@@ -39,6 +43,7 @@ impl Authenticator for TestAuth {
                 .cloned()
                 .ok_or(ApiError::Unauthenticated)?;
             caller.request_id = ctx.request_id.clone();
+            caller.ip = ctx.ip;
             Ok(Some(caller))
         })
     }
