@@ -440,6 +440,7 @@ fn command_status(s: CommandStatus) -> &'static str {
         CommandStatus::Failed => "failed",
         CommandStatus::Expired => "expired",
         CommandStatus::Rejected => "rejected",
+        CommandStatus::Cancelled => "cancelled",
     }
 }
 
