@@ -451,6 +451,7 @@ fn command_status(s: CommandStatus) -> &'static str {
         CommandStatus::Failed => "failed",
         CommandStatus::Expired => "expired",
         CommandStatus::Rejected => "rejected",
+        CommandStatus::Cancelled => "cancelled",
     }
 }
 
