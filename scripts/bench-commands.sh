@@ -18,6 +18,10 @@
 #                          run uses a fresh database `octoisp_bench_cmd` in it
 #   BASE_PORT [27000]      QUIC +443, HTTP +80, Redis (private, started here) +379, agent metrics +2000..
 #   RUN_DIR [/var/tmp/octoisp-bench-commands/DATE]
+#   PGSS=1                 the cluster preloads pg_stat_statements and has the extension in its admin database: its
+#                          counters are reset before the flood and the costliest statements of the run's database
+#                          are written to RUN_DIR/pg_stat_statements.txt (execution time per command; with
+#                          pg_stat_statements.track = all the foreign-key checks appear too, nested in their INSERT)
 #
 # The large tier's per-tenant limits (queue.tenant_concurrency and tenant_rate, 500 and 200/s by default: a policy
 # that spreads a provider's mass reboot over minutes) are lifted for the large tier, so the run measures what the
@@ -146,6 +150,7 @@ agents_ticks() { local t=0 p; for p in "${AGENT_PIDS[@]}"; do t=$((t + $(cpu_tic
 REDIS_PID=$(cat "$RUN/redis/redis.pid")
 C0=$(cpu_ticks "$CP_PID"); A0=$(agents_ticks); R0=$(cpu_ticks "$REDIS_PID"); P0=$(pg_ticks)
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+[ -n "${PGSS:-}" ] && psql "$ADMIN" -XtAc "SELECT pg_stat_statements_reset()" >/dev/null
 
 say "flood: $TOTAL noop commands for the large provider over $AGENTS agents; a small-provider noop every $PROBE_MS ms"
 # The small tenant's probes run until the flood is over.
@@ -209,4 +214,18 @@ cpu() { awk "BEGIN {printf \"%.1f\", ($2 - $1) / $HZ}"; }
                   WHERE c.dispatched_at IS NOT NULL) c"
     done
     echo "small-provider probe requests: $(sort "$RUN/probes.txt" | uniq -c | tr '\n' ' ')"
+    echo "running marks: $(curl -fs "http://127.0.0.1:$HTTP_PORT/metrics" | grep '^octoisp_commands_running_marks_total' | tr '\n' ' ')"
 } | tee "$RUN/summary.txt"
+if [ -n "${PGSS:-}" ]; then
+    psql "$ADMIN" -XAF ' | ' -c "
+      SELECT round(total_exec_time::numeric) AS total_ms, calls,
+             round((total_exec_time * 1000 / $TOTAL)::numeric, 1) AS us_per_command,
+             left(regexp_replace(query, '\s+', ' ', 'g'), 140) AS statement
+        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB')
+       ORDER BY total_exec_time DESC LIMIT 20" >"$RUN/pg_stat_statements.txt"
+    psql "$ADMIN" -XtAc "
+      SELECT 'PostgreSQL execution time per command (pg_stat_statements, top-level statements): '
+             || round((sum(total_exec_time) * 1000 / $TOTAL)::numeric, 1) || ' us'
+        FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB') AND toplevel" \
+        | tee -a "$RUN/summary.txt"
+fi

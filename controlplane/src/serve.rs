@@ -129,7 +129,9 @@ pub async fn run(
             Store::new(pool.clone())
         };
         let store = Arc::new(match &commands {
-            Some(c) => store.with_command_queue(c.queue.clone()),
+            Some(c) => store
+                .with_command_queue(c.queue.clone())
+                .with_running_marks(c.marks.clone()),
             None => store,
         });
         let (mut server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)

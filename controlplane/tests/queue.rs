@@ -111,6 +111,38 @@ async fn jobs_of_a_tenant_come_out_in_enqueue_order() {
 }
 
 #[tokio::test]
+async fn a_reserve_with_a_tier_weight_of_zero_leaves_that_tier_alone() {
+    // The dispatcher's express lane: the large tier's weight is 0 for its calls, so it takes the small tenant's
+    // job out of a large tenant's flood and nothing of the flood, and the next ordinary call serves the flood.
+    let q = queue(cfg()).await;
+    let (big, small) = (Uuid::new_v4(), Uuid::new_v4());
+    let flood: Vec<NewJob> = (0..50).map(|_| job(big, Tier::Large, "flood")).collect();
+    q.enqueue(&flood).await.unwrap();
+    let probe = job(small, Tier::Small, "probe");
+    q.enqueue(std::slice::from_ref(&probe)).await.unwrap();
+    assert!(
+        q.reserve_weighted("w", 8, [4, 2, 0])
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.id)
+            .eq([probe.id]),
+        "only the small tenant's job"
+    );
+    assert!(
+        q.reserve_weighted("w", 8, [4, 2, 0])
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing for the express lane once the small tier is empty"
+    );
+    let rest = q.reserve("w", 100).await.unwrap();
+    assert_eq!(rest.len(), 50);
+    assert!(rest.iter().all(|l| l.provider_id == big));
+    cleanup(&q).await;
+}
+
+#[tokio::test]
 async fn tenants_of_a_tier_are_served_round_robin() {
     let q = queue(cfg()).await;
     let tenants = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];

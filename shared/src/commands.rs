@@ -151,6 +151,14 @@ pub const CATALOGUE: &[CommandSpec] = &[
         7200,
     ),
     spec(
+        "tr069.withdraw",
+        "Withdraw TR-069 commands whose task no CPE session has started yet (firmware campaign pause or cancel)",
+        "tr069:firmware",
+        false,
+        false,
+        60,
+    ),
+    spec(
         "config.update",
         "Apply a new agent configuration (monitors, SNMP, ACS, scan ranges)",
         "agents:write",
@@ -269,6 +277,8 @@ pub enum Args {
     Tr069FactoryReset(Tr069DeviceArgs),
     /// `tr069.download`.
     Tr069Download(Tr069DownloadArgs),
+    /// `tr069.withdraw`.
+    Tr069Withdraw(Tr069WithdrawArgs),
     /// `config.update`.
     ConfigUpdate(ConfigUpdateArgs),
 }
@@ -300,6 +310,7 @@ impl Args {
             "tr069.reboot" => Args::Tr069Reboot(typed(value)?),
             "tr069.factory_reset" => Args::Tr069FactoryReset(typed(value)?),
             "tr069.download" => Args::Tr069Download(typed(value)?),
+            "tr069.withdraw" => Args::Tr069Withdraw(typed(value)?),
             "config.update" => Args::ConfigUpdate(typed(value)?),
             other => return Err(CommandError::Unknown(other.to_owned())),
         };
@@ -325,6 +336,7 @@ impl Args {
             Args::Tr069SetParams(a) => a.timeout_secs,
             Args::Tr069Reboot(a) | Args::Tr069FactoryReset(a) => a.timeout_secs,
             Args::Tr069Download(a) => a.timeout_secs,
+            Args::Tr069Withdraw(a) => a.timeout_secs,
             Args::ConfigUpdate(a) => a.timeout_secs,
         }
     }
@@ -472,6 +484,12 @@ impl Args {
                     }
                     _ => Err("url: give exactly one of url, sha256 or image_id".into()),
                 }
+            }
+            Args::Tr069Withdraw(a) => {
+                if a.commands.is_empty() || a.commands.len() > MAX_WITHDRAW {
+                    return Err(format!("commands: needs 1..={MAX_WITHDRAW} command ids"));
+                }
+                Ok(())
             }
             Args::ConfigUpdate(a) => {
                 if a.version == 0 {
@@ -932,6 +950,23 @@ pub struct Tr069DownloadArgs {
     #[serde(default)]
     pub timeout_secs: Option<u32>,
 }
+
+/// `tr069.withdraw`: the agent removes the queued TR-069 tasks of these commands (of its own `tr069.*` commands)
+/// when no CPE session has started them yet, and those commands end `cancelled`; a task already sent to its CPE
+/// (a download under way) is left to finish and its command reports how it ended. A listed command that has not
+/// reached the agent yet is refused when it does (`cancelled`), so the order of arrival does not matter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tr069WithdrawArgs {
+    /// The commands to withdraw (ids of `tr069.*` commands of this agent).
+    pub commands: Vec<uuid::Uuid>,
+    /// Timeout override, seconds.
+    #[serde(default)]
+    pub timeout_secs: Option<u32>,
+}
+
+/// Most commands one `tr069.withdraw` names.
+pub const MAX_WITHDRAW: usize = 10_000;
 
 /// `config.update`: a new central configuration for the agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

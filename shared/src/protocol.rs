@@ -348,6 +348,10 @@ pub enum CommandStatus {
     Expired,
     /// The agent does not know this command or its arguments are invalid.
     Rejected,
+    /// It was withdrawn (`tr069.withdraw`) before it took effect: its TR-069 task was removed before any CPE
+    /// session started it. Sent only in answer to a `tr069.withdraw`, which only a control plane that knows this
+    /// variant sends.
+    Cancelled,
 }
 
 /// The final, durable result of a command.

@@ -486,6 +486,41 @@ try {
     assert(psql(dbName, "SELECT threshold FROM alert_rules WHERE rule_key = 'perda-alta'") === '0.05', 'stored threshold');
   });
 
+  await step('rule preview: what the rule would have fired on the stored samples, before saving', async () => {
+    // 'CPU high' (> 90) never fired on Ana's seeded CPU (20-40 %); at > 24 it would have (the last two hours of
+    // raw samples always reach 24.6 % or more).
+    await page.getByTestId('rule-row').filter({ hasText: 'CPU high' }).getByTestId('rule-edit').click();
+    await page.getByTestId('rule-preview-run').click();
+    await page.getByTestId('rule-preview-summary').waitFor();
+    assert((await text('rule-preview-summary')).startsWith('0 device(s)'), 'at > 90: ' + (await text('rule-preview-summary')));
+    await page.getByLabel('Fire threshold').fill('24');
+    await page.getByTestId('rule-preview-run').click();
+    await page.getByTestId('rule-preview-summary').filter({ hasText: '1 device(s) would have fired' }).waitFor();
+    const row = page.getByTestId('rule-preview-row').first();
+    assert((await row.innerText()).includes('Cliente Ana'), 'preview row: ' + (await row.innerText()));
+    assert((await row.locator('rect.timeline-bar').count()) >= 1, 'a bar on the timeline');
+    assert(psql(dbName, "SELECT threshold FROM alert_rules WHERE rule_key = 'cpu'") === '90', 'the preview saved nothing');
+    // A bad value: the field's error, no request.
+    await page.getByLabel('Fire threshold').fill('muito');
+    await page.getByTestId('rule-preview-run').click();
+    await page.getByTestId('err-rule-threshold').waitFor();
+    await page.getByLabel('Fire threshold').fill('24');
+    await page.getByTestId('rule-preview-run').click();
+    await page.getByTestId('rule-preview-row').first().waitFor();
+    const found = await axeViolations(page, 'rule preview');
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+    for (const [size, vp] of [['desktop', { width: 1366, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
+      await page.setViewportSize(vp);
+      for (const theme of ['light', 'dark']) {
+        await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+        await page.getByTestId('rule-preview').screenshot({ path: join(artifacts, `rule-preview-${size}-${theme}.png`) });
+      }
+    }
+    await page.setViewportSize({ width: 1366, height: 900 });
+    await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+    await page.getByTestId('rule-form').getByRole('button', { name: 'Cancel' }).click();
+  });
+
   await step('a silence and a maintenance window are created', async () => {
     await page.getByTestId('tab-silences').click();
     await page.getByLabel('Reason').fill('Troca de ONU agendada');
@@ -790,6 +825,111 @@ try {
     await page.waitForFunction(() => document.querySelector('[data-testid="apikey-row"][data-name="Zabbix NOC"]')?.dataset.state === 'revoked');
     assert((await withKey('/devices')).status === 401, 'a revoked key is refused');
     assert(psql(dbName, "SELECT count(*) FROM audit_log WHERE action IN ('api_keys.create', 'api_keys.revoke')") === '2', 'audited');
+  });
+
+  await step('users and roles: an admin creates a custom role and a user with it; that user sees only what the role allows', async () => {
+    const TECH = 'tecnico@e2e.example';
+    await go(page, '/roles');
+    await page.getByTestId('role-new').click();
+    // Nothing filled: the errors, nothing sent.
+    await page.getByTestId('role-save').click();
+    await page.getByTestId('err-role-name').waitFor();
+    await page.locator('#role-name').fill('Field tech E2E');
+    await page.locator('#role-description').fill('Sees devices and alerts, nothing else');
+    for (const code of ['devices:read', 'alerts:read', 'alerts:ack']) await page.getByTestId('perm-' + code).check();
+    await page.getByTestId('perm-alerts:ack').uncheck();
+    await page.getByTestId('role-save').click();
+    const card = page.getByTestId('role-card').filter({ hasText: 'Field tech E2E' });
+    await card.waitFor();
+    assert(psql(dbName, "SELECT string_agg(permission, ',' ORDER BY permission) FROM role_permissions rp JOIN roles r ON r.id = rp.role_id WHERE r.name = 'Field tech E2E'")
+      === 'alerts:read,devices:read', 'stored permissions');
+    // Edited: one more permission.
+    await card.getByTestId('role-edit').click();
+    await page.getByTestId('role-matrix').waitFor();
+    let found = await axeViolations(page, '/roles editor');
+    for (const theme of ['light', 'dark']) {
+      await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+      await page.screenshot({ path: join(artifacts, `roles-editor-desktop-${theme}.png`), fullPage: true });
+    }
+    await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+    await page.getByTestId('perm-metrics:read').check();
+    await page.getByTestId('role-save').click();
+    await card.filter({ hasText: 'metrics:read' }).waitFor();
+    // A throwaway role is created and deleted.
+    await page.getByTestId('role-new').click();
+    await page.locator('#role-name').fill('Temporary E2E');
+    await page.getByTestId('perm-devices:read').check();
+    await page.getByTestId('role-save').click();
+    const temp = page.getByTestId('role-card').filter({ hasText: 'Temporary E2E' });
+    await temp.getByTestId('role-delete').click();
+    await temp.getByTestId('role-delete-confirm').click();
+    await page.waitForFunction(() => ![...document.querySelectorAll('[data-testid="role-card"]')].some((c) => c.textContent.includes('Temporary E2E')));
+
+    await go(page, '/users');
+    await page.getByTestId('user-new').click();
+    await page.getByTestId('user-save').click();
+    await page.getByTestId('err-user-email').waitFor();
+    await page.locator('#user-email').fill(TECH);
+    await page.locator('#user-name').fill('Técnico E2E');
+    await page.locator('#user-role').selectOption({ label: 'Viewer' });
+    await page.getByTestId('user-mode-set').check();
+    await page.locator('#user-password').fill('curta');
+    await page.getByTestId('user-save').click();
+    await page.getByTestId('err-user-password').waitFor();
+    await page.locator('#user-password').fill(PASSWORD);
+    found.push(...(await axeViolations(page, '/users form')));
+    for (const [size, vp] of [['desktop', { width: 1366, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
+      await page.setViewportSize(vp);
+      for (const theme of ['light', 'dark']) {
+        await page.evaluate((t) => { document.documentElement.dataset.theme = t; }, theme);
+        await page.screenshot({ path: join(artifacts, `users-new-${size}-${theme}.png`), fullPage: true });
+      }
+    }
+    await page.setViewportSize({ width: 1366, height: 900 });
+    await page.evaluate(() => { document.documentElement.dataset.theme = 'light'; });
+    await page.getByTestId('user-save').click();
+    await page.getByTestId('user-notice').waitFor();
+    const row = page.getByTestId('user-row').filter({ hasText: TECH });
+    await row.waitFor();
+    // Its role changed from Viewer to the custom role, from the list.
+    await row.getByTestId('user-role-select').selectOption({ label: 'Field tech E2E' });
+    for (let i = 0; i < 50 && psql(dbName, `SELECT r.name FROM users u JOIN roles r ON r.id = u.role_id WHERE u.email = '${TECH}'`) !== 'Field tech E2E'; i++) await page.waitForTimeout(100);
+    assert(psql(dbName, `SELECT r.name FROM users u JOIN roles r ON r.id = u.role_id WHERE u.email = '${TECH}'`) === 'Field tech E2E', 'role changed');
+    assert(found.length === 0, 'axe-core violations:\n' + found.join('\n'));
+
+    // The new user signs in and sees only what the role allows.
+    const tctx = await browser.newContext({ viewport: { width: 1366, height: 900 }, locale: 'en-US', serviceWorkers: 'block' });
+    const tp = await tctx.newPage();
+    tp.setDefaultTimeout(15000);
+    await tp.goto(base + '/');
+    await tp.getByLabel('E-mail').fill(TECH);
+    await tp.getByLabel('Senha').fill(PASSWORD);
+    await tp.getByRole('button', { name: 'Entrar' }).click();
+    // The console speaks pt-BR until the user picks English.
+    await tp.getByRole('link', { name: 'Dispositivos' }).first().waitFor();
+    const nav = await tp.locator('nav').first().innerText();
+    for (const hidden of ['Usuários', 'Perfis', 'POPs', 'Agentes', 'Auditoria', 'Diagnóstico', 'Chaves de API']) {
+      assert(!nav.includes(hidden), `the role hides ${hidden}: ${nav}`);
+    }
+    assert(nav.includes('Alertas'), 'alerts in the menu: ' + nav);
+    await go(tp, '/alerts');
+    await tp.getByTestId('alert-row').first().waitFor();
+    assert((await tp.getByTestId('alert-ack').count()) === 0, 'no acknowledge without alerts:ack');
+    const login = await (await fetch(base + '/api/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: TECH, password: PASSWORD }) })).json();
+    const users = await fetch(base + '/api/v1/users', { headers: { authorization: 'Bearer ' + login.access_token } });
+    assert(users.status === 403, 'users list refused: ' + users.status);
+    const devices = await fetch(base + '/api/v1/devices', { headers: { authorization: 'Bearer ' + login.access_token } });
+    assert(devices.status === 200, 'devices allowed: ' + devices.status);
+    await tctx.close();
+
+    // Disabled: the next sign-in is refused.
+    await row.getByTestId('user-toggle').click();
+    await row.filter({ hasText: 'disabled' }).waitFor();
+    const again = await fetch(base + '/api/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ email: TECH, password: PASSWORD }) });
+    assert(again.status === 401 || again.status === 403, 'a disabled user signs in: ' + again.status);
+    assert(psql(dbName, "SELECT count(DISTINCT action) FROM audit_log WHERE action IN ('roles.create', 'roles.update', 'roles.delete', 'users.create', 'users.set_role', 'users.disable')") === '6', 'audited');
   });
 
   await step('screenshots of the new pages: light and dark, desktop and phone', async () => {

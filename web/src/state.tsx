@@ -159,28 +159,43 @@ export interface Loaded<T> {
   reload(): void;
 }
 
-/** GETs `path` (null: nothing), again on every live tick; keeps the last data while reloading. */
+/**
+ * GETs `path` (null: nothing), again on every live tick; keeps the last data while reloading. A refetch does not
+ * throw away the answer still on its way (the live socket's first message comes while the first answer is in
+ * flight: dropping it would make the first paint wait for a second round trip); answers are applied in the order
+ * the requests were made, and never those of a previous path.
+ */
 export function useGet<T>(path: string | null): Loaded<T> {
   const { tick } = useApp();
   const [state, setState] = useState<{ data: T | null; error: ApiError | null; loading: boolean; staleSince: string | null }>({
     data: null, error: null, loading: path !== null, staleSince: null,
   });
   const [bump, setBump] = useState(0);
+  const order = useRef({ path: null as string | null, sent: 0, applied: 0 });
   useEffect(() => {
     if (path === null) return;
-    let cancelled = false;
+    const o = order.current;
+    if (o.path !== path) { o.path = path; o.applied = o.sent; }
+    const seq = ++o.sent;
+    const current = () => o.path === path && seq > o.applied;
     setState((s) => ({ ...s, loading: true }));
     client.get<T>(path).then(
-      (r) => { if (!cancelled) setState({ data: r.data, error: null, loading: false, staleSince: r.staleSince }); },
+      (r) => {
+        if (!current()) return;
+        o.applied = seq;
+        setState({ data: r.data, error: null, loading: seq !== o.sent, staleSince: r.staleSince });
+      },
       (e: unknown) => {
-        if (cancelled) return;
+        if (!current()) return;
+        o.applied = seq;
         const err = e instanceof ApiError ? e : new ApiError(0, 'error', String(e));
         // Offline with data on screen: keep it (the banner says it is stale).
-        setState((s) => ({ data: err.offline ? s.data : null, error: err, loading: false, staleSince: s.staleSince }));
+        setState((s) => ({ data: err.offline ? s.data : null, error: err, loading: seq !== o.sent, staleSince: s.staleSince }));
       },
     );
-    return () => { cancelled = true; };
   }, [path, tick, bump]);
+  // Leaving a path (or the page) ignores the answers still on their way for it.
+  useEffect(() => () => { order.current.path = null; }, [path]);
   return { ...state, reload: () => setBump((b) => b + 1) };
 }
 

@@ -11,23 +11,28 @@
 use std::convert::Infallible;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, CONTENT_RANGE, COOKIE, HeaderValue, RANGE};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{
+    ACCEPT_RANGES, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, COOKIE,
+    HeaderValue, RANGE,
+};
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::firmware::{FirmwareDir, FirmwareError, RangeReq, parse_range};
+use super::firmware::{CHUNK, FirmwareDir, FirmwareError, RangeReq, parse_range};
 use super::session::{self, Acs, Request, SessionHandle};
 
 /// How long a connection may take to send a request's headers.
@@ -175,17 +180,13 @@ where
     }
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: StatusCode, text: &'static str) -> Response<AcsBody> {
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from_static(text.as_bytes()))));
     *r.status_mut() = status;
     r
 }
 
-async fn handle_http(
-    acs: &Acs,
-    conn: &Conn,
-    req: hyper::Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn handle_http(acs: &Acs, conn: &Conn, req: hyper::Request<Incoming>) -> Response<AcsBody> {
     if req.method() == Method::GET
         && let Some(name) = req.uri().path().strip_prefix("/firmware/")
         && let Some(fw) = acs.opts.firmware.clone()
@@ -250,7 +251,7 @@ async fn handle_http(
     };
     let reply = acs.handle(request).await;
     conn.set_session(reply.session);
-    let mut r = Response::new(Full::new(Bytes::from(reply.body)));
+    let mut r = Response::new(Either::Left(Full::new(Bytes::from(reply.body))));
     *r.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (k, v) in reply.headers {
@@ -261,16 +262,17 @@ async fn handle_http(
     r
 }
 
-/// Serves a firmware image (whole, or the one range asked for). Images are read whole after their checksum is
-/// checked, so memory per download is the image size.
+/// Serves a firmware image (whole, or the one range asked for), streamed from the open file: memory per
+/// download is one [`CHUNK`] whatever the image size, and hyper asks for the next chunk only once the previous
+/// one is written, so a slow CPE holds back only its own reads.
 async fn serve_firmware(
     fw: FirmwareDir,
     name: String,
     range: Option<HeaderValue>,
-) -> Response<Full<Bytes>> {
-    let loaded = tokio::task::spawn_blocking(move || fw.load(&name)).await;
-    let data = match loaded {
-        Ok(Ok(d)) => d,
+) -> Response<AcsBody> {
+    let opened = tokio::task::spawn_blocking(move || fw.open(&name)).await;
+    let image = match opened {
+        Ok(Ok(image)) => image,
         Ok(Err(FirmwareError::NotFound(_))) => {
             return plain(StatusCode::NOT_FOUND, "No such image.\n");
         }
@@ -280,34 +282,100 @@ async fn serve_firmware(
         }
         Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n"),
     };
-    let len = data.len() as u64;
-    let mut r = match parse_range(range.as_ref().and_then(|v| v.to_str().ok()), len) {
-        RangeReq::Full => Response::new(Full::new(Bytes::from(data))),
-        RangeReq::Part(start, end) => {
-            let slice = data
-                .get(start as usize..=end as usize)
-                .map(Bytes::copy_from_slice)
-                .unwrap_or_default();
-            let mut r = Response::new(Full::new(slice));
-            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
-                r.headers_mut().insert(CONTENT_RANGE, v);
+    let len = image.len;
+    let (status, start, count) =
+        match parse_range(range.as_ref().and_then(|v| v.to_str().ok()), len) {
+            RangeReq::Full => (StatusCode::OK, 0, len),
+            RangeReq::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+            RangeReq::Unsatisfiable => {
+                let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "");
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    r.headers_mut().insert(CONTENT_RANGE, v);
+                }
+                r.headers_mut()
+                    .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+                return r;
             }
-            r
-        }
-        RangeReq::Unsatisfiable => {
-            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "");
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                r.headers_mut().insert(CONTENT_RANGE, v);
-            }
-            r
-        }
-    };
-    r.headers_mut().insert(
-        hyper::header::ACCEPT_RANGES,
-        HeaderValue::from_static("bytes"),
+        };
+    let mut file = tokio::fs::File::from_std(image.file);
+    if start > 0
+        && let Err(err) = file.seek(std::io::SeekFrom::Start(start)).await
+    {
+        tracing::error!(error = %err, "Firmware image not served: seek failed.");
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "Internal error.\n");
+    }
+    let mut r = Response::new(Either::Right(FileBody {
+        file,
+        remaining: count,
+        buf: Vec::new(),
+    }));
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(count));
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
     );
+    if status == StatusCode::PARTIAL_CONTENT
+        && let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", start + count - 1))
+    {
+        headers.insert(CONTENT_RANGE, v);
+    }
     r
+}
+
+/// The body of every answer of the listener: CWMP and errors in memory, firmware streamed from a file.
+type AcsBody = Either<Full<Bytes>, FileBody>;
+
+/// `remaining` bytes of an open file, read one [`CHUNK`] at a time as hyper asks for them.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    /// Read buffer, kept across a read that is not ready yet.
+    buf: Vec<u8>,
+}
+
+impl hyper::body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.remaining).map_or(CHUNK, |r| r.min(CHUNK));
+        if this.buf.len() != want {
+            this.buf.resize(want, 0);
+        }
+        let mut read = ReadBuf::new(&mut this.buf);
+        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(err)) => Poll::Ready(Some(Err(err))),
+            Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                // The file is shorter than it was when opened: end the response short rather than hang.
+                this.remaining = 0;
+                Poll::Ready(Some(Err(std::io::ErrorKind::UnexpectedEof.into())))
+            }
+            Poll::Ready(Ok(())) => {
+                let chunk = Bytes::copy_from_slice(read.filled());
+                this.remaining -= chunk.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
 }
 
 /// Decompresses a body by its `Content-Encoding`, refusing more than `max` bytes of output.

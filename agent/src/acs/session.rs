@@ -333,6 +333,9 @@ pub struct Acs {
     pub stats: AcsStats,
     /// Firmware images fetched from the control plane (one transfer per image at a time).
     pub firmware_cache: super::fetch::FirmwareCache,
+    /// Tasks whose RPC a session is sending or has sent and not yet seen answered: [`Acs::cancel_queued_task`]
+    /// leaves them alone (they are under way at their CPE).
+    rpc_in_flight: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -361,7 +364,30 @@ impl Acs {
             sessions: Mutex::new(Sessions::default()),
             stats: AcsStats::default(),
             firmware_cache: Default::default(),
+            rpc_in_flight: Mutex::default(),
         }
+    }
+
+    fn rpc_in_flight(&self) -> MutexGuard<'_, std::collections::HashSet<String>> {
+        self.rpc_in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes a task that no session has started (still queued, and its RPC not on its way to the CPE), so that
+    /// it never runs. Returns whether it was removed. Blocking (a store write): call it off the async threads.
+    ///
+    /// A session marks a task in flight before it checks that the task still exists and sends its RPC; this
+    /// check and the delete happen under the same lock, so either the session sees the task gone, or the task
+    /// is left to run and be reported.
+    pub fn cancel_queued_task(&self, id: &str) -> Result<bool, StoreError> {
+        let in_flight = self.rpc_in_flight();
+        if in_flight.contains(id) {
+            return Ok(false);
+        }
+        let removed = self.store.cancel_queued(id);
+        drop(in_flight);
+        removed
     }
 
     /// Sessions holding a permit now (at most `max_sessions`).
@@ -731,10 +757,17 @@ impl Acs {
         while st.in_flight.is_none()
             && let Some(id) = st.queue.front().and_then(|p| p.task.clone())
         {
-            let gone = matches!(self.blocking(move |s| s.task_exists(&id)).await, Ok(false));
+            // Marked in flight first, so that a cancel either happened before this check or leaves it alone.
+            self.rpc_in_flight().insert(id.clone());
+            let check = id.clone();
+            let gone = matches!(
+                self.blocking(move |s| s.task_exists(&check)).await,
+                Ok(false)
+            );
             if !gone {
                 break;
             }
+            self.rpc_in_flight().remove(&id);
             st.queue.pop_front();
         }
         if st.in_flight.is_none()
@@ -757,7 +790,9 @@ impl Acs {
         if st.in_flight.is_some() {
             // The CPE sent an empty POST while an RPC was outstanding: it will not answer it. The task stays
             // queued for the next session.
-            st.in_flight = None;
+            if let Some(Some(t)) = st.in_flight.take().map(|p| p.task) {
+                self.rpc_in_flight().remove(&t);
+            }
         }
         drop(st);
         self.end_session(&session);
@@ -769,6 +804,12 @@ impl Acs {
 
     fn end_session(&self, session: &Arc<SessionHandle>) {
         session.meta().ended = true;
+        // An RPC left unanswered (the CPE vanished): its task is queued again, cancellable.
+        if let Ok(st) = session.state.try_lock()
+            && let Some(Some(t)) = st.in_flight.as_ref().map(|p| p.task.as_ref())
+        {
+            self.rpc_in_flight().remove(t);
+        }
         let mut sessions = self.sessions();
         if sessions
             .by_device
@@ -809,6 +850,9 @@ impl Acs {
             tracing::debug!(device = %session.device, method = body.method_name(), "Answer to no RPC ignored.");
             return;
         };
+        if let Some(t) = &p.task {
+            self.rpc_in_flight().remove(t);
+        }
         let device = session.device.clone();
         let verdict = p.kind.judge(&body);
         let now = now_ms();

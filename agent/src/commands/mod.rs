@@ -22,6 +22,7 @@ pub mod ledger;
 pub mod progress;
 mod run;
 mod tr069;
+mod withdraw;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,8 @@ struct Inner {
     tracker: TaskTracker,
     /// The connection commands arrive on: `tr069.download` fetches firmware images over it.
     uplink: crate::acs::fetch::UplinkLink,
+    /// Commands withdrawn by `tr069.withdraw`, and the ACS task of each running `tr069.*` command.
+    withdrawals: Arc<withdraw::Withdrawals>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -147,6 +150,7 @@ impl Executor {
                 shutdown,
                 tracker,
                 uplink: Default::default(),
+                withdrawals: Default::default(),
             }),
         })
     }
@@ -416,6 +420,21 @@ impl Executor {
                 )
                 .await;
         }
+        // A withdraw takes no place in the queue nor a running slot: it must not wait behind the commands it
+        // withdraws. It only marks ids and deletes queued tasks.
+        if let Args::Tr069Withdraw(a) = &args {
+            admission.release();
+            frames.write(r#"{"state":"started"}"#.into()).await;
+            let acs = inner.runtime.as_ref().and_then(|r| r.acs());
+            let (status, output, error) =
+                match withdraw::run(&inner.withdrawals, acs, &a.commands).await {
+                    Ok(v) => (CommandStatus::Succeeded, v.to_string(), None),
+                    Err(e) => (CommandStatus::Failed, "{}".to_string(), Some(e)),
+                };
+            tracing::info!(command = %cmd.id, name = %name, ?status, "Command finished.");
+            self.finish(cmd.id, &name, status, output, error).await;
+            return Served::Ran(status);
+        }
         // Bounded local queue, then a running slot.
         let Ok(queued) = inner.queued.clone().try_acquire_owned() else {
             let error =
@@ -473,6 +492,18 @@ impl Executor {
             return self.expire(&mut frames, &name).await;
         }
 
+        if inner.withdrawals.is_withdrawn(cmd.id) {
+            let error = "withdrawn (tr069.withdraw) before it started".to_string();
+            return self
+                .refuse(
+                    &mut frames,
+                    &name,
+                    "cancelled",
+                    CommandStatus::Cancelled,
+                    error,
+                )
+                .await;
+        }
         frames.write(r#"{"state":"started"}"#.into()).await;
         tracing::info!(command = %cmd.id, name = %name, "Command started.");
         admission.release();
@@ -487,6 +518,9 @@ impl Executor {
             cancel: cancel.clone(),
             timeout,
             uplink: inner.uplink.clone(),
+            command: cmd.id,
+            withdrawals: inner.withdrawals.clone(),
+            withdrawn: Default::default(),
         };
         let work = async {
             let out = tokio::select! {
@@ -519,8 +553,12 @@ impl Executor {
         if !pumped {
             let _ = tokio::time::timeout(FLUSH_TIMEOUT, &mut pump).await;
         }
+        inner.withdrawals.finished(cmd.id);
         let (status, output, error) = match outcome {
             Ok(v) => (CommandStatus::Succeeded, v.to_string(), None),
+            Err(e) if ctx.withdrawn.load(std::sync::atomic::Ordering::Acquire) => {
+                (CommandStatus::Cancelled, "{}".to_string(), Some(e))
+            }
             Err(e) => (CommandStatus::Failed, "{}".to_string(), Some(e)),
         };
         tracing::info!(command = %cmd.id, name = %name, ?status, "Command finished.");

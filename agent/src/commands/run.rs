@@ -31,6 +31,12 @@ pub(super) struct Ctx {
     pub(super) timeout: Duration,
     /// The uplink connection (firmware images are fetched over it).
     pub(super) uplink: crate::acs::fetch::UplinkLink,
+    /// The command's id.
+    pub(super) command: uuid::Uuid,
+    /// Withdrawn commands (`tr069.withdraw`) and the ACS task of each running `tr069.*` command.
+    pub(super) withdrawals: Arc<super::withdraw::Withdrawals>,
+    /// Set when the command ends because it was withdrawn: reported `Cancelled`, not `Failed`.
+    pub(super) withdrawn: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Runs one command to its output (`Ok`) or its error message (`Err`).
@@ -95,6 +101,8 @@ pub(super) async fn run(ctx: &Ctx, args: Args) -> Result<Value, String> {
             };
             super::tr069::run(ctx, &a.device_key, kind).await
         }
+        // Served by the executor itself (it takes no running slot).
+        Args::Tr069Withdraw(_) => Err("tr069.withdraw is run by the executor".into()),
     }
 }
 

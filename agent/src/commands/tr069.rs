@@ -5,6 +5,8 @@
 //! queued ── Connection Request ── session ── task done ──▶ Succeeded (values / outcome)
 //!                                         └─ faulted for good ──▶ Failed "CWMP fault CODE: STRING"
 //! timeout (or shutdown) with the task still queued ──▶ the task is removed (it never runs later), Failed
+//! tr069.withdraw with the task still queued ──▶ the task is removed, Cancelled
+//! tr069.withdraw once the task was sent to the CPE ──▶ nothing changes: it reports how it ends
 //! ```
 //!
 //! A retried fault (the ACS's retry policy) is reported as a progress frame, and a new Connection Request goes
@@ -17,7 +19,6 @@ use serde_json::{Value, json};
 
 use super::run::Ctx;
 use crate::acs::connreq::Delivered;
-use crate::acs::store::AcsStore;
 use crate::acs::tasks::{TaskKind, TaskState};
 use crate::acs::{Acs, now_ms};
 
@@ -28,7 +29,7 @@ const MARGIN: Duration = Duration::from_secs(1);
 
 /// Removes the task when the command ends without it having been sent (timeout, shutdown, cancelled future).
 struct QueuedTask {
-    store: AcsStore,
+    acs: Arc<Acs>,
     id: String,
     armed: bool,
 }
@@ -36,9 +37,9 @@ struct QueuedTask {
 impl QueuedTask {
     async fn cancel(&mut self) -> bool {
         self.armed = false;
-        let (store, id) = (self.store.clone(), self.id.clone());
+        let (acs, id) = (self.acs.clone(), self.id.clone());
         matches!(
-            tokio::task::spawn_blocking(move || store.cancel_queued(&id)).await,
+            tokio::task::spawn_blocking(move || acs.cancel_queued_task(&id)).await,
             Ok(Ok(true))
         )
     }
@@ -49,10 +50,10 @@ impl Drop for QueuedTask {
         if !self.armed {
             return;
         }
-        let (store, id) = (self.store.clone(), self.id.clone());
+        let (acs, id) = (self.acs.clone(), self.id.clone());
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn_blocking(move || {
-                if let Err(err) = store.cancel_queued(&id) {
+                if let Err(err) = acs.cancel_queued_task(&id) {
                     tracing::warn!(task = %id, error = %err, "Cannot remove the task of an ended command.");
                 }
             });
@@ -164,12 +165,16 @@ pub(super) async fn run(ctx: &Ctx, device_key: &str, kind: TaskKind) -> Result<V
             "no CPE {device:?} is known to this agent's ACS (it has never sent an Inform here)"
         ));
     }
+    if ctx.withdrawals.is_withdrawn(ctx.command) {
+        return Err(withdrawn(ctx));
+    }
     let id = acs.enqueue(&device, kind.clone()).await?;
     let mut task = QueuedTask {
-        store: acs.store.clone(),
+        acs: acs.clone(),
         id: id.clone(),
         armed: true,
     };
+    ctx.withdrawals.running(ctx.command, &id);
     ctx.progress
         .send(json!({"step": "queued", "task_id": id, "device": device}));
     connection_request(ctx, &acs, &device).await;
@@ -192,6 +197,9 @@ pub(super) async fn run(ctx: &Ctx, device_key: &str, kind: TaskKind) -> Result<V
             .map_err(|e| format!("ACS store: {e}"))?;
         let Some(t) = t else {
             task.armed = false;
+            if ctx.withdrawals.is_withdrawn(ctx.command) {
+                return Err(withdrawn(ctx));
+            }
             return Err(format!(
                 "task {id} was removed from the ACS before it ran (octoisp-agent acs tasks cancel?)"
             ));
@@ -225,6 +233,11 @@ pub(super) async fn run(ctx: &Ctx, device_key: &str, kind: TaskKind) -> Result<V
                 }
             }
             TaskState::Queued => {
+                // Withdrawn while no session had started it: removed, unless a session takes it this instant
+                // (then it goes on, and this command reports how it ends).
+                if ctx.withdrawals.is_withdrawn(ctx.command) && task.cancel().await {
+                    return Err(withdrawn(ctx));
+                }
                 if t.attempts > attempts {
                     attempts = t.attempts;
                     retry_at = Some(t.next_attempt_ms);
@@ -266,6 +279,14 @@ pub(super) async fn run(ctx: &Ctx, device_key: &str, kind: TaskKind) -> Result<V
             _ = tokio::time::sleep(POLL) => {}
         }
     }
+}
+
+/// Marks the command as ended by a withdraw (reported `Cancelled`) and says so.
+fn withdrawn(ctx: &Ctx) -> String {
+    ctx.withdrawn
+        .store(true, std::sync::atomic::Ordering::Release);
+    ctx.progress.send(json!({"step": "withdrawn"}));
+    "withdrawn (tr069.withdraw) before any CPE session started its task".into()
 }
 
 /// Sends a Connection Request and reports how it went (a failure is reported, not fatal: the CPE may still

@@ -5,6 +5,7 @@
 //! - [`rules`]: a provider's configuration in memory (rules with scope precedence, silences, maintenance).
 //! - [`engine`]: the task that takes [`crate::ingest::store::StoredSamples`] from the store through a bounded
 //!   channel, caches per provider, runs the absence/offline timer and listens for configuration changes.
+//! - [`preview`]: replays a rule over stored samples with the same state machine (the rule editor's preview).
 //! - [`apply`]: transitions into PostgreSQL, conditional so that two instances never write the same event twice.
 //!
 //! The contract with the notifier is the table `alert_events` (migrations/0009_alerts.sql). See docs/ALERTS.md.
@@ -12,6 +13,7 @@
 pub mod apply;
 pub mod engine;
 pub mod eval;
+pub mod preview;
 pub mod queue;
 pub mod rules;
 

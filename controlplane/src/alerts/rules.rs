@@ -152,31 +152,34 @@ type SilenceRow = (
 /// `(scope, scope id, starts, ends)`.
 type WindowRow = (String, Option<Uuid>, DateTime<Utc>, DateTime<Utc>);
 
-#[derive(sqlx::FromRow)]
-struct RuleRow {
-    id: Uuid,
-    rule_key: String,
-    name: String,
-    scope: String,
-    scope_id: Option<Uuid>,
-    metric: String,
-    kind: String,
-    op: Option<String>,
-    threshold: Option<f64>,
-    recover_threshold: Option<f64>,
-    low: Option<f64>,
-    high: Option<f64>,
-    hysteresis: f64,
-    absence_secs: Option<i32>,
-    severity: String,
-    for_secs: i32,
-    recover_for_secs: i32,
-    missing_data: String,
-    flap_enabled: bool,
-    flap_window: i32,
-    flap_high: f64,
-    flap_low: f64,
-    is_uplink: bool,
+/// The columns of an `alert_rules` row the engine reads (see `api::alerts::AlertRule` for their meaning). The
+/// rule preview builds one from a rule that is not stored, so that it evaluates exactly what the engine would.
+#[derive(Debug, Clone, sqlx::FromRow)]
+#[allow(missing_docs)]
+pub struct RuleRow {
+    pub id: Uuid,
+    pub rule_key: String,
+    pub name: String,
+    pub scope: String,
+    pub scope_id: Option<Uuid>,
+    pub metric: String,
+    pub kind: String,
+    pub op: Option<String>,
+    pub threshold: Option<f64>,
+    pub recover_threshold: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
+    pub hysteresis: f64,
+    pub absence_secs: Option<i32>,
+    pub severity: String,
+    pub for_secs: i32,
+    pub recover_for_secs: i32,
+    pub missing_data: String,
+    pub flap_enabled: bool,
+    pub flap_window: i32,
+    pub flap_high: f64,
+    pub flap_low: f64,
+    pub is_uplink: bool,
 }
 
 impl Config {
@@ -300,7 +303,9 @@ impl Config {
     }
 }
 
-fn rule_from_row(row: RuleRow) -> Option<Rule> {
+/// The rule the engine evaluates for a row; `None` when the columns do not make one (the API's checks refuse
+/// such rules, so a stored row always makes one).
+pub fn rule_from_row(row: RuleRow) -> Option<Rule> {
     let RuleRow {
         id,
         rule_key: key,

@@ -181,7 +181,7 @@ fn default_flap_low() -> f64 {
 
 impl NewAlertRule {
     /// Checks every field; the message names the field.
-    fn validate(mut self) -> Result<NewAlertRule, ApiError> {
+    pub(crate) fn validate(mut self) -> Result<NewAlertRule, ApiError> {
         let bad = |m: String| Err(ApiError::BadRequest(m));
         let key_ok = (1..=100).contains(&self.rule_key.len())
             && self.rule_key.bytes().all(|b| {
@@ -269,7 +269,7 @@ impl NewAlertRule {
 }
 
 /// Checks that the scope's object exists for the caller (404 otherwise, also for another tenant's).
-async fn check_scope(
+pub(crate) async fn check_scope(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     scope: &str,
     id: Option<Uuid>,

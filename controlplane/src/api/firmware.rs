@@ -746,6 +746,18 @@ async fn transition(
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;
+    // Downloads no CPE has started are taken back (a paused campaign starts them again on resume).
+    let withdrawal = if matches!(to, "cancelled" | "paused") {
+        campaign::withdraw(
+            &mut tx,
+            provider,
+            id,
+            &format!("firmware campaign {action}d by an operator"),
+        )
+        .await?
+    } else {
+        campaign::Withdrawal::default()
+    };
     if to == "cancelled" {
         campaign::end(
             &mut tx,
@@ -770,14 +782,29 @@ async fn transition(
         "firmware_campaign",
         Some(&id.to_string()),
         Some(serde_json::json!({"status": before.status})),
-        Some(serde_json::json!({"status": after.status})),
+        Some(serde_json::json!({
+            "status": after.status,
+            "downloads_cancelled_before_delivery": withdrawal.cancelled.len(),
+            "withdraw_commands": withdrawal.jobs.iter().map(|(c, _)| c).collect::<Vec<_>>(),
+        })),
     )
     .await?;
+    let tier = crate::commands::provider_tier(&mut tx, provider).await?;
     tx.commit().await?;
+    if let Some(cmds) = &state.commands {
+        for command in &withdrawal.cancelled {
+            if let Err(err) = cmds.queue.cancel(provider, *command).await {
+                // The row is cancelled: a later delivery finds it final and does not run it.
+                tracing::warn!(command = %command, error = %err, "Cannot remove a withdrawn download from the queue.");
+            }
+        }
+        cmds.enqueue_stored(provider, tier, &withdrawal.jobs).await;
+    }
     Ok(axum::Json(after))
 }
 
-/// Pauses a running campaign: no new device starts; downloads already queued go on.
+/// Pauses a running campaign: no new device starts, and downloads no CPE has started are withdrawn (they start
+/// again on resume); those already under way at their CPE finish.
 #[utoipa::path(post, path = "/api/v1/firmware/campaigns/{id}/pause", tag = "firmware",
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
@@ -803,7 +830,8 @@ pub async fn resume_campaign(
     transition(&state, &caller, id, &["paused"], "running", "resume").await
 }
 
-/// Cancels a running or paused campaign: devices not started are skipped.
+/// Cancels a running or paused campaign: devices not started are skipped, downloads no CPE has started are
+/// withdrawn from the agents (skipped too); those already under way at their CPE finish and are reported.
 #[utoipa::path(post, path = "/api/v1/firmware/campaigns/{id}/cancel", tag = "firmware",
     params(("id" = Uuid, Path, description = "Campaign id")),
     responses((status = 200, body = CampaignView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),

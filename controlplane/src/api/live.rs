@@ -11,7 +11,9 @@
 //!   `{"type":"event","channel":"live","event":{...}}` when the caller may read agents.
 //!
 //! - `octoisp_commands` (`crate::commands::COMMAND_CHANNEL`): payload = JSON `{"provider_id", "command_id", "seq"}`
-//!   for each stored progress frame, or `{"provider_id", "command_id", "status"}` for a status change. Only
+//!   for each stored progress frame, `{"provider_id", "command_id", "status"}` for a status change, or
+//!   `{"provider_id", "status", "command_ids": [...]}` for the same change of many commands (the batched
+//!   dispatch, `running` and result statements send one such notification per 150 commands). Only
 //!   sockets watching that command get it: progress as `{"type":"event","channel":"command","event":
 //!   {"command_id":...,"seq":N,"payload":{...}}}` (the payload is read from `command_progress` in the caller's
 //!   transaction: NOTIFY payloads are capped at 8000 bytes, progress frames are not), status as
@@ -244,7 +246,16 @@ pub fn parse_notification(channel: &str, payload: &str) -> Option<LiveEvent> {
         crate::commands::COMMAND_CHANNEL => {
             let value: serde_json::Value = serde_json::from_str(payload).ok()?;
             let provider_id = value.get("provider_id")?.as_str()?.parse().ok()?;
-            value.get("command_id")?.as_str()?.parse::<Uuid>().ok()?;
+            // One command (`command_id`), or one status change of several (`command_ids`).
+            match value.get("command_ids") {
+                Some(ids) => {
+                    value.get("status")?.as_str()?;
+                    ids.as_array()?;
+                }
+                None => {
+                    value.get("command_id")?.as_str()?.parse::<Uuid>().ok()?;
+                }
+            }
             Some(LiveEvent {
                 provider_id,
                 channel: "command",
@@ -284,7 +295,35 @@ async fn watch_status(state: &AppState, caller: &Caller, command_id: Uuid) -> Op
     status
 }
 
-/// The outgoing message of a command event for a watching socket (`None`: not watched, or gone).
+/// The outgoing messages of a command event for a watching socket: one per watched command the event names
+/// (a batched status change names up to 150).
+async fn command_events(
+    state: &AppState,
+    caller: &Caller,
+    watched: &std::collections::HashSet<Uuid>,
+    event: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let Some(ids) = event.get("command_ids").and_then(|v| v.as_array()) else {
+        return command_event(state, caller, watched, event)
+            .await
+            .into_iter()
+            .collect();
+    };
+    if watched.is_empty() {
+        return Vec::new();
+    }
+    let status = event.get("status").cloned().unwrap_or_default();
+    ids.iter()
+        .filter_map(|id| id.as_str()?.parse::<Uuid>().ok())
+        .filter(|id| watched.contains(id))
+        .map(|id| {
+            json!({ "type": "event", "channel": "command",
+                "event": { "command_id": id, "status": status } })
+        })
+        .collect()
+}
+
+/// The outgoing message of a one-command event for a watching socket (`None`: not watched, or gone).
 async fn command_event(
     state: &AppState,
     caller: &Caller,
@@ -468,10 +507,14 @@ async fn run_socket(mut socket: WebSocket, state: AppState, ctx: RequestContext)
                     Ok(ev) if ev.provider_id != provider => continue,
                     Ok(ev) if ev.channel == "live" && !caller.has("agents:read") => continue,
                     Ok(ev) if ev.channel == "command" => {
-                        match command_event(&state, &caller, &watched, &ev.event).await {
-                            Some(out) => out,
-                            None => continue,
+                        let mut outs = command_events(&state, &caller, &watched, &ev.event).await;
+                        let Some(last) = outs.pop() else { continue };
+                        for out in outs {
+                            if !send_json(&mut socket, out).await {
+                                return;
+                            }
                         }
+                        last
                     }
                     Ok(ev) => json!({ "type": "event", "channel": ev.channel, "event": ev.event }),
                     Err(broadcast::error::RecvError::Lagged(_)) => json!({ "type": "resync" }),
@@ -503,5 +546,20 @@ mod tests {
         assert!(parse_notification(ALERT_CHANNEL, "not-a-uuid").is_none());
         assert!(parse_notification(LIVE_CHANNEL, "{\"kind\":\"x\"}").is_none());
         assert!(parse_notification("other", &p.to_string()).is_none());
+        let c = Uuid::new_v4();
+        let ev = parse_notification(
+            crate::commands::COMMAND_CHANNEL,
+            &json!({"provider_id": p, "status": "running", "command_ids": [c]}).to_string(),
+        )
+        .unwrap();
+        assert_eq!((ev.provider_id, ev.channel), (p, "command"));
+        assert!(
+            parse_notification(
+                crate::commands::COMMAND_CHANNEL,
+                &json!({"provider_id": p, "command_ids": [c]}).to_string(),
+            )
+            .is_none(),
+            "a batched change names its status"
+        );
     }
 }

@@ -14,6 +14,7 @@
 pub mod account;
 pub mod agent_config;
 pub mod agents;
+pub mod alert_preview;
 pub mod alerts;
 pub mod audit_log;
 pub mod commands;
@@ -369,6 +370,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("GET", "/api/v1/live", ""),
     route("GET", "/api/v1/alert-rules", "alerts:read"),
     route("POST", "/api/v1/alert-rules", "alerts:manage"),
+    route("POST", "/api/v1/alert-rules/preview", "alerts:read"),
     route("GET", "/api/v1/alert-rules/{id}", "alerts:read"),
     route("PATCH", "/api/v1/alert-rules/{id}", "alerts:manage"),
     route("DELETE", "/api/v1/alert-rules/{id}", "alerts:manage"),
@@ -611,6 +613,7 @@ fn documented() -> OpenApiRouter<AppState> {
         .routes(routes!(summary::summary))
         .routes(routes!(live::live))
         .routes(routes!(alerts::list_rules, alerts::create_rule))
+        .routes(routes!(alert_preview::preview))
         .routes(routes!(
             alerts::get_rule,
             alerts::update_rule,

@@ -27,19 +27,96 @@ use crate::queue::Lease;
 
 /// Leases asked for per `reserve` call at most.
 const RESERVE_BATCH: usize = 64;
+/// Leases the express lane asks for per call at most.
+const EXPRESS_BATCH: usize = 8;
 /// Pause when the queue had nothing for us.
 const IDLE_PAUSE: Duration = Duration::from_millis(20);
+/// Pause of the express lane when the small and medium tiers had nothing.
+const EXPRESS_IDLE_PAUSE: Duration = Duration::from_millis(10);
 
-/// Runs the dispatcher until shutdown.
+/// What the lanes of one dispatcher share.
+struct Lanes {
+    /// Dispatch slots (see `commands.dispatch_concurrency`).
+    slots: Arc<Semaphore>,
+    /// Every lease's task.
+    tasks: TaskTracker,
+    /// Held from a `reserve` until its leases took their turns, so that the two lanes' leases of one agent
+    /// start in lease order.
+    leasing: tokio::sync::Mutex<()>,
+}
+
+/// Runs the dispatcher until shutdown: the main lane, and the express lane for the small and medium tiers.
+///
+/// The main lane reserves up to [`RESERVE_BATCH`] leases from every tier (weighted fair sharing) and reads and
+/// marks their rows before it reserves again, so under a flood its cycle is as long as that work. The express
+/// lane reserves only from the small and medium tiers (the large tier's weight set to 0 for its calls), a few
+/// at a time: a small tenant's command does not wait for the main lane's cycle through a large tenant's flood.
+/// Both go through the same scheduler script, so every tenant's concurrency and rate limits hold, and the small
+/// tiers gain no more than those limits give them.
 pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(cmds.cfg.dispatch_concurrency));
-    let tasks = TaskTracker::new();
+    let lanes = Arc::new(Lanes {
+        slots: Arc::new(Semaphore::new(cmds.cfg.dispatch_concurrency)),
+        tasks: TaskTracker::new(),
+        leasing: tokio::sync::Mutex::new(()),
+    });
     tracing::info!(worker = %worker, "Command dispatcher running.");
+    let [small, medium, _] = cmds.queue.config().tier_weights;
+    let express = (small > 0 || medium > 0).then(|| {
+        let (cmds, worker, lanes, shutdown) = (
+            cmds.clone(),
+            worker.clone(),
+            lanes.clone(),
+            shutdown.clone(),
+        );
+        tokio::spawn(async move {
+            lane(
+                &cmds,
+                &worker,
+                [small, medium, 0],
+                EXPRESS_BATCH,
+                EXPRESS_IDLE_PAUSE,
+                &lanes,
+                &shutdown,
+            )
+            .await
+        })
+    });
+    let weights = cmds.queue.config().tier_weights;
+    lane(
+        &cmds,
+        &worker,
+        weights,
+        RESERVE_BATCH,
+        IDLE_PAUSE,
+        &lanes,
+        &shutdown,
+    )
+    .await;
+    if let Some(e) = express {
+        let _ = e.await;
+    }
+    lanes.tasks.close();
+    // Open streams end with their connections; leases not settled are reclaimed by the queue.
+    let _ = tokio::time::timeout(Duration::from_secs(5), lanes.tasks.wait()).await;
+    tracing::info!("Command dispatcher stopped.");
+}
+
+/// One lane of the dispatcher: reserves with `weights` up to `batch` leases a call, until shutdown.
+async fn lane(
+    cmds: &Commands,
+    worker: &str,
+    weights: [u32; 3],
+    batch: usize,
+    idle: Duration,
+    lanes: &Lanes,
+    shutdown: &CancellationToken,
+) {
+    let slots = &lanes.slots;
     loop {
         if shutdown.is_cancelled() {
             break;
         }
-        let free = slots.available_permits().min(RESERVE_BATCH);
+        let free = slots.available_permits().min(batch);
         if free == 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -47,24 +124,25 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
             }
             continue;
         }
-        let leases = match cmds.queue.reserve(&worker, free).await {
+        let leasing = lanes.leasing.lock().await;
+        let leases = match cmds.queue.reserve_weighted(worker, free, weights).await {
             Ok(l) => l,
             Err(err) => {
+                drop(leasing);
                 tracing::warn!(error = %err, "Cannot reserve commands; retrying.");
-                if pause(&shutdown, Duration::from_secs(1)).await {
+                if pause(shutdown, Duration::from_secs(1)).await {
                     break;
                 }
                 continue;
             }
         };
         if leases.is_empty() {
-            if pause(&shutdown, IDLE_PAUSE).await {
+            drop(leasing);
+            if pause(shutdown, idle).await {
                 break;
             }
             continue;
         }
-        // The leases whose agent this instance holds are read and marked dispatched together, one statement
-        // per tenant; the others (held elsewhere, offline, or when that statement failed) go one by one.
         let agents: Vec<Option<Uuid>> = leases
             .iter()
             .map(|l| {
@@ -73,12 +151,18 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
                     .map(|p| p.agent_id)
             })
             .collect();
-        let mut preloaded = preload(&cmds, &leases, &agents).await;
-        for (lease, agent) in leases.into_iter().zip(agents) {
+        // Taken now, in lease order, so the agent's commands start in that order.
+        let turns: Vec<_> = agents
+            .iter()
+            .map(|a| a.map(|a| cmds.links.order().take(a)))
+            .collect();
+        drop(leasing);
+        // The leases whose agent this instance holds are read and marked dispatched together, one statement
+        // per tenant; the others (held elsewhere, offline, or when that statement failed) go one by one.
+        let mut preloaded = preload(cmds, &leases, &agents).await;
+        for ((lease, agent), turn) in leases.into_iter().zip(agents).zip(turns) {
             metrics::histogram!("octoisp_command_queue_wait_seconds", "tier" => lease.tier.as_str())
                 .record((lease.leased_ms - lease.ready_ms).max(0) as f64 / 1000.0);
-            // Taken here, in lease order, so the agent's commands start in that order.
-            let turn = agent.map(|a| cmds.links.order().take(a));
             let cmds = cmds.clone();
             if let (Some(agent_id), Some(row)) = (agent, preloaded.remove(&lease.id))
                 && let Some(conn) = cmds.links.local(agent_id)
@@ -90,7 +174,9 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
                     agent_id,
                 };
                 let slot = Dispatching { turn, permit: None };
-                tasks.spawn(async move { serve_loaded(&cmds, conn, job, row, slot).await });
+                lanes
+                    .tasks
+                    .spawn(async move { serve_loaded(&cmds, conn, job, row, slot).await });
                 continue;
             }
             let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -100,15 +186,11 @@ pub async fn dispatcher_loop(cmds: Commands, worker: String, shutdown: Cancellat
                 turn,
                 permit: Some(permit),
             };
-            tasks.spawn(async move {
+            lanes.tasks.spawn(async move {
                 dispatch(&cmds, lease, slot).await;
             });
         }
     }
-    tasks.close();
-    // Open streams end with their connections; leases not settled are reclaimed by the queue.
-    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-    tracing::info!("Command dispatcher stopped.");
 }
 
 /// Routes one lease; `turn` is its place in its agent's start order ([`super::order`]).

@@ -1,77 +1,133 @@
-//! `running` marks, coalesced: when agents start commands by the thousand, one statement per tenant marks a
-//! batch of them (and announces each change) instead of one transaction per command.
+//! `running` marks, coalesced and, for short commands, folded into the result: when agents start commands by the
+//! thousand, one statement per tenant marks a batch of them (and announces them in a few notifications) instead
+//! of one transaction per command, and a command whose result arrives soon after its start is never marked
+//! `running` on its own: the statement that finishes it from its result also sets its `started_at`.
 //!
-//! The marks go through a bounded channel to one writer task per instance, which takes what is waiting (up to
-//! [`MAX_BATCH`], or what arrives within [`LINGER`] of the first), groups it by tenant and writes each group in
-//! one tenant transaction. The update is guarded like every status change (`queued`, `waiting_agent`,
-//! `dispatched` only), so a mark that arrives after the command's result finished it changes nothing. A mark that
-//! cannot be written is logged and dropped: `running` is informative (the command's result is what finishes it).
+//! A mark waits in memory for [`HOLD`]. Meanwhile ingest, when it stores that command's result on this
+//! instance, takes the mark ([`RunningMarks::take`]) and `finish_from_results` writes `started_at` from it along
+//! with the final status: one row update instead of two (each update of `commands.status` rewrites every index of
+//! the row). Marks still waiting after [`HOLD`] are written by one writer task per instance, grouped by tenant, in
+//! one tenant transaction each. The update is guarded like every status change (`queued`, `waiting_agent`,
+//! `dispatched` only), so a mark written after the command's result finished it changes nothing. A mark that
+//! cannot be written, or that is still waiting at shutdown, is dropped: `running` is informative (the command's
+//! result is what finishes it), and a console sees it at most [`HOLD`] late.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-
 use sqlx::PgPool;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::db;
 
 /// Marks written per statement at most.
 pub const MAX_BATCH: usize = 1000;
-/// How long the writer waits for more marks after the first of a batch.
-pub const LINGER: Duration = Duration::from_millis(5);
+/// How long a mark waits for its command's result before it is written on its own.
+pub const HOLD: Duration = Duration::from_millis(250);
+/// How often the writer looks for marks due.
+const TICK: Duration = Duration::from_millis(20);
 /// Marks waiting at most; senders wait beyond.
 const CAPACITY: usize = 16_384;
 
-/// The sending side of the `running` marks of one instance.
+/// The `running` marks of one instance. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RunningMarks {
-    tx: mpsc::Sender<Mark>,
+    inner: Arc<Mutex<Pending>>,
 }
 
-/// One mark: tenant, command, when the agent's `started` frame arrived (the command's `started_at`).
-type Mark = (Uuid, Uuid, DateTime<Utc>);
+/// Marks not written yet: by command (tenant, start time), and in arrival order.
+#[derive(Debug, Default)]
+struct Pending {
+    by_id: HashMap<Uuid, (Uuid, DateTime<Utc>)>,
+    order: VecDeque<(Instant, Uuid)>,
+}
 
 impl RunningMarks {
-    /// Starts the writer on `pool` (it ends when every sender is dropped).
+    /// Starts the writer on `pool` (it ends when every handle is dropped).
     pub fn start(pool: PgPool) -> RunningMarks {
-        let (tx, rx) = mpsc::channel(CAPACITY);
-        tokio::spawn(writer(pool, rx));
-        RunningMarks { tx }
+        let inner = Arc::new(Mutex::new(Pending::default()));
+        tokio::spawn(writer(pool, Arc::downgrade(&inner)));
+        RunningMarks { inner }
     }
 
-    /// Marks command `id` of `provider_id` running (soon, with others).
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // The map is consistent after every operation: a panic elsewhere leaves nothing half done.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks command `id` of `provider_id` running (started now; written with others, or with its result).
     pub async fn running(&self, provider_id: Uuid, id: Uuid) {
-        if self.tx.send((provider_id, id, Utc::now())).await.is_err() {
-            tracing::debug!(command = %id, "Running mark dropped: the writer stopped.");
+        // Bounded: beyond CAPACITY waiting marks, wait for the writer.
+        loop {
+            let full = self.pending().by_id.len() >= CAPACITY;
+            if !full {
+                break;
+            }
+            tokio::time::sleep(TICK).await;
         }
+        let mut p = self.pending();
+        p.by_id.insert(id, (provider_id, Utc::now()));
+        p.order.push_back((Instant::now(), id));
+    }
+
+    /// Takes the waiting marks of `ids` (their start times, `None` where there is none): their commands'
+    /// results are being stored, and the finishing update sets `started_at` itself.
+    pub fn take(&self, ids: &[Uuid]) -> Vec<Option<DateTime<Utc>>> {
+        let mut p = self.pending();
+        let taken: Vec<Option<DateTime<Utc>>> = ids
+            .iter()
+            .map(|id| p.by_id.remove(id).map(|(_, at)| at))
+            .collect();
+        drop(p);
+        let n = taken.iter().filter(|t| t.is_some()).count();
+        metrics::counter!("octoisp_commands_running_marks_total", "written" => "with_result")
+            .increment(n as u64);
+        taken
     }
 }
 
-async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Mark>) {
-    let mut batch: Vec<Mark> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
-        while batch.len() < MAX_BATCH {
-            tokio::select! {
-                _ = &mut linger => break,
-                m = rx.recv() => match m {
-                    Some(m) => batch.push(m),
-                    None => break,
-                },
-            }
+/// Takes the marks that waited [`HOLD`] (at most [`MAX_BATCH`]), grouped by tenant.
+fn due(pending: &Mutex<Pending>) -> HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> {
+    let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out: HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> = HashMap::new();
+    let mut n = 0;
+    let now = Instant::now();
+    while n < MAX_BATCH {
+        match p.order.front() {
+            Some((at, _)) if now.duration_since(*at) >= HOLD => {}
+            _ => break,
         }
-        let mut by_tenant: HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> = HashMap::new();
-        for (provider, id, at) in batch.drain(..) {
-            let (ids, ats) = by_tenant.entry(provider).or_default();
+        let Some((_, id)) = p.order.pop_front() else {
+            break;
+        };
+        // Gone when ingest took it with the command's result.
+        if let Some((provider, at)) = p.by_id.remove(&id) {
+            let (ids, ats) = out.entry(provider).or_default();
             ids.push(id);
             ats.push(at);
+            n += 1;
         }
-        for (provider, (ids, ats)) in by_tenant {
+    }
+    out
+}
+
+async fn writer(pool: PgPool, pending: Weak<Mutex<Pending>>) {
+    loop {
+        tokio::time::sleep(TICK).await;
+        let batch = {
+            let Some(pending) = pending.upgrade() else {
+                return;
+            };
+            due(&pending)
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        for (provider, (ids, ats)) in batch {
+            metrics::counter!("octoisp_commands_running_marks_total", "written" => "alone")
+                .increment(ids.len() as u64);
             if let Err(err) = write(&pool, provider, &ids, &ats).await {
                 tracing::warn!(provider = %provider, marks = ids.len(), error = %err,
                     "Cannot mark commands running; their results will finish them.");
@@ -81,7 +137,8 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Mark>) {
     }
 }
 
-/// Marks `ids` running (started at `ats`) in one statement and announces each one that moved.
+/// Marks `ids` running (started at `ats`) in one statement and announces the ones that moved, up to 150 ids per
+/// notification (see [`super::COMMAND_CHANNEL`]).
 pub async fn write(
     pool: &PgPool,
     provider_id: Uuid,
@@ -94,9 +151,10 @@ pub async fn write(
               u AS (UPDATE commands c SET status = 'running', started_at = coalesce(c.started_at, m.at) \
                       FROM m WHERE c.provider_id = $1 AND c.id = ANY($2) AND c.id = m.id \
                        AND c.status IN ('queued', 'waiting_agent', 'dispatched') RETURNING c.id), \
-              n AS (SELECT pg_notify($3, json_build_object('provider_id', $1, 'command_id', id, \
-                      'status', 'running')::text) FROM u) \
-         SELECT count(*) FROM n",
+              n AS (SELECT pg_notify($3, json_build_object('provider_id', $1, 'status', 'running', \
+                      'command_ids', json_agg(id))::text) \
+                      FROM (SELECT id, (row_number() OVER () - 1) / 150 AS k FROM u) x GROUP BY k) \
+         SELECT count(*) FROM u WHERE (SELECT count(*) FROM n) >= 0",
     )
     .bind(provider_id)
     .bind(ids)
@@ -106,4 +164,41 @@ pub async fn write(
     .await?;
     tx.commit().await?;
     Ok(usize::try_from(moved).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_mark_is_not_written_and_others_wait_their_hold() {
+        let pending = Mutex::new(Pending::default());
+        let marks = RunningMarks {
+            inner: Arc::new(Mutex::new(Pending::default())),
+        };
+        let (p, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let old = Instant::now()
+            .checked_sub(HOLD)
+            .expect("the clock started more than HOLD ago");
+        {
+            let mut g = pending.lock().unwrap();
+            for id in [a, b] {
+                g.by_id.insert(id, (p, Utc::now()));
+                g.order.push_back((old, id));
+            }
+            g.by_id.remove(&a); // taken by ingest
+        }
+        let out = due(&pending);
+        assert_eq!(out[&p].0, vec![b]);
+        assert!(pending.lock().unwrap().order.is_empty());
+        // A fresh mark is not due yet; `take` returns its start time once.
+        {
+            let mut g = marks.inner.lock().unwrap();
+            g.by_id.insert(a, (p, Utc::now()));
+            g.order.push_back((Instant::now(), a));
+        }
+        assert!(due(&marks.inner).is_empty());
+        assert!(marks.take(&[a, b])[0].is_some());
+        assert_eq!(marks.take(&[a]), vec![None]);
+    }
 }

@@ -38,8 +38,10 @@ use crate::queue::{Queue, Tier};
 
 pub use links::AgentLinks;
 
-/// PostgreSQL channel announcing command progress and status changes (payload: JSON with `provider_id`,
-/// `command_id` and either `seq` or `status`).
+/// PostgreSQL channel announcing command progress and status changes. Payload: JSON with `provider_id` and
+/// either `command_id` and `seq` (a progress frame), `command_id` and `status` (one status change), or `status`
+/// and `command_ids` (the same status change of up to 150 commands, from the batched statements: one
+/// notification per batch instead of one per command).
 pub const COMMAND_CHANNEL: &str = "octoisp_commands";
 
 /// Statuses after which a command never changes again.
@@ -231,30 +233,40 @@ pub async fn set_status(
 }
 
 /// Finishes the unfinished commands of `agent_id` among `command_ids` from their stored results (called by
-/// ingest in the transaction that stored the results); returns the ids finished now.
+/// ingest in the transaction that stored the results); returns the ids finished now. `started` holds, in the
+/// order of `command_ids`, the start times of the `running` marks this instance still held for them
+/// ([`marks::RunningMarks::take`]): the same update sets `started_at` (the result's time where there is none).
 pub async fn finish_from_results(
     conn: &mut PgConnection,
     provider_id: Uuid,
     agent_id: Uuid,
     command_ids: &[Uuid],
+    started: &[Option<chrono::DateTime<chrono::Utc>>],
 ) -> sqlx::Result<Vec<Uuid>> {
-    let done: Vec<(Uuid, String)> = sqlx::query_as(
-        "UPDATE commands c SET status = r.status, error = r.error, finished_at = r.ts, \
-           started_at = coalesce(c.started_at, r.ts) \
-         FROM command_results r \
-         WHERE r.provider_id = $1 AND r.command_id = ANY($3) AND c.provider_id = $1 AND c.id = r.command_id \
-           AND c.agent_id = $2 AND c.status IN ('queued', 'waiting_agent', 'dispatched', 'running') \
-         RETURNING c.id, c.status",
+    // One statement: the update and its announcements (per status, up to 150 ids a notification).
+    let done: Vec<Uuid> = sqlx::query_scalar(
+        "WITH u AS (UPDATE commands c SET status = r.status, error = r.error, finished_at = r.ts, \
+                      started_at = coalesce(c.started_at, x.at, r.ts) \
+                    FROM unnest($3::uuid[], $5::timestamptz[]) AS x(id, at) \
+                    JOIN command_results r ON r.provider_id = $1 AND r.command_id = x.id \
+                    WHERE r.command_id = ANY($3) AND c.provider_id = $1 AND c.id = ANY($3) \
+                      AND c.id = x.id AND c.agent_id = $2 \
+                      AND c.status IN ('queued', 'waiting_agent', 'dispatched', 'running') \
+                    RETURNING c.id, c.status), \
+              n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'status', status, \
+                      'command_ids', json_agg(id))::text) \
+                      FROM (SELECT id, status, (row_number() OVER (PARTITION BY status) - 1) / 150 AS k FROM u) x \
+                     GROUP BY status, k) \
+         SELECT u.id FROM u WHERE (SELECT count(*) FROM n) >= 0",
     )
     .bind(provider_id)
     .bind(agent_id)
     .bind(command_ids)
+    .bind(COMMAND_CHANNEL)
+    .bind(started)
     .fetch_all(&mut *conn)
     .await?;
-    for (id, status) in &done {
-        notify_status(conn, provider_id, *id, status).await?;
-    }
-    Ok(done.into_iter().map(|(id, _)| id).collect())
+    Ok(done)
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.

@@ -95,8 +95,9 @@ pub async fn load_many_for_dispatch(
                       status = CASE WHEN c.status = 'running' THEN c.status ELSE 'dispatched' END \
                       FROM j WHERE c.provider_id = $1 AND c.id = ANY($2) AND c.id = j.id \
                        AND c.status IN ('queued', 'waiting_agent', 'dispatched', 'running') RETURNING c.id), \
-              n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'command_id', id, \
-                      'status', 'dispatched')::text) FROM u) \
+              n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'status', 'dispatched', \
+                      'command_ids', json_agg(id))::text) \
+                      FROM (SELECT id, (row_number() OVER () - 1) / 150 AS k FROM u) x GROUP BY k) \
          SELECT c.* FROM c WHERE (SELECT count(*) FROM n) >= 0",
     )
     .bind(provider_id)
@@ -242,27 +243,23 @@ async fn flush(cmds: &Commands, job: &JobRef, buf: &mut Vec<(u32, serde_json::Va
     let frames = std::mem::take(buf);
     let res: anyhow::Result<()> = async {
         let mut tx = db::tenant_tx(&cmds.pool, job.provider_id).await?;
+        // The frames and their announcements (one per frame: a watcher reads each frame by its seq) in one
+        // round trip.
         sqlx::query(
-            "INSERT INTO command_progress (provider_id, command_id, seq, payload) \
-             SELECT $1, $2, s, p FROM unnest($3::int[], $4::jsonb[]) AS u(s, p) \
-             ON CONFLICT DO NOTHING",
+            "WITH i AS (INSERT INTO command_progress (provider_id, command_id, seq, payload) \
+                        SELECT $1, $2, s, p FROM unnest($3::int[], $4::jsonb[]) AS u(s, p) \
+                        ON CONFLICT DO NOTHING RETURNING seq), \
+                  n AS (SELECT pg_notify($5, json_build_object('provider_id', $1, 'command_id', $2, \
+                          'seq', seq)::text) FROM i) \
+             SELECT count(*) FROM n",
         )
         .bind(job.provider_id)
         .bind(job.id)
         .bind(frames.iter().map(|(s, _)| *s as i32).collect::<Vec<_>>())
         .bind(frames.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>())
+        .bind(super::COMMAND_CHANNEL)
         .execute(&mut *tx)
         .await?;
-        for (seq, _) in &frames {
-            let payload = serde_json::json!({
-                "provider_id": job.provider_id, "command_id": job.id, "seq": seq,
-            });
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(super::COMMAND_CHANNEL)
-                .bind(payload.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
         tx.commit().await?;
         Ok(())
     }
@@ -462,6 +459,12 @@ pub async fn run(
                 "the agent closed the command stream without a state",
             )
             .await
+        }
+        // The agent wrote the result to its outbox before it finished the stream: the result arrives with its
+        // next batches, and ingest completes the job in whatever state it finds it. Deferring now costs no
+        // database round trip; if the result is already stored (its job completed) the defer finds nothing.
+        Some(AgentState::Started) => {
+            defer_for_result(cmds, &job, "result on its way through the outbox").await
         }
         Some(_) => settle_if_final(cmds, &job).await,
     }

@@ -9,8 +9,12 @@
 //!    │                 Start(next stage) → tr069.download commands queued, devices running
 //!    │                 Halt → halted (pending devices skipped), audit row
 //!    │                 Done → done, audit row
-//!    ├─ pause ──▶ paused (no new device starts; running ones finish) ── resume ──▶ running
+//!    ├─ pause ──▶ paused (no new device starts) ── resume ──▶ running
 //!    └─ cancel ─▶ cancelled (pending devices skipped)
+//!   pause and cancel withdraw the downloads no CPE has started ([`withdraw`]): not yet delivered → cancelled
+//!   here; delivered → `tr069.withdraw` to the agent, which removes the queued ACS tasks (command `cancelled`
+//!   → device pending when paused, skipped when cancelled) and lets a download already sent to its CPE finish
+//!   (device succeeded or failed as it ends).
 //! ```
 //!
 //! A tick runs in the workers role every `firmware.campaign_tick_secs`; each campaign is advanced in a transaction
@@ -107,7 +111,7 @@ pub async fn advance(
     .fetch_optional(&mut *tx)
     .await?;
     let Some(c) = row else { return Ok(()) };
-    collect_outcomes(&mut tx, provider, id, c.come_back_secs).await?;
+    collect_outcomes(&mut tx, provider, id, c.come_back_secs, &c.status).await?;
     if c.status != "running" {
         // Paused or ended: only the outcomes of devices already started are collected.
         tx.commit().await?;
@@ -177,13 +181,41 @@ pub async fn advance(
 }
 
 /// Moves running devices whose command ended to succeeded/failed, and those running longer than `come_back_secs`
-/// to failed.
+/// to failed. A command cancelled because the campaign was paused or cancelled (withdrawn before its CPE
+/// started the download) puts its device back to pending (paused: it starts again on resume) or skipped
+/// (cancelled); in a running campaign a cancelled command is a failure like any other.
 async fn collect_outcomes(
     conn: &mut PgConnection,
     provider: Uuid,
     id: Uuid,
     come_back_secs: i32,
+    status: &str,
 ) -> sqlx::Result<()> {
+    if status == "paused" {
+        sqlx::query(
+            "UPDATE firmware_campaign_devices d SET state = 'pending', command_id = NULL, started_at = NULL, \
+               error = 'withdrawn before the CPE started it (campaign paused); starts again on resume' \
+             FROM commands c \
+             WHERE d.provider_id = $1 AND d.campaign_id = $2 AND d.state = 'running' \
+               AND c.provider_id = d.provider_id AND c.id = d.command_id AND c.status = 'cancelled'",
+        )
+        .bind(provider)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    } else if status == "cancelled" {
+        sqlx::query(
+            "UPDATE firmware_campaign_devices d SET state = 'skipped', finished_at = coalesce(c.finished_at, now()), \
+               error = 'campaign cancelled before the CPE started the download' \
+             FROM commands c \
+             WHERE d.provider_id = $1 AND d.campaign_id = $2 AND d.state = 'running' \
+               AND c.provider_id = d.provider_id AND c.id = d.command_id AND c.status = 'cancelled'",
+        )
+        .bind(provider)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    }
     sqlx::query(
         "UPDATE firmware_campaign_devices d SET \
            state = CASE WHEN c.status = 'succeeded' THEN 'succeeded' ELSE 'failed' END, \
@@ -277,7 +309,8 @@ async fn start_devices(
         .execute(&mut *conn)
         .await?;
         sqlx::query(
-            "UPDATE firmware_campaign_devices SET state = 'running', command_id = $4, started_at = now() \
+            "UPDATE firmware_campaign_devices SET state = 'running', command_id = $4, started_at = now(), \
+               error = NULL \
              WHERE provider_id = $1 AND campaign_id = $2 AND device_id = $3",
         )
         .bind(provider)
@@ -299,6 +332,74 @@ async fn start_devices(
     .execute(&mut *conn)
     .await?;
     Ok(jobs)
+}
+
+/// What a pause or a cancel sends once its transaction committed.
+#[derive(Debug, Default)]
+pub struct Withdrawal {
+    /// `tr069.withdraw` commands stored (command, agent), to enqueue.
+    pub jobs: Vec<(Uuid, Uuid)>,
+    /// Downloads cancelled before any agent got them, to remove from the queue.
+    pub cancelled: Vec<Uuid>,
+}
+
+/// Most command ids named by one `tr069.withdraw` (its arguments must fit the commands table's 64 KiB).
+const WITHDRAW_CHUNK: usize = 1000;
+
+/// Takes back the downloads of a campaign being paused or cancelled that no CPE has started: those not yet
+/// delivered to their agent are cancelled here; for those delivered, each agent gets a `tr069.withdraw` naming
+/// its open downloads of the campaign (those cancelled here too, in case one is on its way this instant). The
+/// agent removes the queued ones (their commands end `cancelled`: the next tick makes their devices pending or
+/// skipped) and leaves the ones already sent to their CPE, which report how they end.
+pub async fn withdraw(
+    conn: &mut PgConnection,
+    provider: Uuid,
+    id: Uuid,
+    reason: &str,
+) -> sqlx::Result<Withdrawal> {
+    let open: Vec<(Uuid, Uuid, Uuid, String)> = sqlx::query_as(
+        "SELECT c.id, c.agent_id, c.pop_id, c.status FROM firmware_campaign_devices d \
+         JOIN commands c ON c.provider_id = d.provider_id AND c.id = d.command_id \
+         WHERE d.provider_id = $1 AND d.campaign_id = $2 AND d.state = 'running' AND c.status = ANY($3) \
+         ORDER BY c.agent_id, c.id",
+    )
+    .bind(provider)
+    .bind(id)
+    .bind(&crate::commands::OPEN_STATUSES[..])
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Withdrawal::default();
+    let mut per_agent: Vec<(Uuid, Uuid, Vec<Uuid>)> = Vec::new();
+    for (command, agent, pop, status) in open {
+        if matches!(status.as_str(), "queued" | "waiting_agent")
+            && crate::commands::set_status(conn, provider, command, "cancelled", Some(reason))
+                .await?
+        {
+            out.cancelled.push(command);
+        }
+        match per_agent.last_mut() {
+            Some((a, _, ids)) if *a == agent => ids.push(command),
+            _ => per_agent.push((agent, pop, vec![command])),
+        }
+    }
+    for (agent, pop, ids) in per_agent {
+        for chunk in ids.chunks(WITHDRAW_CHUNK) {
+            let command = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO commands (id, provider_id, pop_id, agent_id, name, args, deadline) \
+                 VALUES ($1, $2, $3, $4, 'tr069.withdraw', $5, now() + interval '1 day')",
+            )
+            .bind(command)
+            .bind(provider)
+            .bind(pop)
+            .bind(agent)
+            .bind(serde_json::json!({ "commands": chunk }))
+            .execute(&mut *conn)
+            .await?;
+            out.jobs.push((command, agent));
+        }
+    }
+    Ok(out)
 }
 
 /// Ends a campaign (`halted`, `done`, `cancelled`): pending devices are skipped; an audit row names the reason.

@@ -136,6 +136,7 @@ pub struct Store {
     partitions: Mutex<HashMap<i64, Arc<str>>>,
     observer: Option<crate::alerts::SampleSender>,
     command_queue: Option<crate::queue::Queue>,
+    command_marks: Option<crate::commands::marks::RunningMarks>,
 }
 
 #[derive(Debug, Default)]
@@ -169,12 +170,20 @@ impl Store {
             partitions: Mutex::new(HashMap::new()),
             observer: None,
             command_queue: None,
+            command_marks: None,
         }
     }
 
     /// Completes the queue job of every command whose result a batch stored (see `crate::commands`).
     pub fn with_command_queue(mut self, queue: crate::queue::Queue) -> Store {
         self.command_queue = Some(queue);
+        self
+    }
+
+    /// Writes the `running` marks this instance still holds for the commands whose results a batch stores
+    /// with those results (see `crate::commands::marks`).
+    pub fn with_running_marks(mut self, marks: crate::commands::marks::RunningMarks) -> Store {
+        self.command_marks = Some(marks);
         self
     }
 
@@ -301,7 +310,9 @@ impl Store {
         crate::rollup::mark_samples(&mut tx, agent.provider_id, samples.iter().map(|s| s.ts_ms))
             .await
             .map_err(classify)?;
-        let finished_commands = records.insert(&mut tx, agent, &devices).await?;
+        let finished_commands = records
+            .insert(&mut tx, agent, &devices, self.command_marks.as_ref())
+            .await?;
 
         let inserted = sqlx::query(
             "INSERT INTO ingested_batches (agent_id, seq, provider_id, sample_count, record_count) \
@@ -355,11 +366,14 @@ impl Store {
 
         // The rows are final now; the queue jobs of those commands are done (a failure here only leaves a job
         // that the dispatcher completes when it next sees the finished row).
-        if let Some(queue) = &self.command_queue {
-            for id in finished_commands {
-                if let Err(err) = queue.complete(id, None).await {
-                    tracing::debug!(command = %id, error = %err, "Cannot complete the command's queue job.");
-                }
+        // One script call for the whole batch.
+        if let Some(queue) = &self.command_queue
+            && !finished_commands.is_empty()
+        {
+            let jobs: Vec<(Uuid, Option<u32>)> =
+                finished_commands.iter().map(|id| (*id, None)).collect();
+            if let Err(err) = queue.complete_many(&jobs).await {
+                tracing::debug!(commands = jobs.len(), error = %err, "Cannot complete the commands' queue jobs.");
             }
         }
         if let (Some(observer), Some(rows)) = (&self.observer, observed) {

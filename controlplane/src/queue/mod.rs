@@ -400,13 +400,26 @@ impl Queue {
     /// Redis, so the shares hold over many small calls and across instances), and within a tier to its tenants
     /// in round robin. `max` is capped at [`MAX_RESERVE`]; `max == 0` only records the worker.
     pub async fn reserve(&self, worker: &str, max: usize) -> anyhow::Result<Vec<Lease>> {
+        self.reserve_weighted(worker, max, self.cfg.tier_weights)
+            .await
+    }
+
+    /// [`Queue::reserve`] with other tier weights for this call: a tier of weight 0 gets no slot (an express
+    /// lane for the small tiers passes the large tier's weight as 0). The tenants' limits are the configured
+    /// ones.
+    pub async fn reserve_weighted(
+        &self,
+        worker: &str,
+        max: usize,
+        weights: [u32; 3],
+    ) -> anyhow::Result<Vec<Lease>> {
         let c = &self.cfg;
         let mut inv = self.scripts.reserve.prepare_invoke();
         inv.arg(&c.prefix)
             .arg(worker)
             .arg(max.min(MAX_RESERVE))
             .arg(ms(c.visibility_timeout));
-        for w in c.tier_weights {
+        for w in weights {
             inv.arg(w);
         }
         for n in c.tenant_concurrency {

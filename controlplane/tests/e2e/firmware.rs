@@ -309,3 +309,239 @@ async fn a_campaign_whose_devices_fail_is_halted_by_its_stop_rule() {
         .unwrap();
     assert_eq!(status, 409);
 }
+
+/// Polls the campaign until `done(detail)`; panics with the logs after two minutes.
+async fn wait_campaign(setup: &Setup, campaign: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, c) = setup
+            .http(
+                "GET",
+                &format!("/api/v1/firmware/campaigns/{campaign}"),
+                None,
+            )
+            .await
+            .unwrap();
+        if done(&c) {
+            return c;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "campaign not there yet: {c}\n--- control plane log:\n{}\n--- agent log:\n{}",
+            setup.inst.cp_log(),
+            setup.agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The campaign's device row of `key`.
+fn device<'a>(detail: &'a Value, key: &str) -> &'a Value {
+    detail["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_key"].as_str() == Some(key))
+        .unwrap_or_else(|| panic!("no device {key} in {detail}"))
+}
+
+/// Whether the agent reported step `step` of command `id` (its progress frame is stored).
+async fn reported(setup: &Setup, id: &str, step: &str) -> bool {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM command_progress WHERE command_id = $1::uuid AND payload->>'step' = $2",
+    )
+    .bind(id)
+    .bind(step)
+    .fetch_one(&setup.inst.admin)
+    .await
+    .unwrap();
+    n > 0
+}
+
+/// Waits until the agent reported step `step` of command `id`.
+async fn wait_reported(setup: &Setup, id: &str, step: &str) {
+    let start = Instant::now();
+    while !reported(setup, id, step).await {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "command {id} never reported {step:?}\n{}",
+            setup.agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the downloads of `keys` are queued as ACS tasks at the agent; returns their command ids.
+async fn downloads_queued(setup: &Setup, campaign: &str, keys: &[String]) -> Vec<String> {
+    let detail = wait_campaign(setup, campaign, |c| {
+        keys.iter()
+            .all(|k| device(c, k)["state"] == "running" && device(c, k)["command_id"].is_string())
+    })
+    .await;
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            device(&detail, k)["command_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    for id in &ids {
+        wait_reported(setup, id, "queued").await;
+    }
+    ids
+}
+
+/// Runs one periodic session of `cpe`; returns how many Download RPCs it got.
+async fn downloads_in_session(cpe: &Cpe, acs: std::net::SocketAddr) -> usize {
+    let log = cpe.session(acs, &["2 PERIODIC"]).await.unwrap();
+    assert!(log.completed, "{log:?}");
+    log.rpcs.iter().filter(|r| *r == "Download").count()
+}
+
+/// `POST /api/v1/firmware/campaigns/{id}/{action}`, which must answer 200.
+async fn campaign_action(setup: &Setup, campaign: &str, action: &str) -> Value {
+    let (status, body) = setup
+        .http(
+            "POST",
+            &format!("/api/v1/firmware/campaigns/{campaign}/{action}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{action}: {body}");
+    body
+}
+
+/// Waits until command `id` is final; returns its status.
+async fn final_status(setup: &Setup, id: &str) -> String {
+    let c = setup
+        .wait(id, Duration::from_secs(60), |c| {
+            !matches!(
+                c["status"].as_str(),
+                Some("queued" | "waiting_agent" | "dispatched" | "running")
+            )
+        })
+        .await;
+    c["status"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pausing_or_cancelling_a_campaign_withdraws_downloads_no_cpe_started() {
+    let (setup, acs, _dirs) = start().await;
+    let data = image(200_000, 0x33);
+    let (status, body) = upload(&setup, "name=hg8145&version=V6", &data).await;
+    assert_eq!(status, 201, "{body}");
+    let image_id = body["id"].as_str().unwrap().to_owned();
+
+    // Three CPEs that inform once, then only when the test says (as CPEs with a long periodic interval): the
+    // campaign's downloads wait for them in the agent's task queue.
+    let cpes: Vec<Cpe> = (0..3)
+        .map(|i| Cpe::minimal(CpeConfig::huawei(&format!("48575443WDRW{i:04}"))))
+        .collect();
+    for cpe in &cpes {
+        cpe.session(acs, &["1 BOOT"]).await.unwrap();
+        device_id(&setup, cpe).await;
+    }
+    let keys: Vec<String> = cpes.iter().map(|c| c.cfg.device_id()).collect();
+    let pop = setup.pop_id().await;
+    let (status, created) = setup
+        .http(
+            "POST",
+            "/api/v1/firmware/campaigns",
+            Some(&json!({
+                "name": "HG8145 V6", "image_id": image_id, "target": {"pop_id": pop},
+                "stages_pct": [100], "max_failure_pct": 100.0, "come_back_secs": 600
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{created}");
+    let campaign = created["id"].as_str().unwrap().to_owned();
+    let first = downloads_queued(&setup, &campaign, &keys).await;
+
+    // The first CPE opens a session: its Download is sent (it reports the transfer in its next session).
+    assert_eq!(downloads_in_session(&cpes[0], acs).await, 1);
+    wait_reported(&setup, &first[0], "waiting").await;
+
+    // Pause: the two downloads still queued at the agent are withdrawn, their devices wait for the resume and
+    // never see a Download meanwhile; the one under way goes on and is reported as it ends.
+    campaign_action(&setup, &campaign, "pause").await;
+    let detail = wait_campaign(&setup, &campaign, |c| {
+        device(c, &keys[1])["state"] == "pending" && device(c, &keys[2])["state"] == "pending"
+    })
+    .await;
+    assert_eq!(device(&detail, &keys[0])["state"], "running", "{detail}");
+    for id in &first[1..] {
+        assert_eq!(final_status(&setup, id).await, "cancelled");
+    }
+    assert_eq!(
+        downloads_in_session(&cpes[1], acs).await,
+        0,
+        "a withdrawn download never reaches its CPE"
+    );
+    assert_eq!(downloads_in_session(&cpes[0], acs).await, 0);
+    assert_eq!(final_status(&setup, &first[0]).await, "succeeded");
+    wait_campaign(&setup, &campaign, |c| {
+        device(c, &keys[0])["state"] == "succeeded"
+    })
+    .await;
+
+    // Resume: the withdrawn devices start again, with new commands.
+    campaign_action(&setup, &campaign, "resume").await;
+    let second = downloads_queued(&setup, &campaign, &keys[1..]).await;
+    assert!(second.iter().all(|id| !first.contains(id)), "{second:?}");
+    assert_eq!(downloads_in_session(&cpes[1], acs).await, 1);
+    wait_reported(&setup, &second[0], "waiting").await;
+
+    // Cancel: the download still queued is withdrawn for good (device skipped, command cancelled); the one the
+    // second CPE already has finishes and is reported.
+    let cancelled = campaign_action(&setup, &campaign, "cancel").await;
+    assert_eq!(cancelled["status"], "cancelled");
+    let detail = wait_campaign(&setup, &campaign, |c| {
+        device(c, &keys[2])["state"] == "skipped"
+    })
+    .await;
+    assert!(
+        device(&detail, &keys[2])["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cancelled"),
+        "{detail}"
+    );
+    assert_eq!(final_status(&setup, &second[1]).await, "cancelled");
+    assert_eq!(downloads_in_session(&cpes[2], acs).await, 0);
+    assert_eq!(downloads_in_session(&cpes[1], acs).await, 0);
+    assert_eq!(final_status(&setup, &second[0]).await, "succeeded");
+    let detail = wait_campaign(&setup, &campaign, |c| {
+        device(c, &keys[1])["state"] != "running"
+    })
+    .await;
+    assert_eq!(device(&detail, &keys[1])["state"], "succeeded", "{detail}");
+    assert_eq!(detail["status"], "cancelled");
+    assert_eq!(detail["counts"]["succeeded"], 2, "{detail}");
+    assert_eq!(detail["counts"]["skipped"], 1, "{detail}");
+
+    // Each withdrawal was a command of its own to the agent; the operator's actions are audited.
+    let withdraws: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT status, args FROM commands WHERE name = 'tr069.withdraw' ORDER BY created_at",
+    )
+    .fetch_all(&setup.inst.admin)
+    .await
+    .unwrap();
+    assert_eq!(withdraws.len(), 2, "{withdraws:?}");
+    assert!(
+        withdraws.iter().all(|(s, _)| s == "succeeded"),
+        "{withdraws:?}"
+    );
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_log WHERE target_id = $1 \
+         AND action IN ('firmware_campaign.pause', 'firmware_campaign.resume', 'firmware_campaign.cancel')",
+    )
+    .bind(&campaign)
+    .fetch_one(&setup.inst.admin)
+    .await
+    .unwrap();
+    assert_eq!(audited, 3);
+}

@@ -623,7 +623,7 @@ fn record() -> impl Strategy<Value = Record> {
         (
             any_uuid(),
             any::<i64>(),
-            0usize..4,
+            0usize..5,
             text(),
             prop::option::of(text())
         )
@@ -636,6 +636,7 @@ fn record() -> impl Strategy<Value = Record> {
                         CommandStatus::Failed,
                         CommandStatus::Expired,
                         CommandStatus::Rejected,
+                        CommandStatus::Cancelled,
                     ][status],
                     output_json,
                     error,

@@ -215,7 +215,9 @@ export class ApiClient {
     }
     const staleSince = resp.headers.get('x-octoisp-stale');
     this.signal(staleSince !== null ? { stale: true, since: staleSince || null } : { stale: false, since: null });
-    const data = resp.status === 204 ? (undefined as T) : ((await resp.json()) as T);
+    // 204, and 202 without a body (a password reset request), carry no JSON.
+    const text = resp.status === 204 ? '' : await resp.text();
+    const data = (text ? JSON.parse(text) : undefined) as T;
     return { data, staleSince: staleSince !== null ? staleSince || '' : null };
   }
 
@@ -262,6 +264,7 @@ export class ApiClient {
   get<T>(path: string) { return this.request<T>('GET', path); }
   post<T>(path: string, body?: unknown) { return this.request<T>('POST', path, body ?? {}); }
   patch<T>(path: string, body: unknown) { return this.request<T>('PATCH', path, body); }
+  put<T>(path: string, body: unknown) { return this.request<T>('PUT', path, body); }
   del(path: string) { return this.request<void>('DELETE', path); }
 }
 

@@ -47,6 +47,18 @@ export interface AlertRule {
   missing_data: string; flap_enabled: boolean; flap_window: number; flap_high: number; flap_low: number;
   is_uplink: boolean; enabled: boolean; created_at: string; updated_at: string;
 }
+/** `POST /alert-rules/preview`: what a rule would have fired on the stored samples of a range. */
+export interface PreviewInterval { start: string; end: string | null; worst: number | null; flapping: boolean }
+export interface PreviewTarget {
+  target_key: string; series_id: number | null; device_id: string; device_name: string; pop_id: string;
+  labels: Record<string, string>; intervals: PreviewInterval[]; intervals_left_out: number; firing_secs: number;
+  notifications: number;
+}
+export interface RulePreview {
+  from: string; to: string; targets_evaluated: number; targets_not_evaluated: number; targets_overridden: number;
+  samples_read: number; samples_truncated: boolean; targets_fired: number; devices_fired: number;
+  intervals_total: number; notifications_total: number; targets: PreviewTarget[]; targets_left_out: number;
+}
 export interface Silence {
   id: string; rule_id: string | null; device_id: string | null; pop_id: string | null; starts_at: string; ends_at: string;
   created_by: string | null; reason: string; created_at: string;

@@ -13,7 +13,7 @@ const TOURS: Partial<Record<HelpPage, [string, MessageKey][]>> = {
   agents: [['agents', 'tour.agents.1']],
   notifications: [['push', 'tour.notifications.1'], ['channel-new', 'tour.notifications.2'], ['channels', 'tour.notifications.3']],
   diagnostics: [['diag-where', 'tour.diagnostics.1'], ['diag-fields', 'tour.diagnostics.2'], ['diag-run', 'tour.diagnostics.3']],
-  alerts: [['alert-tabs', 'tour.alerts.1'], ['alert-filters', 'tour.alerts.2'], ['alert-list', 'tour.alerts.3']],
+  alerts: [['alert-tabs', 'tour.alerts.1'], ['alert-filters', 'tour.alerts.2'], ['alert-list', 'tour.alerts.3'], ['rule-preview', 'tour.alerts.4']],
   deviceDetail: [['range', 'tour.deviceDetail.1'], ['graphs', 'tour.deviceDetail.2']],
   reports: [['report-kind', 'tour.reports.1'], ['report-scope', 'tour.reports.2'], ['report-download', 'tour.reports.3']],
   tr069: [['tr-summary', 'tour.tr069.1'], ['tr-actions', 'tour.tr069.2'], ['tr-tree', 'tour.tr069.3'], ['tr-tasks', 'tour.tr069.4']],

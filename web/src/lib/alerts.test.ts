@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { alertActions, draftFromRule, emptyDraft, fieldsOf, KINDS, MISSING, parseNumber, ruleBody, SCOPES, SEVERITIES } from './alerts';
+import { alertActions, draftFromRule, emptyDraft, fieldsOf, KINDS, MISSING, parseNumber, previewBody, ruleBody, SCOPES, SEVERITIES, shortDuration, timelineBars } from './alerts';
 import { fieldErrors } from '../api/client';
 import { ptBR } from '../i18n/pt-BR';
 import type { Alert, AlertRule } from '../api/types';
@@ -85,5 +85,45 @@ describe('rule editor', () => {
       ...['1h', '6h', '24h', '7d', '30d', '1y'].map((k) => `graph.preset.${k}`),
     ];
     expect(keys.filter((k) => !(k in ptBR))).toEqual([]);
+  });
+});
+
+describe('rule preview', () => {
+  const now = Date.parse('2026-11-30T12:00:00Z');
+  it('previews an unnamed rule over the hours before now, and refuses what the API would', () => {
+    const r = previewBody({ ...emptyDraft(), metric: 'cpu.load_percent', threshold: '90' }, 24, now, null);
+    expect(r.errors).toEqual({});
+    expect(r.body).toMatchObject({ rule_id: null, from: '2026-11-29T12:00:00.000Z', to: '2026-11-30T12:00:00.000Z' });
+    expect((r.body!.rule as Record<string, unknown>)).toMatchObject({ name: 'preview', rule_key: 'preview', threshold: 90 });
+    const bad = previewBody({ ...emptyDraft(), metric: 'cpu.load_percent', threshold: 'x' }, 24, now, 'r1');
+    expect(bad.body).toBeNull();
+    expect(bad.errors).toEqual({ threshold: 'number' });
+  });
+
+  it('keeps the rule being edited so that it does not compete with itself', () => {
+    const r = previewBody({ ...emptyDraft(), rule_key: 'cpu', name: 'CPU', metric: 'cpu.load_percent', threshold: '90' }, 6, now, 'r1');
+    expect(r.body).toMatchObject({ rule_id: 'r1', rule: { rule_key: 'cpu', name: 'CPU' } });
+  });
+
+  it('draws intervals as bars clipped to the range, open ones to its end', () => {
+    const from = '2026-11-30T00:00:00Z', to = '2026-11-30T10:00:00Z';
+    const bars = timelineBars([
+      { start: '2026-11-29T23:00:00Z', end: '2026-11-30T01:00:00Z' },
+      { start: '2026-11-30T05:00:00Z', end: '2026-11-30T05:00:01Z' },
+      { start: '2026-11-30T09:00:00Z', end: null },
+    ], from, to);
+    expect(bars[0]).toEqual({ left: 0, width: 10, open: false });
+    expect(bars[1].left).toBe(50);
+    expect(bars[1].width).toBeCloseTo(0.6, 5);
+    expect(bars[2]).toEqual({ left: 90, width: 10, open: true });
+    expect(timelineBars([{ start: from, end: to }], to, from)).toEqual([]);
+  });
+
+  it('writes durations with their two largest units', () => {
+    expect(shortDuration(45)).toBe('45 s');
+    expect(shortDuration(125)).toBe('2 min 5 s');
+    expect(shortDuration(7_500)).toBe('2 h 5 min');
+    expect(shortDuration(3 * 86_400 + 4 * 3_600 + 59)).toBe('3 d 4 h');
+    expect(shortDuration(3_600)).toBe('1 h');
   });
 });

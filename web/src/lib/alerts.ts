@@ -108,3 +108,53 @@ export function fieldsOf(kind: string): { op: boolean; threshold: boolean; optic
     absence: kind === 'absence' || kind === 'offline',
   };
 }
+
+// --- preview -----------------------------------------------------------------------------------------------------
+
+/** The preview's ranges, hours back from now. */
+export const PREVIEW_RANGES = [6, 24, 72, 168] as const;
+
+/**
+ * The preview body of a draft: the rule's checks without name and key (a rule can be previewed before it is
+ * named), over the `hours` before `now`; errors as in `ruleBody`.
+ */
+export function previewBody(d: RuleDraft, hours: number, now: number, ruleId: string | null):
+  { body: Record<string, unknown> | null; errors: Record<string, DraftError> } {
+  const named: RuleDraft = { ...d, name: d.name.trim() || 'preview', rule_key: d.rule_key || 'preview' };
+  const r = ruleBody(named);
+  if (!r.body) return r;
+  return {
+    body: { rule: r.body, rule_id: ruleId, from: new Date(now - hours * 3_600_000).toISOString(), to: new Date(now).toISOString() },
+    errors: {},
+  };
+}
+
+/** One bar of a preview timeline: where it starts and how wide it is, in percent of the range. */
+export interface Bar { left: number; width: number; open: boolean }
+
+/**
+ * The firing intervals of a target as bars over `[from, to]` (ISO times), clipped to the range; a bar is at least
+ * `minWidth` percent wide so that a short alert stays visible.
+ */
+export function timelineBars(intervals: { start: string; end: string | null }[], from: string, to: string, minWidth = 0.6): Bar[] {
+  const a = Date.parse(from), b = Date.parse(to);
+  const span = b - a;
+  if (!(span > 0)) return [];
+  return intervals.map((i) => {
+    const s = Math.max(a, Math.min(b, Date.parse(i.start)));
+    const e = i.end === null ? b : Math.max(s, Math.min(b, Date.parse(i.end)));
+    const left = ((s - a) / span) * 100;
+    const width = Math.min(100 - left, Math.max(minWidth, ((e - s) / span) * 100));
+    return { left, width, open: i.end === null };
+  });
+}
+
+/** A duration in seconds as the largest two units: `2 h 5 min`, `45 s`, `3 d 4 h`. */
+export function shortDuration(secs: number): string {
+  const s = Math.max(0, Math.round(secs));
+  const d = Math.floor(s / 86_400), h = Math.floor((s % 86_400) / 3_600), m = Math.floor((s % 3_600) / 60), r = s % 60;
+  if (d) return h ? `${d} d ${h} h` : `${d} d`;
+  if (h) return m ? `${h} h ${m} min` : `${h} h`;
+  if (m) return r ? `${m} min ${r} s` : `${m} min`;
+  return `${r} s`;
+}

@@ -4,12 +4,12 @@
 import { useEffect, useMemo, useState, type ReactNode } from 'react';
 import { useI18n, type MessageKey } from '../i18n';
 import { query } from '../api/client';
-import type { Alert, AlertEvent, AlertRule, MaintenanceWindow, Page, Pop, Severity, Silence } from '../api/types';
+import type { Alert, AlertEvent, AlertRule, MaintenanceWindow, Page, Pop, RulePreview, Severity, Silence } from '../api/types';
 import { client, Link, useApp, useGet } from '../state';
 import { Card, ErrorView, Loading, NotAvailable, Pill } from '../components/ui';
 import { CsvButton } from '../components/CsvButton';
 import { apiFieldErrors, DeleteButton, Field, invalid, localInput } from '../components/forms';
-import { alertActions, draftFromRule, emptyDraft, fieldsOf, KINDS, MISSING, OPS, ruleBody, SCOPES, SEVERITIES, type RuleDraft } from '../lib/alerts';
+import { alertActions, draftFromRule, emptyDraft, fieldsOf, KINDS, MISSING, OPS, PREVIEW_RANGES, previewBody, ruleBody, SCOPES, SEVERITIES, shortDuration, timelineBars, type RuleDraft } from '../lib/alerts';
 
 const TABS = ['active', 'history', 'silences', 'maintenance', 'rules'] as const;
 type Tab = (typeof TABS)[number];
@@ -427,7 +427,94 @@ function RuleEditor({ rule, onDone }: { rule: AlertRule | null; onDone(): void }
         <button className="btn btn-primary" onClick={save} disabled={busy} data-testid="rule-save">{t('common.save')}</button>
         <button className="btn" onClick={onDone}>{t('common.cancel')}</button>
       </div>
+      <RulePreviewPanel draft={d} ruleId={rule?.id ?? null} onErrors={(fields) => { setTouched(true); setServer({ fields, general: null }); }} />
     </Card>
+  );
+}
+
+/**
+ * What the rule as typed would have fired on the stored samples of the last hours (`POST /alert-rules/preview`,
+ * evaluated by the alert engine's own state machine on the server): how many devices, a list, and a timeline per
+ * target. Asked for on demand, not on every keystroke.
+ */
+function RulePreviewPanel({ draft, ruleId, onErrors }: { draft: RuleDraft; ruleId: string | null; onErrors(fields: Record<string, string>): void }) {
+  const i18n = useI18n();
+  const { t } = i18n;
+  const [hours, setHours] = useState<number>(24);
+  const [busy, setBusy] = useState(false);
+  const [result, setResult] = useState<RulePreview | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const run = async () => {
+    const p = previewBody(draft, hours, Date.now(), ruleId);
+    if (!p.body) {
+      onErrors(Object.fromEntries(Object.entries(p.errors).map(([f, code]) => [f, t(('rules.err.' + code) as MessageKey)])));
+      return;
+    }
+    setBusy(true); setError(null);
+    try {
+      setResult((await client.post<RulePreview>('/alert-rules/preview', p.body)).data);
+    } catch (e) {
+      const r = apiFieldErrors(e, RULE_FIELDS);
+      if (Object.keys(r.fields).length) onErrors(r.fields);
+      setError(r.general ?? Object.values(r.fields)[0] ?? null);
+      setResult(null);
+    } finally { setBusy(false); }
+  };
+  const worst = (v: number | null) => (v === null ? '' : i18n.number(v));
+  return (
+    <section className="preview" aria-labelledby="rule-preview-title" data-testid="rule-preview" data-tour="rule-preview">
+      <h3 id="rule-preview-title">{t('rules.preview.title')}</h3>
+      <div className="row">
+        <label htmlFor="rule-preview-range" className="inline">{t('rules.preview.range')}
+          <select id="rule-preview-range" value={hours} onChange={(e) => setHours(Number(e.target.value))}>
+            {PREVIEW_RANGES.map((h) => <option key={h} value={h}>{t('rules.preview.hours', { hours: h })}</option>)}
+          </select>
+        </label>
+        <button className="btn" onClick={run} disabled={busy} data-testid="rule-preview-run">{busy ? t('common.loading') : t('rules.preview.run')}</button>
+      </div>
+      {error && <p className="notice notice-bad" role="alert" data-testid="rule-preview-error">{error}</p>}
+      {result && (
+        <div aria-live="polite">
+          <p data-testid="rule-preview-summary">
+            <strong>{t('rules.preview.devices', { n: result.devices_fired })}</strong>{' '}
+            {t('rules.preview.totals', { intervals: result.intervals_total, notifications: result.notifications_total, evaluated: result.targets_evaluated })}
+          </p>
+          {result.targets_overridden > 0 && <p className="muted small">{t('rules.preview.overridden', { n: result.targets_overridden })}</p>}
+          {(result.targets_not_evaluated > 0 || result.samples_truncated) && <p className="notice" data-testid="rule-preview-truncated">{t('rules.preview.truncated', { n: result.targets_not_evaluated })}</p>}
+          {result.targets.length > 0 && (
+            <div className="table-wrap">
+              <table>
+                <thead><tr><th scope="col">{t('alerts.target')}</th><th scope="col">{t('rules.preview.firing')}</th><th scope="col">{t('rules.preview.worst')}</th>
+                  <th scope="col">{t('rules.preview.timeline')}</th></tr></thead>
+                <tbody>
+                  {result.targets.map((x) => {
+                    const labels = Object.entries(x.labels ?? {}).filter(([k]) => k !== 'probe').map(([k, v]) => `${k}=${v}`).join(', ');
+                    const bars = timelineBars(x.intervals, result.from, result.to);
+                    const worstAll = x.intervals.reduce<number | null>((w, i) => (i.worst === null ? w : w === null ? i.worst : (Math.abs(i.worst) > Math.abs(w) ? i.worst : w)), null);
+                    return (
+                      <tr key={x.target_key} data-testid="rule-preview-row">
+                        <td><Link to={'/devices/' + x.device_id}>{x.device_name}</Link>{labels && <span className="muted small"> ({labels})</span>}</td>
+                        <td>{shortDuration(x.firing_secs)} · {t('rules.preview.times', { n: x.intervals.length + x.intervals_left_out })}</td>
+                        <td>{worst(worstAll)}</td>
+                        <td className="timeline-cell">
+                          <svg className="timeline" viewBox="0 0 100 10" preserveAspectRatio="none" role="img"
+                            aria-label={x.intervals.map((i) => `${i18n.dateTime(i.start)} – ${i.end ? i18n.dateTime(i.end) : t('rules.preview.open')}`).join('; ')}>
+                            <rect x="0" y="3" width="100" height="4" className="timeline-track" />
+                            {bars.map((b, k) => <rect key={k} x={b.left} y="1" width={b.width} height="8" className={b.open ? 'timeline-bar open' : 'timeline-bar'} />)}
+                          </svg>
+                        </td>
+                      </tr>
+                    );
+                  })}
+                </tbody>
+              </table>
+              {result.targets_left_out > 0 && <p className="muted small">{t('rules.preview.more', { n: result.targets_left_out })}</p>}
+            </div>
+          )}
+          <p className="muted small">{t('rules.preview.span', { from: i18n.dateTime(result.from), to: i18n.dateTime(result.to) })}</p>
+        </div>
+      )}
+    </section>
   );
 }
 

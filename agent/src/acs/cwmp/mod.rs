@@ -166,7 +166,7 @@ fn from_root(root: Element) -> Result<Envelope, CwmpError> {
     let mut header_ns = None;
     if let Some(header) = root.child("Header") {
         for h in &header.children {
-            match h.name.as_str() {
+            match h.name.as_ref() {
                 "ID" => {
                     id = Some(h.text.trim().to_owned());
                     header_ns = h.ns.as_deref().and_then(CwmpVersion::from_uri);

@@ -303,7 +303,7 @@ impl Body {
     }
 
     pub(super) fn from_element(el: &Element) -> Result<Body, CwmpError> {
-        Ok(match el.name.as_str() {
+        Ok(match el.name.as_ref() {
             "Inform" => Body::Inform(parse_inform(el)?),
             "InformResponse" => Body::InformResponse {
                 max_envelopes: el.u32_of("MaxEnvelopes").unwrap_or(1),

@@ -6,6 +6,7 @@
 //! A `<!DOCTYPE>` is refused outright, and only the five predefined entities and character references are
 //! resolved, so no entity is ever expanded ("billion laughs" fails at its first `&lol;`).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use quick_xml::Reader;
@@ -41,12 +42,12 @@ impl Default for Limits {
 /// One element of a parsed document.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
-    /// Local name, without prefix.
-    pub name: String,
+    /// Local name, without prefix (the names of CWMP and SOAP elements are not allocated: [`KNOWN_NAMES`]).
+    pub name: Cow<'static, str>,
     /// Namespace URI the element's prefix (or the default namespace) resolves to.
     pub ns: Option<Arc<str>>,
-    /// Attributes by local name (namespace declarations excluded).
-    pub attrs: Vec<(String, String)>,
+    /// Attributes by local name (namespace declarations excluded; usual names and `xsd:` types not allocated).
+    pub attrs: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// Text content (concatenated, entities resolved).
     pub text: String,
     /// Child elements in document order.
@@ -98,7 +99,141 @@ impl Element {
         self.attrs
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// Local names of the elements of CWMP and SOAP messages, sorted: a parsed element whose name is one of them
+/// borrows it instead of allocating (a 30-parameter Inform has some 130 elements).
+pub const KNOWN_NAMES: &[&str] = &[
+    "AccessList",
+    "AccessListChange",
+    "AddObject",
+    "AddObjectResponse",
+    "AnnounceURL",
+    "ArgStruct",
+    "AutonomousTransferComplete",
+    "AutonomousTransferCompleteResponse",
+    "Body",
+    "Client",
+    "CommandKey",
+    "CompleteTime",
+    "CurrentTime",
+    "DelaySeconds",
+    "DeleteObject",
+    "DeleteObjectResponse",
+    "DeviceId",
+    "Download",
+    "DownloadResponse",
+    "Envelope",
+    "Event",
+    "EventCode",
+    "EventStruct",
+    "FactoryReset",
+    "FactoryResetResponse",
+    "FailureURL",
+    "Fault",
+    "FaultCode",
+    "FaultString",
+    "FaultStruct",
+    "FileSize",
+    "FileType",
+    "FileTypeArg",
+    "GetParameterAttributes",
+    "GetParameterAttributesResponse",
+    "GetParameterNames",
+    "GetParameterNamesResponse",
+    "GetParameterValues",
+    "GetParameterValuesResponse",
+    "GetRPCMethods",
+    "GetRPCMethodsResponse",
+    "Header",
+    "HoldRequests",
+    "ID",
+    "Inform",
+    "InformResponse",
+    "InstanceNumber",
+    "IsDownload",
+    "Manufacturer",
+    "MaxEnvelopes",
+    "MethodList",
+    "Name",
+    "NextLevel",
+    "NoMoreRequests",
+    "Notification",
+    "NotificationChange",
+    "OUI",
+    "ObjectName",
+    "ParameterAttributeStruct",
+    "ParameterInfoStruct",
+    "ParameterKey",
+    "ParameterList",
+    "ParameterName",
+    "ParameterNames",
+    "ParameterPath",
+    "ParameterValueStruct",
+    "Password",
+    "ProductClass",
+    "Reboot",
+    "RebootResponse",
+    "RequestDownload",
+    "RequestDownloadResponse",
+    "RetryCount",
+    "ScheduleInform",
+    "ScheduleInformResponse",
+    "SerialNumber",
+    "Server",
+    "SetParameterAttributes",
+    "SetParameterAttributesResponse",
+    "SetParameterAttributesStruct",
+    "SetParameterValues",
+    "SetParameterValuesFault",
+    "SetParameterValuesResponse",
+    "StartTime",
+    "Status",
+    "SuccessURL",
+    "TargetFileName",
+    "TransferComplete",
+    "TransferCompleteResponse",
+    "TransferURL",
+    "URL",
+    "Upload",
+    "UploadResponse",
+    "Username",
+    "Value",
+    "Writable",
+    "detail",
+    "faultcode",
+    "faultstring",
+    "string",
+];
+
+/// Attribute names and values seen on nearly every message (`xsi:type="xsd:string"`, `soap-env:mustUnderstand`).
+const KNOWN_ATTR_WORDS: &[&str] = &[
+    "0",
+    "1",
+    "arrayType",
+    "cwmp:EventStruct[1]",
+    "cwmp:EventStruct[2]",
+    "cwmp:ParameterValueStruct[0]",
+    "encodingStyle",
+    "mustUnderstand",
+    "type",
+    "xsd:base64",
+    "xsd:boolean",
+    "xsd:dateTime",
+    "xsd:int",
+    "xsd:long",
+    "xsd:string",
+    "xsd:unsignedInt",
+    "xsd:unsignedLong",
+];
+
+/// `s` as a static string when it is one of `known` (sorted), else owned.
+fn interned(s: &str, known: &'static [&'static str]) -> Cow<'static, str> {
+    match known.binary_search(&s) {
+        Ok(i) => Cow::Borrowed(known[i]),
+        Err(_) => Cow::Owned(s.to_owned()),
     }
 }
 
@@ -244,7 +379,10 @@ fn open_element(start: &BytesStart<'_>, bindings: &mut Vec<Binding>) -> Result<E
             bindings.push((prefix.to_owned(), Arc::from(value.as_ref())));
         } else {
             let local = key.rsplit(':').next().unwrap_or(key);
-            attrs.push((local.to_owned(), value.into_owned()));
+            attrs.push((
+                interned(local, KNOWN_ATTR_WORDS),
+                interned(&value, KNOWN_ATTR_WORDS),
+            ));
         }
         if bindings.len() > 1024 {
             return Err(CwmpError::TooComplex);
@@ -268,7 +406,7 @@ fn open_element(start: &BytesStart<'_>, bindings: &mut Vec<Binding>) -> Result<E
         )));
     }
     Ok(Element {
-        name: local.to_owned(),
+        name: interned(local, KNOWN_NAMES),
         ns,
         attrs,
         text: String::new(),
@@ -344,6 +482,21 @@ mod tests {
         assert_eq!(inner.ns.as_deref(), Some("urn:d"));
         assert_eq!(inner.text, "x & A");
         assert_eq!(inner.attr("t"), Some("v"));
+    }
+
+    #[test]
+    fn known_names_are_sorted_and_borrowed() {
+        assert!(KNOWN_NAMES.windows(2).all(|w| w[0] < w[1]));
+        assert!(KNOWN_ATTR_WORDS.windows(2).all(|w| w[0] < w[1]));
+        let doc = r#"<Inform><Name xsi:type="xsd:string" xmlns:xsi="urn:i">n</Name><Odd odd="v"/></Inform>"#;
+        let root = parse_document(doc, &Limits::default()).unwrap();
+        assert!(matches!(root.name, Cow::Borrowed("Inform")));
+        assert!(matches!(
+            root.children[0].attrs[0].1,
+            Cow::Borrowed("xsd:string")
+        ));
+        assert_eq!(root.children[1].name, "Odd");
+        assert_eq!(root.children[1].attr("odd"), Some("v"));
     }
 
     #[test]

@@ -95,6 +95,7 @@ impl<'a> Records<'a> {
         conn: &mut PgConnection,
         agent: &AgentRecord,
         devices: &HashMap<String, Uuid>,
+        marks: Option<&crate::commands::marks::RunningMarks>,
     ) -> Result<Vec<Uuid>, StoreError> {
         let device = |key: &str| devices.get(clean(key).as_ref()).copied();
         let mut finished = Vec::new();
@@ -111,10 +112,20 @@ impl<'a> Records<'a> {
         if !self.commands.is_empty() {
             self.insert_commands(conn, agent).await?;
             let ids: Vec<Uuid> = self.commands.iter().map(|c| c.command_id).collect();
-            finished =
-                crate::commands::finish_from_results(conn, agent.provider_id, agent.agent_id, &ids)
-                    .await
-                    .map_err(classify)?;
+            // The `running` marks still held for these commands are written with their results.
+            let started = match marks {
+                Some(m) => m.take(&ids),
+                None => vec![None; ids.len()],
+            };
+            finished = crate::commands::finish_from_results(
+                conn,
+                agent.provider_id,
+                agent.agent_id,
+                &ids,
+                &started,
+            )
+            .await
+            .map_err(classify)?;
         }
         if !self.drops.is_empty() {
             self.insert_drops(conn, agent).await?;
@@ -440,6 +451,7 @@ fn command_status(s: CommandStatus) -> &'static str {
         CommandStatus::Failed => "failed",
         CommandStatus::Expired => "expired",
         CommandStatus::Rejected => "rejected",
+        CommandStatus::Cancelled => "cancelled",
     }
 }
 
