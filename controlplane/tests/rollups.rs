@@ -17,7 +17,6 @@ use octoisp_shared::{Sample, SeriesDef};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use support::TestDb;
 use support::api::{TestAuth, caller, get};
 use support::fixtures::{self, Tenant, def, tenant};
