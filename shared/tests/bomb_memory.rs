@@ -53,6 +53,7 @@ fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
 #[test]
 fn gigabyte_bombs_are_refused_within_the_limit() {
     const MIB: usize = 1024 * 1024;
+    const SLACK: usize = 64 * 1024;
     let limits = Limits {
         max_frame_bytes: MIB,
         max_decompressed_bytes: 2 * MIB,
@@ -64,8 +65,11 @@ fn gigabyte_bombs_are_refused_within_the_limit() {
             matches!(result, Err(DecodeError::DecompressedTooLarge { .. })),
             "{result:?}"
         );
+        // Growing the output past the limit reallocates it once (old and new buffer live together: three
+        // times the limit); the slack covers the few hundred bytes other threads of the test process (the
+        // harness) may allocate meanwhile, which made an exact bound fail on a loaded machine.
         assert!(
-            peak <= 3 * limits.max_decompressed_bytes,
+            peak <= 3 * limits.max_decompressed_bytes + SLACK,
             "declared {declare}: peak {peak} bytes"
         );
     }
