@@ -507,3 +507,125 @@ async fn storing_resumes_after_postgresql_restarts() {
     assert_eq!(count_as(&db, a.provider_id, "samples").await, 300);
     db.cleanup().await;
 }
+
+fn cpe_record(device_key: &str, kind: &str, ts_ms: i64) -> Record {
+    Record::Tr069Result(Tr069Result {
+        id: Uuid::now_v7(),
+        ts_ms,
+        device_key: device_key.into(),
+        task_id: None,
+        kind: kind.into(),
+        ok: true,
+        fault_code: None,
+        fault_string: None,
+        parameters: Vec::new(),
+    })
+}
+
+/// Deletes the device `key` and every row that refers to it, as retention and an operator would over time.
+async fn delete_device(db: &TestDb, key: &str) -> Uuid {
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM devices WHERE device_key = $1")
+        .bind(key)
+        .fetch_one(&db.admin)
+        .await
+        .unwrap();
+    for table in ["tr069_results", "events", "device_inventory_log"] {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE device_id = $1"
+        )))
+        .bind(id)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM devices WHERE id = $1")
+        .bind(id)
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_cpe_deleted_after_its_id_was_cached_is_registered_again_by_its_next_report() {
+    let db = TestDb::new().await;
+    let a = tenant(&db, "isp-a").await;
+    let store = Store::new(db.app.clone());
+    let p = a.provider_id;
+    let t0 = now_ms() - 120_000;
+    let cpe = "00259E-HG8245H-48575443A1B2C3D4";
+
+    // Registered by a result, its id now cached; a second periodic Inform advances last_seen from the cache.
+    let first = batch(
+        1,
+        vec![],
+        &[],
+        vec![cpe_record(cpe, "GetParameterValues", t0)],
+    );
+    store.store_batch(&a.agent, &first, &[]).await.unwrap();
+    // Registration sets last_seen to the database's clock; take it back so the Inform's time shows.
+    sqlx::query("UPDATE devices SET last_seen = '2001-01-01Z'")
+        .execute(&db.admin)
+        .await
+        .unwrap();
+    let seen = batch(
+        2,
+        vec![],
+        &[],
+        vec![cpe_record(
+            cpe,
+            octoisp_shared::TR069_INFORM_SEEN,
+            t0 + 30_000,
+        )],
+    );
+    store.store_batch(&a.agent, &seen, &[]).await.unwrap();
+    let last_seen = |op: &str, t: i64| {
+        format!(
+            "devices WHERE device_key = '{cpe}' AND (extract(epoch FROM last_seen) * 1000)::int8 {op} {t}"
+        )
+    };
+    assert_eq!(count_as(&db, p, &last_seen("=", t0 + 30_000)).await, 1);
+
+    // Deleted behind the cache's back: a periodic Inform (an update only) registers it again.
+    let old = delete_device(&db, cpe).await;
+    let seen = batch(
+        3,
+        vec![],
+        &[],
+        vec![cpe_record(
+            cpe,
+            octoisp_shared::TR069_INFORM_SEEN,
+            t0 + 60_000,
+        )],
+    );
+    let outcome = store.store_batch(&a.agent, &seen, &[]).await.unwrap();
+    assert!(
+        matches!(outcome, StoreOutcome::Stored { records: 1, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(count_as(&db, p, &last_seen(">=", t0 + 60_000)).await, 1);
+    assert_eq!(
+        count_as(&db, p, &format!("devices WHERE id = '{old}'")).await,
+        0
+    );
+
+    // Deleted again: a result (an insert that refers to the device) registers it again too, result kept.
+    let again = delete_device(&db, cpe).await;
+    let result = batch(4, vec![], &[], vec![cpe_record(cpe, "Reboot", t0 + 90_000)]);
+    store.store_batch(&a.agent, &result, &[]).await.unwrap();
+    assert_eq!(
+        count_as(
+            &db,
+            p,
+            &format!("devices WHERE device_key = '{cpe}' AND id <> '{again}'")
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count_as(&db, p, "tr069_results WHERE kind = 'Reboot'").await,
+        1
+    );
+    assert_eq!(count_as(&db, p, &last_seen(">=", t0 + 90_000)).await, 1);
+    assert_eq!(count_as(&db, p, "ingested_batches").await, 4);
+}

@@ -14,7 +14,10 @@
 //!      `settled_below`, ends with [`StoreOutcome::Duplicate`] and nothing written;
 //!    - devices (by `device_key`) and series (by `(agent_id, local_id)`) from the batch's definitions are inserted
 //!      with UNNEST arrays, `ON CONFLICT DO NOTHING`, and every agent-local id the samples use is resolved, from
-//!      the cache first; ids still unknown end with [`StoreError::UnknownSeries`] and nothing written;
+//!      the cache first; ids still unknown end with [`StoreError::UnknownSeries`] and nothing written. Device
+//!      ids come from a cache as well (see `DeviceCache`: a batch of periodic Informs resolves no key in the
+//!      database); a cached id whose device was deleted fails the transaction, and the batch is stored again
+//!      once with the provider's cached ids dropped;
 //!    - samples, sorted by (day, series, time) so index insertions stay local, go to their day partitions with
 //!      `COPY ... FROM STDIN (FORMAT binary)` (encoded here: [`encode_copy`]). The partition, not the parent: row
 //!      security on `samples` forbids COPY into it; each partition refuses rows of another provider by a CHECK
@@ -58,6 +61,10 @@ pub const MAX_SAMPLE_AHEAD_MS: i64 = 86_400_000;
 pub const MAX_DAYS_PER_BATCH: usize = 64;
 /// Cached `(agent, local id) → series id` entries past which the cache is emptied and refilled on demand.
 const MAX_CACHED_SERIES: usize = 4_000_000;
+/// Cached `(provider, POP, device key) → device id` entries past which the cache is emptied.
+const MAX_CACHED_DEVICES: usize = 2_000_000;
+/// SQLSTATE of a foreign key violation (a cached device id whose device was deleted).
+const FOREIGN_KEY_VIOLATION: &str = "23503";
 /// Milliseconds in a day.
 const DAY_MS: i64 = 86_400_000;
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
@@ -94,6 +101,10 @@ pub enum StoreError {
     /// stay in its outbox.
     #[error("agent refused: {0}")]
     AgentRefused(String),
+    /// Devices the batch's records name were deleted while the batch was being stored (their cached ids are
+    /// gone); storing it again registers them anew. Retry.
+    #[error("{0} device(s) of the batch were deleted meanwhile; retry")]
+    StaleDevices(usize),
     /// The database failed or is unreachable; retry later.
     #[error("database unavailable: {0}")]
     Transient(#[source] sqlx::Error),
@@ -133,6 +144,7 @@ pub struct StoredSamples {
 pub struct Store {
     pool: PgPool,
     series: Mutex<SeriesCache>,
+    devices: Mutex<DeviceCache>,
     partitions: Mutex<HashMap<i64, Arc<str>>>,
     observer: Option<crate::alerts::SampleSender>,
     command_queue: Option<crate::queue::Queue>,
@@ -161,12 +173,51 @@ impl SeriesCache {
     }
 }
 
+/// Device ids by `(provider, POP)` then device key (cleaned as stored), learnt from committed batches. A batch of
+/// periodic Informs names hundreds of CPEs that all exist: resolving them from here spares the database an
+/// insert-or-nothing and a lookup per key on rows that `last_seen` updates keep rewriting. A device deleted
+/// behind the cache's back is noticed by the batch that uses its id (a foreign key violation, or a `last_seen`
+/// update that finds fewer rows than ids); the provider's entries are then dropped and the batch stored again.
+#[derive(Debug, Default)]
+struct DeviceCache {
+    by_pop: HashMap<(Uuid, Uuid), HashMap<String, Uuid>>,
+    len: usize,
+}
+
+impl DeviceCache {
+    fn insert_all(&mut self, provider: Uuid, pop: Uuid, learnt: HashMap<String, Uuid>) {
+        if self.len + learnt.len() > MAX_CACHED_DEVICES {
+            tracing::info!(entries = self.len, "Device cache full; emptying it.");
+            self.by_pop.clear();
+            self.len = 0;
+        }
+        let map = self.by_pop.entry((provider, pop)).or_default();
+        for (key, id) in learnt {
+            if map.insert(key, id).is_none() {
+                self.len += 1;
+            }
+        }
+    }
+
+    fn forget_provider(&mut self, provider: Uuid) {
+        self.by_pop.retain(|(p, _), map| {
+            if *p == provider {
+                self.len -= map.len();
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
 impl Store {
     /// A store writing through `pool` (which must connect as `octoisp_app`).
     pub fn new(pool: PgPool) -> Store {
         Store {
             pool,
             series: Mutex::new(SeriesCache::default()),
+            devices: Mutex::new(DeviceCache::default()),
             partitions: Mutex::new(HashMap::new()),
             observer: None,
             command_queue: None,
@@ -203,6 +254,24 @@ impl Store {
     /// Stores `batch` of `agent` exactly once; `samples` is `batch.samples` already decoded. See the module
     /// documentation for the steps and guarantees. The caller may ack only after `Ok`.
     pub async fn store_batch(
+        &self,
+        agent: &AgentRecord,
+        batch: &Batch,
+        samples: &[Sample],
+    ) -> Result<StoreOutcome, StoreError> {
+        match self.store_once(agent, batch, samples).await {
+            Err(err) if stale_device(&err) => {
+                // A cached device id names a deleted device: forget the provider's ids and store the batch
+                // again (nothing of the first attempt was committed); the devices are registered anew.
+                tracing::info!(agent = %agent.agent_id, error = %err, "Cached device ids are stale; resolving them again.");
+                lock(&self.devices).forget_provider(agent.provider_id);
+                self.store_once(agent, batch, samples).await
+            }
+            other => other,
+        }
+    }
+
+    async fn store_once(
         &self,
         agent: &AgentRecord,
         batch: &Batch,
@@ -259,7 +328,7 @@ impl Store {
             .filter(|d| !cached.contains_key(&d.id))
             .collect();
         keys.extend(new_defs.iter().map(|d| d.device_key.as_str()));
-        let devices = upsert_devices(&mut tx, agent, &keys).await?;
+        let (devices, learnt_devices) = self.resolve_devices(&mut tx, agent, &keys).await?;
         insert_series(&mut tx, agent, &new_defs, &devices).await?;
         let mut wanted: BTreeSet<u64> = new_defs.iter().map(|d| d.id).collect();
         wanted.extend(
@@ -389,10 +458,43 @@ impl Store {
         if !learnt.is_empty() {
             lock(&self.series).insert_all(agent.agent_id, learnt);
         }
+        if !learnt_devices.is_empty() {
+            lock(&self.devices).insert_all(agent.provider_id, agent.pop_id, learnt_devices);
+        }
         Ok(StoreOutcome::Stored {
             samples: samples.len() as u64,
             records: batch.records.len() as u64,
         })
+    }
+
+    /// The id of every device key (cleaned), from the cache or registered in `tx`; and the ids learnt from the
+    /// database, to cache once the transaction commits.
+    async fn resolve_devices(
+        &self,
+        tx: &mut PgConnection,
+        agent: &AgentRecord,
+        keys: &BTreeSet<&str>,
+    ) -> Result<(HashMap<String, Uuid>, HashMap<String, Uuid>), StoreError> {
+        let mut found = HashMap::with_capacity(keys.len());
+        let mut missing = BTreeSet::new();
+        {
+            let cache = lock(&self.devices);
+            let map = cache.by_pop.get(&(agent.provider_id, agent.pop_id));
+            for key in keys {
+                let key = clean(key);
+                match map.and_then(|m| m.get(key.as_ref())) {
+                    Some(id) => {
+                        found.insert(key.into_owned(), *id);
+                    }
+                    None => {
+                        missing.insert(key.into_owned());
+                    }
+                }
+            }
+        }
+        let learnt = upsert_devices(tx, agent, &missing).await?;
+        found.extend(learnt.iter().map(|(k, v)| (k.clone(), *v)));
+        Ok((found, learnt))
     }
 
     /// Cached series ids for the local ids used by `samples` and `defs`.
@@ -570,16 +672,16 @@ fn check_defs(defs: &[SeriesDef]) -> Result<Vec<&SeriesDef>, StoreError> {
     Ok(out)
 }
 
-/// Inserts the devices named by `keys` that do not exist yet; returns the id of every key.
+/// Inserts the devices named by `keys` (cleaned) that do not exist yet; returns the id of every key.
 async fn upsert_devices(
     conn: &mut PgConnection,
     agent: &AgentRecord,
-    keys: &BTreeSet<&str>,
+    keys: &BTreeSet<String>,
 ) -> Result<HashMap<String, Uuid>, StoreError> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let keys: Vec<String> = keys.iter().map(|k| clean(k).into_owned()).collect();
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
     sqlx::query(
         "INSERT INTO devices (provider_id, pop_id, device_key) \
          SELECT $1, $2, k FROM unnest($3::text[]) AS k \
@@ -726,6 +828,15 @@ fn from_db(err: DbError) -> StoreError {
     match err {
         DbError::Query { source, .. } | DbError::Connect { source, .. } => classify(source),
         other => StoreError::Transient(sqlx::Error::Protocol(other.to_string())),
+    }
+}
+
+/// Whether `err` says a device id the batch used no longer exists (see [`DeviceCache`]).
+fn stale_device(err: &StoreError) -> bool {
+    match err {
+        StoreError::StaleDevices(_) => true,
+        StoreError::Transient(e) => db::sqlstate(e).as_deref() == Some(FOREIGN_KEY_VIOLATION),
+        _ => false,
     }
 }
 

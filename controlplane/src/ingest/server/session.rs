@@ -465,6 +465,19 @@ async fn store(
             tracing::warn!(seq, reason = %msg, "Batch of a refused agent; closing its connection.");
             return None;
         }
+        Err(StoreError::StaleDevices(n)) => {
+            tracing::info!(
+                seq,
+                devices = n,
+                "Devices of a batch were deleted while storing it; the agent will retry."
+            );
+            nack(
+                seq,
+                NackCode::Retry,
+                "devices of the batch were deleted meanwhile; retry".into(),
+                retry_after_ms(),
+            )
+        }
         Err(StoreError::Transient(err)) => {
             tracing::warn!(seq, error = %err, "Cannot store a batch now; the agent will retry.");
             nack(

@@ -331,7 +331,7 @@ impl<'a> Records<'a> {
 
     /// Moves `devices.last_seen` of the CPEs that TR-069 records of this batch come from to their newest record
     /// (never backwards, never past the database's clock): one statement for the whole batch. Inventory records
-    /// already do this in their own update.
+    /// already do this in their own update. [`StoreError::StaleDevices`] when a device is gone.
     async fn advance_last_seen(
         &self,
         conn: &mut PgConnection,
@@ -358,17 +358,25 @@ impl<'a> Records<'a> {
             .into_iter()
             .map(|(id, ts)| (id, ms_to_time(ts)))
             .unzip();
-        sqlx::query(
-            "UPDATE devices AS d SET last_seen = least(u.t, now()) \
+        // Every device is written, even when its `last_seen` does not move (rare: a newer inventory report of
+        // the same batch moved it), so that a row missing from the count is a device deleted behind the device
+        // cache's back.
+        let updated = sqlx::query(
+            "UPDATE devices AS d SET last_seen = greatest(d.last_seen, least(u.t, now())) \
              FROM unnest($2::uuid[], $3::timestamptz[]) AS u(id, t) \
-             WHERE d.provider_id = $1 AND d.id = u.id AND d.last_seen < least(u.t, now())",
+             WHERE d.provider_id = $1 AND d.id = u.id",
         )
         .bind(agent.provider_id)
         .bind(&ids)
         .bind(&times)
         .execute(&mut *conn)
         .await
-        .map_err(classify)?;
+        .map_err(classify)?
+        .rows_affected();
+        let expected = ids.len() as u64;
+        if updated < expected {
+            return Err(StoreError::StaleDevices((expected - updated) as usize));
+        }
         Ok(())
     }
 
