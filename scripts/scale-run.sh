@@ -27,6 +27,8 @@
 #                        web/node_modules: `cd web && npm ci && npm run build`; CHROMIUM, default /usr/bin/chromium)
 #   PERF [0]             1: at 3/5 of a run without a cut, `top` once and a 20 s `perf record` (flat, 49 Hz)
 #                        of the control plane, agent 0, the simulator and PostgreSQL: RUN_DIR/perf-*.txt
+#   (a cluster with autovacuum = off gets VACUUM (ANALYZE) of the run's hot tables and ANALYZE once a minute:
+#                        vacuum.log)
 #   ALERTS [1]           an alert rule (interface down, POP pop-0) and a webhook channel to a local stand-in
 #                        (port BASE+90): the flapping devices' alerts give the alert latency
 set -euo pipefail
@@ -184,6 +186,22 @@ fi
     done
 ) >"$RUN/api.csv" &
 PIDS+=($!)
+
+# A cluster running with autovacuum = off (some shared development servers) keeps no statistics and reclaims no
+# dead rows: what production's autovacuum does is done here once a minute, said aloud, and logged.
+if [ "$(psql "$DB_ADMIN" -XAtc "SHOW autovacuum" 2>/dev/null)" = off ]; then
+    say "this PostgreSQL runs with autovacuum = off: VACUUM (ANALYZE) of $DB once a minute stands in for it"
+    (
+        while fleet_running; do
+            sleep 60
+            start=$SECONDS
+            psql "$DB_ADMIN" -qXAt -c "VACUUM (ANALYZE) devices, series, agents, ingested_batches, rollup_pending" \
+                -c "ANALYZE" >/dev/null 2>&1 || echo "VACUUM failed"
+            echo "$(date -u +%H:%M:%S) VACUUM (ANALYZE) took $((SECONDS - start)) s"
+        done
+    ) >"$RUN/vacuum.log" 2>&1 &
+    PIDS+=($!)
+fi
 
 # Samplers: CPU (% of one core) and RSS per process from /proc, outbox depths, ingest lag.
 declare -A PREV PREV_T

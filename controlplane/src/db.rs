@@ -143,6 +143,25 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError>
         .map_err(|source| DbError::Connect { target, source })
 }
 
+/// Logs a warning when the server runs without autovacuum. Ingest grows `devices` and `series` by hundreds of
+/// thousands of rows within minutes of a fleet connecting, and without the statistics autovacuum's ANALYZE keeps,
+/// PostgreSQL plans lookups of a few keys as scans of a whole provider (the scale run measured seconds per
+/// statement); the `last_seen` updates also leave dead rows that only VACUUM reclaims.
+pub async fn warn_if_autovacuum_off(pool: &PgPool) {
+    match sqlx::query_scalar::<_, String>("SELECT current_setting('autovacuum')")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(v) if v == "off" => tracing::warn!(
+            "PostgreSQL runs with autovacuum = off: table statistics and dead rows are not maintained, and \
+             ingest and API queries slow down as tables grow. Turn it on (the default), or run VACUUM (ANALYZE) \
+             regularly (docs/OPERATIONS.md)."
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::debug!(error = %err, "Cannot read the autovacuum setting."),
+    }
+}
+
 /// Applies the pending migrations. `admin_pool` must connect as the role that owns the schema (and may create
 /// the `octoisp_app` role if it is missing); never as `octoisp_app`. Safe to run from several instances at once
 /// (sqlx serializes them with an advisory lock).

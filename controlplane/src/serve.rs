@@ -95,6 +95,7 @@ pub async fn run(
                 crate::config::redact(&cfg.database.url)
             )
         })?;
+    db::warn_if_autovacuum_off(&pool).await;
     let tracker = TaskTracker::new();
     let commands = commands_state(&cfg, pool.clone()).await;
     let secrets = Arc::new(

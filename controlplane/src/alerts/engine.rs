@@ -679,11 +679,16 @@ impl Engine {
         let mut tx = db::tenant_tx(&self.pool, provider)
             .await
             .map_err(|e| err("begin")(sqlx::Error::Protocol(e.to_string())))?;
+        // One primary-key lookup per id (`OFFSET 0` keeps the subquery a parameterized scan): with
+        // `s.id = ANY($2)` as a filter and no statistics yet on a fast-growing `series`, PostgreSQL read every
+        // series of the provider and filtered them (0.6-2.5 s a call for 2,000 ids among 300,000 in the scale
+        // run; 47 ms with fresh statistics, 7 ms this way).
         let rows: Vec<SeriesRow> = sqlx::query_as(
             "SELECT s.id, s.device_id, s.metric, s.labels::text, d.pop_id, \
                     coalesce(d.name, d.serial_number, d.device_key), d.last_seen \
-             FROM series s JOIN devices d ON d.provider_id = s.provider_id AND d.id = s.device_id \
-             WHERE s.provider_id = $1 AND s.id = ANY($2)",
+             FROM unnest($2::int8[]) AS u(id) \
+             CROSS JOIN LATERAL (SELECT * FROM series s WHERE s.id = u.id AND s.provider_id = $1 OFFSET 0) s \
+             JOIN devices d ON d.provider_id = s.provider_id AND d.id = s.device_id",
         )
         .bind(provider)
         .bind(&missing)
