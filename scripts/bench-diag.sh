@@ -99,7 +99,7 @@ for port in 22 80 443 8080 50000; do
     x "$T" socat TCP-LISTEN:$port,fork,reuseaddr SYSTEM:true >/dev/null 2>&1 &
     SOCAT_PIDS="$SOCAT_PIDS $!"
 done
-x "$V" ping -q -c 2 -i 0.2 198.51.100.2 >/dev/null
+x "$V" "$AGENT" ping -q -c 2 -i 0.2 198.51.100.2 >/dev/null
 echo "-- octoisp-agent scan -p - --no-banner (SYN scan)"
 time (x "$V" "$AGENT" scan 198.51.100.2 -p - --no-banner --method syn --max-pps 1000000 --json > /tmp/$P.vscan.json)
 echo "   open: $(grep -B4 '"state": "open"' /tmp/$P.vscan.json | grep -o '"port": [0-9]*' | cut -d' ' -f2 | xargs)"
