@@ -307,60 +307,18 @@ pub fn sweep_blocking_with(
 }
 
 /// Sends `opts.count` rounds of echo requests to `hosts`, paced at `opts.rate` in batches of at most a
-/// millisecond of probes; returns when the last one left (`None` when none did). A big round is split between
-/// two threads (one per core, two at most): the kernel's work per probe, not the loop, is the bound.
+/// millisecond of probes; returns when the last one left (`None` when none did).
 fn send_rounds(
     hosts: &[IpAddr],
     opts: &EchoSweep,
     ident: u16,
-    socks: (&Option<UdpSocket>, &Option<UdpSocket>),
-    now_us: &(dyn Fn() -> u32 + Sync),
-    cancel: &CancellationToken,
-) -> Option<Instant> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
-    let parts = if hosts.len() >= 8192 { threads } else { 1 };
-    let per_part = hosts.len().div_ceil(parts).max(1);
-    let rate = f64::from(opts.rate.max(1)) / parts as f64;
-    let mut last_send = None;
-    for round in 0..opts.count.max(1) {
-        let ends: Vec<Option<Instant>> = std::thread::scope(|s| {
-            let handles: Vec<_> = hosts
-                .chunks(per_part)
-                .enumerate()
-                .map(|(p, part)| {
-                    let base = p * per_part;
-                    s.spawn(move || {
-                        send_part(base, part, round as u16, rate, ident, socks, now_us, cancel)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().ok().flatten())
-                .collect()
-        });
-        last_send = ends.into_iter().flatten().max().or(last_send);
-        if cancel.is_cancelled() {
-            break;
-        }
-    }
-    last_send
-}
-
-/// One thread's share of a round: `part` holds the hosts from index `base` on.
-#[allow(clippy::too_many_arguments)]
-fn send_part(
-    base: usize,
-    part: &[IpAddr],
-    round: u16,
-    rate: f64,
-    ident: u16,
     (v4, v6): (&Option<UdpSocket>, &Option<UdpSocket>),
-    now_us: &(dyn Fn() -> u32 + Sync),
+    now_us: &dyn Fn() -> u32,
     cancel: &CancellationToken,
 ) -> Option<Instant> {
     let budget = safety::global();
-    let per_batch = ((rate / 1000.0) as usize).clamp(1, batch::MAX_BATCH);
+    let rate = f64::from(opts.rate.max(1));
+    let per_batch = ((opts.rate / 1000) as usize).clamp(1, batch::MAX_BATCH);
     let t0 = Instant::now();
     let mut n: u64 = 0;
     let mut last_send = None;
@@ -368,43 +326,51 @@ fn send_part(
     let mut pkts6: Vec<[u8; 8 + PAYLOAD]> = Vec::with_capacity(per_batch);
     let mut to4: Vec<SockAddr> = Vec::with_capacity(per_batch);
     let mut to6: Vec<SockAddr> = Vec::with_capacity(per_batch);
-    for (chunk_no, chunk) in part.chunks(per_batch).enumerate() {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let due = t0 + Duration::from_secs_f64(n as f64 / rate);
-        let wait = due
-            .saturating_duration_since(Instant::now())
-            .max(budget.reserve(chunk.len() as u32));
-        if wait >= Duration::from_millis(1) {
-            std::thread::sleep(wait);
-        }
-        n += chunk.len() as u64;
-        pkts4.clear();
-        pkts6.clear();
-        to4.clear();
-        to6.clear();
-        let sent_us = now_us();
-        for (j, &host) in chunk.iter().enumerate() {
-            let index = (base + chunk_no * per_batch + j) as u32;
-            let (pkts, to) = match host {
-                IpAddr::V4(_) => (&mut pkts4, &mut to4),
-                IpAddr::V6(_) => (&mut pkts6, &mut to6),
-            };
-            pkts.push(echo_request(host.is_ipv6(), ident, round, index, sent_us));
-            to.push(SockAddr::from(SocketAddr::new(host, 0)));
-        }
-        for (sock, pkts, to) in [(v4, &pkts4, &to4), (v6, &pkts6, &to6)] {
-            let (Some(sock), false) = (sock, pkts.is_empty()) else {
-                continue;
-            };
-            let slices: Vec<&[u8]> = pkts.iter().map(|p| p.as_slice()).collect();
-            if let Err(e) = batch::send_all(sock.as_fd(), &slices, Some(to)) {
-                // An unreachable network or a queue that never drains: those probes get no reply.
-                tracing::debug!(error = %e, "Sweep probes not sent.");
+    for round in 0..opts.count.max(1) {
+        for (chunk_no, chunk) in hosts.chunks(per_batch).enumerate() {
+            if cancel.is_cancelled() {
+                return last_send;
             }
+            let due = t0 + Duration::from_secs_f64(n as f64 / rate);
+            let wait = due
+                .saturating_duration_since(Instant::now())
+                .max(budget.reserve(chunk.len() as u32));
+            if wait >= Duration::from_millis(1) {
+                std::thread::sleep(wait);
+            }
+            n += chunk.len() as u64;
+            pkts4.clear();
+            pkts6.clear();
+            to4.clear();
+            to6.clear();
+            let sent_us = now_us();
+            for (j, &host) in chunk.iter().enumerate() {
+                let index = (chunk_no * per_batch + j) as u32;
+                let (pkts, to) = match host {
+                    IpAddr::V4(_) => (&mut pkts4, &mut to4),
+                    IpAddr::V6(_) => (&mut pkts6, &mut to6),
+                };
+                pkts.push(echo_request(
+                    host.is_ipv6(),
+                    ident,
+                    round as u16,
+                    index,
+                    sent_us,
+                ));
+                to.push(SockAddr::from(SocketAddr::new(host, 0)));
+            }
+            for (sock, pkts, to) in [(v4, &pkts4, &to4), (v6, &pkts6, &to6)] {
+                let (Some(sock), false) = (sock, pkts.is_empty()) else {
+                    continue;
+                };
+                let slices: Vec<&[u8]> = pkts.iter().map(|p| p.as_slice()).collect();
+                if let Err(e) = batch::send_all(sock.as_fd(), &slices, Some(to)) {
+                    // An unreachable network or a queue that never drains: those probes get no reply.
+                    tracing::debug!(error = %e, "Sweep probes not sent.");
+                }
+            }
+            last_send = Some(Instant::now());
         }
-        last_send = Some(Instant::now());
     }
     last_send
 }

@@ -235,62 +235,42 @@ fn send_rounds(
     let budget = safety::global();
     let mut rate = f64::from(opts.rate.unwrap_or(budget.rate()).max(1));
     let mut pending: Vec<u16> = ports.to_vec();
-    // The kernel's work per probe (the SYN, the target's answer, its delivery to our socket; on a LAN or
-    // loopback mostly on the sending core) dominates: big rounds are sent from one thread per core, two at most.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(2));
+    let mut segs: Vec<[u8; tcpraw::SYN_LEN]> = Vec::with_capacity(batch::MAX_BATCH);
     for attempt in 0..=opts.retries {
+        let t_round = Instant::now();
+        let per_batch = ((rate / 1000.0) as usize).clamp(1, batch::MAX_BATCH);
+        let mut n: u32 = 0;
         let todo: Vec<u16> = pending
             .iter()
             .copied()
             .filter(|&p| board.state[usize::from(p)].load(Ordering::Acquire) == UNKNOWN)
             .collect();
-        let parts = if todo.len() >= 4096 { threads } else { 1 };
-        let part_rate = rate / parts as f64;
-        let send_part = |part: &[u16]| -> Result<(), SynError> {
-            let t_round = Instant::now();
-            let per_batch = ((part_rate / 1000.0) as usize).clamp(1, batch::MAX_BATCH);
-            let mut segs: Vec<[u8; tcpraw::SYN_LEN]> = Vec::with_capacity(per_batch);
-            let mut n: u32 = 0;
-            for chunk in part.chunks(per_batch) {
-                // Our own pacing (it slows down after loss) and the process-wide budget.
-                let due = t_round + Duration::from_secs_f64(f64::from(n) / part_rate);
-                let wait = due
-                    .saturating_duration_since(Instant::now())
-                    .max(budget.reserve(chunk.len() as u32));
-                if wait >= Duration::from_millis(1) {
-                    std::thread::sleep(wait);
-                }
-                n += chunk.len() as u32;
-                segs.clear();
-                let now = board.now_us().saturating_add(1);
-                for &port in chunk {
-                    segs.push(tcpraw::syn(
-                        src,
-                        host,
-                        sport,
-                        port,
-                        tcpraw::probe_seq(secret, port),
-                    ));
-                    board.sent_us[usize::from(port)].store(now, Ordering::Release);
-                }
-                let slices: Vec<&[u8]> = segs.iter().map(|s| s.as_slice()).collect();
-                // A local firewall refusing a probe leaves that port silent: it ends up filtered.
-                batch::send_all(sock.as_fd(), &slices, None).map_err(io(host, "send SYN"))?;
+        for chunk in todo.chunks(per_batch) {
+            // Our own pacing (it slows down after loss) and the process-wide budget.
+            let due = t_round + Duration::from_secs_f64(f64::from(n) / rate);
+            let wait = due
+                .saturating_duration_since(Instant::now())
+                .max(budget.reserve(chunk.len() as u32));
+            if wait >= Duration::from_millis(1) {
+                std::thread::sleep(wait);
             }
-            Ok(())
-        };
-        let per_part = todo.len().div_ceil(parts).max(1);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = todo
-                .chunks(per_part)
-                .map(|part| s.spawn(move || send_part(part)))
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(io(host, "send thread")(std::io::Error::other("panicked")))
-                })
-            })
-        })?;
+            n += chunk.len() as u32;
+            segs.clear();
+            let now = board.now_us().saturating_add(1);
+            for &port in chunk {
+                segs.push(tcpraw::syn(
+                    src,
+                    host,
+                    sport,
+                    port,
+                    tcpraw::probe_seq(secret, port),
+                ));
+                board.sent_us[usize::from(port)].store(now, Ordering::Release);
+            }
+            let slices: Vec<&[u8]> = segs.iter().map(|s| s.as_slice()).collect();
+            // A local firewall refusing a probe leaves that port silent: it ends up filtered.
+            batch::send_all(sock.as_fd(), &slices, None).map_err(io(host, "send SYN"))?;
+        }
         // Wait for the answers: until every port answered, or one timeout after the last probe.
         let timeout = {
             let est = match board.rtt.lock() {
