@@ -3,10 +3,12 @@
 # docs/BENCHMARKS.md, section "Diagnostics"). Needs root (network namespaces), fping, nmap, mtr-tiny, socat.
 # All traffic stays inside network namespaces this script creates and deletes:
 #   1. ping sweep of 198.18.0.0/16 (65,534 addresses; RFC 2544 benchmark range): 198.18.7.0/24 answers
-#      (assigned to lo), the rest is routed into a veth towards a namespace that drops it. octoisp-agent sweep vs fping.
+#      (assigned to lo), the rest is routed into a veth towards a namespace that drops it. octoisp-agent sweep
+#      (adaptive wait after the last probe, -W 0.5 as its longest; then --fixed-wait, fping's behaviour) vs
+#      fping -t 500 -i 0 -r 0.
 #   2. TCP scan of all 65,535 ports of 127.0.0.1 in a namespace with 5 listeners: octoisp-agent scan (SYN scan,
 #      as root; process cap raised to 1,000,000 packets/s) vs nmap -T5 (SYN scan, as root), then both connect
-#      scans, and masscan where it runs.
+#      scans, and masscan where it runs. 2b: the same SYN scans of a host in another namespace over a veth.
 #   3. MTR of 100 cycles through two routers (the test topology): octoisp-agent mtr vs mtr --report.
 # Usage: scripts/bench-diag.sh [path/to/octoisp-agent]   (default: a release build)
 set -euo pipefail
@@ -29,6 +31,7 @@ x() { ip netns exec "$@"; }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)"
 echo "== commit: $(git rev-parse --short HEAD)"
+echo "== load at start: $(uptime)"
 
 echo "== 1. ping sweep of 198.18.0.0/16 (65,534 addresses, 256 live), 1 probe each, 500 ms timeout"
 S=${P}s
@@ -42,11 +45,11 @@ ip link add d0 netns "$S" type veth peer name d1 netns "${P}x"
 x "$S" ip link set d0 arp off up
 x "${P}x" ip link set d1 up
 x "$S" ip route add 198.18.0.0/16 dev d0
-echo "-- octoisp-agent sweep -r 100000"
-time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 -r 100000 --max-pps 100000 --json > /tmp/$P.sweep.json)
+echo "-- octoisp-agent sweep -r 1000000 -W 0.5 (adaptive wait, --min-wait 0.1 by default)"
+time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 -r 1000000 --max-pps 1000000 --json > /tmp/$P.sweep.json)
 echo "   alive: $(grep -c '"ip"' /tmp/$P.sweep.json)"
-echo "-- octoisp-agent sweep -r 200000 (same, twice the send rate)"
-time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 -r 200000 --max-pps 200000 --json > /tmp/$P.sweep2.json)
+echo "-- octoisp-agent sweep -r 1000000 -W 0.5 --fixed-wait (the whole 500 ms after the last probe, like fping)"
+time (x "$S" "$AGENT" sweep 198.18.0.0/16 -n -W 0.5 --fixed-wait -r 1000000 --max-pps 1000000 --json > /tmp/$P.sweep2.json)
 echo "   alive: $(grep -c '"ip"' /tmp/$P.sweep2.json)"
 echo "-- fping -g -c1 -t500 -i0 -r0 (fping's fastest)"
 time (x "$S" fping -g 198.18.0.0/16 -a -q -t 500 -i 0 -r 0 > /tmp/$P.fping.txt 2>/dev/null || true)
@@ -84,6 +87,31 @@ if command -v masscan >/dev/null; then
     time (x "$N" masscan 127.0.0.1 -p0-65535 --rate 1000000 -e lo 2>&1 | tail -2 || true)
 fi
 
+echo "== 2b. SYN scan of 65,535 ports of a host in another namespace over a veth (5 listeners)"
+V=${P}v T=${P}t
+NS+=("$V" "$T")
+ip netns add "$V"; ip netns add "$T"
+x "$V" ip link set lo up; x "$T" ip link set lo up
+ip link add v0 netns "$V" type veth peer name t0 netns "$T"
+ip -n "$V" addr add 198.51.100.1/24 dev v0; ip -n "$V" link set v0 up
+ip -n "$T" addr add 198.51.100.2/24 dev t0; ip -n "$T" link set t0 up
+for port in 22 80 443 8080 50000; do
+    x "$T" socat TCP-LISTEN:$port,fork,reuseaddr SYSTEM:true >/dev/null 2>&1 &
+    SOCAT_PIDS="$SOCAT_PIDS $!"
+done
+x "$V" "$AGENT" ping -q -c 2 -i 0.2 198.51.100.2 >/dev/null
+echo "-- octoisp-agent scan -p - --no-banner (SYN scan)"
+time (x "$V" "$AGENT" scan 198.51.100.2 -p - --no-banner --method syn --max-pps 1000000 --json > /tmp/$P.vscan.json)
+echo "   open: $(grep -B4 '"state": "open"' /tmp/$P.vscan.json | grep -o '"port": [0-9]*' | cut -d' ' -f2 | xargs)"
+echo "   half-open connections left: $(x "$T" ss -Htn state syn-recv | wc -l)"
+echo "-- nmap -T5 -p- (SYN scan as root)"
+time (x "$V" nmap -T5 -p- -n -Pn 198.51.100.2 -oG - > /tmp/$P.vnmap.txt)
+echo "   open: $(grep -o '[0-9]*/open' /tmp/$P.vnmap.txt | cut -d/ -f1 | xargs)"
+if command -v masscan >/dev/null; then
+    echo "-- masscan -p0-65535 --rate 1000000 over the veth"
+    time (x "$V" masscan 198.51.100.2 -p0-65535 --rate 1000000 --wait 1 2>&1 | grep -c 'open port' || true)
+fi
+
 echo "== 3. MTR, 100 cycles, 0.1 s apart, A -> R1 -> R2 -> B"
 A=${P}a R1=${P}r1 R2=${P}r2 B=${P}b
 for ns in "$A" "$R1" "$R2" "$B"; do ip netns add "$ns"; x "$ns" ip link set lo up; done
@@ -105,4 +133,5 @@ echo "-- octoisp-agent mtr -c 100 -i 0.1"
 time (x "$A" "$AGENT" mtr 203.0.113.2 -n -c 100 -i 0.1)
 echo "-- mtr --report -c 100 -i 0.1"
 time (x "$A" mtr --report --report-wide -n -c 100 -i 0.1 203.0.113.2)
+echo "== load at end: $(uptime)"
 rm -f /tmp/$P.*

@@ -27,6 +27,10 @@ use octoisp_agent::acs::tasks::TaskKind;
 use octoisp_agent::outbox::{Outbox, OutboxConfig, Synchronous};
 use tokio_util::sync::CancellationToken;
 
+/// The agent's allocator (agent/src/main.rs), so that the in-process ACS runs as it does in the daemon.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Light,

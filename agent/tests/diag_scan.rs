@@ -217,3 +217,51 @@ fn sweep_finds_exactly_the_live_hosts() {
     assert_eq!(report["hosts"][0]["ip"], addr::B4, "{report}");
     assert_eq!(report["hosts"][0]["via"], "tcp/22", "{report}");
 }
+
+/// The live hosts of a `sweep --json` report with their RTTs.
+fn live(report: &serde_json::Value) -> Vec<(String, f64)> {
+    report["hosts"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{report}"))
+        .iter()
+        .map(|h| {
+            (
+                h["ip"].as_str().unwrap_or("").to_owned(),
+                h["rtt_ms"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn adaptive_wait_still_finds_a_slow_host_answering_within_the_longest_wait() {
+    let Some(t) = Topology::new("sweep slow host") else {
+        return;
+    };
+    // B answers 300 ms late; -W 1 allows up to 1 s. Nothing else in the range answers, so the adaptive wait
+    // only learns B's RTT from B's own reply: it must keep waiting (its longest wait) until that reply comes.
+    let how = t.impair(300, 0);
+    eprintln!("impairment: {how:?}");
+    let range = ["203.0.113.2", "203.0.113.8/29", "-n", "-W", "1", "--json"];
+    let mut args = vec!["sweep"];
+    args.extend_from_slice(&range);
+    let report = t.agent_json(&args);
+    let found = live(&report);
+    assert_eq!(found.len(), 1, "{report}");
+    assert_eq!(found[0].0, addr::B4, "{report}");
+    assert!(found[0].1 >= 300.0, "B's RTT includes the delay: {report}");
+    // Beside a fast host (R2), the adaptive wait is learnt from the fast reply and may end before B's; the
+    // fixed wait waits the whole -W after the last probe and finds both.
+    let report = t.agent_json(&[
+        "sweep",
+        "203.0.113.1",
+        "203.0.113.2",
+        "-n",
+        "-W",
+        "1",
+        "--fixed-wait",
+        "--json",
+    ]);
+    let ips: Vec<String> = live(&report).into_iter().map(|(ip, _)| ip).collect();
+    assert_eq!(ips, ["203.0.113.1", addr::B4], "{report}");
+}

@@ -3,20 +3,27 @@
 //!
 //! Each echo request carries, in its payload, a marker, the index of its target and its send time, so a
 //! reply is matched without any table of probes in flight: the reply's source must be the target the index
-//! names, its identifier ours, and it must come within the timeout. Sends are spaced `1/rate` apart (and
-//! draw from the process-wide budget); at most about a millisecond of probes leaves back to back.
+//! names, its identifier ours, and it must come within the longest wait. Sends are paced at `rate` (and draw
+//! from the process-wide budget) in batches of at most a millisecond of probes, each batch one
+//! `sendmmsg(2)` call ([`crate::diag::batch`]).
+//!
+//! After the last probe the sweep waits as [`Wait`] says: a fixed time (fping's way), or adaptively from
+//! the RTTs seen (nmap's host discovery), which ends a LAN sweep within about `min` of its last probe.
 //!
 //! Needs raw sockets (root or CAP_NET_RAW); [`EchoError::NotPrivileged`] lets the caller fall back to the
 //! per-probe engine in [`crate::diag::ping`].
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use crate::diag::safety;
+use crate::diag::stats::RttEstimator;
+use crate::diag::{batch, safety};
 
 /// Why a batched sweep could not run.
 #[derive(Debug, thiserror::Error)]
@@ -96,12 +103,62 @@ pub fn parse_reply(packet: &[u8], v6: bool, ident: u16) -> Option<(u32, u32)> {
     Some((index, sent))
 }
 
+/// How long a sweep waits for replies after its last probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Wait {
+    /// Exactly this long; a reply slower than this is not counted (fping's `-t` with `-r 0`).
+    Fixed(Duration),
+    /// Like nmap's host discovery: from the RTTs seen so far, `srtt + 4 * rttvar` (RFC 6298), at least twice
+    /// the slowest RTT seen, clamped to `min..=max`; `max` while nothing has answered. Replies are counted up
+    /// to `max` after their probe. A host slower than every other host seen, probed within that wait of the
+    /// end, can be missed (as with nmap): [`Wait::Fixed`] never misses a host answering within its time.
+    Adaptive {
+        /// Shortest wait.
+        min: Duration,
+        /// Longest wait, and the latest a reply still counts.
+        max: Duration,
+    },
+}
+
+impl Wait {
+    /// The latest a reply may come after its probe and still count.
+    pub fn max(&self) -> Duration {
+        match *self {
+            Wait::Fixed(d) => d,
+            Wait::Adaptive { max, .. } => max,
+        }
+    }
+
+    /// The wait after the last probe, given the estimator fed with every RTT seen so far and the slowest.
+    pub fn after_last(&self, est: &RttEstimator, slowest: Option<Duration>) -> Duration {
+        match *self {
+            Wait::Fixed(d) => d,
+            Wait::Adaptive { min, max } => {
+                let est = Duration::from_secs_f64(est.timeout_ms().max(0.0) / 1e3);
+                let slow = slowest.map_or(Duration::ZERO, |s| s.saturating_mul(2));
+                est.max(slow).clamp(min, max.max(min))
+            }
+        }
+    }
+
+    /// A fresh estimator for this policy (its timeout is `max` until the first sample).
+    pub fn estimator(&self) -> RttEstimator {
+        let (min, max) = match *self {
+            Wait::Fixed(d) => (d, d),
+            Wait::Adaptive { min, max } => (min, max.max(min)),
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        RttEstimator::new(ms(max), ms(min), ms(max))
+    }
+}
+
 /// Options of a batched sweep.
 #[derive(Debug, Clone, Copy)]
 pub struct EchoSweep {
     /// Rounds (echo requests per address).
     pub count: u64,
-    /// How long a reply may take.
+    /// How long a reply may take ([`sweep_blocking`] waits exactly this long after the last probe; see
+    /// [`sweep_blocking_with`] for an adaptive wait).
     pub timeout: Duration,
     /// Probes per second.
     pub rate: u32,
@@ -133,14 +190,54 @@ fn open(v6: bool) -> Result<UdpSocket, EchoError> {
             op: "read timeout",
             source,
         })?;
-    // std's datagram calls (send_to, recv_from) work on a raw socket and give the source address safely.
+    // std's datagram calls (recv_from) work on a raw socket and give the source address safely.
     Ok(UdpSocket::from(s))
 }
 
-/// Sweeps `hosts`: the best RTT (µs) of each host that answered, `u32::MAX` for the others. Blocking.
+/// RTTs seen by the readers: the estimator behind [`Wait::Adaptive`] and the slowest.
+struct Seen {
+    est: Mutex<RttEstimator>,
+    slowest_us: AtomicU32,
+}
+
+impl Seen {
+    fn observe(&self, rtt_us: u32) {
+        self.slowest_us.fetch_max(rtt_us, Ordering::AcqRel);
+        let mut est = match self.est.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        est.observe(f64::from(rtt_us) / 1e3);
+    }
+
+    fn wait(&self, wait: &Wait) -> Duration {
+        let slowest = match self.slowest_us.load(Ordering::Acquire) {
+            0 => None,
+            us => Some(Duration::from_micros(u64::from(us))),
+        };
+        let est = match self.est.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        wait.after_last(&est, slowest)
+    }
+}
+
+/// Sweeps `hosts`, waiting `opts.timeout` after the last probe: the best RTT (µs) of each host that answered,
+/// `u32::MAX` for the others. Blocking.
 pub fn sweep_blocking(
     hosts: &[IpAddr],
     opts: EchoSweep,
+    cancel: &CancellationToken,
+) -> Result<Vec<u32>, EchoError> {
+    sweep_blocking_with(hosts, opts, Wait::Fixed(opts.timeout), cancel)
+}
+
+/// Like [`sweep_blocking`], waiting after the last probe as `wait` says (`opts.timeout` is then unused).
+pub fn sweep_blocking_with(
+    hosts: &[IpAddr],
+    opts: EchoSweep,
+    wait: Wait,
     cancel: &CancellationToken,
 ) -> Result<Vec<u32>, EchoError> {
     let v4 = if hosts.iter().any(IpAddr::is_ipv4) {
@@ -157,7 +254,11 @@ pub fn sweep_blocking(
     let best: Vec<AtomicU32> = hosts.iter().map(|_| AtomicU32::new(u32::MAX)).collect();
     let start = Instant::now();
     let now_us = || u32::try_from(start.elapsed().as_micros()).unwrap_or(u32::MAX);
-    let timeout_us = u32::try_from(opts.timeout.as_micros()).unwrap_or(u32::MAX);
+    let accept_us = u32::try_from(wait.max().as_micros()).unwrap_or(u32::MAX);
+    let seen = Seen {
+        est: Mutex::new(wait.estimator()),
+        slowest_us: AtomicU32::new(0),
+    };
     let done = AtomicBool::new(false);
     let reader = |sock: &UdpSocket, v6: bool| {
         let mut buf = [0u8; 1600];
@@ -175,13 +276,12 @@ pub fn sweep_blocking(
                 continue;
             }
             let rtt = now_us().saturating_sub(sent).max(1);
-            if rtt <= timeout_us {
+            if rtt <= accept_us {
                 best[index as usize].fetch_min(rtt, Ordering::AcqRel);
+                seen.observe(rtt);
             }
         }
     };
-    let budget = safety::global();
-    let rate = f64::from(opts.rate.max(1));
     std::thread::scope(|s| {
         if let Some(sock) = &v4 {
             s.spawn(|| reader(sock, false));
@@ -189,54 +289,90 @@ pub fn sweep_blocking(
         if let Some(sock) = &v6 {
             s.spawn(|| reader(sock, true));
         }
-        let t0 = Instant::now();
-        let mut n: u64 = 0;
-        let mut last_send = Instant::now();
-        'rounds: for round in 0..opts.count.max(1) {
-            for (i, &host) in hosts.iter().enumerate() {
-                if n.is_multiple_of(256) && cancel.is_cancelled() {
-                    break 'rounds;
+        let sent = send_rounds(hosts, &opts, ident, (&v4, &v6), &now_us, cancel);
+        // Replies to the last probes: the policy's wait, re-read as replies come in.
+        if let Some(last_send) = sent {
+            while !cancel.is_cancelled() {
+                let end = last_send + seen.wait(&wait);
+                let now = Instant::now();
+                if now >= end {
+                    break;
                 }
-                let due = t0 + Duration::from_secs_f64(n as f64 / rate);
-                let wait = due
-                    .saturating_duration_since(Instant::now())
-                    .max(budget.reserve(1));
-                if wait >= Duration::from_millis(1) {
-                    std::thread::sleep(wait);
-                }
-                n += 1;
-                let (sock, is_v6) = match host {
-                    IpAddr::V4(_) => (&v4, false),
-                    IpAddr::V6(_) => (&v6, true),
-                };
-                let Some(sock) = sock else { continue };
-                let pkt = echo_request(is_v6, ident, round as u16, i as u32, now_us());
-                send(sock, &pkt, host);
-                last_send = Instant::now();
+                std::thread::sleep(Duration::from_millis(2).min(end - now));
             }
-        }
-        // Replies to the last probes may take the whole timeout.
-        let end = last_send + opts.timeout;
-        while Instant::now() < end && !cancel.is_cancelled() {
-            std::thread::sleep(Duration::from_millis(5).min(end - Instant::now()));
         }
         done.store(true, Ordering::Release);
     });
     Ok(best.into_iter().map(AtomicU32::into_inner).collect())
 }
 
-/// Sends one request; an unreachable destination or a local firewall only means no reply.
-fn send(sock: &UdpSocket, pkt: &[u8], host: IpAddr) {
-    let to = SocketAddr::new(host, 0);
-    for _ in 0..1000 {
-        match sock.send_to(pkt, to) {
-            // ENOBUFS / EAGAIN: the queue towards the interface is full; let it drain.
-            Err(e) if matches!(e.raw_os_error(), Some(105 | 11)) => {
-                std::thread::sleep(Duration::from_millis(1));
+/// Sends `opts.count` rounds of echo requests to `hosts`, paced at `opts.rate` in batches of at most a
+/// millisecond of probes; returns when the last one left (`None` when none did).
+fn send_rounds(
+    hosts: &[IpAddr],
+    opts: &EchoSweep,
+    ident: u16,
+    (v4, v6): (&Option<UdpSocket>, &Option<UdpSocket>),
+    now_us: &dyn Fn() -> u32,
+    cancel: &CancellationToken,
+) -> Option<Instant> {
+    let budget = safety::global();
+    let rate = f64::from(opts.rate.max(1));
+    let per_batch = ((opts.rate / 1000) as usize).clamp(1, batch::MAX_BATCH);
+    let t0 = Instant::now();
+    let mut n: u64 = 0;
+    let mut last_send = None;
+    let mut pkts4: Vec<[u8; 8 + PAYLOAD]> = Vec::with_capacity(per_batch);
+    let mut pkts6: Vec<[u8; 8 + PAYLOAD]> = Vec::with_capacity(per_batch);
+    let mut to4: Vec<SockAddr> = Vec::with_capacity(per_batch);
+    let mut to6: Vec<SockAddr> = Vec::with_capacity(per_batch);
+    for round in 0..opts.count.max(1) {
+        for (chunk_no, chunk) in hosts.chunks(per_batch).enumerate() {
+            if cancel.is_cancelled() {
+                return last_send;
             }
-            _ => return,
+            let due = t0 + Duration::from_secs_f64(n as f64 / rate);
+            let wait = due
+                .saturating_duration_since(Instant::now())
+                .max(budget.reserve(chunk.len() as u32));
+            if wait >= Duration::from_millis(1) {
+                std::thread::sleep(wait);
+            }
+            n += chunk.len() as u64;
+            pkts4.clear();
+            pkts6.clear();
+            to4.clear();
+            to6.clear();
+            let sent_us = now_us();
+            for (j, &host) in chunk.iter().enumerate() {
+                let index = (chunk_no * per_batch + j) as u32;
+                let (pkts, to) = match host {
+                    IpAddr::V4(_) => (&mut pkts4, &mut to4),
+                    IpAddr::V6(_) => (&mut pkts6, &mut to6),
+                };
+                pkts.push(echo_request(
+                    host.is_ipv6(),
+                    ident,
+                    round as u16,
+                    index,
+                    sent_us,
+                ));
+                to.push(SockAddr::from(SocketAddr::new(host, 0)));
+            }
+            for (sock, pkts, to) in [(v4, &pkts4, &to4), (v6, &pkts6, &to6)] {
+                let (Some(sock), false) = (sock, pkts.is_empty()) else {
+                    continue;
+                };
+                let slices: Vec<&[u8]> = pkts.iter().map(|p| p.as_slice()).collect();
+                if let Err(e) = batch::send_all(sock.as_fd(), &slices, Some(to)) {
+                    // An unreachable network or a queue that never drains: those probes get no reply.
+                    tracing::debug!(error = %e, "Sweep probes not sent.");
+                }
+            }
+            last_send = Some(Instant::now());
         }
     }
+    last_send
 }
 
 #[cfg(test)]
@@ -267,5 +403,37 @@ mod tests {
         r6[0] = 129;
         assert_eq!(parse_reply(&r6, true, 7), Some((5, 9)));
         assert_eq!(parse_reply(&r6[..19], true, 7), None);
+    }
+
+    #[test]
+    fn adaptive_wait_follows_the_rtts_within_its_bounds() {
+        let ms = Duration::from_millis;
+        let w = Wait::Adaptive {
+            min: ms(100),
+            max: ms(1000),
+        };
+        let mut est = w.estimator();
+        // Nothing answered yet: the longest wait.
+        assert_eq!(w.after_last(&est, None), ms(1000));
+        // A LAN answering in well under a millisecond: the shortest.
+        for _ in 0..50 {
+            est.observe(0.2);
+        }
+        assert_eq!(
+            w.after_last(&est, Some(Duration::from_micros(300))),
+            ms(100)
+        );
+        // One host seen answering in 300 ms: at least twice that, whatever the estimator says.
+        assert_eq!(w.after_last(&est, Some(ms(300))), ms(600));
+        // A slow network: srtt + 4 rttvar, capped by the longest wait.
+        let mut slow = w.estimator();
+        slow.observe(150.0);
+        assert_eq!(w.after_last(&slow, Some(ms(150))), ms(450));
+        slow.observe(900.0);
+        assert_eq!(w.after_last(&slow, Some(ms(900))), ms(1000));
+        // The fixed wait ignores what was seen.
+        let f = Wait::Fixed(ms(500));
+        assert_eq!(f.after_last(&est, Some(ms(1))), ms(500));
+        assert_eq!(f.max(), ms(500));
     }
 }

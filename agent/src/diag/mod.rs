@@ -6,6 +6,7 @@
 //! draws from one process-wide budget ([`safety::global`]).
 
 pub mod asn;
+pub mod batch;
 pub mod cli;
 pub mod dns;
 pub mod echo;

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::diag::echo::Wait;
 use crate::diag::ping::{self, IcmpEngine, PingOptions};
 use crate::diag::{echo, rdns, safety};
 
@@ -44,13 +45,29 @@ pub struct LiveHost {
     pub name: Option<String>,
 }
 
-/// Sweeps `hosts`; live hosts in address order.
+/// Sweeps `hosts`, waiting `opts.timeout` after the last probe; live hosts in address order.
 pub async fn sweep(
     engine: &IcmpEngine,
     hosts: &[IpAddr],
     opts: &SweepOptions,
     cancel: &CancellationToken,
 ) -> Vec<LiveHost> {
+    sweep_with(engine, hosts, opts, Wait::Fixed(opts.timeout), cancel).await
+}
+
+/// Like [`sweep`], waiting after the last probe as `wait` says (with raw sockets; the per-probe engine
+/// without them waits `wait`'s longest time per probe).
+pub async fn sweep_with(
+    engine: &IcmpEngine,
+    hosts: &[IpAddr],
+    opts: &SweepOptions,
+    wait: Wait,
+    cancel: &CancellationToken,
+) -> Vec<LiveHost> {
+    let opts = &SweepOptions {
+        timeout: wait.max(),
+        ..opts.clone()
+    };
     let rate = opts.rate.max(1);
     let batched = {
         let hosts = hosts.to_vec();
@@ -60,7 +77,8 @@ pub async fn sweep(
             timeout: opts.timeout,
             rate,
         };
-        tokio::task::spawn_blocking(move || echo::sweep_blocking(&hosts, eopts, &cancel)).await
+        tokio::task::spawn_blocking(move || echo::sweep_blocking_with(&hosts, eopts, wait, &cancel))
+            .await
     };
     let best = match batched {
         Ok(Ok(best)) => best

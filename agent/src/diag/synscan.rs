@@ -1,8 +1,8 @@
 //! TCP SYN scan ("half-open", nmap's `-sS`) over raw sockets, IPv4 and IPv6; needs root or CAP_NET_RAW
 //! ([`SynError::NotPrivileged`] otherwise, and the caller falls back to the connect scan).
 //!
-//! * One raw TCP socket, connected to the target, sends the SYNs in a tight paced loop (no task per port)
-//!   and receives the answers; a raw ICMP socket receives the unreachables that quote a probe. Each has a
+//! * One raw TCP socket, connected to the target, sends the SYNs in a tight paced loop (no task per port,
+//!   batches of up to a millisecond of probes per `sendmmsg(2)` call) and receives the answers; a raw ICMP socket receives the unreachables that quote a probe. Each has a
 //!   reader thread.
 //! * States like nmap's: SYN-ACK `open`, RST `closed`, an ICMP unreachable `filtered`, silence after the
 //!   retransmissions `filtered`.
@@ -15,6 +15,7 @@
 
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,9 +23,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::diag::portscan::{PortResult, PortState, ScanOptions};
-use crate::diag::safety;
 use crate::diag::stats::RttEstimator;
 use crate::diag::tcpraw::{self, Reply};
+use crate::diag::{batch, safety};
 
 /// Why a SYN scan could not run.
 #[derive(Debug, thiserror::Error)]
@@ -220,28 +221,6 @@ fn scan_blocking(
         .collect())
 }
 
-fn is_no_buffer(e: &std::io::Error) -> bool {
-    // ENOBUFS, EAGAIN.
-    matches!(e.raw_os_error(), Some(105 | 11))
-}
-
-/// Sends `segment`, waiting briefly while the kernel is out of buffers.
-fn send(sock: &Socket, segment: &[u8]) -> std::io::Result<()> {
-    let mut tries = 0;
-    loop {
-        match sock.send(segment) {
-            Ok(_) => return Ok(()),
-            Err(e) if is_no_buffer(&e) && tries < 1000 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // A local firewall refusing the probe: the port stays silent and ends up filtered.
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => return Ok(()),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn send_rounds(
     sock: &Socket,
@@ -256,26 +235,41 @@ fn send_rounds(
     let budget = safety::global();
     let mut rate = f64::from(opts.rate.unwrap_or(budget.rate()).max(1));
     let mut pending: Vec<u16> = ports.to_vec();
+    let mut segs: Vec<[u8; tcpraw::SYN_LEN]> = Vec::with_capacity(batch::MAX_BATCH);
     for attempt in 0..=opts.retries {
         let t_round = Instant::now();
+        let per_batch = ((rate / 1000.0) as usize).clamp(1, batch::MAX_BATCH);
         let mut n: u32 = 0;
-        for &port in &pending {
-            let i = usize::from(port);
-            if board.state[i].load(Ordering::Acquire) != UNKNOWN {
-                continue;
-            }
+        let todo: Vec<u16> = pending
+            .iter()
+            .copied()
+            .filter(|&p| board.state[usize::from(p)].load(Ordering::Acquire) == UNKNOWN)
+            .collect();
+        for chunk in todo.chunks(per_batch) {
             // Our own pacing (it slows down after loss) and the process-wide budget.
             let due = t_round + Duration::from_secs_f64(f64::from(n) / rate);
             let wait = due
                 .saturating_duration_since(Instant::now())
-                .max(budget.reserve(1));
+                .max(budget.reserve(chunk.len() as u32));
             if wait >= Duration::from_millis(1) {
                 std::thread::sleep(wait);
             }
-            n += 1;
-            let seg = tcpraw::syn(src, host, sport, port, tcpraw::probe_seq(secret, port));
-            board.sent_us[i].store(board.now_us().saturating_add(1), Ordering::Release);
-            send(sock, &seg).map_err(io(host, "send SYN"))?;
+            n += chunk.len() as u32;
+            segs.clear();
+            let now = board.now_us().saturating_add(1);
+            for &port in chunk {
+                segs.push(tcpraw::syn(
+                    src,
+                    host,
+                    sport,
+                    port,
+                    tcpraw::probe_seq(secret, port),
+                ));
+                board.sent_us[usize::from(port)].store(now, Ordering::Release);
+            }
+            let slices: Vec<&[u8]> = segs.iter().map(|s| s.as_slice()).collect();
+            // A local firewall refusing a probe leaves that port silent: it ends up filtered.
+            batch::send_all(sock.as_fd(), &slices, None).map_err(io(host, "send SYN"))?;
         }
         // Wait for the answers: until every port answered, or one timeout after the last probe.
         let timeout = {

@@ -94,7 +94,22 @@ impl CwmpVersion {
 
     /// The namespace URI.
     pub fn uri(self) -> String {
-        format!("{CWMP_NS_PREFIX}{}", self.0)
+        self.uri_cow().into_owned()
+    }
+
+    /// The namespace URI, not allocated for the versions in use (1-0 to 1-4).
+    fn uri_cow(self) -> std::borrow::Cow<'static, str> {
+        const KNOWN: [&str; 5] = [
+            "urn:dslforum-org:cwmp-1-0",
+            "urn:dslforum-org:cwmp-1-1",
+            "urn:dslforum-org:cwmp-1-2",
+            "urn:dslforum-org:cwmp-1-3",
+            "urn:dslforum-org:cwmp-1-4",
+        ];
+        match KNOWN.get(usize::from(self.0)) {
+            Some(uri) => std::borrow::Cow::Borrowed(uri),
+            None => std::borrow::Cow::Owned(format!("{CWMP_NS_PREFIX}{}", self.0)),
+        }
     }
 
     /// The version of a namespace URI, if it is a CWMP one.
@@ -153,7 +168,7 @@ fn is_soap_env(ns: &Option<Arc<str>>) -> bool {
     matches!(ns.as_deref(), Some(SOAP_ENV) | Some(SOAP12_ENV))
 }
 
-fn from_root(root: Element) -> Result<Envelope, CwmpError> {
+fn from_root(root: Element<'_>) -> Result<Envelope, CwmpError> {
     if root.name != "Envelope" || !is_soap_env(&root.ns) {
         return Err(CwmpError::Namespace(format!(
             "root element {} in {:?} is not a SOAP envelope",
@@ -209,8 +224,9 @@ fn from_root(root: Element) -> Result<Envelope, CwmpError> {
 
 /// Builds the bytes of an envelope, in its namespace, with the usual `soap-env`/`cwmp` prefixes.
 pub fn build(env: &Envelope) -> Vec<u8> {
-    let mut out = XmlOut::default();
-    let ns = env.ns.uri();
+    // Most messages the ACS builds (InformResponse, faults, small RPCs) fit in this at once.
+    let mut out = XmlOut::with_capacity(1024);
+    let ns = env.ns.uri_cow();
     out.buf
         .push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     out.open(

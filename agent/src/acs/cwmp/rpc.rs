@@ -302,7 +302,7 @@ impl Body {
         }
     }
 
-    pub(super) fn from_element(el: &Element) -> Result<Body, CwmpError> {
+    pub(super) fn from_element(el: &Element<'_>) -> Result<Body, CwmpError> {
         Ok(match el.name.as_ref() {
             "Inform" => Body::Inform(parse_inform(el)?),
             "InformResponse" => Body::InformResponse {
@@ -388,7 +388,7 @@ impl Body {
                             notification: p.u32_of("Notification")?,
                             access_list: p
                                 .child("AccessList")
-                                .map(|a| strings(a.children.iter().collect()))
+                                .map(|a| strings(&a.children))
                                 .unwrap_or_default(),
                         })
                     })
@@ -405,7 +405,7 @@ impl Body {
                             access_list_change: p.bool_of("AccessListChange")?,
                             access_list: p
                                 .child("AccessList")
-                                .map(|a| strings(a.children.iter().collect()))
+                                .map(|a| strings(&a.children))
                                 .unwrap_or_default(),
                         })
                     })
@@ -468,12 +468,12 @@ impl Body {
     }
 
     pub(super) fn write(&self, out: &mut XmlOut) {
-        let tag = format!("cwmp:{}", self.method_name());
+        let tag = self.method_name();
         if let Body::Fault(f) = self {
             write_fault(out, f);
             return;
         }
-        out.open(&tag, &[]);
+        out.open_cwmp(tag);
         match self {
             Body::Inform(i) => {
                 out.open("DeviceId", &[]);
@@ -652,29 +652,29 @@ impl Body {
             | Body::ScheduleInformResponse
             | Body::Fault(_) => {}
         }
-        out.close(&tag);
+        out.close_cwmp(tag);
     }
 }
 
 /// The array element `name` of `el` (its children); an absent array is an error.
-fn list<'a>(el: &'a Element, name: &str) -> Result<Vec<&'a Element>, CwmpError> {
+fn list<'e, 'd>(el: &'e Element<'d>, name: &str) -> Result<&'e [Element<'d>], CwmpError> {
     el.child(name)
-        .map(|l| l.children.iter().collect())
+        .map(|l| l.children.as_slice())
         .ok_or_else(|| CwmpError::Missing(format!("{}/{name}", el.name)))
 }
 
-fn strings(items: Vec<&Element>) -> Vec<String> {
+fn strings(items: &[Element<'_>]) -> Vec<String> {
     items.iter().map(|s| s.text.trim().to_owned()).collect()
 }
 
-fn u32_or_zero(el: &Element, name: &str) -> Result<u32, CwmpError> {
+fn u32_or_zero(el: &Element<'_>, name: &str) -> Result<u32, CwmpError> {
     match el.child(name) {
         Some(c) if !c.text.trim().is_empty() => el.u32_of(name),
         _ => Ok(0),
     }
 }
 
-fn u64_or_zero(el: &Element, name: &str) -> Result<u64, CwmpError> {
+fn u64_or_zero(el: &Element<'_>, name: &str) -> Result<u64, CwmpError> {
     match el.child(name).map(|c| c.text.trim()) {
         Some(t) if !t.is_empty() => t
             .parse()
@@ -683,7 +683,7 @@ fn u64_or_zero(el: &Element, name: &str) -> Result<u64, CwmpError> {
     }
 }
 
-fn parameter_values(items: Vec<&Element>) -> Result<Vec<ParameterValue>, CwmpError> {
+fn parameter_values(items: &[Element<'_>]) -> Result<Vec<ParameterValue>, CwmpError> {
     items
         .iter()
         .map(|p| {
@@ -693,14 +693,14 @@ fn parameter_values(items: Vec<&Element>) -> Result<Vec<ParameterValue>, CwmpErr
             Ok(ParameterValue {
                 name: p.text_of("Name")?.to_owned(),
                 // Values are kept as sent: leading and trailing spaces of a string are data.
-                value: value.text.clone(),
+                value: value.text.as_ref().to_owned(),
                 xsd_type: value.attr("type").unwrap_or("xsd:string").to_owned(),
             })
         })
         .collect()
 }
 
-fn parse_inform(el: &Element) -> Result<Inform, CwmpError> {
+fn parse_inform(el: &Element<'_>) -> Result<Inform, CwmpError> {
     let d = el
         .child("DeviceId")
         .ok_or_else(|| CwmpError::Missing("Inform/DeviceId".into()))?;
@@ -723,13 +723,13 @@ fn parse_inform(el: &Element) -> Result<Inform, CwmpError> {
         current_time: el.text_or_empty("CurrentTime").to_owned(),
         retry_count: u32_or_zero(el, "RetryCount")?,
         parameters: match el.child("ParameterList") {
-            Some(l) => parameter_values(l.children.iter().collect())?,
+            Some(l) => parameter_values(&l.children)?,
             None => Vec::new(),
         },
     })
 }
 
-fn fault_struct(el: &Element) -> Result<Option<(u32, String)>, CwmpError> {
+fn fault_struct(el: &Element<'_>) -> Result<Option<(u32, String)>, CwmpError> {
     let Some(f) = el.child("FaultStruct") else {
         return Ok(None);
     };
@@ -737,7 +737,7 @@ fn fault_struct(el: &Element) -> Result<Option<(u32, String)>, CwmpError> {
     Ok((code != 0).then(|| (code, f.text_or_empty("FaultString").to_owned())))
 }
 
-fn transfer_response(el: &Element) -> Result<TransferResponse, CwmpError> {
+fn transfer_response(el: &Element<'_>) -> Result<TransferResponse, CwmpError> {
     Ok(TransferResponse {
         status: el.u32_of("Status")?,
         start_time: el.text_or_empty("StartTime").to_owned(),
@@ -746,7 +746,7 @@ fn transfer_response(el: &Element) -> Result<TransferResponse, CwmpError> {
 }
 
 /// A SOAP `Fault` element: the CWMP fault is in `detail/Fault`.
-fn parse_fault(el: &Element) -> Result<Fault, CwmpError> {
+fn parse_fault(el: &Element<'_>) -> Result<Fault, CwmpError> {
     let Some(f) = el.child("detail").and_then(|d| d.child("Fault")) else {
         // A bare SOAP fault: keep its string, with code 8002/9002 unknown; report as "Internal error".
         let string = el.text_or_empty("faultstring").to_owned();

@@ -3,6 +3,8 @@
 //! The reader keeps what CWMP needs of each element: its local name (prefixes are dropped, so `soap:Body`,
 //! `SOAP-ENV:Body` and `Body` are the same), the namespace URI its prefix resolves to, its attributes by local
 //! name, its text and its children. Everything is bounded by [`Limits`]: nesting depth, element count, text size.
+//! Texts, unknown names and attribute values borrow from the document when they need no unescaping (the common
+//! case), so a parsed Inform allocates little beyond its element vectors.
 //! A `<!DOCTYPE>` is refused outright, and only the five predefined entities and character references are
 //! resolved, so no entity is ever expanded ("billion laughs" fails at its first `&lol;`).
 
@@ -39,29 +41,33 @@ impl Default for Limits {
     }
 }
 
-/// One element of a parsed document.
+/// One element of a parsed document, borrowing from the document's text where it can.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Element {
-    /// Local name, without prefix (the names of CWMP and SOAP elements are not allocated: [`KNOWN_NAMES`]).
-    pub name: Cow<'static, str>,
+pub struct Element<'a> {
+    /// Local name, without prefix (borrowed from the document).
+    pub name: Cow<'a, str>,
     /// Namespace URI the element's prefix (or the default namespace) resolves to.
     pub ns: Option<Arc<str>>,
-    /// Attributes by local name (namespace declarations excluded; usual names and `xsd:` types not allocated).
-    pub attrs: Vec<(Cow<'static, str>, Cow<'static, str>)>,
-    /// Text content (concatenated, entities resolved).
-    pub text: String,
+    /// Attributes by local name (namespace declarations excluded; borrowed from the document, or for the usual
+    /// names and `xsd:` types from a static table, when they need no unescaping).
+    pub attrs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// Text content (concatenated, entities resolved; borrowed when it is one run of text with no reference).
+    pub text: Cow<'a, str>,
     /// Child elements in document order.
-    pub children: Vec<Element>,
+    pub children: Vec<Element<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     /// The first child with this local name.
-    pub fn child(&self, name: &str) -> Option<&Element> {
+    pub fn child(&self, name: &str) -> Option<&Element<'a>> {
         self.children.iter().find(|c| c.name == name)
     }
 
     /// Children with this local name.
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    pub fn children_named<'s>(
+        &'s self,
+        name: &'s str,
+    ) -> impl Iterator<Item = &'s Element<'a>> + 's {
         self.children.iter().filter(move |c| c.name == name)
     }
 
@@ -103,138 +109,21 @@ impl Element {
     }
 }
 
-/// Local names of the elements of CWMP and SOAP messages, sorted: a parsed element whose name is one of them
-/// borrows it instead of allocating (a 30-parameter Inform has some 130 elements).
-pub const KNOWN_NAMES: &[&str] = &[
-    "AccessList",
-    "AccessListChange",
-    "AddObject",
-    "AddObjectResponse",
-    "AnnounceURL",
-    "ArgStruct",
-    "AutonomousTransferComplete",
-    "AutonomousTransferCompleteResponse",
-    "Body",
-    "Client",
-    "CommandKey",
-    "CompleteTime",
-    "CurrentTime",
-    "DelaySeconds",
-    "DeleteObject",
-    "DeleteObjectResponse",
-    "DeviceId",
-    "Download",
-    "DownloadResponse",
-    "Envelope",
-    "Event",
-    "EventCode",
-    "EventStruct",
-    "FactoryReset",
-    "FactoryResetResponse",
-    "FailureURL",
-    "Fault",
-    "FaultCode",
-    "FaultString",
-    "FaultStruct",
-    "FileSize",
-    "FileType",
-    "FileTypeArg",
-    "GetParameterAttributes",
-    "GetParameterAttributesResponse",
-    "GetParameterNames",
-    "GetParameterNamesResponse",
-    "GetParameterValues",
-    "GetParameterValuesResponse",
-    "GetRPCMethods",
-    "GetRPCMethodsResponse",
-    "Header",
-    "HoldRequests",
-    "ID",
-    "Inform",
-    "InformResponse",
-    "InstanceNumber",
-    "IsDownload",
-    "Manufacturer",
-    "MaxEnvelopes",
-    "MethodList",
-    "Name",
-    "NextLevel",
-    "NoMoreRequests",
-    "Notification",
-    "NotificationChange",
-    "OUI",
-    "ObjectName",
-    "ParameterAttributeStruct",
-    "ParameterInfoStruct",
-    "ParameterKey",
-    "ParameterList",
-    "ParameterName",
-    "ParameterNames",
-    "ParameterPath",
-    "ParameterValueStruct",
-    "Password",
-    "ProductClass",
-    "Reboot",
-    "RebootResponse",
-    "RequestDownload",
-    "RequestDownloadResponse",
-    "RetryCount",
-    "ScheduleInform",
-    "ScheduleInformResponse",
-    "SerialNumber",
-    "Server",
-    "SetParameterAttributes",
-    "SetParameterAttributesResponse",
-    "SetParameterAttributesStruct",
-    "SetParameterValues",
-    "SetParameterValuesFault",
-    "SetParameterValuesResponse",
-    "StartTime",
-    "Status",
-    "SuccessURL",
-    "TargetFileName",
-    "TransferComplete",
-    "TransferCompleteResponse",
-    "TransferURL",
-    "URL",
-    "Upload",
-    "UploadResponse",
-    "Username",
-    "Value",
-    "Writable",
-    "detail",
-    "faultcode",
-    "faultstring",
-    "string",
-];
-
-/// Attribute names and values seen on nearly every message (`xsi:type="xsd:string"`, `soap-env:mustUnderstand`).
-const KNOWN_ATTR_WORDS: &[&str] = &[
-    "0",
-    "1",
-    "arrayType",
-    "cwmp:EventStruct[1]",
-    "cwmp:EventStruct[2]",
-    "cwmp:ParameterValueStruct[0]",
-    "encodingStyle",
-    "mustUnderstand",
-    "type",
-    "xsd:base64",
-    "xsd:boolean",
-    "xsd:dateTime",
-    "xsd:int",
-    "xsd:long",
-    "xsd:string",
-    "xsd:unsignedInt",
-    "xsd:unsignedLong",
-];
-
-/// `s` as a static string when it is one of `known` (sorted), else owned.
-fn interned(s: &str, known: &'static [&'static str]) -> Cow<'static, str> {
-    match known.binary_search(&s) {
-        Ok(i) => Cow::Borrowed(known[i]),
-        Err(_) => Cow::Owned(s.to_owned()),
+/// `s` with the lifetime of `doc` when it is a slice of it, else owned.
+fn borrowed<'a>(doc: &'a str, s: &str) -> Cow<'a, str> {
+    match within(doc, s) {
+        Some(b) => Cow::Borrowed(b),
+        None => Cow::Owned(s.to_owned()),
     }
+}
+
+/// `part` with the lifetime of `doc`, when `part` lies in `doc`'s memory: the reader lends element names and
+/// attributes for the lifetime of its event only, but they are slices of the document it reads.
+fn within<'a>(doc: &'a str, part: &str) -> Option<&'a str> {
+    let start = (part.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+    let b = doc.get(start..start.checked_add(part.len())?)?;
+    // Same address and length: the very bytes of `part`.
+    (b.as_ptr() == part.as_ptr()).then_some(b)
 }
 
 /// `1`/`true` or `0`/`false`, as xsd:boolean allows.
@@ -247,10 +136,10 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 }
 
 /// A namespace binding in scope: prefix (empty for the default namespace) and URI.
-type Binding = (String, Arc<str>);
+type Binding<'a> = (Cow<'a, str>, Arc<str>);
 
 /// Parses `text` into its root element, within `limits`.
-pub fn parse_document(text: &str, limits: &Limits) -> Result<Element, CwmpError> {
+pub fn parse_document<'a>(text: &'a str, limits: &Limits) -> Result<Element<'a>, CwmpError> {
     if text.len() > limits.max_bytes {
         return Err(CwmpError::TooLarge {
             limit: limits.max_bytes,
@@ -262,9 +151,9 @@ pub fn parse_document(text: &str, limits: &Limits) -> Result<Element, CwmpError>
     config.check_end_names = true;
     config.expand_empty_elements = false;
 
-    let mut stack: Vec<(Element, usize)> = Vec::new(); // element, bindings in scope before it
-    let mut bindings: Vec<Binding> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<(Element<'a>, usize)> = Vec::new(); // element, bindings in scope before it
+    let mut bindings: Vec<Binding<'a>> = Vec::new();
+    let mut root: Option<Element<'a>> = None;
     let mut elements = 0usize;
     loop {
         let event = reader
@@ -281,7 +170,7 @@ pub fn parse_document(text: &str, limits: &Limits) -> Result<Element, CwmpError>
                     return Err(CwmpError::TooComplex);
                 }
                 let mark = bindings.len();
-                let el = open_element(&start, &mut bindings)?;
+                let el = open_element(text, &start, &mut bindings)?;
                 stack.push((el, mark));
             }
             Event::Empty(start) => {
@@ -290,7 +179,7 @@ pub fn parse_document(text: &str, limits: &Limits) -> Result<Element, CwmpError>
                     return Err(CwmpError::TooComplex);
                 }
                 let mark = bindings.len();
-                let el = open_element(&start, &mut bindings)?;
+                let el = open_element(text, &start, &mut bindings)?;
                 bindings.truncate(mark);
                 attach(&mut stack, &mut root, el);
             }
@@ -301,14 +190,8 @@ pub fn parse_document(text: &str, limits: &Limits) -> Result<Element, CwmpError>
                 bindings.truncate(mark);
                 attach(&mut stack, &mut root, el);
             }
-            Event::Text(t) => {
-                let s = t.xml10_content();
-                push_text(&mut stack, &s, limits)?;
-            }
-            Event::CData(c) => {
-                let s = c.xml10_content();
-                push_text(&mut stack, &s, limits)?;
-            }
+            Event::Text(t) => push_text(&mut stack, t.xml10_content(), limits)?,
+            Event::CData(c) => push_text(&mut stack, c.xml10_content(), limits)?,
             Event::GeneralRef(r) => {
                 let resolved: String = match r.resolve_char_ref() {
                     Ok(Some(ch)) => ch.to_string(),
@@ -324,7 +207,7 @@ pub fn parse_document(text: &str, limits: &Limits) -> Result<Element, CwmpError>
                     },
                     Err(e) => return Err(CwmpError::Xml(e.to_string())),
                 };
-                push_text(&mut stack, &resolved, limits)?;
+                push_text(&mut stack, Cow::Owned(resolved), limits)?;
             }
             Event::DocType(_) => return Err(CwmpError::Doctype),
             Event::Decl(_) | Event::PI(_) | Event::Comment(_) => {}
@@ -341,7 +224,11 @@ fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
 
-fn push_text(stack: &mut [(Element, usize)], s: &str, limits: &Limits) -> Result<(), CwmpError> {
+fn push_text<'a>(
+    stack: &mut [(Element<'a>, usize)],
+    s: Cow<'a, str>,
+    limits: &Limits,
+) -> Result<(), CwmpError> {
     match stack.last_mut() {
         Some((el, _)) => {
             if el.text.len() + s.len() > limits.max_text {
@@ -349,7 +236,13 @@ fn push_text(stack: &mut [(Element, usize)], s: &str, limits: &Limits) -> Result
                     limit: limits.max_text,
                 });
             }
-            el.text.push_str(s);
+            // The first run of text is kept as it came (borrowed, usually); a second one (around a reference,
+            // a comment or a child) makes it owned.
+            if el.text.is_empty() {
+                el.text = s;
+            } else {
+                el.text.to_mut().push_str(&s);
+            }
             Ok(())
         }
         // Whitespace around the root is fine; anything else is not XML we accept.
@@ -358,39 +251,51 @@ fn push_text(stack: &mut [(Element, usize)], s: &str, limits: &Limits) -> Result
     }
 }
 
-fn attach(stack: &mut [(Element, usize)], root: &mut Option<Element>, el: Element) {
+fn attach<'a>(stack: &mut [(Element<'a>, usize)], root: &mut Option<Element<'a>>, el: Element<'a>) {
     match stack.last_mut() {
         Some((parent, _)) => parent.children.push(el),
         None => *root = Some(el),
     }
 }
 
-fn open_element(start: &BytesStart<'_>, bindings: &mut Vec<Binding>) -> Result<Element, CwmpError> {
+fn open_element<'a>(
+    doc: &'a str,
+    start: &BytesStart<'_>,
+    bindings: &mut Vec<Binding<'a>>,
+) -> Result<Element<'a>, CwmpError> {
     let mut attrs = Vec::new();
-    for attr in start.attributes() {
-        let attr = attr.map_err(|e| CwmpError::Xml(e.to_string()))?;
-        let key = attr.key.0;
-        let value = attr
-            .normalized_value(XmlVersion::Implicit1_0)
-            .map_err(|e| CwmpError::Xml(e.to_string()))?;
-        if key == "xmlns" {
-            bindings.push((String::new(), Arc::from(value.as_ref())));
-        } else if let Some(prefix) = key.strip_prefix("xmlns:") {
-            bindings.push((prefix.to_owned(), Arc::from(value.as_ref())));
-        } else {
-            let local = key.rsplit(':').next().unwrap_or(key);
-            attrs.push((
-                interned(local, KNOWN_ATTR_WORDS),
-                interned(&value, KNOWN_ATTR_WORDS),
-            ));
-        }
-        if bindings.len() > 1024 {
-            return Err(CwmpError::TooComplex);
+    // Most elements of an envelope have no attributes: their (empty) list is not walked.
+    let has_attributes = !start
+        .attributes_raw()
+        .bytes()
+        .all(|b| b.is_ascii_whitespace());
+    if has_attributes {
+        for attr in start.attributes() {
+            let attr = attr.map_err(|e| CwmpError::Xml(e.to_string()))?;
+            let key = attr.key.0;
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|e| CwmpError::Xml(e.to_string()))?;
+            if key == "xmlns" {
+                bindings.push((Cow::Borrowed(""), Arc::from(value.as_ref())));
+            } else if let Some(prefix) = key.strip_prefix("xmlns:") {
+                bindings.push((borrowed(doc, prefix), Arc::from(value.as_ref())));
+            } else {
+                let local = match key.bytes().rposition(|b| b == b':') {
+                    Some(i) => &key[i + 1..],
+                    None => key,
+                };
+                attrs.push((borrowed(doc, local), borrowed(doc, &value)));
+            }
+            if bindings.len() > 1024 {
+                return Err(CwmpError::TooComplex);
+            }
         }
     }
     let qname = start.name().0;
-    let (prefix, local) = match qname.split_once(':') {
-        Some((p, l)) => (p, l),
+    // A byte search: names are short, and `:` is ASCII so the split is on a character boundary.
+    let (prefix, local) = match qname.bytes().position(|b| b == b':') {
+        Some(i) => (&qname[..i], &qname[i + 1..]),
         None => ("", qname),
     };
     let ns = bindings
@@ -406,10 +311,10 @@ fn open_element(start: &BytesStart<'_>, bindings: &mut Vec<Binding>) -> Result<E
         )));
     }
     Ok(Element {
-        name: interned(local, KNOWN_NAMES),
+        name: borrowed(doc, local),
         ns,
         attrs,
-        text: String::new(),
+        text: Cow::Borrowed(""),
         children: Vec::new(),
     })
 }
@@ -417,6 +322,13 @@ fn open_element(start: &BytesStart<'_>, bindings: &mut Vec<Binding>) -> Result<E
 /// Escapes text for element content and attribute values.
 /// A carriage return is written as `&#13;`, since a parser turns a literal one into a line feed.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    // Most texts (names, numbers, plain values) have nothing to escape: one pass over the bytes tells.
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\'' | b'\r'))
+    {
+        return std::borrow::Cow::Borrowed(s);
+    }
     let escaped = quick_xml::escape::escape(s);
     if escaped.contains('\r') {
         std::borrow::Cow::Owned(escaped.replace('\r', "&#13;"))
@@ -433,6 +345,27 @@ pub struct XmlOut {
 }
 
 impl XmlOut {
+    /// An empty document with room for `n` bytes.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            buf: String::with_capacity(n),
+        }
+    }
+
+    /// `<cwmp:name>`.
+    pub fn open_cwmp(&mut self, name: &str) {
+        self.buf.push_str("<cwmp:");
+        self.buf.push_str(name);
+        self.buf.push('>');
+    }
+
+    /// `</cwmp:name>`.
+    pub fn close_cwmp(&mut self, name: &str) {
+        self.buf.push_str("</cwmp:");
+        self.buf.push_str(name);
+        self.buf.push('>');
+    }
+
     /// `<name attrs>`.
     pub fn open(&mut self, name: &str, attrs: &[(&str, &str)]) {
         self.buf.push('<');
@@ -485,18 +418,35 @@ mod tests {
     }
 
     #[test]
-    fn known_names_are_sorted_and_borrowed() {
-        assert!(KNOWN_NAMES.windows(2).all(|w| w[0] < w[1]));
-        assert!(KNOWN_ATTR_WORDS.windows(2).all(|w| w[0] < w[1]));
-        let doc = r#"<Inform><Name xsi:type="xsd:string" xmlns:xsi="urn:i">n</Name><Odd odd="v"/></Inform>"#;
+    fn names_texts_and_attributes_borrow_from_the_document_unless_unescaped() {
+        let doc = r#"<Inform><Name xsi:type="xsd:string" xmlns:xsi="urn:i">n</Name><Odd odd="a&amp;b">x&lt;y</Odd></Inform>"#;
         let root = parse_document(doc, &Limits::default()).unwrap();
         assert!(matches!(root.name, Cow::Borrowed("Inform")));
+        let name = &root.children[0];
+        assert!(matches!(name.attrs[0].1, Cow::Borrowed("xsd:string")));
+        assert!(matches!(name.text, Cow::Borrowed("n")));
+        let odd = &root.children[1];
+        assert_eq!(odd.name, "Odd");
+        assert_eq!(odd.attr("odd"), Some("a&b"));
+        assert!(matches!(odd.attrs[0].1, Cow::Owned(_)));
+        assert_eq!(odd.text, "x<y");
+        // A string that is not in the document is never taken for a slice of it.
+        assert_eq!(within(doc, &String::from("Inform")), None);
+        assert_eq!(within(doc, &doc[1..7]), Some("Inform"));
+    }
+
+    #[test]
+    fn escape_leaves_plain_text_alone_and_escapes_the_rest() {
         assert!(matches!(
-            root.children[0].attrs[0].1,
-            Cow::Borrowed("xsd:string")
+            escape("Device.WiFi.SSID.1 value 42"),
+            Cow::Borrowed(_)
         ));
-        assert_eq!(root.children[1].name, "Odd");
-        assert_eq!(root.children[1].attr("odd"), Some("v"));
+        assert_eq!(escape("a<b>&\"c'\rd"), "a&lt;b&gt;&amp;&quot;c&apos;&#13;d");
+        let doc = format!("<a>{}</a>", escape("x\r<y>&"));
+        assert_eq!(
+            parse_document(&doc, &Limits::default()).unwrap().text,
+            "x\r<y>&"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{Common, print_json, resolve};
+use crate::diag::echo::Wait;
 use crate::diag::ping::IcmpEngine;
 use crate::diag::portscan::{self, PortState, ScanOptions, TcpMethod};
 use crate::diag::sweep::{self, SweepOptions};
@@ -24,9 +25,17 @@ pub struct SweepArgs {
     /// Echo requests per address.
     #[arg(short = 'c', long, default_value_t = 1)]
     count: u64,
-    /// Seconds to wait for a reply.
+    /// Longest time a reply may take, seconds. After the last probe the sweep waits from the RTTs seen so far
+    /// (like nmap's host discovery: srtt + 4 rttvar, at least twice the slowest, within --min-wait..this).
     #[arg(short = 'W', long, default_value_t = 1.0)]
     timeout: f64,
+    /// Shortest wait after the last probe, seconds (adaptive wait).
+    #[arg(long, default_value_t = 0.1)]
+    min_wait: f64,
+    /// Wait the whole --timeout after the last probe instead of adapting it (never misses a host answering
+    /// within --timeout; fping's behaviour).
+    #[arg(long)]
+    fixed_wait: bool,
     /// Probes per second.
     #[arg(short = 'r', long, default_value_t = 10_000)]
     rate: u32,
@@ -96,9 +105,18 @@ pub(super) async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         Some(p) => target::parse_ports(p)?,
         None => Vec::new(),
     };
+    let timeout = Duration::from_secs_f64(a.timeout.clamp(0.01, 60.0));
+    let wait = if a.fixed_wait {
+        Wait::Fixed(timeout)
+    } else {
+        Wait::Adaptive {
+            min: Duration::from_secs_f64(a.min_wait.clamp(0.0, 60.0)).min(timeout),
+            max: timeout,
+        }
+    };
     let opts = SweepOptions {
         count: a.count.max(1),
-        timeout: Duration::from_secs_f64(a.timeout.clamp(0.01, 60.0)),
+        timeout,
         rate: a.rate,
         tcp_ports,
         reverse_dns: !a.numeric,
@@ -112,7 +130,7 @@ pub(super) async fn sweep(a: SweepArgs) -> anyhow::Result<ExitCode> {
         }
     });
     let t0 = Instant::now();
-    let live = sweep::sweep(&engine, &hosts, &opts, &cancel).await;
+    let live = sweep::sweep_with(&engine, &hosts, &opts, wait, &cancel).await;
     let secs = t0.elapsed().as_secs_f64();
     if a.common.json {
         print_json(&serde_json::json!({
