@@ -522,6 +522,16 @@ fn cpe_record(device_key: &str, kind: &str, ts_ms: i64) -> Record {
     })
 }
 
+/// A batch holding only the marker of a periodic Inform of `cpe` at `ts_ms`.
+fn inform_seen(seq: u64, cpe: &str, ts_ms: i64) -> octoisp_shared::Batch {
+    batch(
+        seq,
+        vec![],
+        &[],
+        vec![cpe_record(cpe, octoisp_shared::TR069_INFORM_SEEN, ts_ms)],
+    )
+}
+
 /// Deletes the device `key` and every row that refers to it, as retention and an operator would over time.
 async fn delete_device(db: &TestDb, key: &str) -> Uuid {
     let id: Uuid = sqlx::query_scalar("SELECT id FROM devices WHERE device_key = $1")
@@ -568,16 +578,7 @@ async fn a_cpe_deleted_after_its_id_was_cached_is_registered_again_by_its_next_r
         .execute(&db.admin)
         .await
         .unwrap();
-    let seen = batch(
-        2,
-        vec![],
-        &[],
-        vec![cpe_record(
-            cpe,
-            octoisp_shared::TR069_INFORM_SEEN,
-            t0 + 30_000,
-        )],
-    );
+    let seen = inform_seen(2, cpe, t0 + 30_000);
     store.store_batch(&a.agent, &seen, &[]).await.unwrap();
     let last_seen = |op: &str, t: i64| {
         format!(
@@ -588,16 +589,7 @@ async fn a_cpe_deleted_after_its_id_was_cached_is_registered_again_by_its_next_r
 
     // Deleted behind the cache's back: a periodic Inform (an update only) registers it again.
     let old = delete_device(&db, cpe).await;
-    let seen = batch(
-        3,
-        vec![],
-        &[],
-        vec![cpe_record(
-            cpe,
-            octoisp_shared::TR069_INFORM_SEEN,
-            t0 + 60_000,
-        )],
-    );
+    let seen = inform_seen(3, cpe, t0 + 60_000);
     let outcome = store.store_batch(&a.agent, &seen, &[]).await.unwrap();
     assert!(
         matches!(outcome, StoreOutcome::Stored { records: 1, .. }),
