@@ -151,47 +151,41 @@ pub struct Store {
     command_marks: Option<crate::commands::marks::RunningMarks>,
 }
 
-#[derive(Debug, Default)]
-struct SeriesCache {
-    by_agent: HashMap<Uuid, HashMap<u64, i64>>,
+/// Ids learnt from committed batches, grouped by an outer key (an agent, or a provider and POP), bounded: past
+/// `max` entries it is emptied and refilled on demand.
+#[derive(Debug)]
+struct IdCache<O, K, V> {
+    groups: HashMap<O, HashMap<K, V>>,
     len: usize,
+    max: usize,
+    what: &'static str,
 }
 
-impl SeriesCache {
-    fn insert_all(&mut self, agent: Uuid, learnt: HashMap<u64, i64>) {
-        if self.len + learnt.len() > MAX_CACHED_SERIES {
-            tracing::info!(entries = self.len, "Series cache full; emptying it.");
-            self.by_agent.clear();
-            self.len = 0;
-        }
-        let map = self.by_agent.entry(agent).or_default();
-        for (local, id) in learnt {
-            if map.insert(local, id).is_none() {
-                self.len += 1;
-            }
+impl<O: std::hash::Hash + Eq, K: std::hash::Hash + Eq, V> IdCache<O, K, V> {
+    fn new(max: usize, what: &'static str) -> Self {
+        IdCache {
+            groups: HashMap::new(),
+            len: 0,
+            max,
+            what,
         }
     }
-}
 
-/// Device ids by `(provider, POP)` then device key (cleaned as stored), learnt from committed batches. A batch of
-/// periodic Informs names hundreds of CPEs that all exist: resolving them from here spares the database an
-/// insert-or-nothing and a lookup per key on rows that `last_seen` updates keep rewriting. A device deleted
-/// behind the cache's back is noticed by the batch that uses its id (a foreign key violation, or a `last_seen`
-/// update that finds fewer rows than ids); the provider's entries are then dropped and the batch stored again.
-#[derive(Debug, Default)]
-struct DeviceCache {
-    by_pop: HashMap<(Uuid, Uuid), HashMap<String, Uuid>>,
-    len: usize,
-}
+    fn group(&self, outer: &O) -> Option<&HashMap<K, V>> {
+        self.groups.get(outer)
+    }
 
-impl DeviceCache {
-    fn insert_all(&mut self, provider: Uuid, pop: Uuid, learnt: HashMap<String, Uuid>) {
-        if self.len + learnt.len() > MAX_CACHED_DEVICES {
-            tracing::info!(entries = self.len, "Device cache full; emptying it.");
-            self.by_pop.clear();
+    fn insert_all(&mut self, outer: O, learnt: HashMap<K, V>) {
+        if self.len + learnt.len() > self.max {
+            tracing::info!(
+                entries = self.len,
+                cache = self.what,
+                "Id cache full; emptying it."
+            );
+            self.groups.clear();
             self.len = 0;
         }
-        let map = self.by_pop.entry((provider, pop)).or_default();
+        let map = self.groups.entry(outer).or_default();
         for (key, id) in learnt {
             if map.insert(key, id).is_none() {
                 self.len += 1;
@@ -199,9 +193,10 @@ impl DeviceCache {
         }
     }
 
-    fn forget_provider(&mut self, provider: Uuid) {
-        self.by_pop.retain(|(p, _), map| {
-            if *p == provider {
+    /// Drops the groups `drop` selects.
+    fn forget(&mut self, drop: impl Fn(&O) -> bool) {
+        self.groups.retain(|outer, map| {
+            if drop(outer) {
                 self.len -= map.len();
                 false
             } else {
@@ -211,13 +206,23 @@ impl DeviceCache {
     }
 }
 
+/// Series ids by agent, then agent-local id.
+type SeriesCache = IdCache<Uuid, u64, i64>;
+
+/// Device ids by `(provider, POP)` then device key (cleaned as stored), learnt from committed batches. A batch of
+/// periodic Informs names hundreds of CPEs that all exist: resolving them from here spares the database an
+/// insert-or-nothing and a lookup per key on rows that `last_seen` updates keep rewriting. A device deleted
+/// behind the cache's back is noticed by the batch that uses its id (a foreign key violation, or a `last_seen`
+/// update that finds fewer rows than ids); the provider's entries are then dropped and the batch stored again.
+type DeviceCache = IdCache<(Uuid, Uuid), String, Uuid>;
+
 impl Store {
     /// A store writing through `pool` (which must connect as `octoisp_app`).
     pub fn new(pool: PgPool) -> Store {
         Store {
             pool,
-            series: Mutex::new(SeriesCache::default()),
-            devices: Mutex::new(DeviceCache::default()),
+            series: Mutex::new(SeriesCache::new(MAX_CACHED_SERIES, "series")),
+            devices: Mutex::new(DeviceCache::new(MAX_CACHED_DEVICES, "devices")),
             partitions: Mutex::new(HashMap::new()),
             observer: None,
             command_queue: None,
@@ -264,7 +269,7 @@ impl Store {
                 // A cached device id names a deleted device: forget the provider's ids and store the batch
                 // again (nothing of the first attempt was committed); the devices are registered anew.
                 tracing::info!(agent = %agent.agent_id, error = %err, "Cached device ids are stale; resolving them again.");
-                lock(&self.devices).forget_provider(agent.provider_id);
+                lock(&self.devices).forget(|(p, _)| *p == agent.provider_id);
                 self.store_once(agent, batch, samples).await
             }
             other => other,
@@ -459,7 +464,7 @@ impl Store {
             lock(&self.series).insert_all(agent.agent_id, learnt);
         }
         if !learnt_devices.is_empty() {
-            lock(&self.devices).insert_all(agent.provider_id, agent.pop_id, learnt_devices);
+            lock(&self.devices).insert_all((agent.provider_id, agent.pop_id), learnt_devices);
         }
         Ok(StoreOutcome::Stored {
             samples: samples.len() as u64,
@@ -479,7 +484,7 @@ impl Store {
         let mut missing = BTreeSet::new();
         {
             let cache = lock(&self.devices);
-            let map = cache.by_pop.get(&(agent.provider_id, agent.pop_id));
+            let map = cache.group(&(agent.provider_id, agent.pop_id));
             for key in keys {
                 let key = clean(key);
                 match map.and_then(|m| m.get(key.as_ref())) {
@@ -505,7 +510,7 @@ impl Store {
         defs: &[&SeriesDef],
     ) -> HashMap<u64, i64> {
         let cache = lock(&self.series);
-        let Some(map) = cache.by_agent.get(&agent) else {
+        let Some(map) = cache.group(&agent) else {
             return HashMap::new();
         };
         let mut found = HashMap::new();
