@@ -212,6 +212,45 @@ async fn a_tenant_sees_only_its_rows_without_any_where() {
     }
 }
 
+/// Every policy reads the tenant and the global-admin flag in a subquery, which PostgreSQL evaluates once per
+/// statement (an InitPlan), not once per row: a count over a tenant's 100,000 devices parses no uuid per row.
+#[tokio::test]
+async fn every_policy_reads_the_tenant_once_per_statement() {
+    let db = TestDb::new().await;
+    let policies: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT tablename::text, policyname::text, \
+                coalesce(qual, '') || ' ' || coalesce(with_check, '') \
+         FROM pg_policies WHERE schemaname = 'public'",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+    assert!(policies.len() > 20, "{policies:?}");
+    for (table, policy, exprs) in &policies {
+        let outside = exprs
+            .replace("SELECT octoisp_tenant() AS", "")
+            .replace("SELECT octoisp_is_global_admin() AS", "");
+        assert!(
+            !outside.contains("octoisp_tenant()") && !outside.contains("octoisp_is_global_admin()"),
+            "policy {policy} on {table} calls a tenant function per row: {exprs}"
+        );
+    }
+    let (a, _b) = two_tenants_with_data(&db).await;
+    let mut tx = db::tenant_tx(&db.app, a.provider_id).await.unwrap();
+    let plan: Vec<String> = sqlx::query_scalar("EXPLAIN (VERBOSE) SELECT count(*) FROM devices")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("InitPlan"), "{plan}");
+    assert!(
+        !plan
+            .lines()
+            .any(|l| l.contains("Filter") && l.contains("current_setting")),
+        "the tenant is read per row:\n{plan}"
+    );
+}
+
 #[tokio::test]
 async fn no_tenant_means_no_rows_even_on_a_connection_that_served_one() {
     let db = TestDb::new().await;

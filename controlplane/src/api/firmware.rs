@@ -215,7 +215,7 @@ pub async fn list_images(
     let after = q.after()?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let rows: Vec<FirmwareImage> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{IMAGE_COLUMNS} WHERE (provider_id = octoisp_tenant() OR octoisp_is_global_admin()) \
+        "{IMAGE_COLUMNS} WHERE (provider_id = (SELECT octoisp_tenant()) OR (SELECT octoisp_is_global_admin())) \
            AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
     )))
     .bind(after)
@@ -683,7 +683,7 @@ pub async fn list_campaigns(
     let after = q.after()?;
     let mut tx = caller.tx(&state.pool, None).await?;
     let mut rows: Vec<CampaignView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "{CAMPAIGN_COLUMNS} WHERE (provider_id = octoisp_tenant() OR octoisp_is_global_admin()) \
+        "{CAMPAIGN_COLUMNS} WHERE (provider_id = (SELECT octoisp_tenant()) OR (SELECT octoisp_is_global_admin())) \
            AND ($1::uuid IS NULL OR id < $1) ORDER BY id DESC LIMIT $2"
     )))
     .bind(after)
