@@ -18,7 +18,7 @@
 #   BASE_PORT [21000]    QUIC +443, HTTP +80, Redis (private, started here) +379, ACS +1000.., agent metrics +2000..,
 #                        webhook stand-in +90 (below the ephemeral range, where a client socket may hold a port)
 #   SNMP_PORT [16161]    UDP port of the simulated SNMP devices (127.20.x.y)
-#   RUN_DIR [/var/tmp/octoisp-scale/DATE]  logs, samples.csv, api.csv, summary.txt
+#   RUN_DIR [/var/tmp/octoisp-scale/DATE]  logs, samples.csv, api.csv, polls.csv, summary.txt
 #   SIM_PROCS [auto]     simulator processes (the fleet split with --shard/--shards): by default as many as the
 #                        open-file hard limit needs (one socket per SNMP device; a container may not raise it)
 #   SKIP_BUILD=1         use the binaries already built
@@ -226,6 +226,9 @@ echo "t,process,cpu_pct,rss_mb" >"$RUN/samples.csv"
 echo "t,agent,outbox_samples,outbox_records,batches_pending" >"$RUN/outbox.csv"
 echo "t,ingest_lag_s" >"$RUN/lag.csv"
 echo "t,load1,load5,load15" >"$RUN/load.csv"
+# Polls by result (summed over the agents, cumulative), polls that started late, and the kernel's UDP receive
+# buffer drops (host-wide, cumulative): when polls time out, whether the answers were dropped or came late.
+echo "t,polls_ok,polls_timeout,polls_error,polls_late,udp_rcvbuf_errors" >"$RUN/polls.csv"
 T0=$(date +%s)
 sample_all() {
     local t=$(( $(date +%s) - T0 )) name pid now d
@@ -253,6 +256,15 @@ sample_all() {
         from (select (select max(ts) from samples x where x.series_id = s.id) m from series s where s.id % 500 = 0) y" \
         2>/dev/null || echo -)" >>"$RUN/lag.csv"
     echo "$t,$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)" >>"$RUN/load.csv"
+    local ok=0 to=0 err=0 late=0
+    for k in "${!AGENT_PIDS[@]}"; do
+        read -r a b c e < <(curl -fs --max-time 5 "http://127.0.0.1:$((METRICS_BASE + k))/metrics" | awk '
+            /^octoisp_agent_snmp_polls_total\{result="ok"\}/ {a=$2} /^octoisp_agent_snmp_polls_total\{result="timeout"\}/ {b=$2}
+            /^octoisp_agent_snmp_polls_total\{result="error"\}/ {c=$2} /^octoisp_agent_snmp_polls_late_total/ {e=$2}
+            END {printf "%d %d %d %d\n", a, b, c, e}') || continue
+        ok=$(( ok + a )); to=$(( to + b )); err=$(( err + c )); late=$(( late + e ))
+    done
+    echo "$t,$ok,$to,$err,$late,$(awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp)" >>"$RUN/polls.csv"
 }
 SAMPLE_SECS=5
 CUT_START=-1; CUT_END=-1
