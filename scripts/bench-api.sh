@@ -13,6 +13,7 @@
 #   CONNS                wrk connection counts to try, one run each (default "4 16 64")
 #   PORT                 listen port of the API (default 18080)
 #   SKIP_SEED=1          reuse the database of a previous run
+#   SKIP_BUILD=1         use the api_seed example already built in CARGO_TARGET_DIR
 #   FILTERS              Lua list of query strings the requests cycle through (default: a mix of every filter)
 #
 # What runs: `cargo run --release --example api_seed` seeds with generate_series as the admin role, then serves
@@ -39,7 +40,7 @@ base=${ADMIN_URL%/*}
 host_part=${base#*@}
 app_url="postgres://octoisp_app@${host_part}/${DB}"
 
-cargo build --release -p octoisp-controlplane --example api_seed
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -p octoisp-controlplane --example api_seed
 bin="$CARGO_TARGET_DIR/release/examples/api_seed"
 
 if [ -z "${SKIP_SEED:-}" ]; then

@@ -23,6 +23,10 @@ use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::db;
 use uuid::Uuid;
 
+/// The allocator of the `octoisp-controlplane` binary, so the benchmark serves the way it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct StaticTokens(HashMap<String, Caller>);
 
 impl Authenticator for StaticTokens {

@@ -10,6 +10,11 @@ use octoisp_controlplane::config::Config;
 use octoisp_controlplane::{backup, ca, db, registry, serve, telemetry};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc rather than glibc's malloc, as in the agent: serving a device page is mostly short-lived allocations
+/// (rows, JSON), and glibc's malloc/free/consolidate took about 13 % of the API's CPU (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit code for a bad configuration or command line (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
