@@ -10,12 +10,14 @@
 --   `commands_final` (a final status, for the API's `status=` filter) and `commands_open` (the open commands of a
 --   provider, for the API's `status=` filter on an open status and for the reconciler). Moving between open
 --   statuses (queued, waiting_agent, dispatched, running) changes no indexed column: such an update is HOT;
--- - `fillfactor = 70` leaves room on each page for those new versions (without room, an update is not HOT either).
+-- - `fillfactor = 50` leaves room on each page for those new versions (without room, an update is not HOT either):
+--   with 70, 8,043 of 20,095 dispatch updates of a 20,000-row fan-out were HOT, with 50 19,134 (rows of ~220 bytes;
+--   the table was no larger, since the final versions no longer move to new pages).
 --
 -- A query that wants an index on status must say `final_status = ...` or `final_status IS NULL`: the planner does
 -- not infer them from `status`. Adding the column rewrites the table once (existing rows get their value).
 
-ALTER TABLE commands SET (fillfactor = 70);
+ALTER TABLE commands SET (fillfactor = 50);
 ALTER TABLE commands ADD COLUMN final_status text GENERATED ALWAYS AS (
     CASE WHEN status IN ('succeeded', 'failed', 'expired', 'rejected', 'cancelled', 'dead') THEN status END
 ) STORED;
