@@ -174,7 +174,7 @@ grep -qv '^202$' "$RUN/fanout.txt" && die "a fan-out request failed: $(sort "$RU
 FINAL="('succeeded','failed','expired','rejected','cancelled','dead')"
 BIG="(SELECT id FROM providers WHERE slug = 'big')"
 while :; do
-    done_n=$(q "SELECT count(*) FROM commands WHERE provider_id = $BIG AND status IN $FINAL")
+    done_n=$(q "SELECT count(*) FROM commands WHERE provider_id = $BIG AND final_status IS NOT NULL")
     [ "$done_n" -ge "$TOTAL" ] && break
     now=$(date +%s.%N)
     if awk "BEGIN {exit !($now - $T0 > 1800)}"; then die "only $done_n of $TOTAL finished after 30 min"; fi
@@ -220,12 +220,19 @@ if [ -n "${PGSS:-}" ]; then
     psql "$ADMIN" -XAF ' | ' -c "
       SELECT round(total_exec_time::numeric) AS total_ms, calls,
              round((total_exec_time * 1000 / $TOTAL)::numeric, 1) AS us_per_command,
+             round(wal_bytes / $TOTAL) AS wal_bytes_per_command,
+             round(shared_blks_hit::numeric / $TOTAL, 1) AS blocks_hit_per_command,
              left(regexp_replace(query, '\s+', ' ', 'g'), 140) AS statement
         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB')
        ORDER BY total_exec_time DESC LIMIT 20" >"$RUN/pg_stat_statements.txt"
     psql "$ADMIN" -XtAc "
       SELECT 'PostgreSQL execution time per command (pg_stat_statements, top-level statements): '
-             || round((sum(total_exec_time) * 1000 / $TOTAL)::numeric, 1) || ' us'
+             || round((sum(total_exec_time) * 1000 / $TOTAL)::numeric, 1) || ' us, WAL '
+             || round(sum(wal_bytes) / $TOTAL) || ' bytes, buffer hits ' || round(sum(shared_blks_hit)::numeric / $TOTAL, 1)
         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB') AND toplevel" \
         | tee -a "$RUN/summary.txt"
 fi
+# HOT updates (no index entry written) are counted whatever the cluster preloads.
+q "SELECT 'commands: ' || n_tup_upd || ' row updates, ' || n_tup_hot_upd || ' of them HOT; table '
+          || pg_size_pretty(pg_table_size('commands')) || ', indexes ' || pg_size_pretty(pg_indexes_size('commands'))
+     FROM pg_stat_user_tables WHERE relname = 'commands'" | tee -a "$RUN/summary.txt"

@@ -661,6 +661,24 @@ async fn cancel_stops_a_queued_command_once_and_is_audited() {
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
     assert_eq!(h.audit_count("commands.cancel", &id).await, 1);
+    // The status filter follows it from the open to the final statuses (two different indexes since 0019).
+    let listed = |status: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .get("a-admin", &format!("/api/v1/commands?status={status}"))
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed("cancelled").await, vec![id.clone()]);
+    assert!(listed("queued").await.is_empty());
     assert_eq!(
         h.cmds
             .queue

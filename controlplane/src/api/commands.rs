@@ -718,7 +718,14 @@ pub async fn list(
                 STATUSES.join(", ")
             )));
         }
-        qb.push(" AND status = ").push_bind(v.clone());
+        // Through `final_status`, the indexed copy of a final status (migration 0019: `status` itself is not
+        // indexed, so that moving between open statuses is a HOT update).
+        if crate::commands::is_final(v) {
+            qb.push(" AND final_status = ").push_bind(v.clone());
+        } else {
+            qb.push(" AND final_status IS NULL AND status = ")
+                .push_bind(v.clone());
+        }
     }
     if let Some(v) = f.batch_id {
         qb.push(" AND batch_id = ").push_bind(v);

@@ -498,8 +498,7 @@ pub async fn reconcile_once(cmds: &Commands) -> anyhow::Result<usize> {
         let mut tx = db::tenant_tx(&cmds.pool, provider).await?;
         let tier = provider_tier(&mut tx, provider).await?;
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-            "SELECT id, agent_id FROM commands WHERE provider_id = $1 \
-               AND status IN ('queued', 'waiting_agent', 'dispatched', 'running') \
+            "SELECT id, agent_id FROM commands WHERE provider_id = $1 AND final_status IS NULL \
                AND created_at < now() - interval '1 minute' ORDER BY id LIMIT 10000",
         )
         .bind(provider)

@@ -145,11 +145,14 @@ pub async fn write(
     ids: &[Uuid],
     ats: &[DateTime<Utc>],
 ) -> anyhow::Result<usize> {
+    let (ids, ats) = super::sorted_by_id(ids, ats);
     let mut tx = db::tenant_tx(pool, provider_id).await?;
+    // One primary-key lookup per id, in id order (see [`super::sorted_by_id`]).
     let moved: i64 = sqlx::query_scalar(
-        "WITH m AS (SELECT * FROM unnest($2::uuid[], $4::timestamptz[]) AS m(id, at)), \
+        "WITH m AS MATERIALIZED (SELECT $1::uuid AS provider_id, * \
+                      FROM unnest($2::uuid[], $4::timestamptz[]) AS m(id, at)), \
               u AS (UPDATE commands c SET status = 'running', started_at = coalesce(c.started_at, m.at) \
-                      FROM m WHERE c.provider_id = $1 AND c.id = ANY($2) AND c.id = m.id \
+                      FROM m WHERE c.provider_id = m.provider_id AND c.id = m.id \
                        AND c.status IN ('queued', 'waiting_agent', 'dispatched') RETURNING c.id), \
               n AS (SELECT pg_notify($3, json_build_object('provider_id', $1, 'status', 'running', \
                       'command_ids', json_agg(id))::text) \
@@ -157,9 +160,9 @@ pub async fn write(
          SELECT count(*) FROM u WHERE (SELECT count(*) FROM n) >= 0",
     )
     .bind(provider_id)
-    .bind(ids)
+    .bind(&ids)
     .bind(super::COMMAND_CHANNEL)
-    .bind(ats)
+    .bind(&ats)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -243,14 +243,16 @@ pub async fn finish_from_results(
     command_ids: &[Uuid],
     started: &[Option<chrono::DateTime<chrono::Utc>>],
 ) -> sqlx::Result<Vec<Uuid>> {
-    // One statement: the update and its announcements (per status, up to 150 ids a notification).
+    let (command_ids, started) = sorted_by_id(command_ids, started);
+    // One statement: the update and its announcements (per status, up to 150 ids a notification); one
+    // primary-key lookup per id in each table, in id order (see [`sorted_by_id`]).
     let done: Vec<Uuid> = sqlx::query_scalar(
-        "WITH u AS (UPDATE commands c SET status = r.status, error = r.error, finished_at = r.ts, \
+        "WITH x AS MATERIALIZED (SELECT $1::uuid AS provider_id, $2::uuid AS agent_id, * \
+                    FROM unnest($3::uuid[], $5::timestamptz[]) AS x(id, at)), \
+              u AS (UPDATE commands c SET status = r.status, error = r.error, finished_at = r.ts, \
                       started_at = coalesce(c.started_at, x.at, r.ts) \
-                    FROM unnest($3::uuid[], $5::timestamptz[]) AS x(id, at) \
-                    JOIN command_results r ON r.provider_id = $1 AND r.command_id = x.id \
-                    WHERE r.command_id = ANY($3) AND c.provider_id = $1 AND c.id = ANY($3) \
-                      AND c.id = x.id AND c.agent_id = $2 \
+                    FROM x JOIN command_results r ON r.provider_id = x.provider_id AND r.command_id = x.id \
+                    WHERE c.provider_id = x.provider_id AND c.id = x.id AND c.agent_id = x.agent_id \
                       AND c.status IN ('queued', 'waiting_agent', 'dispatched', 'running') \
                     RETURNING c.id, c.status), \
               n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'status', status, \
@@ -261,12 +263,25 @@ pub async fn finish_from_results(
     )
     .bind(provider_id)
     .bind(agent_id)
-    .bind(command_ids)
+    .bind(&command_ids)
     .bind(COMMAND_CHANNEL)
-    .bind(started)
+    .bind(&started)
     .fetch_all(&mut *conn)
     .await?;
     Ok(done)
+}
+
+/// `ids` sorted, with `values` (one per id) in the same order. The batched statements on `commands` take them
+/// as arrays into a `MATERIALIZED` CTE joined on the row's key, so that:
+/// - the plan is one primary-key lookup per id whatever the table's statistics (a fresh database with
+///   autovacuum off has none, and `provider_id = $1 AND id = ANY($2)` was then planned as a scan of every
+///   command of the provider: 2-14 ms a statement at 20,000 commands, growing with the table);
+/// - every writer locks the rows in id order, so two batches that share commands (the dispatch, the `running`
+///   marks, the finishing update) wait for each other instead of deadlocking.
+pub fn sorted_by_id<T: Clone>(ids: &[Uuid], values: &[T]) -> (Vec<Uuid>, Vec<T>) {
+    let mut pairs: Vec<(Uuid, T)> = ids.iter().copied().zip(values.iter().cloned()).collect();
+    pairs.sort_unstable_by_key(|p| p.0);
+    pairs.into_iter().unzip()
 }
 
 /// `s` cut to at most `max` bytes on a character boundary.

@@ -86,14 +86,17 @@ pub async fn load_many_for_dispatch(
 ) -> anyhow::Result<std::collections::HashMap<Uuid, CommandRow>> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.0).collect();
     let attempts: Vec<i32> = jobs.iter().map(|j| j.1).collect();
+    let (ids, attempts) = super::sorted_by_id(&ids, &attempts);
     let mut tx = db::tenant_tx(&cmds.pool, provider_id).await?;
+    // One primary-key lookup per id, in id order (see [`super::sorted_by_id`]).
     let rows: Vec<CommandRow> = sqlx::query_as(
-        "WITH j AS (SELECT * FROM unnest($2::uuid[], $3::int[]) AS j(id, attempt)), \
+        "WITH j AS MATERIALIZED (SELECT $1::uuid AS provider_id, * \
+                      FROM unnest($2::uuid[], $3::int[]) AS j(id, attempt)), \
               c AS (SELECT c.id, c.provider_id, c.agent_id, c.pop_id, c.name, c.args, c.status, c.deadline \
-                      FROM commands c WHERE c.provider_id = $1 AND c.id = ANY($2)), \
+                      FROM j JOIN commands c ON c.provider_id = j.provider_id AND c.id = j.id), \
               u AS (UPDATE commands c SET dispatched_at = now(), attempts = greatest(c.attempts, j.attempt), \
                       status = CASE WHEN c.status = 'running' THEN c.status ELSE 'dispatched' END \
-                      FROM j WHERE c.provider_id = $1 AND c.id = ANY($2) AND c.id = j.id \
+                      FROM j WHERE c.provider_id = j.provider_id AND c.id = j.id \
                        AND c.status IN ('queued', 'waiting_agent', 'dispatched', 'running') RETURNING c.id), \
               n AS (SELECT pg_notify($4, json_build_object('provider_id', $1, 'status', 'dispatched', \
                       'command_ids', json_agg(id))::text) \
