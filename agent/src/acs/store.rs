@@ -36,7 +36,7 @@
 //! one transaction per group.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -908,9 +908,7 @@ const UPSERT_PARAM: &str =
 
 /// One parameter's share of an Inform fingerprint (see [`Db::store_params`]).
 fn param_hash(hasher: &RandomState, name: &str, value: &str, xsd_type: &str) -> u64 {
-    let mut h = hasher.build_hasher();
-    (name, value, xsd_type).hash(&mut h);
-    h.finish()
+    hasher.hash_one((name, value, xsd_type))
 }
 
 /// Whether a name appears twice in `parameters`.
