@@ -276,6 +276,9 @@ struct SessionState {
     queue: VecDeque<Pending>,
     in_flight: Option<Pending>,
     rpc_seq: u32,
+    /// [`Acs::cancels`] as it was before the queue was read: while it is unchanged, no queued task was removed
+    /// since, and the queue needs no check against the store.
+    cancels_seen: u64,
 }
 
 #[derive(Debug)]
@@ -336,6 +339,9 @@ pub struct Acs {
     /// Tasks whose RPC a session is sending or has sent and not yet seen answered: [`Acs::cancel_queued_task`]
     /// leaves them alone (they are under way at their CPE).
     rpc_in_flight: Mutex<std::collections::HashSet<String>>,
+    /// Tasks removed by [`Acs::cancel_queued_task`] so far (incremented under the `rpc_in_flight` lock): a session
+    /// checks its next task against the store only when this moved since it read its queue.
+    cancels: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -365,6 +371,7 @@ impl Acs {
             stats: AcsStats::default(),
             firmware_cache: Default::default(),
             rpc_in_flight: Mutex::default(),
+            cancels: AtomicU64::new(0),
         }
     }
 
@@ -386,6 +393,10 @@ impl Acs {
             return Ok(false);
         }
         let removed = self.store.cancel_queued(id);
+        if matches!(removed, Ok(true)) {
+            // Before the lock is released: a session that marks a task in flight after this sees the count moved.
+            self.cancels.fetch_add(1, Ordering::SeqCst);
+        }
         drop(in_flight);
         removed
     }
@@ -650,6 +661,8 @@ impl Acs {
             .any(|e| e.code == "1 BOOT" || e.code == "0 BOOTSTRAP");
         let bootstrap = inform.events.iter().any(|e| e.code == "0 BOOTSTRAP");
         let ip = req.peer.to_string();
+        // Read before the queue is: a task cancelled after the read below moves the count past this.
+        let cancels_seen = self.cancels.load(Ordering::SeqCst);
         let setup = {
             // The Inform moves to the writer thread and comes back with the outcome (no copy of its parameters).
             let (device, ip) = (device.clone(), ip.clone());
@@ -699,6 +712,7 @@ impl Acs {
                 queue,
                 in_flight: None,
                 rpc_seq: 0,
+                cancels_seen,
             }),
             meta: Mutex::new(SessionMeta {
                 conn: req.conn,
@@ -759,6 +773,11 @@ impl Acs {
         {
             // Marked in flight first, so that a cancel either happened before this check or leaves it alone.
             self.rpc_in_flight().insert(id.clone());
+            if self.cancels.load(Ordering::SeqCst) == st.cancels_seen {
+                // No task was cancelled since the queue was read (a cancel increments the count before it
+                // releases the lock taken just above): the task is still in the store, no need to ask it.
+                break;
+            }
             let check = id.clone();
             let gone = matches!(
                 self.blocking(move |s| s.task_exists(&check)).await,

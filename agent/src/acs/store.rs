@@ -21,10 +21,13 @@
 //!   stays `queued` and runs again in the next session.
 //! - The only per-device state in memory is one fingerprint (a keyed 64-bit hash) of the parameters of each
 //!   device's last stored Inform: an Inform whose parameters hash the same skips their upserts (nothing changed),
-//!   its device row is still updated. An entry is dropped whenever this process writes other values for the
-//!   device ([`Db::store_params`], `0 BOOTSTRAP`) and the whole map is dropped when a transaction it rode on did
-//!   not commit, so a fingerprint never vouches for values that are not in the file. Parameters are written only
-//!   by this process (the CLI reads them and queues tasks).
+//!   its device row is still updated. The fingerprint is a sum of one hash per parameter: when a task writes
+//!   another value for a stored parameter ([`Db::store_params`]), the old value's hash is swapped for the new one
+//!   (had the parameter not been in the Inform, the fingerprint then matches no Inform and the next one is
+//!   written in full). An entry is dropped on `0 BOOTSTRAP` and never kept for an Inform that names a parameter
+//!   twice, and the whole map is dropped when a transaction it rode on did not commit, so a fingerprint never
+//!   vouches for values that are not in the file. Parameters are written only by this process (the CLI reads
+//!   them and queues tasks).
 //!
 //! # Access
 //!
@@ -33,7 +36,7 @@
 //! one transaction per group.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -447,12 +450,12 @@ impl Db {
         self.informed.len()
     }
 
+    /// The fingerprint of a set of parameters: the wrapping sum of each parameter's keyed hash, so that a value
+    /// written later for one of them ([`Db::store_params`]) can be swapped in without the others.
     fn fingerprint(&self, parameters: &[ParameterValue]) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        for p in parameters {
-            (&p.name, &p.value, &p.xsd_type).hash(&mut h);
-        }
-        h.finish()
+        parameters.iter().fold(0u64, |fp, p| {
+            fp.wrapping_add(param_hash(&self.hasher, &p.name, &p.value, &p.xsd_type))
+        })
     }
 
     /// Records an Inform: registers or updates the device and stores the reported parameters.
@@ -509,7 +512,11 @@ impl Db {
                 .map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        self.informed.insert(r.id.to_owned(), fp);
+        // The sum does not see the order of the parameters: with a name reported twice, another order of the same
+        // values would store another value, so such an Inform is always written in full.
+        if unchanged || !has_duplicate_names(r.parameters) {
+            self.informed.insert(r.id.to_owned(), fp);
+        }
         Ok(InformOutcome {
             new_device: !exists,
             changed,
@@ -523,20 +530,55 @@ impl Db {
         values: &[ParameterValue],
         now_ms: i64,
     ) -> Result<Vec<ParameterValue>, StoreError> {
-        // Dropped first, and kept only if nothing changed: the next Inform then compares with the file.
+        // Dropped first (kept, updated, only once the writes are done), so that a failure leaves none.
         let fp = self.informed.remove(device);
         let path = self.path.clone();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
+        let hasher = &self.hasher;
         let tx = self.conn.savepoint().map_err(err)?;
-        let changed = upsert_params(&tx, device, values, now_ms).map_err(err)?;
-        tx.commit().map_err(err)?;
-        if let Some(fp) = fp
-            && changed.is_empty()
+        let mut changed = Vec::new();
+        // What the fingerprint gains and loses: a stored parameter that changes is assumed to be one of the
+        // Inform's, its old hash swapped for the new one. If it was not, the fingerprint matches no Inform any
+        // more and the next one is written in full, as it would be without this.
+        let mut delta = 0u64;
         {
-            self.informed.insert(device.to_owned(), fp);
+            let mut read = tx
+                .prepare_cached("SELECT value, type FROM params WHERE device = ?1 AND name = ?2")
+                .map_err(err)?;
+            let mut upsert = tx.prepare_cached(UPSERT_PARAM).map_err(err)?;
+            for p in values {
+                // `Some(None)`: stored with this value; `Some(Some(h))`: stored with another, of hash `h`.
+                let stored: Option<Option<u64>> = read
+                    .query_row(params![device, p.name], |r| {
+                        let (v, t) = (r.get_ref(0)?.as_str()?, r.get_ref(1)?.as_str()?);
+                        Ok((v != p.value).then(|| param_hash(hasher, &p.name, v, t)))
+                    })
+                    .optional()
+                    .map_err(err)?;
+                if stored == Some(None) {
+                    continue;
+                }
+                upsert
+                    .execute(params![device, p.name, p.value, p.xsd_type, now_ms])
+                    .map_err(err)?;
+                if let Some(Some(old)) = stored {
+                    delta = delta.wrapping_sub(old).wrapping_add(param_hash(
+                        hasher,
+                        &p.name,
+                        &p.value,
+                        &p.xsd_type,
+                    ));
+                }
+                changed.push(p.clone());
+            }
+        }
+        tx.commit().map_err(err)?;
+        if let Some(fp) = fp {
+            self.informed
+                .insert(device.to_owned(), fp.wrapping_add(delta));
         }
         Ok(changed)
     }
@@ -544,8 +586,8 @@ impl Db {
     /// One device.
     pub fn device(&self, id: &str) -> Result<Option<DeviceRow>, StoreError> {
         let conn = &self.conn;
-        conn.query_row(&format!("{DEVICE_SELECT} WHERE id = ?1"), [id], device_row)
-            .optional()
+        conn.prepare_cached(&format!("{DEVICE_SELECT} WHERE id = ?1"))
+            .and_then(|mut s| s.query_row([id], device_row).optional())
             .map_err(|e| self.err(e))
     }
 
@@ -674,10 +716,10 @@ impl Db {
         let id = uuid::Uuid::now_v7().to_string();
         let json = serde_json::to_string(kind).unwrap_or_default();
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO tasks (id, device, kind, state, next_attempt_ms, created_ms) VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
-                params![id, device, json, now_ms],
             )
+            .and_then(|mut s| s.execute(params![id, device, json, now_ms]))
             .map_err(|e| self.err(e))?;
         Ok(id)
     }
@@ -760,10 +802,8 @@ impl Db {
     pub fn cancel_queued(&self, id: &str) -> Result<bool, StoreError> {
         let n = self
             .conn
-            .execute(
-                "DELETE FROM tasks WHERE id = ?1 AND state = 'queued'",
-                params![id],
-            )
+            .prepare_cached("DELETE FROM tasks WHERE id = ?1 AND state = 'queued'")
+            .and_then(|mut s| s.execute(params![id]))
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
     }
@@ -771,10 +811,8 @@ impl Db {
     /// Sets a task's state (done, waiting).
     pub fn set_task_state(&self, id: &str, state: TaskState) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE tasks SET state = ?2 WHERE id = ?1",
-                params![id, state.as_str()],
-            )
+            .prepare_cached("UPDATE tasks SET state = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, state.as_str()]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -789,10 +827,8 @@ impl Db {
     ) -> Result<TaskState, StoreError> {
         let conn = &self.conn;
         let attempts: Option<u32> = conn
-            .query_row("SELECT attempts FROM tasks WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
+            .prepare_cached("SELECT attempts FROM tasks WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
             .map_err(|e| self.err(e))?;
         let attempts = attempts.unwrap_or(0) + 1;
         let state = if attempts >= policy.max_attempts {
@@ -800,10 +836,12 @@ impl Db {
         } else {
             TaskState::Queued
         };
-        conn.execute(
+        conn.prepare_cached(
             "UPDATE tasks SET attempts = ?2, state = ?3, next_attempt_ms = ?4, last_error = ?5 WHERE id = ?1",
-            params![id, attempts, state.as_str(), now_ms + policy.delay_ms(attempts), error],
         )
+        .and_then(|mut s| {
+            s.execute(params![id, attempts, state.as_str(), now_ms + policy.delay_ms(attempts), error])
+        })
         .map_err(|e| self.err(e))?;
         Ok(state)
     }
@@ -815,12 +853,10 @@ impl Db {
         template: &str,
     ) -> Result<Option<i64>, StoreError> {
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT version FROM templates_applied WHERE device = ?1 AND template = ?2",
-                [device, template],
-                |r| r.get(0),
             )
-            .optional()
+            .and_then(|mut s| s.query_row([device, template], |r| r.get(0)).optional())
             .map_err(|e| self.err(e))
     }
 
@@ -833,11 +869,11 @@ impl Db {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         self.conn
-            .execute(
+            .prepare_cached(
                 "INSERT INTO templates_applied (device, template, version, applied_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (device, template) DO UPDATE SET version = excluded.version, applied_ms = excluded.applied_ms",
-                params![device, template, version, now_ms],
             )
+            .and_then(|mut s| s.execute(params![device, template, version, now_ms]))
             .map_err(|e| self.err(e))?;
         Ok(())
     }
@@ -864,17 +900,30 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeviceRow> {
     })
 }
 
+/// Writes a parameter unless it is stored with the same value (a changed value also takes the new type).
+const UPSERT_PARAM: &str =
+    "INSERT INTO params (device, name, value, type, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT (device, name) DO UPDATE SET value = excluded.value, type = excluded.type,
+     updated_ms = excluded.updated_ms WHERE params.value IS NOT excluded.value";
+
+/// One parameter's share of an Inform fingerprint (see [`Db::store_params`]).
+fn param_hash(hasher: &RandomState, name: &str, value: &str, xsd_type: &str) -> u64 {
+    hasher.hash_one((name, value, xsd_type))
+}
+
+/// Whether a name appears twice in `parameters`.
+fn has_duplicate_names(parameters: &[ParameterValue]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(parameters.len());
+    !parameters.iter().all(|p| seen.insert(p.name.as_str()))
+}
+
 fn upsert_params(
     tx: &Connection,
     device: &str,
     values: &[ParameterValue],
     now_ms: i64,
 ) -> rusqlite::Result<Vec<ParameterValue>> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO params (device, name, value, type, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (device, name) DO UPDATE SET value = excluded.value, type = excluded.type,
-         updated_ms = excluded.updated_ms WHERE params.value IS NOT excluded.value",
-    )?;
+    let mut stmt = tx.prepare_cached(UPSERT_PARAM)?;
     let mut changed = Vec::new();
     for p in values {
         if stmt.execute(params![device, p.name, p.value, p.xsd_type, now_ms])? > 0 {
@@ -1006,6 +1055,78 @@ mod tests {
             s.params(id, "InternetGatewayDevice.X.Channel").unwrap()[0].value,
             "11"
         );
+    }
+
+    #[test]
+    fn a_value_set_by_a_task_carries_the_fingerprint_over() {
+        let s = AcsStore::open_in_memory().unwrap();
+        let id = "00259E-EG8145V5-1";
+        let ssid = |v: &str| ParameterValue::string("InternetGatewayDevice.X.SSID", v);
+        let p1 = [
+            ssid("casa"),
+            ParameterValue::string("InternetGatewayDevice.X.Channel", "6"),
+        ];
+        s.record_inform(&inform(&p1, false)).unwrap();
+        // A SetParameterValues of an informed parameter, and a read of one the Inform does not carry.
+        let set = s.store_params(id, &[ssid("new")], 2).unwrap();
+        assert_eq!(set, vec![ssid("new")]);
+        let read = [ParameterValue::string("InternetGatewayDevice.X.Stat", "1")];
+        assert_eq!(
+            s.store_params(id, &read, 2).unwrap(),
+            read,
+            "new parameter stored"
+        );
+        assert!(
+            s.store_params(id, &read, 3).unwrap().is_empty(),
+            "same value: unchanged"
+        );
+        assert_eq!(s.lock().fingerprints(), 1);
+        // The file is changed behind the store's back (only to see which path the next Inform takes): an Inform
+        // with the value the task set matches the carried-over fingerprint and skips its upserts.
+        s.lock()
+            .conn
+            .execute(
+                "UPDATE params SET value = 'tampered' WHERE name LIKE '%Channel'",
+                [],
+            )
+            .unwrap();
+        let p2 = [ssid("new"), p1[1].clone()];
+        assert!(
+            s.record_inform(&inform(&p2, false))
+                .unwrap()
+                .changed
+                .is_empty()
+        );
+        assert_eq!(
+            s.params(id, "InternetGatewayDevice.X.Channel").unwrap()[0].value,
+            "tampered"
+        );
+        // The old value is not vouched for any more: the CPE reporting it again is written and reported.
+        let o = s.record_inform(&inform(&p1, false)).unwrap();
+        assert_eq!(o.changed, vec![ssid("casa"), p1[1].clone()]);
+        // A value changed for a parameter the Inform does not carry: the fingerprint matches nothing, the next
+        // Inform is written in full (and finds nothing to change).
+        s.store_params(
+            id,
+            &[ParameterValue::string("InternetGatewayDevice.X.Stat", "2")],
+            4,
+        )
+        .unwrap();
+        s.lock()
+            .conn
+            .execute(
+                "UPDATE params SET value = 'tampered' WHERE name LIKE '%Channel'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(
+            s.record_inform(&inform(&p1, false)).unwrap().changed,
+            vec![p1[1].clone()]
+        );
+        // An Inform naming a parameter twice keeps no fingerprint.
+        s.record_inform(&inform(&[ssid("a"), ssid("b")], false))
+            .unwrap();
+        assert_eq!(s.lock().fingerprints(), 0);
     }
 
     #[test]

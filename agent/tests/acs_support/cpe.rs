@@ -307,9 +307,19 @@ impl Cpe {
         if p == "soap-env" {
             return text.into_bytes();
         }
-        text.replace("soap-env:", &format!("{p}:"))
-            .replace("xmlns:soap-env=", &format!("xmlns:{p}="))
-            .into_bytes()
+        // One pass: `soap-env:` (element names) and `xmlns:soap-env=` (the declaration) take the CPE's prefix.
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("soap-env") {
+            let (before, after) = (&rest[..i], &rest[i + "soap-env".len()..]);
+            out.push_str(before);
+            let is_prefix =
+                after.starts_with(':') || (after.starts_with('=') && before.ends_with("xmlns:"));
+            out.push_str(if is_prefix { p } else { "soap-env" });
+            rest = after;
+        }
+        out.push_str(rest);
+        out.into_bytes()
     }
 
     fn inform(&self, events: &[&str]) -> Envelope {
