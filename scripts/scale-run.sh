@@ -305,7 +305,23 @@ while fleet_running; do
         start_cp; CUT_DONE=2
     fi
 done
+# polls_by NAME: the agents' own account of their polls (octoisp_agent_snmp_polls_total by result, summed) into
+# the associative array NAME.
+polls_by() {
+    local -n into=$1
+    local k res n
+    into=([ok]=0 [timeout]=0 [error]=0)
+    for k in "${!AGENT_PIDS[@]}"; do
+        while read -r res n; do
+            into[$res]=$(( ${into[$res]:-0} + ${n%.*} ))
+        done < <(curl -fs "http://127.0.0.1:$((METRICS_BASE + k))/metrics" |
+            sed -n 's/^octoisp_agent_snmp_polls_total{result="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p')
+    done
+}
 for p in "${FLEET_PIDS[@]}"; do wait "$p" || die "the simulator failed; see $RUN/fleetsim-*.log"; done
+# The polls counted while the fleet ran: once the simulator has stopped, every poll times out.
+declare -A POLLS_BY POLLS_END
+polls_by POLLS_BY
 [ -z "${CP_PID:-}" ] && start_cp
 
 say "the fleet stopped; waiting for the agents' outboxes to drain (at most $DRAIN_MAX_SECS s)"
@@ -330,14 +346,8 @@ for k in "${!AGENT_PIDS[@]}"; do
     n=$(curl -fs "http://127.0.0.1:$((METRICS_BASE + k))/metrics" | awk '/^octoisp_agent_outbox_samples_dropped_total/ {print $2}')
     dropped=$(( dropped + ${n%.*} ))
 done
-# The agents' own account of their polls (octoisp_agent_snmp_polls_total by result).
-declare -A POLLS_BY=([ok]=0 [timeout]=0 [error]=0)
-for k in "${!AGENT_PIDS[@]}"; do
-    while read -r res n; do
-        POLLS_BY[$res]=$(( ${POLLS_BY[$res]:-0} + ${n%.*} ))
-    done < <(curl -fs "http://127.0.0.1:$((METRICS_BASE + k))/metrics" |
-        sed -n 's/^octoisp_agent_snmp_polls_total{result="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p')
-done
+# The polls at the end: the ok ones that finished after the stop, and the drain's timeouts (its devices are gone).
+polls_by POLLS_END
 for p in "${AGENT_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
 if [ -n "$DASH_PID" ]; then
     kill -TERM "$DASH_PID" 2>/dev/null || true
@@ -419,7 +429,8 @@ stats() {  # stats FILE COLUMN FILTER-COLUMN FILTER-VALUE: mean and max of numer
     echo "| outbox records waiting, per agent (mean / max) | $(stats "$RUN/outbox.csv" 4 0 0) |"
     echo "| drain after the fleet stopped s | $DRAIN_SECS |"
     echo "| informs sent / ok / failed | $informs_sent / $informs_ok / $informs_failed |"
-    echo "| SNMP polls at the agents: ok / timeout / error | ${POLLS_BY[ok]} / ${POLLS_BY[timeout]} / ${POLLS_BY[error]} |"
+    echo "| SNMP polls at the agents while the fleet ran: ok / timeout / error | ${POLLS_BY[ok]} / ${POLLS_BY[timeout]} / ${POLLS_BY[error]} |"
+    echo "| polls timed out after the simulator stopped (drain; not counted above) | $(( POLLS_END[timeout] - POLLS_BY[timeout] )) |"
     echo "| retransmitted poll starts answered again (not counted as polls) | $retrans |"
     echo "| alert notifications received / alert events | $alert_n / $alert_events |"
     echo "| alert latency s, sample time → webhook received (p50/p95/max) | $alert_latency |"
@@ -433,7 +444,7 @@ stats() {  # stats FILE COLUMN FILTER-COLUMN FILTER-VALUE: mean and max of numer
     echo "| BOOTSTRAP informs → cwmp.bootstrap events | $reg_ok | $ev_bootstrap | $((reg_ok - ev_bootstrap)) |"
     echo "| BOOT informs (registrations + reboots) → cwmp.boot events | $((reg_ok + reboots_ok)) | $ev_boot | $((reg_ok + reboots_ok - ev_boot)) |"
     echo "| polls answered → (device, ts) with samples | $polls | $stored_polls | $((polls - stored_polls)) |"
-    echo "| polls answered → polls ok at the agents (the rest failed after their first GET) | $polls | ${POLLS_BY[ok]} (agents) | $((polls - POLLS_BY[ok])) |"
+    echo "| polls answered → polls ok at the agents (the rest failed after their first GET) | $polls | ${POLLS_END[ok]} (agents, at the end) | $((polls - POLLS_END[ok])) |"
     echo "| samples acknowledged by the control plane → rows | $acked | $stored_samples | $((acked - stored_samples)) |"
     echo "| samples dropped by the agents (disk cap) | | | $dropped |"
 } | tee "$RUN/summary.txt"
