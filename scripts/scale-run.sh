@@ -167,6 +167,7 @@ for s in $(seq 0 $((SIM_PROCS - 1))); do
     FLEET_PIDS+=($!); PIDS+=($!)
 done
 FLEET_PID=${FLEET_PIDS[0]}
+FLEET_END=$(( $(date +%s) + DUR ))
 fleet_running() { local p; for p in "${FLEET_PIDS[@]}"; do kill -0 "$p" 2>/dev/null && return 0; done; return 1; }
 
 DASH_PID=
@@ -287,9 +288,26 @@ profile_mid_run() {  # top once, and perf (PERF=1) of the busiest processes, in 
           head -n 60 >"$RUN/perf-$name.txt"; rm -f "$RUN/perf-$name.data" ) &
     done
 }
+# polls_by NAME: the agents' own account of their polls (octoisp_agent_snmp_polls_total by result, summed) into
+# the associative array NAME.
+polls_by() {
+    local -n into=$1
+    local k res n
+    into=([ok]=0 [timeout]=0 [error]=0)
+    for k in "${!AGENT_PIDS[@]}"; do
+        while read -r res n; do
+            into[$res]=$(( ${into[$res]:-0} + ${n%.*} ))
+        done < <(curl -fs --max-time 5 "http://127.0.0.1:$((METRICS_BASE + k))/metrics" |
+            sed -n 's/^octoisp_agent_snmp_polls_total{result="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p')
+    done
+}
+# The polls counted while the fleet ran: the last count taken before its planned end (once the simulator has
+# stopped, every poll times out).
+declare -A POLLS_BY=([ok]=0 [timeout]=0 [error]=0) POLLS_END
 while fleet_running; do
     sleep "$SAMPLE_SECS"
     sample_all
+    [ "$(date +%s)" -lt "$FLEET_END" ] && polls_by POLLS_BY
     t=$(( $(date +%s) - T0 ))
     if [ "$PROFILED" = 0 ] && [ "$t" -ge $(( DUR * 3 / 5 )) ] && [ "$CUT_MIN" = 0 ]; then
         PROFILED=1; profile_mid_run
@@ -305,23 +323,7 @@ while fleet_running; do
         start_cp; CUT_DONE=2
     fi
 done
-# polls_by NAME: the agents' own account of their polls (octoisp_agent_snmp_polls_total by result, summed) into
-# the associative array NAME.
-polls_by() {
-    local -n into=$1
-    local k res n
-    into=([ok]=0 [timeout]=0 [error]=0)
-    for k in "${!AGENT_PIDS[@]}"; do
-        while read -r res n; do
-            into[$res]=$(( ${into[$res]:-0} + ${n%.*} ))
-        done < <(curl -fs "http://127.0.0.1:$((METRICS_BASE + k))/metrics" |
-            sed -n 's/^octoisp_agent_snmp_polls_total{result="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p')
-    done
-}
 for p in "${FLEET_PIDS[@]}"; do wait "$p" || die "the simulator failed; see $RUN/fleetsim-*.log"; done
-# The polls counted while the fleet ran: once the simulator has stopped, every poll times out.
-declare -A POLLS_BY POLLS_END
-polls_by POLLS_BY
 [ -z "${CP_PID:-}" ] && start_cp
 
 say "the fleet stopped; waiting for the agents' outboxes to drain (at most $DRAIN_MAX_SECS s)"
@@ -430,7 +432,7 @@ stats() {  # stats FILE COLUMN FILTER-COLUMN FILTER-VALUE: mean and max of numer
     echo "| drain after the fleet stopped s | $DRAIN_SECS |"
     echo "| informs sent / ok / failed | $informs_sent / $informs_ok / $informs_failed |"
     echo "| SNMP polls at the agents while the fleet ran: ok / timeout / error | ${POLLS_BY[ok]} / ${POLLS_BY[timeout]} / ${POLLS_BY[error]} |"
-    echo "| polls timed out after the simulator stopped (drain; not counted above) | $(( POLLS_END[timeout] - POLLS_BY[timeout] )) |"
+    echo "| polls timed out after the last count before the fleet's planned end (its devices gone; not counted above) | $(( POLLS_END[timeout] - POLLS_BY[timeout] )) |"
     echo "| retransmitted poll starts answered again (not counted as polls) | $retrans |"
     echo "| alert notifications received / alert events | $alert_n / $alert_events |"
     echo "| alert latency s, sample time → webhook received (p50/p95/max) | $alert_latency |"
