@@ -949,6 +949,11 @@ async fn two_engines_fed_the_same_samples_write_each_event_once() {
     let (mut eb, tx_b, mut rx_b) = Engine::new(pool_b.clone(), EngineConfig::default());
     let store_a = Store::new(db.app.clone()).with_sample_observer(tx_a);
     let store_b = Store::new(pool_b).with_sample_observer(tx_b);
+    // Both engines load the provider's rules and open alerts before the race. An engine loading them for the
+    // first batch while the other commits would start from the other's alerts, already firing, and compute no
+    // transition (correctly) for the counts below to see.
+    ea.tick(now_ms()).await.unwrap();
+    eb.tick(now_ms()).await.unwrap();
     let base = now_ms() - 3_600_000;
     let pattern = [95.0, 95.0, 95.0, 50.0, 50.0, 65.0, 95.0, 75.0, 40.0, 40.0];
     let mut expected_transitions = 0;
