@@ -235,6 +235,19 @@ async fn every_policy_reads_the_tenant_once_per_statement() {
             "policy {policy} on {table} calls a tenant function per row: {exprs}"
         );
     }
+    // Called, not inlined: the planner parses the body of a SQL function it inlines, for every table with a
+    // policy that a statement names, at every planning (migration 0020).
+    let languages: Vec<(String, String)> = sqlx::query_as(
+        "SELECT p.proname::text, l.lanname::text FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+         WHERE p.proname IN ('octoisp_tenant', 'octoisp_is_global_admin')",
+    )
+    .fetch_all(&db.admin)
+    .await
+    .unwrap();
+    assert_eq!(languages.len(), 2, "{languages:?}");
+    for (function, language) in &languages {
+        assert_eq!(language, "plpgsql", "{function}");
+    }
     let (a, _b) = two_tenants_with_data(&db).await;
     let mut tx = db::tenant_tx(&db.app, a.provider_id).await.unwrap();
     let plan: Vec<String> = sqlx::query_scalar("EXPLAIN (VERBOSE) SELECT count(*) FROM devices")
