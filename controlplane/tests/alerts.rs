@@ -19,7 +19,7 @@ use octoisp_controlplane::notify::{self, NotifyConfig};
 use octoisp_shared::{Event, Record, Sample, SeriesDef, Severity, Tr069Result};
 use serde_json::Value;
 use support::TestDb;
-use support::api::{TestAuth, caller};
+use support::api::caller;
 use support::fixtures::{Tenant, batch, def, now_ms, tenant};
 use support::standins::HttpReceiver;
 use tokio_util::sync::CancellationToken;
@@ -1074,15 +1074,8 @@ async fn the_routes_check_permissions_validate_input_and_audit_changes() {
     let mut config = ApiConfig::default();
     config.rate_limit.enabled = false;
     let router = api::router(AppState {
-        pool: rig.db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
         config: Arc::new(config),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
-        commands: None,
-        secrets: Default::default(),
+        ..support::api::state(&rig.db, tokens)
     });
     let good = serde_json::json!({
         "rule_key": "cpu", "name": "CPU alta", "metric": "cpu.load_percent", "kind": "threshold",
@@ -1341,15 +1334,8 @@ async fn the_preview_reports_what_the_engine_fired_and_only_the_callers_series()
     let mut config = ApiConfig::default();
     config.rate_limit.enabled = false;
     let router = api::router(AppState {
-        pool: rig.db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
         config: Arc::new(config),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
-        commands: None,
-        secrets: Default::default(),
+        ..support::api::state(&rig.db, tokens)
     });
     let stored = rig.rule(CPU_HYSTERESIS).await;
     let defs = vec![

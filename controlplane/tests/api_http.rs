@@ -21,7 +21,6 @@ use octoisp_controlplane::auth::{self, Caller, rbac};
 use octoisp_controlplane::db;
 use serde_json::Value;
 use support::TestDb;
-use support::api::TestAuth;
 use support::fixtures::{Tenant, tenant};
 use tower::ServiceExt as _;
 use uuid::Uuid;
@@ -477,15 +476,10 @@ async fn harness_with(config: ApiConfig) -> Harness {
     };
     let commands = command_queue(&prefix, &db, &a).await;
     let state = AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
         limiter,
         config: Arc::new(config),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
         commands: Some(commands),
-        secrets: Default::default(),
+        ..support::api::state(&db, tokens)
     };
     Harness {
         router: api::router(state),
@@ -1360,15 +1354,11 @@ async fn login_harness() -> LoginHarness {
         .await
         .unwrap();
     let state = AppState {
-        pool: db.app.clone(),
         auth: Arc::new(service.clone()),
         auth_service: Some(service),
         limiter: Some(limiter),
         config: Arc::new(config),
-        ca_fingerprint: None,
-        live: Default::default(),
-        commands: None,
-        secrets: Default::default(),
+        ..support::api::state(&db, HashMap::new())
     };
     let h = Harness {
         router: api::router(state),

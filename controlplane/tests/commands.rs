@@ -24,7 +24,6 @@ use octoisp_controlplane::queue::{Queue, Tier};
 use octoisp_shared::{CommandResult, CommandStatus, Record};
 use serde_json::{Value, json};
 use support::TestDb;
-use support::api::TestAuth;
 use support::fixtures::{Tenant, batch, tenant};
 use tower::ServiceExt as _;
 use uuid::Uuid;
@@ -130,15 +129,9 @@ async fn harness() -> Harness {
     let mut config = ApiConfig::default();
     config.rate_limit.enabled = false;
     let state = AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
         config: Arc::new(config),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
         commands: Some(cmds.clone()),
-        secrets: Default::default(),
+        ..support::api::state(&db, tokens)
     };
     Harness {
         router: api::router(state),

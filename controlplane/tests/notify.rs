@@ -20,7 +20,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use octoisp_controlplane::api::{self, ApiConfig, AppState};
+use octoisp_controlplane::api::{self, AppState};
 use octoisp_controlplane::auth::{Caller, rbac};
 use octoisp_controlplane::db;
 use octoisp_controlplane::notify::{self, NotifyConfig, SmtpConfig, SmtpTls};
@@ -28,7 +28,6 @@ use octoisp_controlplane::secretbox::{self, SecretBox};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use support::TestDb;
-use support::api::TestAuth;
 use support::fixtures::{Tenant, tenant};
 use support::standins::{HttpReceiver, SmtpServer};
 use tokio_util::sync::CancellationToken;
@@ -98,15 +97,8 @@ async fn harness_with(secrets: Arc<SecretBox>) -> Harness {
         caller(a.provider_id, Uuid::new_v4(), &["alerts:read"]),
     );
     let state = AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
-        config: Arc::new(ApiConfig::default()),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
-        commands: None,
         secrets,
+        ..support::api::state(&db, tokens)
     };
     Harness {
         router: api::router(state),

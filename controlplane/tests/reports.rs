@@ -9,18 +9,17 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use octoisp_controlplane::api::{self, ApiConfig, AppState};
+use octoisp_controlplane::api;
 use octoisp_controlplane::auth::rbac;
 use serde_json::Value;
 use support::TestDb;
-use support::api::{TestAuth, caller};
+use support::api::caller;
 use support::fixtures::{Tenant, tenant};
 use tower::ServiceExt as _;
 use uuid::Uuid;
@@ -99,17 +98,7 @@ async fn harness() -> Harness {
         caller(a.provider_id, &["devices:read", "pops:read"]),
     );
     tokens.insert("a-nobody".to_owned(), caller(a.provider_id, &[]));
-    let state = AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
-        config: Arc::new(ApiConfig::default()),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
-        commands: None,
-        secrets: Default::default(),
-    };
+    let state = support::api::state(&db, tokens);
     Harness {
         router: api::router(state),
         db,

@@ -6,11 +6,9 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Datelike, Duration, TimeZone, Utc};
-use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::ingest::store::{Store, StoreOutcome};
 use octoisp_controlplane::rollup::{Level, MetricsConfig, RollupError, RollupJob};
 use octoisp_shared::{Sample, SeriesDef};
@@ -18,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use support::TestDb;
-use support::api::{TestAuth, caller, get};
+use support::api::{caller, get};
 use support::fixtures::{self, Tenant, def, tenant};
 use uuid::Uuid;
 
@@ -586,17 +584,7 @@ async fn the_series_api_picks_its_resolution_sums_scopes_and_isolates_tenants() 
         "a-nometrics".to_owned(),
         caller(a.provider_id, &["devices:read"]),
     );
-    let router = api::router(AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
-        config: Arc::new(ApiConfig::default()),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
-        commands: None,
-        secrets: Default::default(),
-    });
+    let router = support::api::router(&db, tokens);
 
     // The list of a device's series.
     let (st, body) = get(&router, "a", &format!("/api/v1/series?device_id={router0}")).await;

@@ -15,10 +15,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Request, StatusCode, header};
-use futures::future::BoxFuture;
-use octoisp_controlplane::api::error::ApiError;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use axum::http::{Request, StatusCode, header};
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::commands::{AgentLinks, Commands, CommandsConfig};
 use octoisp_controlplane::config::QueueSection;
@@ -34,35 +32,6 @@ use uuid::Uuid;
 const KEY: &str = "cwmp:00259E-EG8145V5-48575443A94196A5";
 const SSID: &str = "InternetGatewayDevice.LANDevice.1.WLANConfiguration.1.SSID";
 const RX: &str = "InternetGatewayDevice.WANDevice.1.X_GponInterafceConfig.RXPower";
-
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let Some(value) = headers.get(header::AUTHORIZATION) else {
-                return Ok(None);
-            };
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self
-                .0
-                .get(token)
-                .cloned()
-                .ok_or(ApiError::Unauthenticated)?;
-            caller.request_id = ctx.request_id.clone();
-            caller.ip = ctx.ip;
-            Ok(Some(caller))
-        })
-    }
-}
 
 fn redis_url() -> String {
     std::env::var("OCTOISP_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -139,15 +108,9 @@ async fn harness() -> Harness {
     let mut config = ApiConfig::default();
     config.rate_limit.enabled = false;
     let state = AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
         config: Arc::new(config),
-        auth_service: None,
-        ca_fingerprint: None,
-        live: Default::default(),
         commands: Some(cmds),
-        secrets: Default::default(),
+        ..support::api::state(&db, tokens)
     };
     Harness {
         router: api::router(state),

@@ -13,11 +13,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use octoisp_controlplane::api::error::ApiError;
 use octoisp_controlplane::api::live::LiveHub;
-use octoisp_controlplane::api::{self, ApiConfig, AppState, Authenticator, RequestContext};
+use octoisp_controlplane::api::{self, ApiConfig, AppState};
 use octoisp_controlplane::auth::Caller;
 use octoisp_controlplane::{console, registry};
 use serde_json::{Value, json};
@@ -28,35 +26,6 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use uuid::Uuid;
-
-/// Bearer token -> caller.
-struct TestAuth(HashMap<String, Caller>);
-
-impl Authenticator for TestAuth {
-    fn authenticate<'a>(
-        &'a self,
-        headers: &'a HeaderMap,
-        ctx: &'a RequestContext,
-    ) -> BoxFuture<'a, Result<Option<Caller>, ApiError>> {
-        Box::pin(async move {
-            let Some(value) = headers.get(header::AUTHORIZATION) else {
-                return Ok(None);
-            };
-            let token = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .ok_or(ApiError::Unauthenticated)?;
-            let mut caller = self
-                .0
-                .get(token)
-                .cloned()
-                .ok_or(ApiError::Unauthenticated)?;
-            caller.request_id = ctx.request_id.clone();
-            Ok(Some(caller))
-        })
-    }
-}
 
 fn caller(provider: Option<Uuid>, perms: &[&str]) -> Caller {
     Caller {
@@ -116,15 +85,9 @@ async fn harness() -> Harness {
     let mut config = ApiConfig::default();
     config.rate_limit.enabled = false;
     let state = AppState {
-        pool: db.app.clone(),
-        auth: Arc::new(TestAuth(tokens)),
-        limiter: None,
         config: Arc::new(config),
-        auth_service: None,
-        ca_fingerprint: None,
         live: LiveHub::new(shutdown.clone()),
-        commands: None,
-        secrets: Default::default(),
+        ..support::api::state(&db, tokens)
     };
     let web = console_dir();
     // The same composition as `serve`: the API, then the console at `/`.

@@ -62,9 +62,11 @@ pub fn caller(provider: Uuid, perms: &[&str]) -> Caller {
     }
 }
 
-/// The API over `db`'s application pool, with `tokens` as the only credentials and no rate limit.
-pub fn router(db: &TestDb, tokens: HashMap<String, Caller>) -> axum::Router {
-    api::router(AppState {
+/// The state of the API over `db`'s application pool, with `tokens` as the only credentials, the default
+/// configuration, no rate limit and no command queue. A test that needs one of those sets it on this value
+/// (`AppState { commands: Some(..), ..state(&db, tokens) }`).
+pub fn state(db: &TestDb, tokens: HashMap<String, Caller>) -> AppState {
+    AppState {
         pool: db.app.clone(),
         auth: Arc::new(TestAuth(tokens)),
         limiter: None,
@@ -74,7 +76,12 @@ pub fn router(db: &TestDb, tokens: HashMap<String, Caller>) -> axum::Router {
         live: Default::default(),
         commands: None,
         secrets: Default::default(),
-    })
+    }
+}
+
+/// The API of [`state`].
+pub fn router(db: &TestDb, tokens: HashMap<String, Caller>) -> axum::Router {
+    api::router(state(db, tokens))
 }
 
 /// GET `uri` with `token`: the status and the JSON body (`Null` when the body is not JSON).
