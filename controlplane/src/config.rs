@@ -273,38 +273,12 @@ impl Default for LogSection {
     }
 }
 
-/// Why the configuration is unusable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// A key is wrong.
-    #[error(transparent)]
-    Settings(#[from] octoisp_shared::settings::SettingsError),
-    /// The values are inconsistent.
-    #[error("{0}")]
-    Invalid(String),
-}
+pub use octoisp_shared::settings::ConfigError;
 
 impl Config {
     /// Loads `path` (or only defaults and environment when `None`) and validates it.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let (name, text) = match path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.into(),
-                    source,
-                })?;
-                (p.display().to_string(), text)
-            }
-            None => ("(defaults)".to_owned(), String::new()),
-        };
+        let (name, text) = octoisp_shared::settings::read(path)?;
         Self::from_toml(&name, &text, std::env::vars())
     }
 

@@ -6,7 +6,44 @@
 //! (`512`, `true`, `"text"`, `["a", "b"]`) and as a plain string otherwise. The caller passes the
 //! environment in, so this module stays pure.
 
+use std::path::{Path, PathBuf};
+
 use serde::de::DeserializeOwned;
+
+/// Why a binary's configuration is unusable: its file, a key, or values that do not fit together (each binary's
+/// own checks).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A key is wrong.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The values are inconsistent.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The name and text of a configuration file for [`load`]: `path`'s, or `(defaults)` and an empty document
+/// when there is no file (defaults and environment only).
+pub fn read(path: Option<&Path>) -> Result<(String, String), ConfigError> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.into(),
+                source,
+            })?;
+            Ok((p.display().to_string(), text))
+        }
+        None => Ok(("(defaults)".to_owned(), String::new())),
+    }
+}
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
