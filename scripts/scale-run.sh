@@ -266,6 +266,9 @@ sample_all() {
         ok=$(( ok + a )); to=$(( to + b )); err=$(( err + c )); late=$(( late + e ))
     done
     echo "$t,$ok,$to,$err,$late,$(awk '/^Udp:/ {n++; if (n == 2) print $6}' /proc/net/snmp)" >>"$RUN/polls.csv"
+    # The polls counted while the fleet ran: the last count taken before its planned end (once the simulator has
+    # stopped, every poll times out).
+    if [ "$(date +%s)" -lt "$FLEET_END" ]; then POLLS_BY=([ok]=$ok [timeout]=$to [error]=$err); fi
 }
 SAMPLE_SECS=5
 CUT_START=-1; CUT_END=-1
@@ -301,13 +304,11 @@ polls_by() {
             sed -n 's/^octoisp_agent_snmp_polls_total{result="\([a-z]*\)"} \([0-9.e+]*\)$/\1 \2/p')
     done
 }
-# The polls counted while the fleet ran: the last count taken before its planned end (once the simulator has
-# stopped, every poll times out).
+# POLLS_BY: filled by sample_all while the fleet runs.
 declare -A POLLS_BY=([ok]=0 [timeout]=0 [error]=0) POLLS_END
 while fleet_running; do
     sleep "$SAMPLE_SECS"
     sample_all
-    [ "$(date +%s)" -lt "$FLEET_END" ] && polls_by POLLS_BY
     t=$(( $(date +%s) - T0 ))
     if [ "$PROFILED" = 0 ] && [ "$t" -ge $(( DUR * 3 / 5 )) ] && [ "$CUT_MIN" = 0 ]; then
         PROFILED=1; profile_mid_run
