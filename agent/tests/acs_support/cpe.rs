@@ -542,7 +542,10 @@ impl Cpe {
                 env.id.clone(),
                 self.execute(&env.body),
             );
-            resp = open.http.post(&self.cfg, Some(self.render(&out).into())).await?;
+            resp = open
+                .http
+                .post(&self.cfg, Some(self.render(&out).into()))
+                .await?;
         }
         log.completed = resp.status == 204;
         Ok(log)
