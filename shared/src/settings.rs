@@ -4,7 +4,7 @@
 //! Environment overrides: `PREFIX__SECTION__KEY=value` sets `section.key` (segments lower-cased), for
 //! example `OCTOISP_AGENT__OUTBOX__MAX_MB=512`. The value is read as a TOML literal when it parses as one
 //! (`512`, `true`, `"text"`, `["a", "b"]`) and as a plain string otherwise. The caller passes the
-//! environment in, so this module stays pure.
+//! environment in, so [`load`] stays pure; [`read`] is the one function here that touches the file system.
 
 use std::path::{Path, PathBuf};
 
