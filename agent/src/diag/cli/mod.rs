@@ -77,8 +77,14 @@ async fn resolve(host: &str) -> anyhow::Result<IpAddr> {
         .with_context(|| format!("{host} has no address"))
 }
 
+/// Writes `value` as pretty JSON to standard output, streamed: a scan of 65,535 ports is some 8 MB of JSON,
+/// which is neither built as a tree nor held as one string first.
 fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
     Ok(())
 }
 

@@ -190,9 +190,20 @@ pub(super) async fn scan(a: ScanArgs) -> anyhow::Result<ExitCode> {
         (false, _) => "connect",
     };
     if a.common.json {
-        print_json(&serde_json::json!({
-            "ip": host, "seconds": secs, "method": method, "ports": results,
-        }))?;
+        // A typed report, serialized as it is written (keys in the order they always had).
+        #[derive(serde::Serialize)]
+        struct Report<'a> {
+            ip: IpAddr,
+            method: &'a str,
+            ports: &'a [portscan::PortResult],
+            seconds: f64,
+        }
+        print_json(&Report {
+            ip: host,
+            method,
+            ports: &results,
+            seconds: secs,
+        })?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("Scan report for {} ({host}), {method} scan", a.host);
