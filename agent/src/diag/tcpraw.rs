@@ -85,6 +85,28 @@ pub fn syn(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> [u8; S
     b
 }
 
+/// Length of an IPv4 header without options.
+pub const IPV4_HEADER_LEN: usize = 20;
+
+/// An IPv4 header for a `payload_len`-byte TCP segment from `src` to `dst`, for a socket that writes its own
+/// headers (`IPPROTO_RAW`): TTL 64, no options. The kernel fills in the total length, the identification and
+/// the checksum.
+pub fn ipv4_header(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    payload_len: usize,
+) -> [u8; 20] {
+    let mut h = [0u8; IPV4_HEADER_LEN];
+    h[0] = 0x45;
+    let total = u16::try_from(IPV4_HEADER_LEN + payload_len).unwrap_or(u16::MAX);
+    h[2..4].copy_from_slice(&total.to_be_bytes());
+    h[8] = 64;
+    h[9] = 6;
+    h[12..16].copy_from_slice(&src.octets());
+    h[16..20].copy_from_slice(&dst.octets());
+    h
+}
+
 /// An RST with sequence `seq` (the acknowledgment number the peer sent), closing a half-open connection.
 pub fn rst(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, seq: u32) -> [u8; RST_LEN] {
     let mut b = [0u8; RST_LEN];
@@ -194,6 +216,8 @@ pub fn parse_unreachable(packet: &[u8], target: IpAddr, sport: u16) -> Option<u1
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     const SRC: [u8; 4] = [192, 0, 2, 2];
@@ -219,6 +243,18 @@ mod tests {
         let mut b = vec![0u8; 20];
         header(&mut b, port, sport, 7, ack, flags, 5);
         b
+    }
+
+    #[test]
+    fn an_ipv4_header_carries_the_addresses_and_reads_back() {
+        let (src, dst) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(198, 51, 100, 7));
+        let seg = syn(src.into(), dst.into(), 40000, 443, 1);
+        let mut packet = ipv4_header(src, dst, seg.len()).to_vec();
+        packet.extend_from_slice(&seg);
+        // What a raw socket hands back of a packet from `src`: the same segment.
+        assert_eq!(ipv4_tcp_payload(&packet, src.into()), Some(&seg[..]));
+        assert_eq!(ipv4_tcp_payload(&packet, dst.into()), None);
+        assert_eq!(&packet[2..4], &44u16.to_be_bytes());
     }
 
     #[test]
