@@ -140,9 +140,8 @@ async fn main() -> Result<(), String> {
                 ..AcsOptions::default()
             };
             let acs = Arc::new(Acs::new(opts, store, Some(outbox.clone())));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .map_err(|e| e.to_string())?;
+            let listener =
+                octoisp_agent::acs::bind(([127, 0, 0, 1], 0).into()).map_err(|e| e.to_string())?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
             tokio::spawn(octoisp_agent::acs::serve(
                 listener,

@@ -34,7 +34,7 @@ pub mod upstream;
 pub mod writer;
 
 pub use config::AcsSection;
-pub use server::serve;
+pub use server::{LISTEN_BACKLOG, bind, serve};
 pub use session::{Acs, AcsOptions};
 
 /// Starts the ACS inside the daemon when `acs.listen` is set: opens `<state_dir>/acs.db`, binds the listener
@@ -54,9 +54,8 @@ pub async fn start_in_daemon(
     let path = cli::store_path(&cfg.state_dir);
     let store = store::AcsStore::open(&path)?;
     let acs = std::sync::Arc::new(Acs::new(opts, store, Some(outbox.clone())));
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen for CWMP on {listen} (acs.listen)"))?;
+    let listener =
+        bind(listen).with_context(|| format!("cannot listen for CWMP on {listen} (acs.listen)"))?;
     let (max, sd, running) = (cfg.acs.max_connections, shutdown.clone(), acs.clone());
     tracker.spawn(async move {
         if let Err(err) = serve(listener, running, max, sd).await {
