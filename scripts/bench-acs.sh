@@ -59,7 +59,9 @@ fi
 separate() { # mode devices sessions
     local dir port pid
     dir=$(mktemp -d)
-    port=$((20000 + RANDOM % 20000))
+    # Below the ephemeral range (32768-60999): a port a client of the previous run still holds in TIME_WAIT
+    # cannot be bound.
+    port=$((20000 + RANDOM % 12000))
     printf 'state_dir = "%s/state"\n[outbox]\nsynchronous = "normal"\n[log]\nlevel = "warn"\n' "$dir" > "$dir/agent.toml"
     "$AGENT" --config "$dir/agent.toml" run --acs-listen "127.0.0.1:$port" > "$dir/agent.log" 2>&1 &
     pid=$!
@@ -67,6 +69,11 @@ separate() { # mode devices sessions
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
         sleep 0.1
     done
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "the agent did not start:" >&2
+        cat "$dir/agent.log" >&2
+        exit 1
+    fi
     echo "separate process: agent pid $pid, RSS at start $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") kB, load $(cut -d' ' -f1-3 /proc/loadavg)"
     "$SIM" --acs "127.0.0.1:$port" --mode "$1" --devices "$2" --concurrency "$CONCURRENCY" --sessions "$3"
     echo "agent: VmRSS $(awk '/VmRSS/ {print $2}' "/proc/$pid/status") kB, VmHWM (peak) $(awk '/VmHWM/ {print $2}' "/proc/$pid/status") kB, devices $("$AGENT" --config "$dir/agent.toml" acs devices --json | grep -o '"id"' | wc -l), load $(cut -d' ' -f1-3 /proc/loadavg)"
