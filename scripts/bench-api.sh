@@ -16,6 +16,10 @@
 #   SKIP_BUILD=1         use the api_seed example already built in CARGO_TARGET_DIR
 #   WARMUP               seconds of unreported load at the largest connection count first (default 5; 0: none)
 #   FILTERS              Lua list of query strings the requests cycle through (default: a mix of every filter)
+#   RATE                 paced runs: after each answer a connection waits a random time (exponential, mean
+#                        CONNS * 1000 / RATE ms: wrk's delay()), so the runs stay near RATE requests/s (a little
+#                        under: the answer's own time adds to the wait) with arrivals like independent users,
+#                        instead of saturating the server; wrk reports the rate reached
 #
 # What runs: `cargo run --release --example api_seed` seeds with generate_series as the admin role, then serves
 # the real API router (gateway middleware, rate limiter in Redis, row-level security as octoisp_app, handlers);
@@ -64,14 +68,22 @@ cat >"$lua" <<LUA
 local providers = $PROVIDERS
 local filters = { $FILTERS }
 local counter = 0
+pace = __PACE__
 function setup(thread)
   thread:set("id", counter)
   counter = counter + 1
 end
 function init(args)
+  math.randomseed(id + 1)
   token = "bench-token-" .. (id % providers)
   n = id
   cursor = nil
+end
+-- Paced runs: a think time drawn from an exponential distribution of mean \`pace\` ms, so the connections do
+-- not fire in step (a fixed wait lines them up into bursts) and arrivals look like many independent users.
+function delay()
+  if pace == 0 then return 0 end
+  return math.floor(-math.log(1 - math.random()) * pace)
 end
 function request()
   n = n + 1
@@ -99,12 +111,16 @@ max_conns=0
 for c in $CONNS; do [ "$c" -gt "$max_conns" ] && max_conns=$c; done
 if [ "${WARMUP:-5}" -gt 0 ]; then
   echo "=== warm-up: $max_conns connections, ${WARMUP:-5}s (not reported) ==="
-  wrk -t2 -c"$max_conns" -d"${WARMUP:-5}s" -s "$lua" "http://127.0.0.1:$PORT" >/dev/null
+  sed 's/__PACE__/0/' "$lua" >"$lua.run.lua"
+  wrk -t2 -c"$max_conns" -d"${WARMUP:-5}s" -s "$lua.run.lua" "http://127.0.0.1:$PORT" >/dev/null
 fi
 
 for c in $CONNS; do
   threads=$(( c < 2 ? 1 : 2 ))
-  echo "=== wrk: $c connections, $threads threads, ${DURATION}s ==="
-  wrk -t"$threads" -c"$c" -d"${DURATION}s" --latency -s "$lua" "http://127.0.0.1:$PORT"
+  pace=0
+  [ -n "${RATE:-}" ] && pace=$(( c * 1000 / RATE ))
+  sed "s/__PACE__/$pace/" "$lua" >"$lua.run.lua"
+  echo "=== wrk: $c connections, $threads threads, ${DURATION}s${RATE:+, paced: ${pace} ms between the requests of a connection (RATE=$RATE)} ==="
+  wrk -t"$threads" -c"$c" -d"${DURATION}s" --latency -s "$lua.run.lua" "http://127.0.0.1:$PORT"
 done
-rm -f "$lua"
+rm -f "$lua" "$lua.run.lua"
