@@ -53,7 +53,14 @@ for b in "$CP" "$AGENT"; do [ -x "$b" ] || die "$b is missing: build it or unset
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -f "$RUN/redis/redis.pid" ] && kill "$(cat "$RUN/redis/redis.pid")" 2>/dev/null || true
+    if [ -f "$RUN/redis/redis.pid" ]; then
+        local rp
+        rp=$(cat "$RUN/redis/redis.pid")
+        kill "$rp" 2>/dev/null || true
+        # Wait until it is gone: a run started right after this one would otherwise find the port still held
+        # (its Redis did not start once, and that run could not begin).
+        for _ in $(seq 50); do kill -0 "$rp" 2>/dev/null || break; sleep 0.1; done
+    fi
 }
 trap cleanup EXIT
 
