@@ -137,6 +137,15 @@ fn local_addr_towards(target: IpAddr) -> std::io::Result<IpAddr> {
     Ok(s.local_addr()?.ip())
 }
 
+/// Sets the flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Scans of at least this many ports are split over several sending threads.
 const MIN_PORTS_PER_SENDER: usize = 2048;
 /// Most sending threads.
@@ -188,6 +197,9 @@ fn scan_blocking(
     ports: &[u16],
     opts: &ScanOptions,
 ) -> Result<Vec<PortResult>, SynError> {
+    if ports.is_empty() {
+        return Ok(Vec::new());
+    }
     let domain = if host.is_ipv4() {
         Domain::IPV4
     } else {
@@ -265,6 +277,9 @@ fn scan_blocking(
         ..opts.clone()
     };
     let sent = std::thread::scope(|s| {
+        // The readers stop when the senders are done, or when this closure unwinds (otherwise the scope
+        // would wait for them forever).
+        let _stop_readers = StopOnDrop(&board.done);
         s.spawn(|| read_tcp(&tcp, &board, host, src, sport, secret));
         s.spawn(|| read_icmp(&icmp, &board, host, sport));
         let threads: Vec<_> = senders
@@ -277,16 +292,14 @@ fn scan_blocking(
                 })
             })
             .collect();
-        let r = threads
+        threads
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
                     Err(io(host, "sender thread")(std::io::Error::other("panicked")))
                 })
             })
-            .collect::<Result<Vec<()>, _>>();
-        board.done.store(true, Ordering::Release);
-        r
+            .collect::<Result<Vec<()>, _>>()
     });
     sent?;
     drop(reserve);
@@ -475,5 +488,16 @@ fn read_icmp(sock: &Socket, board: &Board, host: IpAddr, sport: u16) {
         if let Some(port) = tcpraw::parse_unreachable(&buf[..n], host, sport) {
             board.answer(port, FILTERED, None);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_ports_is_an_empty_report_not_a_panic() {
+        let r = scan_blocking([127, 0, 0, 1].into(), &[], &ScanOptions::default());
+        assert!(matches!(r, Ok(ref v) if v.is_empty()), "{r:?}");
     }
 }
