@@ -203,7 +203,11 @@ async fn an_interrupted_reboot_is_reported_failed_and_never_rerun() {
     {
         // The agent recorded the reboot as started, then died before its result.
         let outbox = commands_support::open_outbox(&cfg);
-        assert!(ledger::claim(&outbox, id, "tr069.reboot", now_ms()).unwrap());
+        assert!(
+            ledger::claim(&outbox, id, "tr069.reboot", now_ms())
+                .await
+                .unwrap()
+        );
     }
     let agent = Agent::start(&cfg, limits()).await;
     let mut up = Upstream::default();

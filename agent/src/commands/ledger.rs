@@ -39,9 +39,17 @@ pub fn key(id: Uuid) -> String {
     format!("{PREFIX}{id}")
 }
 
-/// Records that `id` starts; `false` when the id is already in the ledger (a duplicate). Blocking.
-pub fn claim(outbox: &Outbox, id: Uuid, name: &str, now_ms: i64) -> Result<bool, OutboxError> {
-    outbox.claim_state(&key(id), &encode("started", name, now_ms))
+/// Records that `id` starts, committed before it returns; `false` when the id is already in the ledger (a
+/// duplicate).
+pub async fn claim(
+    outbox: &Outbox,
+    id: Uuid,
+    name: &str,
+    now_ms: i64,
+) -> Result<bool, OutboxError> {
+    outbox
+        .claim_state(&key(id), &encode("started", name, now_ms))
+        .await
 }
 
 /// The `finished` entry of command `name` at `now_ms`, to store with its result.

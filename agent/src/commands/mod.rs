@@ -355,23 +355,19 @@ impl Executor {
         };
         let name: String = cmd.name.chars().take(MAX_NAME_LOGGED).collect();
         // At most once: the ledger entry is committed before anything else happens to this id.
-        let (ob, id, n) = (inner.outbox.clone(), cmd.id, name.clone());
-        let claimed =
-            tokio::task::spawn_blocking(move || ledger::claim(&ob, id, &n, now_ms())).await;
-        match claimed {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+        match ledger::claim(&inner.outbox, cmd.id, &name, now_ms()).await {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::info!(command = %cmd.id, name = %name, "Duplicate delivery; not run again.");
                 frames.write(r#"{"state":"duplicate"}"#.into()).await;
                 return Served::Duplicate;
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 // Without a ledger entry the command cannot be run safely; the stream ends with no state frame
                 // and the control plane delivers it again later.
                 tracing::error!(command = %cmd.id, error = %err, "Cannot record the command in the ledger.");
                 return Served::BadStream(format!("ledger: {err}"));
             }
-            Err(err) => return Served::BadStream(format!("ledger task: {err}")),
         }
         let spec = octoisp_shared::commands::spec_of(&cmd.name);
         let args = match (spec, Args::parse(&cmd.name, &cmd.args_json)) {

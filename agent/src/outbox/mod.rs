@@ -103,7 +103,7 @@ use store::Store;
 use writer::Request;
 
 /// Where the writer's answer to one append arrives.
-type ReplyRx = oneshot::Receiver<Result<(), OutboxError>>;
+type ReplyRx = oneshot::Receiver<Result<bool, OutboxError>>;
 
 /// Appends that may wait for the writer thread before producers are held back (backpressure).
 pub const QUEUE_CAPACITY: usize = 256;
@@ -297,7 +297,7 @@ impl Outbox {
             return Ok(());
         };
         self.sender()?.send(req).await.map_err(|_| self.closed())?;
-        rx.await.map_err(|_| self.closed())?
+        rx.await.map_err(|_| self.closed())?.map(drop)
     }
 
     /// Appends records; resolves once they are committed. Above the hard ceiling they are refused with
@@ -307,7 +307,7 @@ impl Outbox {
             return Ok(());
         };
         self.sender()?.send(req).await.map_err(|_| self.closed())?;
-        rx.await.map_err(|_| self.closed())?
+        rx.await.map_err(|_| self.closed())?.map(drop)
     }
 
     /// Like [`Outbox::append_samples`], and stores `value` under `key` in the same transaction, so that a producer
@@ -322,7 +322,7 @@ impl Outbox {
         let (mut req, rx) = self.build_request(&samples)?;
         req.state = Some((key.to_owned(), value.to_owned()));
         self.sender()?.send(req).await.map_err(|_| self.closed())?;
-        rx.await.map_err(|_| self.closed())?
+        rx.await.map_err(|_| self.closed())?.map(drop)
     }
 
     /// The committed producer state stored under `key` by [`Outbox::append_samples_with_state`].
@@ -344,13 +344,23 @@ impl Outbox {
         };
         req.state = Some((key.to_owned(), value.to_owned()));
         self.sender()?.send(req).await.map_err(|_| self.closed())?;
-        rx.await.map_err(|_| self.closed())?
+        rx.await.map_err(|_| self.closed())?.map(drop)
     }
 
     /// Stores `value` under `key` only when `key` holds nothing yet, committed before it returns; `true` when it
-    /// was stored, `false` when the key already existed (the at-most-once check of the command ledger). Blocking.
-    pub fn claim_state(&self, key: &str, value: &str) -> Result<bool, OutboxError> {
-        self.shared.store().claim_state(key, value)
+    /// was stored, `false` when the key already existed (the at-most-once check of the command ledger). The
+    /// claim goes through the writer thread, in one transaction with the claims and appends waiting beside it.
+    pub async fn claim_state(&self, key: &str, value: &str) -> Result<bool, OutboxError> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request {
+            chunks: Vec::new(),
+            records: true,
+            state: None,
+            claim: Some((key.to_owned(), value.to_owned())),
+            reply,
+        };
+        self.sender()?.send(req).await.map_err(|_| self.closed())?;
+        rx.await.map_err(|_| self.closed())?
     }
 
     /// Stores `value` under `key`, replacing what was there, committed before it returns. Blocking.
@@ -377,7 +387,7 @@ impl Outbox {
         self.sender()?
             .blocking_send(req)
             .map_err(|_| self.closed())?;
-        rx.blocking_recv().map_err(|_| self.closed())?
+        rx.blocking_recv().map_err(|_| self.closed())?.map(drop)
     }
 
     /// [`Outbox::append_records`] for threads outside an async runtime.
@@ -388,7 +398,7 @@ impl Outbox {
         self.sender()?
             .blocking_send(req)
             .map_err(|_| self.closed())?;
-        rx.blocking_recv().map_err(|_| self.closed())?
+        rx.blocking_recv().map_err(|_| self.closed())?.map(drop)
     }
 
     /// The formed batches that are not acknowledged yet (after a restart: those formed before it), oldest first.
@@ -459,6 +469,7 @@ impl Outbox {
             chunks,
             records: true,
             state: None,
+            claim: None,
             reply,
         };
         Ok(Some((req, rx)))
@@ -484,6 +495,7 @@ impl Outbox {
             chunks,
             records: false,
             state: None,
+            claim: None,
             reply,
         };
         Ok((req, rx))

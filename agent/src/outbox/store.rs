@@ -185,17 +185,6 @@ impl Store {
             .sql(&self.path, "reading producer state")
     }
 
-    /// Stores `value` under `key` only when `key` is absent (one autocommitted statement); `true` when stored.
-    pub(crate) fn claim_state(&self, key: &str, value: &str) -> Result<bool, OutboxError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
-            )
-            .and_then(|mut stmt| stmt.execute([key, value]))
-            .map(|n| n == 1)
-            .sql(&self.path, "claiming a state key")
-    }
-
     /// Every state entry whose key starts with `prefix`, in key order.
     pub(crate) fn states_with_prefix(
         &self,

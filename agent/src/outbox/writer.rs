@@ -34,8 +34,11 @@ pub(crate) struct Request {
     pub(crate) records: bool,
     /// A producer's state `(key, value)` to store in the same transaction (see [`crate::outbox::Outbox::state`]).
     pub(crate) state: Option<(String, String)>,
-    /// Where the outcome goes once committed.
-    pub(crate) reply: oneshot::Sender<Result<(), OutboxError>>,
+    /// A state `(key, value)` to store only if `key` holds nothing yet ([`crate::outbox::Outbox::claim_state`]);
+    /// the reply says whether it was stored. Such a request carries no chunks.
+    pub(crate) claim: Option<(String, String)>,
+    /// Where the outcome goes once committed: `Ok(true)`, or for a claim whether it was stored.
+    pub(crate) reply: oneshot::Sender<Result<bool, OutboxError>>,
 }
 
 /// Runs until every sender is dropped.
@@ -79,7 +82,7 @@ impl Store {
         &mut self,
         defs: &[SeriesDef],
         group: &[Request],
-    ) -> Result<Vec<Result<(), OutboxError>>, OutboxError> {
+    ) -> Result<Vec<Result<bool, OutboxError>>, OutboxError> {
         let now = now_ms();
         let mut acct = self.acct;
         let mut tally = DropTally::default();
@@ -88,6 +91,16 @@ impl Store {
         let (tx, path) = self.begin()?;
         series::insert(&tx, path, defs)?;
         for req in group {
+            if let Some((key, value)) = &req.claim {
+                let stored = tx
+                    .prepare_cached(
+                        "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                    )
+                    .and_then(|mut stmt| stmt.execute([key, value]))
+                    .sql(path, "claiming a state key")?;
+                results.push(Ok(stored == 1));
+                continue;
+            }
             let bytes: u64 = req.chunks.iter().map(NewChunk::bytes).sum();
             // Only what the cap cannot free counts against the ceiling: sample chunks can always make room.
             if acct.nondroppable() + bytes > ceiling {
@@ -118,7 +131,7 @@ impl Store {
                 .and_then(|mut stmt| stmt.execute([key, value]))
                 .sql(path, "writing producer state")?;
             }
-            results.push(Ok(()));
+            results.push(Ok(true));
         }
         // Recording losses can grow the drop report past the cap again; a few rounds settle it.
         let mut reported = DropTally::default();
