@@ -34,7 +34,7 @@ pub mod upstream;
 pub mod writer;
 
 pub use config::AcsSection;
-pub use server::{LISTEN_BACKLOG, bind, serve};
+pub use server::{bind, serve};
 pub use session::{Acs, AcsOptions};
 
 /// Starts the ACS inside the daemon when `acs.listen` is set: opens `<state_dir>/acs.db`, binds the listener
