@@ -132,7 +132,8 @@ pub async fn run(
         let store = Arc::new(match &commands {
             Some(c) => store
                 .with_command_queue(c.queue.clone())
-                .with_running_marks(c.marks.clone()),
+                .with_running_marks(c.marks.clone())
+                .with_result_waits(c.waits.clone()),
             None => store,
         });
         let (mut server, addr) = IngestServer::bind(icfg, ca, pool.clone(), store)
@@ -336,6 +337,7 @@ async fn commands_state(cfg: &Config, pool: PgPool) -> Option<crate::commands::C
     match tokio::time::timeout(Duration::from_secs(10), connect).await {
         Ok(Ok((queue, links))) => Some(crate::commands::Commands {
             marks: crate::commands::marks::RunningMarks::start(pool.clone()),
+            waits: crate::commands::waits::ResultWaits::start(queue.clone()),
             pool,
             queue,
             links,

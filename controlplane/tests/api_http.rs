@@ -515,6 +515,7 @@ async fn command_queue(
     .await
     .unwrap();
     let cmds = Commands {
+        waits: octoisp_controlplane::commands::waits::ResultWaits::start(queue.clone()),
         pool: db.app.clone(),
         queue,
         links,

@@ -119,6 +119,7 @@ async fn harness() -> Harness {
         .await
         .unwrap();
     let cmds = Commands {
+        waits: octoisp_controlplane::commands::waits::ResultWaits::start(queue.clone()),
         pool: db.app.clone(),
         queue,
         links,
@@ -705,7 +706,12 @@ async fn a_stored_result_finishes_the_command_and_completes_its_job() {
     let leases = h.cmds.queue.reserve("test-worker", 10).await.unwrap();
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].id, id);
-    let store = Store::new(h.db.app.clone()).with_command_queue(h.cmds.queue.clone());
+    // Its stream ended after `started`: the lease waits for the result (held, not deferred yet).
+    let until = chrono::Utc::now().timestamp_millis() + 30_000;
+    assert!(h.cmds.waits.hold(id, leases[0].attempt, until));
+    let store = Store::new(h.db.app.clone())
+        .with_command_queue(h.cmds.queue.clone())
+        .with_result_waits(h.cmds.waits.clone());
     let result = Record::CommandResult(CommandResult {
         command_id: id,
         ts_ms: chrono::Utc::now().timestamp_millis(),
@@ -721,6 +727,7 @@ async fn a_stored_result_finishes_the_command_and_completes_its_job() {
     assert!(r.body["finished_at"].is_string());
     let stats = h.cmds.queue.tenant_stats(h.a.provider_id).await.unwrap();
     assert_eq!((stats.ready, stats.leased), (0, 0), "{stats:?}");
+    assert_eq!(h.cmds.waits.waiting(), 0, "the result ended the wait");
     // A second copy of the result (the agent resent it) changes nothing; the status never moves back.
     let b = batch(1, Vec::new(), &[], vec![result]);
     store.store_batch(&h.a.agent, &b, &[]).await.unwrap();

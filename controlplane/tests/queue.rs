@@ -567,6 +567,39 @@ async fn cancel_removes_a_job_from_every_state() {
 }
 
 #[tokio::test]
+async fn many_leases_are_deferred_in_one_call_and_stale_ones_are_left_alone() {
+    let q = queue(cfg()).await;
+    let tenant = Uuid::new_v4();
+    let jobs: Vec<NewJob> = (0..4)
+        .map(|i| job(tenant, Tier::Small, &format!("cmd {i}")))
+        .collect();
+    q.enqueue(&jobs).await.unwrap();
+    let leases = q.reserve("w", 4).await.unwrap();
+    assert_eq!(leases.len(), 4);
+    // The third's result came first (its job is complete); the fourth is asked with an attempt it never had.
+    assert!(q.complete(jobs[2].id, None).await.unwrap());
+    let far = now_ms() + 3_600_000;
+    let flags = q
+        .defer_many(&[
+            (jobs[0].id, 1, far),
+            (jobs[1].id, 1, far),
+            (jobs[2].id, 1, far),
+            (jobs[3].id, 2, far),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(flags, vec![true, true, false, false]);
+    let s = q.tenant_stats(tenant).await.unwrap();
+    assert_eq!((s.ready, s.leased, s.delayed), (0, 1, 2), "{s:?}");
+    // Deferred jobs come back at their place, without an attempt counted.
+    assert_eq!(q.wake(&[jobs[1].id, jobs[0].id]).await.unwrap(), 2);
+    let out = q.reserve("w", 4).await.unwrap();
+    let ids: Vec<(Uuid, u32)> = out.iter().map(|l| (l.id, l.attempt)).collect();
+    assert_eq!(ids, vec![(jobs[0].id, 1), (jobs[1].id, 1)]);
+    cleanup(&q).await;
+}
+
+#[tokio::test]
 async fn deferred_jobs_wake_in_their_original_order_without_an_attempt() {
     let q = queue(cfg()).await;
     let tenant = Uuid::new_v4();

@@ -98,6 +98,7 @@ async fn harness() -> Harness {
         .await
         .unwrap();
     let cmds = Commands {
+        waits: octoisp_controlplane::commands::waits::ResultWaits::start(queue.clone()),
         pool: db.app.clone(),
         queue: queue.clone(),
         links,

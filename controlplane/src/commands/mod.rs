@@ -26,6 +26,7 @@ pub mod links;
 pub mod marks;
 pub mod order;
 pub mod stream;
+pub mod waits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +137,8 @@ pub struct Commands {
     pub extend_every: Duration,
     /// `running` marks, written in batches.
     pub marks: marks::RunningMarks,
+    /// Leases waiting for their commands' results, deferred in batches when the result is late.
+    pub waits: waits::ResultWaits,
 }
 
 impl std::fmt::Debug for Commands {

@@ -466,8 +466,15 @@ pub async fn run(
         // The agent wrote the result to its outbox before it finished the stream: the result arrives with its
         // next batches, and ingest completes the job in whatever state it finds it. Deferring now costs no
         // database round trip; if the result is already stored (its job completed) the defer finds nothing.
+        // Held a moment first (`super::waits`): the result usually comes within milliseconds and completes the
+        // job, and then no defer is needed at all.
         Some(AgentState::Started) => {
-            defer_for_result(cmds, &job, "result on its way through the outbox").await
+            let until = now_ms() + RESULT_WAIT.as_millis() as i64;
+            if cmds.waits.hold(job.id, job.attempt, until) {
+                StreamEnd::Settled("deferred")
+            } else {
+                defer_for_result(cmds, &job, "result on its way through the outbox").await
+            }
         }
         Some(_) => settle_if_final(cmds, &job).await,
     }

@@ -149,6 +149,7 @@ pub struct Store {
     observer: Option<crate::alerts::SampleSender>,
     command_queue: Option<crate::queue::Queue>,
     command_marks: Option<crate::commands::marks::RunningMarks>,
+    result_waits: Option<crate::commands::waits::ResultWaits>,
 }
 
 /// Ids learnt from committed batches, grouped by an outer key (an agent, or a provider and POP), bounded: past
@@ -227,6 +228,7 @@ impl Store {
             observer: None,
             command_queue: None,
             command_marks: None,
+            result_waits: None,
         }
     }
 
@@ -240,6 +242,13 @@ impl Store {
     /// with those results (see `crate::commands::marks`).
     pub fn with_running_marks(mut self, marks: crate::commands::marks::RunningMarks) -> Store {
         self.command_marks = Some(marks);
+        self
+    }
+
+    /// Ends the waits this instance holds for the commands whose results a batch stores (see
+    /// `crate::commands::waits`).
+    pub fn with_result_waits(mut self, waits: crate::commands::waits::ResultWaits) -> Store {
+        self.result_waits = Some(waits);
         self
     }
 
@@ -448,6 +457,10 @@ impl Store {
                 finished_commands.iter().map(|id| (*id, None)).collect();
             if let Err(err) = queue.complete_many(&jobs).await {
                 tracing::debug!(commands = jobs.len(), error = %err, "Cannot complete the commands' queue jobs.");
+            }
+            // Their streams' leases need no defer any more (see `crate::commands::waits`).
+            if let Some(waits) = &self.result_waits {
+                waits.settled(&finished_commands);
             }
         }
         if let (Some(observer), Some(rows)) = (&self.observer, observed) {

@@ -535,6 +535,25 @@ impl Queue {
         self.flag(&inv, "defer").await
     }
 
+    /// [`Queue::defer`] for many leases `(id, attempt, until_ms)` in one round trip and one atomic step per
+    /// [`ENQUEUE_CHUNK`]; answers in the order given (`false`: that lease was stale).
+    pub async fn defer_many(&self, leases: &[(Uuid, u32, i64)]) -> anyhow::Result<Vec<bool>> {
+        let mut done = Vec::with_capacity(leases.len());
+        for chunk in leases.chunks(ENQUEUE_CHUNK) {
+            let mut inv = self.scripts.defer_many.prepare_invoke();
+            inv.arg(&self.cfg.prefix);
+            for (id, attempt, until_ms) in chunk {
+                inv.arg(id.to_string()).arg(attempt).arg(until_ms);
+            }
+            let flags: Vec<i64> = inv
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .context("queue: defer_many")?;
+            done.extend(flags.into_iter().map(|f| f == 1));
+        }
+        Ok(done)
+    }
+
     /// Makes deferred or delayed jobs ready now, in their original order (an agent came back).
     ///
     /// "Original order" is the enqueue order: a woken job takes its old place in its tenant's queue, ahead of

@@ -267,6 +267,23 @@ to_delayed(id, v[2], v[3], tonumber(ARGV[4]))
 return 1
 ";
 
+/// ARGV: prefix, then triples of id, attempt, until ms. Returns 1 or 0 per triple (as `DEFER`).
+const DEFER_MANY: &str = r"
+local out = {}
+for i = 2, #ARGV - 2, 3 do
+  local id = ARGV[i]
+  local v = redis.call('HMGET', jk(id), 's', 'p', 't', 'a')
+  if v[1] ~= 'l' or v[4] ~= ARGV[i + 1] then
+    out[#out + 1] = 0
+  else
+    leave(id, 'l', v[2], v[3])
+    to_delayed(id, v[2], v[3], tonumber(ARGV[i + 2]))
+    out[#out + 1] = 1
+  end
+end
+return out
+";
+
 /// ARGV: prefix, ids... Returns how many delayed jobs were made ready.
 const WAKE: &str = r"
 local now = now_ms()
@@ -444,6 +461,7 @@ pub(crate) struct Scripts {
     pub complete_many: Script,
     pub retry: Script,
     pub defer: Script,
+    pub defer_many: Script,
     pub wake: Script,
     pub dead_letter: Script,
     pub cancel: Script,
@@ -470,6 +488,7 @@ impl Scripts {
             complete_many: script(COMPLETE_MANY),
             retry: script(RETRY),
             defer: script(DEFER),
+            defer_many: script(DEFER_MANY),
             wake: script(WAKE),
             dead_letter: script(DEAD_LETTER),
             cancel: script(CANCEL),
