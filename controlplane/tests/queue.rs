@@ -591,11 +591,21 @@ async fn many_leases_are_deferred_in_one_call_and_stale_ones_are_left_alone() {
     assert_eq!(flags, vec![true, true, false, false]);
     let s = q.tenant_stats(tenant).await.unwrap();
     assert_eq!((s.ready, s.leased, s.delayed), (0, 1, 2), "{s:?}");
-    // Deferred jobs come back at their place, without an attempt counted.
-    assert_eq!(q.wake(&[jobs[1].id, jobs[0].id]).await.unwrap(), 2);
+    // Results for a deferred and a leased job, in one call: both counters come down.
+    let done = q
+        .complete_many(&[(jobs[0].id, None), (jobs[3].id, None), (jobs[2].id, None)])
+        .await
+        .unwrap();
+    assert_eq!(done, vec![true, true, false]);
+    let s = q.tenant_stats(tenant).await.unwrap();
+    assert_eq!((s.ready, s.leased, s.delayed), (0, 0, 1), "{s:?}");
+    // A deferred job comes back at its place, without an attempt counted.
+    assert_eq!(q.wake(&[jobs[1].id]).await.unwrap(), 1);
     let out = q.reserve("w", 4).await.unwrap();
     let ids: Vec<(Uuid, u32)> = out.iter().map(|l| (l.id, l.attempt)).collect();
-    assert_eq!(ids, vec![(jobs[0].id, 1), (jobs[1].id, 1)]);
+    assert_eq!(ids, vec![(jobs[1].id, 1)]);
+    let st = q.stats().await.unwrap();
+    assert_eq!(st.tiers[0].leased, 1, "{st:?}");
     cleanup(&q).await;
 }
 
