@@ -12,14 +12,15 @@
 //! cannot be written, or that is still waiting at shutdown, is dropped: `running` is informative (the command's
 //! result is what finishes it), and a console sees it at most [`HOLD`] late.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::held::{self, Held, Shared};
 use crate::db;
 
 /// Marks written per statement at most.
@@ -31,54 +32,43 @@ const TICK: Duration = Duration::from_millis(20);
 /// Marks waiting at most; senders wait beyond.
 const CAPACITY: usize = 16_384;
 
-/// The `running` marks of one instance. Cheap to clone.
+/// The `running` marks of one instance, not written yet: by command, its tenant and start time. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct RunningMarks {
-    inner: Arc<Mutex<Pending>>,
+    inner: Shared<Mark>,
 }
 
-/// Marks not written yet: by command (tenant, start time), and in arrival order.
-#[derive(Debug, Default)]
-struct Pending {
-    by_id: HashMap<Uuid, (Uuid, DateTime<Utc>)>,
-    order: VecDeque<(Instant, Uuid)>,
-}
+/// A mark: the command's tenant and start time.
+type Mark = (Uuid, DateTime<Utc>);
 
 impl RunningMarks {
     /// Starts the writer on `pool` (it ends when every handle is dropped).
     pub fn start(pool: PgPool) -> RunningMarks {
-        let inner = Arc::new(Mutex::new(Pending::default()));
+        let inner = Arc::new(Mutex::new(Held::default()));
         tokio::spawn(writer(pool, Arc::downgrade(&inner)));
         RunningMarks { inner }
-    }
-
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        // The map is consistent after every operation: a panic elsewhere leaves nothing half done.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Marks command `id` of `provider_id` running (started now; written with others, or with its result).
     pub async fn running(&self, provider_id: Uuid, id: Uuid) {
         // Bounded: beyond CAPACITY waiting marks, wait for the writer.
         loop {
-            let full = self.pending().by_id.len() >= CAPACITY;
+            let full = held::lock(&self.inner).len() >= CAPACITY;
             if !full {
                 break;
             }
             tokio::time::sleep(TICK).await;
         }
-        let mut p = self.pending();
-        p.by_id.insert(id, (provider_id, Utc::now()));
-        p.order.push_back((Instant::now(), id));
+        held::lock(&self.inner).insert(id, (provider_id, Utc::now()));
     }
 
     /// Takes the waiting marks of `ids` (their start times, `None` where there is none): their commands'
     /// results are being stored, and the finishing update sets `started_at` itself.
     pub fn take(&self, ids: &[Uuid]) -> Vec<Option<DateTime<Utc>>> {
-        let mut p = self.pending();
+        let mut p = held::lock(&self.inner);
         let taken: Vec<Option<DateTime<Utc>>> = ids
             .iter()
-            .map(|id| p.by_id.remove(id).map(|(_, at)| at))
+            .map(|id| p.remove(id).map(|(_, at)| at))
             .collect();
         drop(p);
         let n = taken.iter().filter(|t| t.is_some()).count();
@@ -89,31 +79,18 @@ impl RunningMarks {
 }
 
 /// Takes the marks that waited [`HOLD`] (at most [`MAX_BATCH`]), grouped by tenant.
-fn due(pending: &Mutex<Pending>) -> HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> {
-    let mut p = pending.lock().unwrap_or_else(PoisonError::into_inner);
+fn due(pending: &Mutex<Held<Mark>>) -> HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> {
     let mut out: HashMap<Uuid, (Vec<Uuid>, Vec<DateTime<Utc>>)> = HashMap::new();
-    let mut n = 0;
-    let now = Instant::now();
-    while n < MAX_BATCH {
-        match p.order.front() {
-            Some((at, _)) if now.duration_since(*at) >= HOLD => {}
-            _ => break,
-        }
-        let Some((_, id)) = p.order.pop_front() else {
-            break;
-        };
-        // Gone when ingest took it with the command's result.
-        if let Some((provider, at)) = p.by_id.remove(&id) {
-            let (ids, ats) = out.entry(provider).or_default();
-            ids.push(id);
-            ats.push(at);
-            n += 1;
-        }
+    // Marks taken by ingest with their commands' results are not there any more.
+    for (id, (provider, at)) in held::lock(pending).due(HOLD, MAX_BATCH) {
+        let (ids, ats) = out.entry(provider).or_default();
+        ids.push(id);
+        ats.push(at);
     }
     out
 }
 
-async fn writer(pool: PgPool, pending: Weak<Mutex<Pending>>) {
+async fn writer(pool: PgPool, pending: Weak<Mutex<Held<Mark>>>) {
     loop {
         tokio::time::sleep(TICK).await;
         let batch = {
@@ -172,12 +149,13 @@ pub async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn a_taken_mark_is_not_written_and_others_wait_their_hold() {
-        let pending = Mutex::new(Pending::default());
+        let pending = Mutex::new(Held::default());
         let marks = RunningMarks {
-            inner: Arc::new(Mutex::new(Pending::default())),
+            inner: Arc::new(Mutex::new(Held::default())),
         };
         let (p, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let old = Instant::now()
@@ -186,19 +164,17 @@ mod tests {
         {
             let mut g = pending.lock().unwrap();
             for id in [a, b] {
-                g.by_id.insert(id, (p, Utc::now()));
-                g.order.push_back((old, id));
+                g.insert_at(id, (p, Utc::now()), old);
             }
-            g.by_id.remove(&a); // taken by ingest
+            g.remove(&a); // taken by ingest
         }
         let out = due(&pending);
         assert_eq!(out[&p].0, vec![b]);
-        assert!(pending.lock().unwrap().order.is_empty());
+        assert!(pending.lock().unwrap().order_is_empty());
         // A fresh mark is not due yet; `take` returns its start time once.
         {
             let mut g = marks.inner.lock().unwrap();
-            g.by_id.insert(a, (p, Utc::now()));
-            g.order.push_back((Instant::now(), a));
+            g.insert(a, (p, Utc::now()));
         }
         assert!(due(&marks.inner).is_empty());
         assert!(marks.take(&[a, b])[0].is_some());

@@ -22,6 +22,7 @@
 
 pub mod agent_config;
 pub mod dispatch;
+mod held;
 pub mod links;
 pub mod marks;
 pub mod order;

@@ -16,12 +16,12 @@
 //! are dropped: their leases expire and are delivered again, and the agent answers `duplicate` to a command it
 //! already ran (the same as when the instance is killed).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use uuid::Uuid;
 
+use super::held::{self, Held, Shared};
 use crate::queue::Queue;
 
 /// How long a lease waits for its command's result before it is deferred in the queue.
@@ -33,17 +33,11 @@ const TICK: Duration = Duration::from_millis(20);
 /// Waits held at most; beyond, a stream defers its lease itself.
 const CAPACITY: usize = 16_384;
 
-/// The held waits of one instance. Cheap to clone.
+/// The held waits of one instance: by command, its lease's attempt and the time to defer it until. Cheap to
+/// clone.
 #[derive(Clone, Debug)]
 pub struct ResultWaits {
-    inner: Arc<Mutex<Held>>,
-}
-
-/// Waits not deferred yet: by command (attempt, until), and in arrival order.
-#[derive(Debug, Default)]
-struct Held {
-    by_id: HashMap<Uuid, (u32, i64)>,
-    order: VecDeque<(Instant, Uuid)>,
+    inner: Shared<(u32, i64)>,
 }
 
 impl ResultWaits {
@@ -54,60 +48,42 @@ impl ResultWaits {
         ResultWaits { inner }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        // The map is consistent after every operation: a panic elsewhere leaves nothing half done.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Holds the lease `(id, attempt)` until its result comes or [`HOLD`] passes, then defers it until
     /// `until_ms`. `false` when too many are held: the caller defers it itself.
     pub fn hold(&self, id: Uuid, attempt: u32, until_ms: i64) -> bool {
-        let mut h = self.held();
-        if h.by_id.len() >= CAPACITY {
+        let mut h = held::lock(&self.inner);
+        if h.len() >= CAPACITY {
             return false;
         }
-        h.by_id.insert(id, (attempt, until_ms));
-        h.order.push_back((Instant::now(), id));
+        h.insert(id, (attempt, until_ms));
         true
     }
 
     /// How many leases are held now.
     pub fn waiting(&self) -> usize {
-        self.held().by_id.len()
+        held::lock(&self.inner).len()
     }
 
     /// The results of `ids` were stored and their jobs completed: their waits end here.
     pub fn settled(&self, ids: &[Uuid]) {
-        let mut h = self.held();
-        let n = ids.iter().filter(|id| h.by_id.remove(id).is_some()).count();
+        let mut h = held::lock(&self.inner);
+        let n = ids.iter().filter(|id| h.remove(id).is_some()).count();
         drop(h);
         metrics::counter!("octoisp_commands_result_waits_total", "ended" => "result")
             .increment(n as u64);
     }
 }
 
-/// Takes the waits held [`HOLD`] or longer (at most [`MAX_BATCH`]).
-fn due(held: &Mutex<Held>) -> Vec<(Uuid, u32, i64)> {
-    let mut h = held.lock().unwrap_or_else(PoisonError::into_inner);
-    let mut out = Vec::new();
-    let now = Instant::now();
-    while out.len() < MAX_BATCH {
-        match h.order.front() {
-            Some((at, _)) if now.duration_since(*at) >= HOLD => {}
-            _ => break,
-        }
-        let Some((_, id)) = h.order.pop_front() else {
-            break;
-        };
-        // Gone when ingest settled it with the command's result.
-        if let Some((attempt, until)) = h.by_id.remove(&id) {
-            out.push((id, attempt, until));
-        }
-    }
-    out
+/// Takes the waits held [`HOLD`] or longer (at most [`MAX_BATCH`]) as `(id, attempt, until_ms)`.
+fn due(held: &Mutex<Held<(u32, i64)>>) -> Vec<(Uuid, u32, i64)> {
+    held::lock(held)
+        .due(HOLD, MAX_BATCH)
+        .into_iter()
+        .map(|(id, (attempt, until))| (id, attempt, until))
+        .collect()
 }
 
-async fn writer(queue: Queue, held: Weak<Mutex<Held>>) {
+async fn writer(queue: Queue, held: Weak<Mutex<Held<(u32, i64)>>>) {
     loop {
         tokio::time::sleep(TICK).await;
         let batch = {
@@ -132,6 +108,8 @@ async fn writer(queue: Queue, held: Weak<Mutex<Held>>) {
 mod tests {
     use super::*;
 
+    use std::time::Instant;
+
     fn waits() -> ResultWaits {
         ResultWaits {
             inner: Arc::new(Mutex::new(Held::default())),
@@ -146,10 +124,9 @@ mod tests {
             .checked_sub(HOLD)
             .expect("the clock started more than HOLD ago");
         {
-            let mut h = w.held();
+            let mut h = held::lock(&w.inner);
             for (id, attempt) in [(a, 1), (b, 2)] {
-                h.by_id.insert(id, (attempt, 99));
-                h.order.push_back((old, id));
+                h.insert_at(id, (attempt, 99), old);
             }
         }
         w.settled(&[a]);
@@ -157,9 +134,9 @@ mod tests {
         // b waited its hold and goes; c is fresh and stays; a was settled by its result.
         assert_eq!(due(&w.inner), vec![(b, 2, 99)]);
         assert!(due(&w.inner).is_empty());
-        assert_eq!(w.held().by_id.len(), 1);
+        assert_eq!(w.waiting(), 1);
         w.settled(&[c]);
-        assert!(w.held().by_id.is_empty());
+        assert_eq!(w.waiting(), 0);
     }
 
     #[test]
