@@ -3,9 +3,10 @@
 //!
 //! The dispatcher and the inbox take a [`Turn`] for each lease synchronously, in the order they received the
 //! leases, before spawning the lease's task. A turn waits until the previous turn of the same agent is over:
-//! the agent answered the previous command's state frame (`started`, `duplicate`, `expired`, `rejected`), or
-//! the previous lease was handed over, deferred or failed. The agent accepts a command's stream only after the
-//! previous one got its state, so its local queue receives them in order.
+//! the previous command was written on its stream, or the previous lease was handed over, deferred or failed.
+//! Streams are therefore opened in lease order, so their ids carry that order, and the agent admits the commands
+//! of its connection in stream-id order (each after the previous one took its place in its local queue), so
+//! they start in that order.
 //!
 //! A turn never waits longer than a bound (a third of the queue's visibility timeout, so the waiting lease
 //! cannot be reclaimed meanwhile): an agent that keeps a command without answering delays the next ones by that
