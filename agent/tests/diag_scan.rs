@@ -218,6 +218,31 @@ fn sweep_finds_exactly_the_live_hosts() {
     assert_eq!(report["hosts"][0]["via"], "tcp/22", "{report}");
 }
 
+#[test]
+fn a_sweep_large_enough_for_several_senders_finds_exactly_the_live_hosts() {
+    let Some(t) = Topology::new("sweep several senders") else {
+        return;
+    };
+    // 16,382 addresses: one sending thread per core (up to 4), each with a share of the targets; the live
+    // hosts sit in the second half, so their replies are matched through the second share's indexes.
+    let report = t.agent_json(&[
+        "sweep",
+        "198.51.64.0/18",
+        "-n",
+        "-W",
+        "0.5",
+        "-r",
+        "200000",
+        "--max-pps",
+        "200000",
+        "--json",
+    ]);
+    let mut ips: Vec<String> = live(&report).into_iter().map(|(ip, _)| ip).collect();
+    ips.sort();
+    assert_eq!(ips, ["198.51.100.1", "198.51.100.2"], "{report}");
+    assert_eq!(report["scanned"], 16_382, "{report}");
+}
+
 /// The live hosts of a `sweep --json` report with their RTTs.
 fn live(report: &serde_json::Value) -> Vec<(String, f64)> {
     report["hosts"]

@@ -1,5 +1,8 @@
-//! Batched ICMP echo for sweeps: one raw socket per address family, one tight paced send loop on a blocking
-//! thread (no task, timer or waiter per probe) and one reader thread per socket.
+//! Batched ICMP echo for sweeps: one raw socket per address family that receives the replies, one reader
+//! thread per socket, and tight paced send loops on blocking threads (no task, timer or waiter per probe).
+//! A large IPv4 sweep is sent by one thread per core, each with its own send-only socket (`IPPROTO_RAW`, which
+//! the kernel never hands a packet) and a contiguous share of the targets and of the rate: the kernel's work
+//! for each probe runs on the sending core, so one sender kept one core busy and left the other idle.
 //!
 //! Each echo request carries, in its payload, a marker, the index of its target and its send time, so a
 //! reply is matched without any table of probes in flight: the reply's source must be the target the index
@@ -23,7 +26,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use crate::diag::stats::RttEstimator;
-use crate::diag::{batch, safety};
+use crate::diag::{batch, safety, tcpraw};
 
 /// Why a batched sweep could not run.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,12 @@ pub enum EchoError {
 const MAGIC: [u8; 4] = *b"OCTO";
 /// Echo payload size (like ping's default 56 bytes).
 const PAYLOAD: usize = 56;
+/// An IPv4 header and an echo request: what a send-only socket writes.
+const RAW_LEN: usize = tcpraw::IPV4_HEADER_LEN + 8 + PAYLOAD;
+/// Fewest targets per sending thread (below, one thread sends them all).
+const MIN_HOSTS_PER_SENDER: usize = 4096;
+/// Most sending threads.
+const MAX_SENDERS: usize = 4;
 
 /// An ICMP (IPv4, `v6 = false`) or ICMPv6 echo request with identifier `ident`, sequence `seq`, carrying
 /// target index `index` and send time `sent_us`. ICMPv6 checksums are filled in by the kernel.
@@ -194,6 +203,33 @@ fn open(v6: bool) -> Result<UdpSocket, EchoError> {
     Ok(UdpSocket::from(s))
 }
 
+/// A socket that only sends IPv4 packets with their own headers (`IPPROTO_RAW`): the kernel hands it no
+/// reply, so no reply is copied for it.
+fn open_send_only_v4() -> Result<Socket, EchoError> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .map_err(|source| match source.kind() {
+        std::io::ErrorKind::PermissionDenied => EchoError::NotPrivileged(source),
+        _ => EchoError::Io {
+            op: "raw IPv4 socket",
+            source,
+        },
+    })?;
+    let _ = s.set_send_buffer_size(4 << 20);
+    Ok(s)
+}
+
+/// Where a sender writes its IPv4 probes: the shared ICMP socket (the kernel writes the IP header), or a
+/// send-only socket of its own (the probe carries its header).
+#[derive(Clone, Copy)]
+enum V4Out<'a> {
+    Kernel(&'a UdpSocket),
+    Raw(&'a Socket),
+}
+
 /// RTTs seen by the readers: the estimator behind [`Wait::Adaptive`] and the slowest.
 struct Seen {
     est: Mutex<RttEstimator>,
@@ -289,7 +325,7 @@ pub fn sweep_blocking_with(
         if let Some(sock) = &v6 {
             s.spawn(|| reader(sock, true));
         }
-        let sent = send_rounds(hosts, &opts, ident, (&v4, &v6), &now_us, cancel);
+        let sent = send_split(hosts, &opts, ident, (&v4, &v6), &now_us, cancel, s);
         // Replies to the last probes: the policy's wait, re-read as replies come in.
         if let Some(last_send) = sent {
             while !cancel.is_cancelled() {
@@ -306,13 +342,74 @@ pub fn sweep_blocking_with(
     Ok(best.into_iter().map(AtomicU32::into_inner).collect())
 }
 
-/// Sends `opts.count` rounds of echo requests to `hosts`, paced at `opts.rate` in batches of at most a
-/// millisecond of probes; returns when the last one left (`None` when none did).
+/// Sends the probes of every round: a large sweep from one thread per core (each with a contiguous share of
+/// `hosts`, of the rate and, for IPv4, a send-only socket of its own), a small one from this thread. Returns
+/// when the last probe left.
+fn send_split<'scope>(
+    hosts: &'scope [IpAddr],
+    opts: &'scope EchoSweep,
+    ident: u16,
+    (v4, v6): (&'scope Option<UdpSocket>, &'scope Option<UdpSocket>),
+    now_us: &'scope (dyn Fn() -> u32 + Sync),
+    cancel: &'scope CancellationToken,
+    scope: &'scope std::thread::Scope<'scope, '_>,
+) -> Option<Instant> {
+    let senders = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_SENDERS)
+        .min(hosts.len() / MIN_HOSTS_PER_SENDER);
+    // Without send-only sockets several threads would share one socket, which was slower than one thread.
+    let raw: Vec<Socket> = match v4 {
+        Some(_) if senders > 1 => (0..senders)
+            .map(|_| open_send_only_v4())
+            .collect::<Result<_, _>>()
+            .unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "Sweep from one thread: no send-only socket.");
+                Vec::new()
+            }),
+        _ => Vec::new(),
+    };
+    if raw.len() < 2 {
+        let out = v4.as_ref().map(V4Out::Kernel);
+        return send_rounds(hosts, 0, opts, ident, (out, v6.as_ref()), now_us, cancel);
+    }
+    let share = hosts.len().div_ceil(raw.len());
+    let each = EchoSweep {
+        rate: (opts.rate / raw.len() as u32).max(1),
+        ..*opts
+    };
+    let threads: Vec<_> = raw
+        .into_iter()
+        .zip(hosts.chunks(share).enumerate())
+        .map(|(sock, (k, mine))| {
+            scope.spawn(move || {
+                send_rounds(
+                    mine,
+                    k * share,
+                    &each,
+                    ident,
+                    (Some(V4Out::Raw(&sock)), v6.as_ref()),
+                    now_us,
+                    cancel,
+                )
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .filter_map(|t| t.join().ok().flatten())
+        .max()
+}
+
+/// Sends `opts.count` rounds of echo requests to `hosts` (their indexes in the whole sweep start at
+/// `offset`), paced at `opts.rate` in batches of at most a millisecond of probes; returns when the last one
+/// left (`None` when none did).
 fn send_rounds(
     hosts: &[IpAddr],
+    offset: usize,
     opts: &EchoSweep,
     ident: u16,
-    (v4, v6): (&Option<UdpSocket>, &Option<UdpSocket>),
+    (v4, v6): (Option<V4Out<'_>>, Option<&UdpSocket>),
     now_us: &dyn Fn() -> u32,
     cancel: &CancellationToken,
 ) -> Option<Instant> {
@@ -322,8 +419,9 @@ fn send_rounds(
     let t0 = Instant::now();
     let mut n: u64 = 0;
     let mut last_send = None;
-    let mut pkts4: Vec<[u8; 8 + PAYLOAD]> = Vec::with_capacity(per_batch);
-    let mut pkts6: Vec<[u8; 8 + PAYLOAD]> = Vec::with_capacity(per_batch);
+    // Each probe is built behind room for an IPv4 header, written only for a send-only socket.
+    let mut pkts4: Vec<[u8; RAW_LEN]> = Vec::with_capacity(per_batch);
+    let mut pkts6: Vec<[u8; RAW_LEN]> = Vec::with_capacity(per_batch);
     let mut to4: Vec<SockAddr> = Vec::with_capacity(per_batch);
     let mut to6: Vec<SockAddr> = Vec::with_capacity(per_batch);
     for round in 0..opts.count.max(1) {
@@ -345,26 +443,41 @@ fn send_rounds(
             to6.clear();
             let sent_us = now_us();
             for (j, &host) in chunk.iter().enumerate() {
-                let index = (chunk_no * per_batch + j) as u32;
+                let index = (offset + chunk_no * per_batch + j) as u32;
                 let (pkts, to) = match host {
                     IpAddr::V4(_) => (&mut pkts4, &mut to4),
                     IpAddr::V6(_) => (&mut pkts6, &mut to6),
                 };
-                pkts.push(echo_request(
+                let mut p = [0u8; RAW_LEN];
+                p[tcpraw::IPV4_HEADER_LEN..].copy_from_slice(&echo_request(
                     host.is_ipv6(),
                     ident,
                     round as u16,
                     index,
                     sent_us,
                 ));
+                if let (IpAddr::V4(dst), Some(V4Out::Raw(_))) = (host, v4) {
+                    p[..tcpraw::IPV4_HEADER_LEN].copy_from_slice(&tcpraw::ipv4_header_for(
+                        std::net::Ipv4Addr::UNSPECIFIED,
+                        dst,
+                        libc::IPPROTO_ICMP as u8,
+                        8 + PAYLOAD,
+                    ));
+                }
+                pkts.push(p);
                 to.push(SockAddr::from(SocketAddr::new(host, 0)));
             }
-            for (sock, pkts, to) in [(v4, &pkts4, &to4), (v6, &pkts6, &to6)] {
-                let (Some(sock), false) = (sock, pkts.is_empty()) else {
+            let v4 = v4.map(|o| match o {
+                V4Out::Kernel(u) => (u.as_fd(), tcpraw::IPV4_HEADER_LEN),
+                V4Out::Raw(r) => (r.as_fd(), 0),
+            });
+            let v6 = v6.map(|u| (u.as_fd(), tcpraw::IPV4_HEADER_LEN));
+            for (out, pkts, to) in [(v4, &pkts4, &to4), (v6, &pkts6, &to6)] {
+                let (Some((fd, from)), false) = (out, pkts.is_empty()) else {
                     continue;
                 };
-                let slices: Vec<&[u8]> = pkts.iter().map(|p| p.as_slice()).collect();
-                if let Err(e) = batch::send_all(sock.as_fd(), &slices, Some(to)) {
+                let slices: Vec<&[u8]> = pkts.iter().map(|p| &p[from..]).collect();
+                if let Err(e) = batch::send_all(fd, &slices, Some(to)) {
                     // An unreachable network or a queue that never drains: those probes get no reply.
                     tracing::debug!(error = %e, "Sweep probes not sent.");
                 }

@@ -96,12 +96,23 @@ pub fn ipv4_header(
     dst: std::net::Ipv4Addr,
     payload_len: usize,
 ) -> [u8; 20] {
+    ipv4_header_for(src, dst, libc::IPPROTO_TCP as u8, payload_len)
+}
+
+/// [`ipv4_header`] for a payload of IP protocol `protocol`. A source of 0.0.0.0 is filled in by the kernel
+/// from the route.
+pub fn ipv4_header_for(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    protocol: u8,
+    payload_len: usize,
+) -> [u8; 20] {
     let mut h = [0u8; IPV4_HEADER_LEN];
     h[0] = 0x45;
     let total = u16::try_from(IPV4_HEADER_LEN + payload_len).unwrap_or(u16::MAX);
     h[2..4].copy_from_slice(&total.to_be_bytes());
     h[8] = 64;
-    h[9] = 6;
+    h[9] = protocol;
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&dst.octets());
     h
