@@ -346,8 +346,63 @@ async fn offline(cmds: &Commands, job: JobRef) {
     // Until the deadline; the agent's Hello wakes it earlier.
     if let Err(err) = cmds.queue.defer(job.id, job.attempt, deadline_ms).await {
         tracing::warn!(command = %job.id, error = %err, "Cannot defer the command; its lease will be reclaimed.");
+        return;
     }
     metrics::counter!("octoisp_commands_waiting_agent_total").increment(1);
+    // The agent may have said Hello since its holder was looked up: its wake-up ([`agent_connected`]) then ran
+    // before this command was waiting and did not see it. The agent registers before it wakes, and this looks
+    // again after the command waits, so one of the two sees the other; a second wake of a ready job is a no-op.
+    // A holder key naming this instance without a connection here is a connection that just ended: not back.
+    let back = match cmds.links.local(job.agent_id) {
+        Some(_) => true,
+        None => matches!(cmds.links.holder(job.agent_id).await,
+                         Ok(Some(i)) if i != cmds.links.instance_id()),
+    };
+    if back {
+        wake_waiting(cmds, job.provider_id, job.agent_id, &[job.id]).await;
+    }
+}
+
+/// Puts the commands waiting for `agent` (back now) in the queue again, in their original order: the rows go
+/// from `waiting_agent` to `queued`, the jobs from the delayed set to their tenant's queue. The jobs of `also`
+/// are woken even when their row was moved already (by the other side of the race `offline` closes).
+async fn wake_waiting(cmds: &Commands, provider_id: Uuid, agent: Uuid, also: &[Uuid]) {
+    let rows: anyhow::Result<Vec<Uuid>> = async {
+        let mut tx = db::tenant_tx(&cmds.pool, provider_id).await?;
+        let rows: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE commands SET status = 'queued' \
+             WHERE provider_id = $1 AND agent_id = $2 AND status = 'waiting_agent' RETURNING id",
+        )
+        .bind(provider_id)
+        .bind(agent)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+    .await;
+    let mut ids: Vec<Uuid> = match rows {
+        Ok(rows) => rows.into_iter().chain(also.iter().copied()).collect(),
+        Err(err) => {
+            tracing::warn!(agent = %agent, error = %err, "Cannot read the agent's waiting commands.");
+            return;
+        }
+    };
+    if ids.is_empty() {
+        return;
+    }
+    // UUIDv7: id order is creation order.
+    ids.sort_unstable();
+    ids.dedup();
+    match cmds.queue.wake(&ids).await {
+        Ok(n) if n > 0 => {
+            tracing::info!(agent = %agent, woken = n, "Agent back: waiting commands woken.")
+        }
+        Ok(_) => {}
+        Err(err) => {
+            tracing::warn!(agent = %agent, error = %err, "Cannot wake the agent's commands.")
+        }
+    }
 }
 
 /// Fails a command whose agent stayed offline past its deadline, naming the agent and its last contact.
@@ -400,38 +455,7 @@ pub async fn agent_connected(
     if let Err(err) = cmds.links.register(agent_id, conn).await {
         tracing::warn!(agent = %agent_id, error = %err, "Cannot register the agent's connection in Redis.");
     }
-    let ids: anyhow::Result<Vec<Uuid>> = async {
-        let mut tx = db::tenant_tx(&cmds.pool, provider_id).await?;
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE commands SET status = 'queued' \
-             WHERE provider_id = $1 AND agent_id = $2 AND status = 'waiting_agent' RETURNING id",
-        )
-        .bind(provider_id)
-        .bind(agent_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
-    }
-    .await;
-    match ids {
-        Ok(mut ids) if !ids.is_empty() => {
-            // UUIDv7: id order is creation order.
-            ids.sort_unstable();
-            match cmds.queue.wake(&ids).await {
-                Ok(n) => {
-                    tracing::info!(agent = %agent_id, woken = n, "Agent back: waiting commands woken.")
-                }
-                Err(err) => {
-                    tracing::warn!(agent = %agent_id, error = %err, "Cannot wake the agent's commands.")
-                }
-            }
-        }
-        Ok(_) => {}
-        Err(err) => {
-            tracing::warn!(agent = %agent_id, error = %err, "Cannot read the agent's waiting commands.")
-        }
-    }
+    wake_waiting(cmds, provider_id, agent_id, &[]).await;
     // Then its configuration, when the POP has a newer one than the agent got.
     if let Err(err) = super::agent_config::on_connect(cmds, provider_id, agent_id).await {
         tracing::warn!(agent = %agent_id, error = %err, "Cannot push the agent's configuration.");
