@@ -52,6 +52,17 @@ pub async fn claim(
         .await
 }
 
+/// Takes back the claim of `id`, a command that did not start (the agent is shutting down): a later delivery
+/// runs it. When the entry cannot be deleted it stays `started`, and [`recover`] reports the command failed at
+/// the next start, as for any command cut short by a stop.
+pub async fn release(outbox: &Outbox, id: Uuid) {
+    let ob = outbox.clone();
+    let done = tokio::task::spawn_blocking(move || ob.delete_states(&[key(id)])).await;
+    if !matches!(done, Ok(Ok(()))) {
+        tracing::warn!(command = %id, "Cannot take back the ledger entry of a command that did not start.");
+    }
+}
+
 /// The `finished` entry of command `name` at `now_ms`, to store with its result.
 pub fn finished(name: &str, now_ms: i64) -> String {
     encode("finished", name, now_ms)

@@ -53,6 +53,8 @@ pub const RESET_BAD_FRAME: u32 = 1;
 pub const RESET_NOT_ACCEPTED: u32 = 2;
 /// Longest name kept in the ledger and logs for an unknown command.
 const MAX_NAME_LOGGED: usize = 64;
+/// Why a command was not accepted while the agent stops (logged; the control plane retries it).
+const SHUTTING_DOWN: &str = "the agent is shutting down; not started";
 
 /// `[commands]` of the agent's config file.
 #[derive(Debug, Clone, Deserialize)]
@@ -354,6 +356,11 @@ impl Executor {
             broken: false,
         };
         let name: String = cmd.name.chars().take(MAX_NAME_LOGGED).collect();
+        // Stopping: nothing is recorded and the stream is reset, so the control plane delivers the command again
+        // (to this agent once it is back) instead of it failing for a restart it had no part in.
+        if inner.shutdown.is_cancelled() {
+            return Served::BadStream(SHUTTING_DOWN.into());
+        }
         // At most once: the ledger entry is committed before anything else happens to this id.
         match ledger::claim(&inner.outbox, cmd.id, &name, now_ms()).await {
             Ok(true) => {}
@@ -477,10 +484,7 @@ impl Executor {
         drop(queued);
         let Some(_slot) = slot else {
             if inner.shutdown.is_cancelled() {
-                let error = "the agent shut down before the command could start".to_string();
-                return self
-                    .refuse(&mut frames, &name, "rejected", CommandStatus::Failed, error)
-                    .await;
+                return self.not_started(cmd.id).await;
             }
             return self.expire(&mut frames, &name).await;
         };
@@ -499,6 +503,9 @@ impl Executor {
                     error,
                 )
                 .await;
+        }
+        if inner.shutdown.is_cancelled() {
+            return self.not_started(cmd.id).await;
         }
         frames.write(r#"{"state":"started"}"#.into()).await;
         tracing::info!(command = %cmd.id, name = %name, "Command started.");
@@ -591,6 +598,13 @@ impl Executor {
         self.finish(frames.id, name, status, "{}".into(), Some(error.clone()))
             .await;
         Served::Rejected(error)
+    }
+
+    /// A claimed command that will not start because the agent is stopping: its claim is taken back and its
+    /// stream reset (no state frame), so the control plane delivers it again.
+    async fn not_started(&self, id: uuid::Uuid) -> Served {
+        ledger::release(&self.inner.outbox, id).await;
+        Served::BadStream(SHUTTING_DOWN.into())
     }
 
     /// Writes the result and the ledger's `finished` entry in one outbox transaction.
