@@ -171,6 +171,20 @@ async function stopAgentSide() {
   workers = null;
 }
 
+// After a failure the work directory is removed: its logs are printed first (their last lines), with the
+// commands table, so that a failure on a machine nobody can log in to still says what happened.
+function printLogs() {
+  for (const name of ['controlplane.log', 'controlplane-workers.log', 'agent.log']) {
+    let text = '';
+    try { text = readFileSync(join(work, name), 'utf8'); } catch { continue; }
+    const lines = text.trimEnd().split('\n').slice(-60);
+    console.log(`--- last ${lines.length} lines of ${name} ---\n${lines.join('\n')}`);
+  }
+  try {
+    console.log('--- commands ---\n' + psql(dbName, `SELECT name, status, pop_id, created_at, started_at, finished_at, error FROM commands ORDER BY created_at`));
+  } catch (err) { console.log('commands table not readable: ' + err.message); }
+}
+
 let browser = null;
 async function cleanup() {
   try { await browser?.close(); } catch { /* ignore */ }
@@ -1073,6 +1087,7 @@ try {
   // A failed step was reported by step(); anything else (the browser did not start...) is reported here.
   if (!failures.length) { failed++; console.log(`  FAIL outside a step: ${err?.stack ?? err}`); }
 } finally {
+  if (failed) printLogs();
   await cleanup();
 }
 console.log(`web e2e: ${passed} passed, ${failed} failed`);

@@ -446,6 +446,40 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// Commands created while their agent stops and connects again all run, once each: none is left waiting for
+/// its deadline (one the dispatcher found offline just before the agent's Hello went waiting after the Hello's
+/// wake-up had looked for waiting commands, and nothing woke it), and none fails because it reached the agent
+/// as it was stopping (it is delivered again instead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_created_while_the_agent_connects_all_run() {
+    let mut s = Setup::start("").await;
+    let mut ids = Vec::new();
+    for _round in 0..3 {
+        s.agent.stop();
+        let t0 = Instant::now();
+        let mut started = false;
+        while t0.elapsed() < Duration::from_secs(4) {
+            if !started && t0.elapsed() > Duration::from_millis(300) {
+                s.agent.start();
+                started = true;
+            }
+            ids.push(s.create("noop", json!({"sleep_ms": 0}), json!({})).await);
+        }
+    }
+    for id in &ids {
+        s.wait(id, Duration::from_secs(60), status_is("succeeded"))
+            .await;
+    }
+    let log = s.agent.log();
+    for id in &ids {
+        let started = log
+            .lines()
+            .filter(|l| l.contains(id.as_str()) && l.contains("Command started."))
+            .count();
+        assert_eq!(started, 1, "command {id} started {started} times\n{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_before_a_redis_restart_are_not_lost() {
     let mut redis = PrivateRedis::start();
