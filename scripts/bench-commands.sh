@@ -255,6 +255,13 @@ if [ -n "${PGSS:-}" ]; then
         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '$DB') AND toplevel" \
         | tee -a "$RUN/summary.txt"
 fi
+# Redis's own account (its private instance served only this run): calls and time per command. A script call's
+# time includes the commands it runs, which are also counted under their own names.
+redis-cli -p "$REDIS_PORT" INFO commandstats >"$RUN/redis-commandstats.txt" 2>/dev/null || true
+awk -F'[:,=]' -v n="$TOTAL" '/^cmdstat_/ {sub("cmdstat_", "", $1); printf "%s %.1f %.2f\n", $1, $5 / n, $3 / n}' \
+    "$RUN/redis-commandstats.txt" | sort -k2 -rn | head -8 \
+    | awk 'BEGIN {printf "redis, per command (us, calls):"} {printf " %s %s us %s,", $1, $2, $3} END {print ""}' \
+    | tee -a "$RUN/summary.txt"
 # HOT updates (no index entry written) are counted whatever the cluster preloads.
 q "SELECT 'commands: ' || n_tup_upd || ' row updates, ' || n_tup_hot_upd || ' of them HOT; table '
           || pg_size_pretty(pg_table_size('commands')) || ', indexes ' || pg_size_pretty(pg_indexes_size('commands'))
