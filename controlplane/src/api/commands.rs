@@ -265,7 +265,7 @@ pub async fn create(
     }
     let tier = provider_tier(&mut tx, provider).await?;
     if fan_out {
-        let (batch, jobs) = create_batch(
+        let (batch, jobs, turn) = create_batch(
             &mut tx,
             &caller,
             provider,
@@ -275,7 +275,9 @@ pub async fn create(
             cmds,
         )
         .await?;
-        match tx.commit().await {
+        let committed = tx.commit().await;
+        drop(turn);
+        match committed {
             Ok(()) => {}
             Err(err) if crate::db::is_unique_violation(&err) => {
                 return replay_key(&state, &caller, provider, key.as_deref(), true).await;
@@ -523,7 +525,26 @@ async fn replay_key(
         .ok_or_else(|| ApiError::Conflict("a command with the same Idempotency-Key exists".into()))
 }
 
-/// Stores a fan-out: the batch row, one command per device (each on its POP's agent), one audit row.
+/// Rows of fan-outs this instance writes at once, at most; a fan-out of more rows waits until it is alone.
+/// Each fan-out is one transaction of up to `max_fanout` rows (tens of microseconds of database CPU per row:
+/// heap, indexes, foreign-key checks). Eight of 6,250 rows written at once kept every core of the database
+/// busy for about 2.5 s, in front of every other tenant's statements (a small tenant's command then waited up
+/// to 118 ms for its dispatch); written in turn, each commits sooner and its commands are dispatched while the
+/// next one is written. Small fan-outs still go beside a large one.
+const FANOUT_ROWS_IN_FLIGHT: u32 = 8192;
+static FANOUT_ROWS: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(FANOUT_ROWS_IN_FLIGHT as usize);
+
+/// A fan-out written, not yet committed: what the answer says, the jobs to enqueue (command, agent), and the
+/// turn among the fan-outs, to give back once committed.
+type WrittenBatch = (
+    BatchCreated,
+    Vec<(Uuid, Uuid)>,
+    tokio::sync::SemaphorePermit<'static>,
+);
+
+/// Stores a fan-out: the batch row, one command per device (each on its POP's agent), one audit row. The turn
+/// returned is held until the transaction is committed (see [`FANOUT_ROWS`]).
 async fn create_batch(
     tx: &mut sqlx::Transaction<'static, Postgres>,
     caller: &Caller,
@@ -532,7 +553,7 @@ async fn create_batch(
     deadline: DateTime<Utc>,
     key: Option<&str>,
     cmds: &Commands,
-) -> Result<(BatchCreated, Vec<(Uuid, Uuid)>), ApiError> {
+) -> Result<WrittenBatch, ApiError> {
     let devices: Vec<(Uuid, Uuid, String, Option<String>)> = if let Some(group) = body.group_id {
         let exists: Option<Uuid> =
             sqlx::query_scalar("SELECT id FROM device_groups WHERE provider_id = $1 AND id = $2")
@@ -574,6 +595,14 @@ async fn create_batch(
             cmds.cfg.max_fanout
         )));
     }
+    // In turn with the other fan-outs being written (see FANOUT_ROWS); held until the caller has committed.
+    let rows = u32::try_from(devices.len())
+        .unwrap_or(u32::MAX)
+        .min(FANOUT_ROWS_IN_FLIGHT);
+    let turn = FANOUT_ROWS
+        .acquire_many(rows)
+        .await
+        .map_err(|_| ApiError::Unavailable("shutting down".into()))?;
     let mut agents: HashMap<Uuid, Uuid> = HashMap::new();
     for (_, pop, _, _) in &devices {
         if !agents.contains_key(pop) {
@@ -653,7 +682,7 @@ async fn create_batch(
         })),
     )
     .await?;
-    Ok((created, jobs))
+    Ok((created, jobs, turn))
 }
 
 /// Filters of the command list.
