@@ -520,6 +520,42 @@ async fn the_same_idempotency_key_gives_the_same_command() {
     h.cleanup().await;
 }
 
+/// The database refuses a command whose POP is not its agent's POP (one composite foreign key), and a command
+/// naming the agent with its own POP is stored.
+#[tokio::test]
+async fn a_command_names_its_agents_own_pop_or_is_refused() {
+    let db = TestDb::new().await;
+    let a = tenant(&db, "isp-a").await;
+    let other_pop: Uuid = sqlx::query_scalar(
+        "INSERT INTO pops (provider_id, slug, name) VALUES ($1, 'norte', 'Norte') RETURNING id",
+    )
+    .bind(a.provider_id)
+    .fetch_one(&db.admin)
+    .await
+    .unwrap();
+    let insert = |pop: Uuid| {
+        sqlx::query(
+            "INSERT INTO commands (id, provider_id, pop_id, agent_id, name, args, deadline) \
+             VALUES ($1, $2, $3, $4, 'noop', '{}', now() + interval '1 hour')",
+        )
+        .bind(Uuid::now_v7())
+        .bind(a.provider_id)
+        .bind(pop)
+        .bind(a.agent.agent_id)
+        .execute(&db.admin)
+    };
+    let err = insert(other_pop)
+        .await
+        .expect_err("a command on POP norte for the agent of POP centro");
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("23503"),
+        "{err}"
+    );
+    insert(a.pop_id).await.expect("the agent's own POP");
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_fan_out_creates_one_command_per_device_with_its_identity() {
     let h = harness().await;
