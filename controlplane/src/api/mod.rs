@@ -464,7 +464,7 @@ pub const ROUTES: &[RouteSpec] = &[
     route("POST", "/api/v1/push/subscriptions", ""),
     route("DELETE", "/api/v1/push/subscriptions/{id}", ""),
     route("PUT", "/api/v1/me/language", ""),
-    // Commands to agents (api/commands.rs). Creating or cancelling one needs the command's own permission from
+    // Commands to agents (api/commands/). Creating or cancelling one needs the command's own permission from
     // the catalogue (`diagnostics:run` for diagnostics, `tr069:reboot` for reboots...): the table names the
     // diagnostics one.
     route("POST", "/api/v1/commands", "diagnostics:run"),

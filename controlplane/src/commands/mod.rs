@@ -3,7 +3,7 @@
 //! PostgreSQL's `commands` table is the source of truth; the Redis queue ([`crate::queue`]) only orders, leases
 //! and retries them. The path of a command:
 //!
-//! 1. **Create** (`api/commands.rs`): the row is inserted (status `queued`) and audited in one transaction, then
+//! 1. **Create** (`api/commands/`): the row is inserted (status `queued`) and audited in one transaction, then
 //!    enqueued in the tenant's tier. If Redis is unreachable at that moment the row stays `queued` and the
 //!    [reconciler](dispatch::reconcile_loop) enqueues it later: enqueueing an id the queue knows does nothing, so
 //!    a command can be enqueued any number of times and still runs once.
