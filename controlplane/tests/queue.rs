@@ -177,6 +177,87 @@ async fn tenants_of_a_tier_are_served_round_robin() {
     cleanup(&q).await;
 }
 
+/// Jobs of several tenants in two tiers, the same jobs (ids) in two queues.
+async fn twin_queues(limits: bool) -> (Queue, Queue, Vec<NewJob>) {
+    let mut c = cfg();
+    if limits {
+        c.tenant_concurrency = [3, 0, 0];
+    }
+    let (a, b) = (queue(c.clone()).await, {
+        let mut c2 = c;
+        c2.prefix = format!("test:queue:{}", Uuid::new_v4().simple());
+        queue(c2).await
+    });
+    let tenants: Vec<(Uuid, Tier, usize)> = vec![
+        (Uuid::new_v4(), Tier::Small, 7),
+        (Uuid::new_v4(), Tier::Small, 2),
+        (Uuid::new_v4(), Tier::Small, 1),
+        (Uuid::new_v4(), Tier::Small, 5),
+        (Uuid::new_v4(), Tier::Large, 30),
+        (Uuid::new_v4(), Tier::Large, 4),
+    ];
+    let mut jobs = Vec::new();
+    for (t, tier, n) in &tenants {
+        jobs.extend((0..*n).map(|i| job(*t, *tier, &format!("job {i}"))));
+    }
+    // Enqueued in two calls, interleaved differently, so that tenants join the round robin in a mixed order.
+    let (first, second) = jobs.split_at(20);
+    for q in [&a, &b] {
+        assert_eq!(q.enqueue(second).await.unwrap(), second.len());
+        assert_eq!(q.enqueue(first).await.unwrap(), first.len());
+    }
+    (a, b, jobs)
+}
+
+#[tokio::test]
+async fn one_reserve_of_many_hands_out_what_as_many_reserves_of_one_would() {
+    for limits in [false, true] {
+        let (a, b, jobs) = twin_queues(limits).await;
+        // `a` in calls of 9 (completing each call's first two leases, which frees concurrency), `b` one by one
+        // with the same completions at the same points.
+        let mut by_many = Vec::new();
+        let mut by_one = Vec::new();
+        let mut done = 0;
+        for _ in 0..8 {
+            let got = a.reserve("w", 9).await.unwrap();
+            let mut one = Vec::new();
+            for _ in 0..9 {
+                one.extend(b.reserve("w", 1).await.unwrap());
+            }
+            assert_eq!(
+                got.iter().map(|l| l.id).collect::<Vec<_>>(),
+                one.iter().map(|l| l.id).collect::<Vec<_>>(),
+                "same jobs in the same order (limits: {limits})"
+            );
+            for (q, ls) in [(&a, &got), (&b, &one)] {
+                let done: Vec<(Uuid, Option<u32>)> =
+                    ls.iter().take(2).map(|l| (l.id, Some(l.attempt))).collect();
+                assert!(q.complete_many(&done).await.unwrap().iter().all(|d| *d));
+            }
+            done += got.len().min(2);
+            by_many.extend(got);
+            by_one.extend(one);
+        }
+        assert!(by_many.len() > 40, "the run handed out work");
+        // The counters agree with what is in the sets.
+        let (sa, sb) = (a.stats().await.unwrap(), b.stats().await.unwrap());
+        for tier in [Tier::Small, Tier::Large] {
+            let (x, y) = (&sa.tiers[tier.index()], &sb.tiers[tier.index()]);
+            assert_eq!(
+                (x.ready, x.leased, x.tenants_active),
+                (y.ready, y.leased, y.tenants_active)
+            );
+        }
+        let leased: u64 = sa.tiers.iter().map(|t| t.leased).sum();
+        let ready: u64 = sa.tiers.iter().map(|t| t.ready).sum();
+        assert_eq!(leased as usize, by_many.len() - done);
+        assert_eq!(ready as usize, jobs.len() - by_many.len());
+        assert_eq!(sa.counters.completed as usize, done);
+        cleanup(&a).await;
+        cleanup(&b).await;
+    }
+}
+
 #[tokio::test]
 async fn tier_weights_share_the_slots_and_an_idle_tier_gives_its_share_away() {
     let q = queue(QueueConfig {
