@@ -31,12 +31,12 @@ local N = P .. ':n'
 -- integers, and the tiers have their names as strings.
 local function I(x) return string.format('%d', x) end
 local TIER = {[0] = '0', '1', '2'}
--- `cmd key items...` in calls of at most 512 items (Lua's stack bounds unpack).
+-- `cmd [key] items...` in calls of at most 512 items (Lua's stack bounds unpack); no key: the items are keys.
 local function bulk(cmd, key, items)
   local i, n = 1, #items
   while i <= n do
     local j = math.min(i + 511, n)
-    redis.call(cmd, key, unpack(items, i, j))
+    if key then redis.call(cmd, key, unpack(items, i, j)) else redis.call(cmd, unpack(items, i, j)) end
     i = j + 1
   end
 end
@@ -385,12 +385,7 @@ for i = 3, #ARGV - 1, 2 do
 end
 if done > 0 then
   bulk('ZREM', LEASED, unlease)
-  local i = 1
-  while i <= #hashes do
-    local j = math.min(i + 511, #hashes)
-    redis.call('DEL', unpack(hashes, i, j))
-    i = j + 1
-  end
+  bulk('DEL', nil, hashes)
   for tier, d in pairs(dtier) do redis.call('HINCRBY', tierk(tier), 'l', I(d)) end
   for t, d in pairs(dten) do redis.call('HINCRBY', tnk(t), 'l', I(d)) end
   redis.call('HINCRBY', N, 'completed', I(done))
